@@ -1,0 +1,3 @@
+from ecgtool.cli import main
+
+main()

@@ -1,0 +1,86 @@
+"""The ``ecgtool`` command group.
+
+Subcommands live in one thin module each and are imported only when invoked
+(or when their own ``--help`` is asked for), so ``ecgtool --help`` and TAB
+completion never import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from ecgtool import __version__
+from ecgtool.errors import EcgtoolError
+
+# name -> (module, attribute, one-line help shown by `ecgtool --help` without importing the module)
+COMMANDS = {
+    "fetch": ("ecgtool.cli.fetch", "fetch", "Download a dataset (or generate the built-in synthetic one)."),
+    "prep": ("ecgtool.cli.prep", "prep", "Preprocess a raw dataset directory into an ECG store."),
+    "split": ("ecgtool.cli.split", "split", "Split a store patient-wise into train/val/test stores."),
+    "train": ("ecgtool.cli.train", "train", "Train a model on a store and write a checkpoint."),
+    "eval": ("ecgtool.cli.eval", "eval_", "Evaluate a checkpoint on a store."),
+    "profile": ("ecgtool.cli.profile", "profile", "Count parameters and MACs and measure latency."),
+    "info": ("ecgtool.cli.info", "info", "Summarise a store or a checkpoint."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, short) for name, (_, _, short) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:  # one line for the user; the traceback only on request
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            if isinstance(e, EcgtoolError):
+                message = str(e)
+            elif isinstance(e, OSError) and e.filename:
+                message = f"{e.filename}: {e.strerror}"
+            else:
+                message = f"unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)"
+            click.echo(f"error: {message}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "ECGTOOL"})
+@click.version_option(__version__, prog_name="ecgtool")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """Deep-learning ECG classification research, one Unix-style step at a time.
+
+    Every option can also be set from the environment: ECGTOOL_<COMMAND>_<OPTION>,
+    e.g. ECGTOOL_TRAIN_EPOCHS=30.
+    """
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+def main() -> None:
+    cli(prog_name="ecgtool")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

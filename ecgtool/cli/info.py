@@ -1,0 +1,62 @@
+"""``ecgtool info``: what a store or checkpoint holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ecgtool.cli.options import json_option
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True))
+@json_option
+def info(path, as_json):
+    """Summarise a store (shape, fs, leads, classes with counts, folds, provenance) or a checkpoint."""
+    from ecgtool.cli.options import emit_json, stdout_console
+
+    if Path(path).is_dir():
+        from ecgtool.data.store import open_store
+
+        summary = open_store(path).summary()
+    else:
+        from ecgtool.train.checkpoint import load_checkpoint, summary as ckpt_summary
+
+        summary = ckpt_summary(load_checkpoint(path), path)
+    if as_json:
+        emit_json(summary)
+    else:
+        _print_summary(summary, stdout_console())
+
+
+def _print_summary(s: dict, console) -> None:
+    from rich.table import Table
+
+    if s["kind"] == "store":
+        console.print(f"[bold]{s['path']}[/]  ECG store v{s['format_version']}")
+        console.print(f"records {s['records']}  patients {s['patients']} ({s['patient_ids']} ids)  shape {s['shape']} {s['dtype']}  chunk {s['chunk_records']} records")
+        console.print(f"fs {s['fs']} Hz  units {s['units']}  normalisation {s['normalisation']['method']}")
+        console.print(f"leads {', '.join(s['leads'])}")
+        console.print(f"task {s['task']} ({'multi-label' if s['multi_label'] else 'multi-class'})")
+        console.print("folds " + ", ".join(f"{f}: {n}" for f, n in s["folds"].items()))
+        table = Table("class", "records", "description")
+        for c in s["classes"]:
+            table.add_row(c, str(s["class_counts"][c]), s["class_descriptions"].get(c, ""))
+        console.print(table)
+    else:
+        console.print(f"[bold]{s['path']}[/]  checkpoint v{s['format_version']} ({s['checkpoint_kind']})")
+        console.print(f"model {s['model']['name']} {s['model']['kwargs']}")
+        inp = s["input"]
+        console.print(f"input {len(inp['leads'])} leads × {inp['samples']} samples at {inp['fs']} Hz, "
+                      f"normalisation {inp['normalisation']['method']}, view {inp['view']['name']}")
+        console.print(f"task {s['task']} ({'multi-label' if s['multi_label'] else 'multi-class'}), classes {', '.join(s['classes'])}")
+        if s["thresholds"]:
+            console.print(f"thresholds from {s['thresholds']['source']}: " + ", ".join(f"{v:.3f}" for v in s["thresholds"]["values"]))
+        if s["metrics"]:
+            console.print("metrics " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in s["metrics"].items()))
+        console.print(f"resumable: {'yes' if s['resumable'] else 'no'}")
+    console.print("[bold]provenance[/]")
+    for i, p in enumerate(s["provenance"], 1):
+        inputs = "; ".join(f"{x['path']} ({x['fingerprint'][:23]})" for x in p.get("inputs", []))
+        console.print(f" {i}. {p['time']} {p['tool']} [cyan]{p['command']}[/]" + (f"\n    inputs: {inputs}" if inputs else ""))

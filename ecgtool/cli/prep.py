@@ -1,0 +1,72 @@
+"""``ecgtool prep``: a raw dataset directory → an ECG store."""
+
+from __future__ import annotations
+
+import click
+
+from ecgtool.cli.options import output_option, overwrite_option
+from ecgtool.data.transforms import CROP_POLICIES, NORMALISATIONS
+
+
+def _leads(ctx, param, value):
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+@click.command()
+@click.argument("raw_dir", type=click.Path(file_okay=False))
+@output_option
+@click.option("--reader", default="auto", show_default=True, help="Dataset reader (auto detects the layout).")
+@click.option("--labels", "label_csv", type=click.Path(dir_okay=False), help="Label CSV (record_id, labels[, patient_id, age, sex, fold]) for a generic WFDB directory.")
+@click.option("--fs", type=float, default=100.0, show_default=True, help="Target sampling rate in Hz (polyphase resampling).")
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="Fixed record length; 0 keeps the longest record's length and zero-pads the rest.")
+@click.option("--crop", type=click.Choice(CROP_POLICIES), default="start", show_default=True, help="Which part of a longer record to keep.")
+@click.option("--lowcut", type=float, default=0.5, show_default=True, help="High-pass edge in Hz (0 disables).")
+@click.option("--highcut", type=float, default=50.0, show_default=True, help="Low-pass edge in Hz (0 disables; ignored at or above Nyquist).")
+@click.option("--notch", type=float, default=0.0, help="Powerline notch frequency in Hz, e.g. 50 or 60 (0 disables).")
+@click.option("--normalise", "normalisation", type=click.Choice(NORMALISATIONS), default="zscore", show_default=True,
+              help="zscore: per record and lead; dataset: per-lead mean/std stored in attrs and applied when loading; none.")
+@click.option("--leads", callback=_leads, help="Comma-separated leads to keep, in this order (default: all).")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--workers", type=int, default=None, help="Worker processes (default: CPU count, at most 8).")
+@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True, help="What to do with a record that cannot be read.")
+@click.option("--keep-unlabelled", is_flag=True, help="Keep records with none of the task's classes (dropped by default).")
+@click.option("--limit", type=int, default=None, help="Only the first N records (for a quick look).")
+@overwrite_option
+def prep(raw_dir, output, reader, label_csv, fs, seconds, crop, lowcut, highcut, notch, normalisation, leads, dtype,
+         workers, on_error, keep_unlabelled, limit, overwrite):
+    """Preprocess RAW_DIR (a WFDB dataset directory) into the ECG store OUTPUT.
+
+    Resample → band-pass → notch → crop/pad → normalise, per record, in parallel,
+    streamed into the store. Prints the store path.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ecgtool.cli.options import stderr_console
+    from ecgtool.data.prep import default_workers, run_prep
+    from ecgtool.data.readers import open_reader
+    from ecgtool.data.transforms import PrepConfig
+
+    options = {"labels": label_csv} if label_csv else {}
+    source = open_reader(raw_dir, reader, **options)
+    cfg = PrepConfig(
+        fs=fs, seconds=seconds or None, crop=crop, lowcut=lowcut or None, highcut=highcut or None,
+        notch=notch or None, normalisation=normalisation, leads=leads,
+    )
+    console = stderr_console()
+    with Progress(TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("prep", total=None)
+        report = run_prep(
+            source, output, cfg, workers=workers or default_workers(), on_error=on_error,
+            keep_unlabelled=keep_unlabelled, dtype=dtype, overwrite=overwrite, limit=limit,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    for rid, why in report.skipped[:20]:
+        console.print(f"[yellow]skipped[/] {rid}: {why}")
+    if len(report.skipped) > 20:
+        console.print(f"[yellow]… and {len(report.skipped) - 20} more skipped records (listed in the store's attrs)")
+    console.print(
+        f"wrote {report.written} records to {output}"
+        + (f"; {len(report.skipped)} skipped" if report.skipped else "")
+        + (f"; {report.unlabelled} without a label of the task dropped" if report.unlabelled else "")
+    )
+    click.echo(output)

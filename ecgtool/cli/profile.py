@@ -1,0 +1,75 @@
+"""``ecgtool profile``: parameters, MACs per stage and latency of a model or checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ecgtool.cli.options import device_option, json_option
+
+
+@click.command()
+@click.argument("target", metavar="MODEL|CHECKPOINT")
+@click.option("--leads", type=click.IntRange(1), default=12, show_default=True, help="Input leads (for a model name).")
+@click.option("--samples", type=click.IntRange(16), default=1000, show_default=True, help="Input samples (for a model name).")
+@click.option("--classes", type=click.IntRange(1), default=9, show_default=True, help="Output classes (for a model name).")
+@click.option("--batch", "batches", type=click.IntRange(1), multiple=True, default=(1, 32), show_default=True, help="Batch sizes for latency; repeatable.")
+@click.option("--repeats", type=click.IntRange(1), default=20, show_default=True, help="Timed repeats per batch size (median reported).")
+@click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default).")
+@device_option
+@json_option
+def profile(target, leads, samples, classes, batches, repeats, threads, device, as_json):
+    """Profile a registered MODEL name or a CHECKPOINT file.
+
+    Parameters, MACs counted by thop for one record (FLOPs = 2 × MACs) with a
+    per-stage breakdown, and latency (median of repeats) at each --batch size.
+    A checkpoint's input shape comes from the checkpoint.
+    """
+    import torch
+
+    from ecgtool.cli.options import emit_json, resolve_device, stdout_console
+    from ecgtool.models import create_model
+    from ecgtool.profile.measure import count_macs, count_parameters, measure_latency
+
+    if threads:
+        torch.set_num_threads(threads)
+    if Path(target).is_file():
+        from ecgtool.train.checkpoint import build_model, load_checkpoint
+
+        ckpt = load_checkpoint(target)
+        model = build_model(ckpt)
+        leads, samples, name = len(ckpt["input"]["leads"]), ckpt["input"]["samples"], ckpt["model"]["name"]
+    else:
+        try:
+            model = create_model(target, num_classes=classes, num_leads=leads, num_samples=samples)
+        except KeyError as e:
+            raise click.BadParameter(e.args[0], param_hint="MODEL|CHECKPOINT") from None
+        name = target
+    dev = resolve_device(device)
+    macs = count_macs(model, (1, leads, samples))
+    latency = [measure_latency(model, (b, leads, samples), device=str(dev), repeats=repeats) for b in batches]
+    result = {
+        "model": name, "input_shape": [leads, samples], "parameters": count_parameters(model),
+        "macs": macs["macs"], "flops": macs["flops"], "flops_convention": "FLOPs = 2 x MACs (thop counts MACs)",
+        "stages": macs["stages"], "latency": latency, "device": str(dev), "torch_threads": torch.get_num_threads(),
+    }
+    if as_json:
+        emit_json(result)
+        return
+    _print(result, stdout_console())
+
+
+def _print(r: dict, console) -> None:
+    from rich.table import Table
+
+    console.print(f"[bold]{r['model']}[/]  input {r['input_shape'][0]} leads × {r['input_shape'][1]} samples")
+    console.print(f"parameters {r['parameters']['total']:,}  MACs {r['macs'] / 1e6:,.1f} M  FLOPs {r['flops'] / 1e6:,.1f} M (2 × MACs)")
+    table = Table("stage", "params", "MACs (M)", "% MACs")
+    for s in r["stages"]:
+        table.add_row(s["name"], f"{s['params']:,}", f"{s['macs'] / 1e6:,.2f}", f"{100 * s['macs'] / max(r['macs'], 1):.1f}")
+    console.print(table)
+    lat = Table("batch", "median ms", "p90 ms", "records/s", title=f"latency on {r['device']} ({r['torch_threads']} threads)")
+    for x in r["latency"]:
+        lat.add_row(str(x["batch"]), f"{x['median_ms']:.2f}", f"{x['p90_ms']:.2f}", f"{x['samples_per_s']:,.0f}")
+    console.print(lat)

@@ -1,0 +1,74 @@
+"""``ecgtool split``: a store → train/val/test stores, patient-wise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ecgtool.cli.options import json_option, overwrite_option, seed_option
+
+
+@click.command()
+@click.argument("store_path", metavar="STORE", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Directory for train.zarr, val.zarr, test.zarr (created if needed).")
+@click.option("--folds", "k", type=click.IntRange(3, 100), default=10, show_default=True, help="Number of stratified folds when the store has no official folds.")
+@click.option("--train", "train_folds", default=None, help="Folds for training, e.g. 1-8 (default: all but the last two).")
+@click.option("--val", "val_folds", default=None, help="Folds for validation (default: the second to last).")
+@click.option("--test", "test_folds", default=None, help="Folds for testing (default: the last).")
+@click.option("--ratios", default=None, help="train,val,test fractions instead of fold lists, e.g. 0.7,0.15,0.15.")
+@click.option("--ignore-official", is_flag=True, help="Stratify anew even where the store has official folds.")
+@seed_option
+@overwrite_option
+@json_option
+def split(store_path, output, k, train_folds, val_folds, test_folds, ratios, ignore_official, seed, overwrite, as_json):
+    """Split STORE patient-wise into OUTPUT/{train,val,test}.zarr.
+
+    Uses the store's official folds where it has them (PTB-XL: 1-8 / 9 / 10),
+    otherwise assigns patients to stratified folds. No patient is ever in two
+    splits. Prints the paths written (JSON with --json) and the class counts
+    per split on stderr.
+    """
+    from rich.table import Table
+
+    from ecgtool.cli.options import emit_json, stderr_console
+    from ecgtool.data.split import SPLITS, folds_for_ratios, parse_folds, plan_split, run_split
+    from ecgtool.data.store import open_store
+    from ecgtool.errors import EcgtoolError
+
+    store = open_store(store_path)
+    fold_lists = None
+    if ratios:
+        if train_folds or val_folds or test_folds:
+            raise click.UsageError("give either --ratios or fold lists, not both")
+        k, fold_lists = folds_for_ratios([float(r) for r in ratios.split(",")])
+        ignore_official = True
+    elif train_folds or val_folds or test_folds:
+        if not (train_folds and val_folds and test_folds):
+            raise click.UsageError("give all three of --train, --val and --test")
+        fold_lists = {"train": parse_folds(train_folds), "val": parse_folds(val_folds), "test": parse_folds(test_folds)}
+    out_dir = Path(output)
+    existing = [str(out_dir / f"{s}.zarr") for s in SPLITS if (out_dir / f"{s}.zarr").exists()]
+    if existing and not overwrite:
+        raise EcgtoolError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
+    plan = plan_split(store, fold_lists, k, seed, use_official=not ignore_official)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = run_split(store, out_dir, plan, overwrite)
+
+    table = Table(title=f"{store.path.name}: folds {plan.fold_source}")
+    table.add_column("class")
+    for s in SPLITS:
+        table.add_column(f"{s} ({len(plan.members[s])})", justify="right")
+    for j, c in enumerate(store.classes):
+        table.add_row(c, *(str(int(store.labels[plan.members[s], j].sum())) for s in SPLITS))
+    table.add_row("patients", *(str(len(set(store.patient_id[plan.members[s]]))) for s in SPLITS))
+    stderr_console().print(table)
+    if as_json:
+        emit_json({
+            "splits": {s: {"path": str(paths[s]), "records": int(len(plan.members[s])), "folds": plan.fold_lists[s]} for s in paths},
+            "fold_source": plan.fold_source,
+        })
+    else:
+        for s in SPLITS:
+            if s in paths:
+                click.echo(str(paths[s]))

@@ -1,0 +1,111 @@
+"""``ecgtool train``: a model on a training store → a checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ecgtool.cli.options import device_option, json_option, overwrite_option, seed_option
+
+
+def _model_args(ctx, param, values):
+    out = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: write KEY=VALUE", param=param)
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def _list_models(ctx, param, value):
+    if not value or ctx.resilient_parsing:
+        return
+    from ecgtool.models import list_models, model_info
+
+    for name in list_models():
+        click.echo(f"{name}\t{model_info(name)['description']}")
+    ctx.exit(0)
+
+
+@click.command()
+@click.argument("model_name", metavar="MODEL")
+@click.argument("train_store", type=click.Path(exists=True, file_okay=False))
+@click.option("--val", "val_store", type=click.Path(exists=True, file_okay=False), help="Validation store: best epoch by macro AUC, thresholds tuned on it.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
+@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True, help="Peak learning rate (AdamW).")
+@click.option("--weight-decay", type=click.FloatRange(0), default=1e-2, show_default=True)
+@click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True, help="Learning-rate schedule, stepped per batch.")
+@click.option("--warmup-epochs", type=click.FloatRange(0), default=0.0, show_default=True, help="Linear warm-up length.")
+@click.option("--step-size", type=click.IntRange(1), default=10, show_default=True, help="Epochs between decays (step schedule).")
+@click.option("--gamma", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Decay factor (step schedule).")
+@click.option("--model-arg", "model_kwargs", multiple=True, callback=_model_args, metavar="KEY=VALUE", help="Extra model constructor argument (JSON value); repeatable.")
+@click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run that wrote OUTPUT.resume.")
+@click.option("--list-models", is_flag=True, expose_value=False, is_eager=True, callback=_list_models, help="List the registered models and exit.")
+@seed_option
+@device_option
+@overwrite_option
+@json_option
+def train(model_name, train_store, val_store, output, epochs, batch_size, lr, weight_decay, schedule, warmup_epochs,
+          step_size, gamma, model_kwargs, threads, resume, seed, device, overwrite, as_json):
+    """Train MODEL on TRAIN_STORE and write the best checkpoint to OUTPUT.
+
+    Prints the checkpoint path (the final metrics as JSON with --json);
+    progress and per-epoch metrics go to stderr.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ecgtool.cli.options import emit_json, resolve_device, stderr_console
+    from ecgtool.errors import EcgtoolError
+    from ecgtool.models import list_models
+    from ecgtool.train.loop import Trainer, TrainArgs, resume_path
+
+    if model_name not in list_models():
+        from ecgtool.models import create_model  # raises the registry's "did you mean" error
+
+        try:
+            create_model(model_name, num_classes=1)
+        except KeyError as e:
+            raise click.BadParameter(e.args[0], param_hint="MODEL") from None
+    args = TrainArgs(
+        model=model_name, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
+        warmup_epochs=warmup_epochs, step_size=step_size, gamma=gamma, seed=seed,
+        device=str(resolve_device(device)), threads=threads, model_kwargs=model_kwargs,
+    )
+    console = stderr_console()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("loss {task.fields[loss]:.4f}"), console=console, transient=True)
+    task = progress.add_task("epoch", total=None, loss=float("nan"))
+
+    def on_step(epoch, step, steps, loss):
+        progress.update(task, description=f"epoch {epoch + 1}/{epochs}", completed=step, total=steps, loss=loss)
+
+    def on_epoch(record, best_epoch):
+        parts = [f"epoch {record['epoch']:>3}/{epochs}", f"train loss {record['train_loss']:.4f}"]
+        if "val_loss" in record:
+            parts += [f"val loss {record['val_loss']:.4f}", f"val macro AUC {record['val_macro_auc']:.4f}"]
+        parts.append(f"lr {record['lr']:.2e}")
+        console.print("  ".join(parts) + ("  [green]best[/]" if best_epoch == record["epoch"] else ""))
+
+    trainer = Trainer(args, train_store, val_store, output, overwrite=overwrite, on_step=on_step, on_epoch=on_epoch)
+    if resume:
+        if not trainer.resume():
+            raise EcgtoolError(f"--resume: there is no {resume_path(trainer.out)} to continue from")
+        console.print(f"resuming at epoch {trainer.start_epoch + 1}")
+    elif resume_path(trainer.out).exists() and not overwrite:
+        raise EcgtoolError(f"{resume_path(trainer.out)} holds an interrupted run; pass --resume to continue it or --overwrite to start again")
+    if val_store is None:
+        console.print("[yellow]no --val store: the last epoch is kept and thresholds default to 0.5")
+    with progress:
+        ckpt = trainer.run()
+    if as_json:
+        emit_json({"checkpoint": output, "metrics": ckpt["metrics"], "thresholds": ckpt["thresholds"]})
+    else:
+        click.echo(output)

@@ -1,0 +1,192 @@
+"""Batches from an ECG store, read a whole chunk at a time.
+
+Reading one record per call (the way a per-index ``Dataset`` does) decodes a
+compressed chunk for every record; this loader decodes each chunk once per
+epoch. Two modes, chosen automatically from the store's size:
+
+* in memory — the selected records are read once, chunk by chunk, and every
+  epoch shuffles indices into that array;
+* streaming — the chunk order is shuffled, a window of chunks is decoded in a
+  background thread and shuffled within the window, so memory stays at a few
+  windows whatever the store's size.
+
+Both are deterministic for a (seed, epoch) pair, which is what ``--resume``
+relies on.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterator
+
+import numpy as np
+
+from ecgtool.data.store import EcgStore
+
+DEFAULT_MEMORY_BUDGET = 4 << 30  # bytes of decoded signals kept in RAM in "auto" mode
+
+
+class InputSpec:
+    """How raw store rows become model input: lead selection and load-time normalisation.
+
+    It is recorded in the checkpoint (``input``), so eval applies exactly what
+    training applied, whichever store it reads.
+    """
+
+    def __init__(self, store: EcgStore, leads: list[str] | None = None, normalisation: dict | None = None):
+        leads = leads or store.leads
+        missing = [lead for lead in leads if lead not in store.leads]
+        if missing:
+            from ecgtool.errors import EcgtoolError
+
+            raise EcgtoolError(f"{store.path} lacks lead(s) {', '.join(missing)} that the model needs")
+        self.lead_index = [store.leads.index(lead) for lead in leads]
+        self.all_leads = self.lead_index == list(range(len(store.leads)))
+        norm = normalisation or store.attrs["normalisation"]
+        self.mean = self.std = None
+        if norm.get("method") == "dataset":
+            self.mean = np.asarray(norm["mean"], np.float32)[:, None]
+            self.std = np.asarray(norm["std"], np.float32)[:, None]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if not self.all_leads:
+            x = x[:, self.lead_index]
+        x = x.astype(np.float32, copy=False)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return x
+
+
+class ChunkLoader:
+    """Yields ``(x, y, indices)``: float32 tensors ``[B, leads, samples]`` and ``[B, K]`` plus store rows."""
+
+    def __init__(
+        self,
+        store: EcgStore,
+        batch_size: int,
+        *,
+        spec: InputSpec | None = None,
+        indices: np.ndarray | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        mode: str = "auto",
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        window_chunks: int = 8,
+        pin_memory: bool = False,
+    ):
+        self.store = store
+        self.batch_size = batch_size
+        self.spec = spec or InputSpec(store)
+        self.indices = np.arange(len(store)) if indices is None else np.sort(np.asarray(indices, dtype=np.int64))
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.window_chunks = window_chunks
+        self.pin_memory = pin_memory
+        self.epoch = 0
+        row_bytes = int(np.prod(store.signals.shape[1:])) * 4
+        if mode == "auto":
+            mode = "memory" if row_bytes * len(self.indices) <= memory_budget else "stream"
+        if mode not in ("memory", "stream"):
+            raise ValueError(f"unknown loader mode {mode!r}")
+        self.mode = mode
+        self._cache: np.ndarray | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.indices)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _rng(self) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch])
+
+    # -- the two modes --------------------------------------------------------------------
+    def _load_all(self) -> np.ndarray:
+        if self._cache is None:
+            out = np.empty((len(self.indices), len(self.spec.lead_index), self.store.n_samples), np.float32)
+            pos = 0
+            for start, stop in self.store.chunk_bounds():
+                sel = self.indices[(self.indices >= start) & (self.indices < stop)]
+                if len(sel):
+                    block = np.asarray(self.store.signals[start:stop])[sel - start]
+                    out[pos : pos + len(sel)] = self.spec(block)
+                    pos += len(sel)
+            self._cache = out
+        return self._cache
+
+    def _memory_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        data = self._load_all()
+        order = self._rng().permutation(len(self.indices)) if self.shuffle else np.arange(len(self.indices))
+        for b in range(len(self)):
+            pos = np.sort(order[b * self.batch_size : (b + 1) * self.batch_size])
+            yield data[pos], self.indices[pos]
+
+    def _windows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Decoded (signals, rows) per window of chunks, in the epoch's chunk order."""
+        bounds = [(s, e) for s, e in self.store.chunk_bounds() if ((self.indices >= s) & (self.indices < e)).any()]
+        order = self._rng().permutation(len(bounds)) if self.shuffle else np.arange(len(bounds))
+        for w in range(0, len(order), self.window_chunks):
+            xs, rows = [], []
+            for c in sorted(order[w : w + self.window_chunks]):
+                start, stop = bounds[c]
+                sel = self.indices[(self.indices >= start) & (self.indices < stop)]
+                xs.append(self.spec(np.asarray(self.store.signals[start:stop])[sel - start]))
+                rows.append(sel)
+            yield np.concatenate(xs), np.concatenate(rows)
+
+    def _stream_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        rng = self._rng()
+        carry_x = np.empty((0, len(self.spec.lead_index), self.store.n_samples), np.float32)
+        carry_rows = np.empty(0, np.int64)
+        for x, rows in _background(self._windows()):
+            if self.shuffle:
+                perm = rng.permutation(len(rows))
+                x, rows = x[perm], rows[perm]
+            x, rows = np.concatenate([carry_x, x]), np.concatenate([carry_rows, rows])
+            n_full = len(rows) // self.batch_size * self.batch_size
+            for b in range(0, n_full, self.batch_size):
+                yield x[b : b + self.batch_size], rows[b : b + self.batch_size]
+            carry_x, carry_rows = x[n_full:], rows[n_full:]
+        if len(carry_rows) and not self.drop_last:
+            yield carry_x, carry_rows
+
+    def __iter__(self):
+        import torch
+
+        batches = self._memory_batches() if self.mode == "memory" else self._stream_batches()
+        labels = self.store.labels
+        for x, rows in batches:
+            xt = torch.from_numpy(np.ascontiguousarray(x))
+            yt = torch.from_numpy(labels[rows].astype(np.float32))
+            if self.pin_memory:
+                xt, yt = xt.pin_memory(), yt.pin_memory()
+            yield xt, yt, rows
+
+
+def _background(it: Iterator, depth: int = 2) -> Iterator:
+    """Run ``it`` in a thread, ``depth`` items ahead: decoding overlaps the training step."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work():
+        try:
+            for item in it:
+                if stop.is_set():
+                    return
+                q.put(item)
+            q.put(done)
+        except BaseException as e:  # re-raised in the consumer
+            q.put(e)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()

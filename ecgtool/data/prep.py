@@ -1,0 +1,174 @@
+"""``prep``: a raw dataset directory → an ECG store.
+
+Records are read and preprocessed in parallel worker processes, in batches,
+with a bounded number of batches in flight, and streamed into the store in
+record order: memory holds a few batches and one store chunk, never the dataset.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ecgtool.data.readers import DatasetReader
+from ecgtool.data.store import StoreWriter
+from ecgtool.data.transforms import PrepConfig, preprocess
+from ecgtool.errors import EcgtoolError
+from ecgtool.provenance import make_entry
+
+BATCH = 16  # records per task sent to a worker: amortises inter-process overhead
+
+
+@dataclass
+class PrepReport:
+    written: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (record, reason)
+    unlabelled: int = 0
+
+
+@dataclass(frozen=True)
+class _Job:
+    cfg: PrepConfig
+    leads: tuple[str, ...]
+    classes: tuple[str, ...]
+    n_samples: int
+
+
+_worker_state: dict = {}
+
+
+def _init_worker(reader: DatasetReader, job: _Job) -> None:
+    # One copy of the reader (and its label tables) per worker, not per task.
+    _worker_state["reader"], _worker_state["job"] = reader, job
+
+
+def _prep_batch(record_ids: list[str]) -> list[tuple]:
+    return [_prep_one(_worker_state["reader"], _worker_state["job"], rid) for rid in record_ids]
+
+
+def _prep_one(reader: DatasetReader, job: _Job, record_id: str) -> tuple:
+    """``(record_id, None, result)`` or ``(record_id, error message, None)``; never raises."""
+    try:
+        rec = reader.read(record_id)
+        missing = [lead for lead in job.leads if lead not in rec.leads]
+        if missing:
+            raise EcgtoolError(f"lacks lead(s) {', '.join(missing)}")
+        x = rec.signal[[rec.leads.index(lead) for lead in job.leads]]
+        if not np.isfinite(x).any():
+            raise EcgtoolError("signal is empty or entirely NaN")
+        x = preprocess(x, rec.fs, job.cfg, job.n_samples)
+        index = {c: i for i, c in enumerate(job.classes)}
+        labels = np.zeros(len(job.classes), np.uint8)
+        for name in rec.labels:
+            if name in index:
+                labels[index[name]] = 1
+        return record_id, None, (x, labels, rec.patient_id, rec.fold, rec.age, rec.sex)
+    except Exception as e:  # reported by name; --on-error decides
+        message = str(e)
+        prefix = f"{record_id}: "
+        return record_id, message[len(prefix):] if message.startswith(prefix) else message, None
+
+
+def _results(reader: DatasetReader, job: _Job, ids: list[str], workers: int):
+    """Yield per-record results in record order, with at most ``4 × workers`` batches in flight."""
+    batches = [ids[i : i + BATCH] for i in range(0, len(ids), BATCH)]
+    if workers <= 1:
+        for batch in batches:
+            yield from (_prep_one(reader, job, rid) for rid in batch)
+        return
+    # spawn, not fork: a parent that has imported torch or started threads cannot fork safely.
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(reader, job)) as pool:
+        pending: deque = deque()
+        todo = iter(batches)
+        for batch in todo:
+            pending.append(pool.submit(_prep_batch, batch))
+            if len(pending) >= 4 * workers:
+                break
+        while pending:
+            done = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(_prep_batch, nxt))
+            yield from done
+
+
+def run_prep(
+    reader: DatasetReader,
+    out: str | Path,
+    cfg: PrepConfig,
+    *,
+    workers: int = 1,
+    on_error: str = "fail",
+    keep_unlabelled: bool = False,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    limit: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> PrepReport:
+    """Preprocess every record of ``reader`` into the store ``out``."""
+    ids = reader.record_ids()[:limit] if limit else reader.record_ids()
+    leads = tuple(cfg.leads) if cfg.leads else tuple(reader.leads)
+    unknown = [lead for lead in leads if lead not in reader.leads]
+    if unknown:
+        raise EcgtoolError(f"--leads: {', '.join(unknown)} not among the dataset's leads {', '.join(reader.leads)}")
+    n_samples = cfg.samples or int(math.ceil(max(reader.duration(r) for r in ids) * cfg.fs))
+    job = _Job(cfg, leads, tuple(reader.classes), n_samples)
+    report = PrepReport()
+    stats = np.zeros((3, len(leads)))  # count, sum, sum of squares per lead, for --normalise dataset
+    attrs = {
+        "fs": cfg.fs,
+        "leads": list(leads),
+        "units": "mV" if cfg.normalisation != "zscore" else "per-record z-score of mV",
+        "classes": list(reader.classes),
+        "class_descriptions": reader.class_descriptions,
+        "task": reader.task,
+        "multi_label": reader.multi_label,
+        "normalisation": {"method": cfg.normalisation},
+        "patient_ids": reader.patient_ids,
+        "dataset": reader.name,
+        "preprocessing": cfg.describe() | {"samples": n_samples},
+    }
+    writer = StoreWriter(
+        out, n_leads=len(leads), n_samples=n_samples, attrs=attrs, dtype=dtype,
+        optional=("age", "sex"), overwrite=overwrite,
+    )
+    with writer:
+        for i, (rid, error, result) in enumerate(_results(reader, job, ids, workers), 1):
+            if error is not None:
+                if on_error == "fail":
+                    raise EcgtoolError(f"record {rid}: {error} (use --on-error skip to leave it out)")
+                report.skipped.append((rid, error))
+            else:
+                x, labels, patient, fold, age, sex = result
+                if not labels.any() and not keep_unlabelled:
+                    report.unlabelled += 1
+                else:
+                    writer.append_record(x, labels, Path(rid).name, patient, fold, age=age, sex=sex)
+                    stats += [np.full(len(leads), x.shape[-1]), x.sum(-1, dtype=np.float64), np.square(x, dtype=np.float64).sum(-1)]
+            if progress:
+                progress(i, len(ids))
+        if writer.n_records == 0:
+            raise EcgtoolError(f"no records left to write from {len(ids)} read (all skipped or unlabelled)")
+        if cfg.normalisation == "dataset":
+            mean = stats[1] / stats[0]
+            std = np.sqrt(np.maximum(stats[2] / stats[0] - mean**2, 0.0))
+            writer.attrs["normalisation"] = {"method": "dataset", "mean": mean.tolist(), "std": np.maximum(std, 1e-6).tolist()}
+        writer.attrs["skipped_records"] = [{"record": r, "reason": why} for r, why in report.skipped]
+        writer.attrs["unlabelled_dropped"] = report.unlabelled
+        writer.attrs["provenance"] = [
+            make_entry("prep", [getattr(reader, "root", "")], reader=reader.name, workers=workers)
+        ]
+        report.written = writer.n_records
+    return report
+
+
+def default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 1)))

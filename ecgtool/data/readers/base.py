@@ -1,0 +1,86 @@
+"""The common base of every dataset reader.
+
+A reader lists a dataset's records and reads one record at a time into a
+``RawRecord`` in physical units (mV), with its labels as class names. It must be
+picklable (``prep`` sends it to worker processes), so it holds paths and small
+tables only, never open file handles.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class RawRecord:
+    record_id: str
+    patient_id: str
+    signal: np.ndarray  # [leads, samples], mV
+    fs: float
+    leads: list[str]
+    labels: list[str]
+    fold: int = 0
+    age: float = math.nan
+    sex: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class DatasetReader(ABC):
+    """What ``prep`` needs from a dataset."""
+
+    #: short name recorded in the store's attrs
+    name: str = "dataset"
+    #: "dataset" when the source has patient ids; "record" when every record is its own patient
+    patient_ids: str = "dataset"
+
+    @classmethod
+    @abstractmethod
+    def recognises(cls, root) -> bool:
+        """True if ``root`` looks like this reader's layout."""
+
+    @property
+    @abstractmethod
+    def classes(self) -> list[str]:
+        """Class names in the store's label order."""
+
+    @property
+    def class_descriptions(self) -> dict[str, str]:
+        return {}
+
+    @property
+    def task(self) -> str:
+        return self.name
+
+    @property
+    def multi_label(self) -> bool:
+        return True
+
+    @property
+    @abstractmethod
+    def leads(self) -> list[str]:
+        """Lead names of the dataset, in its own order."""
+
+    @property
+    def fs(self) -> float | None:
+        """Native sampling rate when all records share one, else None."""
+        return None
+
+    @abstractmethod
+    def record_ids(self) -> list[str]:
+        """Every record, in a stable order."""
+
+    @abstractmethod
+    def read(self, record_id: str) -> RawRecord:
+        """One record, or an exception naming what is wrong with it."""
+
+    def duration(self, record_id: str) -> float:
+        """Length in seconds (cheap: from the header where possible)."""
+        r = self.read(record_id)
+        return r.signal.shape[-1] / r.fs
+
+    def citation(self) -> str:
+        return ""

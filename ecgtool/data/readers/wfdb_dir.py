@@ -1,0 +1,205 @@
+"""A generic reader for any directory of WFDB records.
+
+Labels come from, in order of precedence:
+
+1. a label CSV (``--labels FILE``, or ``labels.csv`` in the directory as the
+   built-in synthetic dataset writes it) with columns ``record_id`` and
+   ``labels`` (class names joined by ``;``), optionally ``patient_id``, ``age``,
+   ``sex``, ``fold``;
+2. ``#Dx:`` header comments (PhysioNet/CinC 2020 style SNOMED CT codes), mapped
+   to class names by ``classes.csv`` (columns ``class``, ``snomed``) when the
+   directory has one, else kept as the codes themselves.
+
+``#Age:``, ``#Sex:`` and ``#Patient:`` header comments fill the demographics
+and patient id when the CSV does not. Without any patient id, every record is
+its own patient, and the store says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ecgtool.data.readers.base import DatasetReader, RawRecord
+from ecgtool.errors import EcgtoolError
+
+STANDARD_LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+_CANONICAL = {name.upper(): name for name in STANDARD_LEADS}
+# Physical units wfdb headers use for ECG, as a factor to millivolts.
+UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "μv": 1e-3, "µv": 1e-3, "v": 1e3, "nu": 1.0, "": 1.0}
+
+
+def canonical_lead(name: str) -> str:
+    return _CANONICAL.get(name.strip().upper(), name.strip())
+
+
+def parse_comments(comments: list[str]) -> dict[str, str]:
+    """``# Key: value`` header comments as a dict (keys lower-case)."""
+    out = {}
+    for line in comments:
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip().lower()] = value.strip()
+    return out
+
+
+def parse_sex(value: str) -> str:
+    v = (value or "").strip().lower()
+    return {"m": "M", "male": "M", "f": "F", "female": "F", "0": "M", "1": "F"}.get(v, "")
+
+
+def parse_age(value) -> float:
+    try:
+        age = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return age if 0 <= age < 130 else math.nan
+
+
+class WfdbDirectoryReader(DatasetReader):
+    name = "wfdb"
+
+    def __init__(self, root, labels: str | Path | None = None, classes: list[str] | None = None):
+        self.root = Path(root)
+        self._ids = self._list_records()
+        if not self._ids:
+            raise EcgtoolError(f"{self.root}: no WFDB records (.hea files) found")
+        label_csv = Path(labels) if labels else self.root / "labels.csv"
+        if labels and not label_csv.is_file():
+            raise EcgtoolError(f"{label_csv}: no such label file")
+        self._table = self._read_label_csv(label_csv) if label_csv.is_file() else None
+        self._code_to_class = self._read_class_map(self.root / "classes.csv")
+        self._classes = list(classes) if classes else self._discover_classes()
+        first = self._header(self._ids[0])
+        self._leads = [canonical_lead(n) for n in first.sig_name]
+        self._fs = float(first.fs)
+        has_csv_patients = self._table is not None and any(r.get("patient_id") for r in self._table.values())
+        has_header_patients = "patient" in parse_comments(first.comments or [])
+        self.patient_ids = "dataset" if has_csv_patients or has_header_patients else "record"
+        info = self.root / "classes.csv"
+        self._descriptions = {}
+        if info.is_file():
+            with open(info, newline="") as f:
+                self._descriptions = {r["class"]: r.get("description", "") for r in csv.DictReader(f)}
+
+    # -- discovery -------------------------------------------------------------------
+    @classmethod
+    def recognises(cls, root) -> bool:
+        root = Path(root)
+        return (root / "RECORDS").is_file() or any(root.rglob("*.hea"))
+
+    def _list_records(self) -> list[str]:
+        listing = self.root / "RECORDS"
+        if listing.is_file():
+            names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
+            # A RECORDS file may list sub-directories (PhysioNet's nested layout).
+            out = []
+            for n in names:
+                if n.endswith("/"):
+                    out += [f"{n}{m}" for m in self._read_records_file(self.root / n / "RECORDS")]
+                else:
+                    out.append(n)
+            return out
+        return sorted(p.relative_to(self.root).with_suffix("").as_posix() for p in self.root.rglob("*.hea"))
+
+    @staticmethod
+    def _read_records_file(path: Path) -> list[str]:
+        return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+
+    @staticmethod
+    def _read_label_csv(path: Path) -> dict[str, dict]:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or "record_id" not in reader.fieldnames or "labels" not in reader.fieldnames:
+                raise EcgtoolError(f"{path}: a label CSV needs the columns record_id and labels")
+            return {row["record_id"]: row for row in reader}
+
+    @staticmethod
+    def _read_class_map(path: Path) -> dict[str, str]:
+        if not path.is_file():
+            return {}
+        with open(path, newline="") as f:
+            return {r["snomed"].strip(): r["class"] for r in csv.DictReader(f) if r.get("snomed")}
+
+    def _discover_classes(self) -> list[str]:
+        classes_csv = self.root / "classes.csv"
+        if classes_csv.is_file():
+            with open(classes_csv, newline="") as f:
+                return [r["class"] for r in csv.DictReader(f)]
+        seen: set[str] = set()
+        for rid in self._ids:
+            seen.update(self._labels_of(rid))
+        return sorted(seen)
+
+    # -- reading ---------------------------------------------------------------------
+    def _header(self, record_id: str):
+        import wfdb
+
+        try:
+            return wfdb.rdheader(str(self.root / record_id))
+        except Exception as e:  # wfdb raises many types for a bad header
+            raise EcgtoolError(f"{record_id}: unreadable WFDB header ({e})") from e
+
+    def _labels_of(self, record_id: str, comments: dict | None = None) -> list[str]:
+        if self._table is not None:
+            row = self._table.get(Path(record_id).name) or self._table.get(record_id)
+            if row is None:
+                raise EcgtoolError(f"{record_id}: not in the label table")
+            return [s.strip() for s in row["labels"].split(";") if s.strip()]
+        if comments is None:
+            comments = parse_comments(self._header(record_id).comments or [])
+        codes = [c.strip() for c in comments.get("dx", "").split(",") if c.strip()]
+        return [self._code_to_class.get(c, c) for c in codes]
+
+    @property
+    def classes(self) -> list[str]:
+        return self._classes
+
+    @property
+    def class_descriptions(self) -> dict[str, str]:
+        return {c: self._descriptions.get(c, "") for c in self._classes}
+
+    @property
+    def leads(self) -> list[str]:
+        return self._leads
+
+    @property
+    def fs(self) -> float:
+        return self._fs
+
+    def record_ids(self) -> list[str]:
+        return list(self._ids)
+
+    def duration(self, record_id: str) -> float:
+        h = self._header(record_id)
+        return h.sig_len / h.fs
+
+    def read(self, record_id: str) -> RawRecord:
+        import wfdb
+
+        try:
+            rec = wfdb.rdrecord(str(self.root / record_id))
+        except Exception as e:
+            raise EcgtoolError(f"{record_id}: unreadable WFDB record ({type(e).__name__}: {e})") from e
+        if rec.p_signal is None:
+            raise EcgtoolError(f"{record_id}: no physical signal in the record")
+        scale = np.array([UNIT_TO_MV.get((u or "").strip().lower(), 1.0) for u in rec.units])
+        signal = (rec.p_signal * scale).T
+        comments = parse_comments(rec.comments or [])
+        row = self._table.get(Path(record_id).name, self._table.get(record_id, {})) if self._table else {}
+        patient = row.get("patient_id") or comments.get("patient") or Path(record_id).name
+        fold = row.get("fold")
+        return RawRecord(
+            record_id=Path(record_id).name,
+            patient_id=patient,
+            signal=signal,
+            fs=float(rec.fs),
+            leads=[canonical_lead(n) for n in rec.sig_name],
+            labels=self._labels_of(record_id, comments),
+            fold=int(fold) if fold not in (None, "") else 0,
+            age=parse_age(row.get("age") or comments.get("age")),
+            sex=parse_sex(row.get("sex") or comments.get("sex", "")),
+        )

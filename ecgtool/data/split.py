@@ -1,0 +1,159 @@
+"""Patient-wise splits of a store.
+
+Folds are assigned to patients, never to records, so no patient can appear in
+two splits. A store with official folds (any non-zero ``fold``) keeps them;
+otherwise patients are assigned to K folds by iterative stratification on the
+union of their records' labels (Sechidis et al. 2011, via the
+``iterative-stratification`` package) — or plain stratified K-fold on the class
+for multi-class tasks — so every split sees every class in proportion.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ecgtool.data.store import EcgStore, StoreWriter
+from ecgtool.errors import EcgtoolError
+from ecgtool.provenance import make_entry
+
+SPLITS = ("train", "val", "test")
+
+
+def parse_folds(text: str) -> list[int]:
+    """``"1-8"``, ``"9"``, ``"1,3,5-6"`` → a sorted list of fold numbers."""
+    folds: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            folds.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+        except ValueError:
+            raise EcgtoolError(f"cannot read fold list {text!r}; write e.g. 1-8 or 9,10") from None
+    return sorted(folds)
+
+
+def folds_for_ratios(ratios: list[float], max_folds: int = 100) -> tuple[int, dict[str, list[int]]]:
+    """The smallest K such that each ratio is a whole number of K folds, and the fold lists."""
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or not math.isclose(sum(ratios), 1.0, abs_tol=1e-6):
+        raise EcgtoolError("--ratios needs three non-negative numbers that sum to 1, e.g. 0.8,0.1,0.1")
+    for k in range(2, max_folds + 1):
+        counts = [r * k for r in ratios]
+        if all(abs(c - round(c)) < 1e-6 for c in counts):
+            bounds = np.cumsum([0] + [round(c) for c in counts])
+            return k, {s: list(range(bounds[i] + 1, bounds[i + 1] + 1)) for i, s in enumerate(SPLITS)}
+    raise EcgtoolError(f"--ratios {ratios} cannot be expressed in at most {max_folds} folds")
+
+
+def patient_table(store: EcgStore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unique patients, the record→patient index, and each patient's label union."""
+    patients, inverse = np.unique(store.patient_id, return_inverse=True)
+    labels = np.zeros((len(patients), store.labels.shape[1]), dtype=np.uint8)
+    np.maximum.at(labels, inverse, store.labels)
+    return patients, inverse, labels
+
+
+def assign_folds(store: EcgStore, k: int, seed: int) -> np.ndarray:
+    """Per-record fold numbers 1..k, stratified by patient."""
+    patients, inverse, labels = patient_table(store)
+    if len(patients) < k:
+        raise EcgtoolError(f"{store.path}: {len(patients)} patients cannot fill {k} folds")
+    patient_fold = np.zeros(len(patients), dtype=np.int8)
+    if store.multi_label:
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+        splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        target = labels
+    else:
+        from sklearn.model_selection import StratifiedKFold
+
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        # A patient's class: the most frequent among their records (first on ties).
+        target = labels.argmax(axis=1)
+        counts = np.bincount(target, minlength=labels.shape[1])
+        if counts[counts > 0].min() < k:  # too rare to stratify: fall back to a random assignment
+            target = np.zeros(len(patients), dtype=int)
+    for fold, (_, test_idx) in enumerate(splitter.split(np.zeros((len(patients), 1)), target), start=1):
+        patient_fold[test_idx] = fold
+    return patient_fold[inverse]
+
+
+@dataclass
+class SplitPlan:
+    folds: np.ndarray  # per record
+    fold_source: str  # "official" or "stratified K=…"
+    members: dict[str, np.ndarray]  # split -> record indices (sorted)
+    fold_lists: dict[str, list[int]]
+
+
+def plan_split(store: EcgStore, fold_lists: dict[str, list[int]] | None, k: int, seed: int, use_official: bool = True) -> SplitPlan:
+    """Decide which records go to which split."""
+    if use_official and (store.fold != 0).any():
+        folds = store.fold.astype(np.int8)
+        source = "official"
+        k = int(folds.max())
+    else:
+        folds = assign_folds(store, k, seed)
+        source = f"stratified by patient, K={k}, seed={seed}"
+    if fold_lists is None:
+        fold_lists = {"train": list(range(1, k - 1)), "val": [k - 1], "test": [k]}
+    used = [f for s in SPLITS for f in fold_lists[s]]
+    if len(used) != len(set(used)):
+        raise EcgtoolError("a fold is listed in more than one split")
+    members = {s: np.flatnonzero(np.isin(folds, fold_lists[s])) for s in SPLITS}
+    _assert_patient_disjoint(store, members)
+    return SplitPlan(folds, source, members, fold_lists)
+
+
+def _assert_patient_disjoint(store: EcgStore, members: dict[str, np.ndarray]) -> None:
+    seen: dict[str, str] = {}
+    for split, idx in members.items():
+        for pid in np.unique(store.patient_id[idx]):
+            if pid in seen:
+                # Official folds of a dataset that splits a patient across folds.
+                raise EcgtoolError(f"patient {pid} would be in both {seen[pid]} and {split}; the store's folds split patients")
+            seen[pid] = split
+
+
+def write_subset(store: EcgStore, indices: np.ndarray, out: Path, folds: np.ndarray, extra_attrs: dict, overwrite: bool) -> int:
+    """Copy the records ``indices`` (sorted) chunk by chunk into a new store."""
+    attrs = {k: v for k, v in store.attrs.items() if k not in ("format", "format_version", "complete", "content_hash")}
+    attrs.update(extra_attrs)
+    with StoreWriter(
+        out, n_leads=len(store.leads), n_samples=store.n_samples, attrs=attrs, dtype=str(store.signals.dtype),
+        optional=tuple(k for k in store.extras), overwrite=overwrite, chunk_records=store.chunk_records,
+    ) as w:
+        for start, stop in store.chunk_bounds():
+            sel = indices[(indices >= start) & (indices < stop)]
+            if len(sel) == 0:
+                continue
+            block = np.asarray(store.signals[start:stop])[sel - start]
+            w.append(
+                block, store.labels[sel], store.record_id[sel], store.patient_id[sel], folds[sel],
+                **{k: v[sel] for k, v in store.extras.items()},
+            )
+    return len(indices)
+
+
+def run_split(store: EcgStore, out_dir: Path, plan: SplitPlan, overwrite: bool) -> dict[str, Path]:
+    paths = {}
+    for split in SPLITS:
+        idx = plan.members[split]
+        if len(idx) == 0:
+            continue
+        path = out_dir / f"{split}.zarr"
+        provenance = list(store.attrs["provenance"]) + [
+            make_entry("split", [store.path], split=split, folds=plan.fold_lists[split], fold_source=plan.fold_source)
+        ]
+        write_subset(
+            store, idx, path, plan.folds,
+            {"split": {"name": split, "folds": plan.fold_lists[split], "fold_source": plan.fold_source}, "provenance": provenance},
+            overwrite,
+        )
+        paths[split] = path
+    return paths

@@ -1,0 +1,115 @@
+"""Signal preprocessing applied by ``prep``: resampling, filtering, length, normalisation.
+
+All functions take and return ``[leads, samples]`` arrays. Filters are
+zero-phase (``sosfiltfilt``) so that wave timing — PR, QRS, ST — is not shifted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+
+import numpy as np
+from scipy import signal as sps
+
+from ecgtool.errors import EcgtoolError
+
+CROP_POLICIES = ("start", "center")
+NORMALISATIONS = ("zscore", "dataset", "none")
+
+
+def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+    """Polyphase resampling (anti-aliasing FIR included) by the exact rational ratio."""
+    if fs_in == fs_out:
+        return x
+    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
+    if abs(float(ratio) - fs_out / fs_in) > 1e-6:
+        raise EcgtoolError(f"cannot resample {fs_in} Hz to {fs_out} Hz by a rational factor")
+    return sps.resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
+
+
+def bandpass(x: np.ndarray, fs: float, low: float | None, high: float | None, order: int = 3) -> np.ndarray:
+    """Butterworth band-pass (or high-/low-pass when one edge is None); edges at or above Nyquist are dropped."""
+    nyq = fs / 2
+    high = high if high is not None and high < nyq * 0.99 else None
+    low = low if low is not None and low > 0 else None
+    if low is None and high is None:
+        return x
+    if low is not None and high is not None:
+        sos = sps.butter(order, [low, high], btype="bandpass", fs=fs, output="sos")
+    elif low is not None:
+        sos = sps.butter(order, low, btype="highpass", fs=fs, output="sos")
+    else:
+        sos = sps.butter(order, high, btype="lowpass", fs=fs, output="sos")
+    return sps.sosfiltfilt(sos, x, axis=-1)
+
+
+def notch(x: np.ndarray, fs: float, freq: float, quality: float = 30.0) -> np.ndarray:
+    """Remove powerline interference at ``freq`` Hz (skipped when above Nyquist)."""
+    if freq >= fs / 2:
+        return x
+    b, a = sps.iirnotch(freq, quality, fs=fs)
+    return sps.filtfilt(b, a, x, axis=-1)
+
+
+def fix_length(x: np.ndarray, n: int, crop: str = "start") -> np.ndarray:
+    """Crop to ``n`` samples (from the start or the centre) or zero-pad at the end."""
+    length = x.shape[-1]
+    if length > n:
+        start = 0 if crop == "start" else (length - n) // 2
+        return x[..., start : start + n]
+    if length < n:
+        pad = np.zeros((*x.shape[:-1], n - length), dtype=x.dtype)
+        return np.concatenate([x, pad], axis=-1)
+    return x
+
+
+def zscore(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Per-record, per-lead standardisation; a flat lead stays zero rather than exploding."""
+    mean = x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=-1, keepdims=True)
+    return (x - mean) / np.maximum(std, eps)
+
+
+@dataclass(frozen=True)
+class PrepConfig:
+    """Everything ``prep`` does to a record, recorded in the store's attributes."""
+
+    fs: float = 100.0
+    seconds: float | None = 10.0  # None: keep the longest record's length (pad the rest)
+    crop: str = "start"
+    lowcut: float | None = 0.5
+    highcut: float | None = 50.0
+    notch: float | None = None
+    normalisation: str = "zscore"
+    leads: tuple[str, ...] | None = None  # None: every lead of the dataset, in its order
+
+    @property
+    def samples(self) -> int | None:
+        return None if self.seconds is None else int(round(self.seconds * self.fs))
+
+    def describe(self) -> dict:
+        d = asdict(self)
+        d["samples"] = self.samples
+        d["filter"] = "Butterworth order 3, zero-phase (sosfiltfilt)"
+        d["resampler"] = "scipy.signal.resample_poly"
+        d["pad"] = "zeros at the end"
+        return d
+
+
+def preprocess(x: np.ndarray, fs_in: float, cfg: PrepConfig, n_samples: int) -> np.ndarray:
+    """One record ``[leads, samples]`` in physical units → the store's float32 representation.
+
+    Filtering runs before cropping so the filter's edge effects fall in the part
+    that is cut away where possible; the per-record z-score runs after cropping so
+    that it describes exactly the samples stored.
+    """
+    x = np.nan_to_num(np.asarray(x, dtype=np.float64))
+    x = resample(x, fs_in, cfg.fs)
+    x = bandpass(x, cfg.fs, cfg.lowcut, cfg.highcut)
+    if cfg.notch:
+        x = notch(x, cfg.fs, cfg.notch)
+    x = fix_length(x, n_samples, cfg.crop)
+    if cfg.normalisation == "zscore":
+        x = zscore(x)
+    return x.astype(np.float32)

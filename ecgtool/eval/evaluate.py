@@ -1,0 +1,89 @@
+"""``eval``: a checkpoint applied to a store, and the report of how well it does."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ecgtool.data.loader import ChunkLoader, InputSpec
+from ecgtool.data.store import EcgStore, _check_new_output, open_store, replace_path, temporary_sibling
+from ecgtool.errors import EcgtoolError
+from ecgtool.eval.metrics import classification_report
+from ecgtool.eval.predict import predict
+from ecgtool.provenance import fingerprint, make_entry
+from ecgtool.train.checkpoint import build_model, load_checkpoint
+
+PREDICTIONS_FORMAT = "ecgtool.predictions"
+
+
+def check_store_fits(ckpt: dict, store: EcgStore) -> None:
+    """The store must be what the model was trained on: same classes, rate and length."""
+    inp = ckpt["input"]
+    if store.classes != ckpt["classes"]:
+        raise EcgtoolError(f"{store.path} has classes {store.classes}, the checkpoint {ckpt['classes']}")
+    if store.fs != inp["fs"]:
+        raise EcgtoolError(f"{store.path} is sampled at {store.fs} Hz, the model at {inp['fs']} Hz; rerun prep with --fs {inp['fs']:g}")
+    if store.n_samples != inp["samples"]:
+        raise EcgtoolError(f"{store.path} has {store.n_samples} samples per record, the model expects {inp['samples']}")
+    if store.attrs["normalisation"]["method"] != inp["normalisation"]["method"]:
+        raise EcgtoolError(
+            f"{store.path} is normalised by {store.attrs['normalisation']['method']}, the model's training data by "
+            f"{inp['normalisation']['method']}"
+        )
+
+
+def run_eval(ckpt_path, store_path, device, batch_size: int = 256) -> dict:
+    import torch
+
+    ckpt = load_checkpoint(ckpt_path)
+    store = open_store(store_path)
+    check_store_fits(ckpt, store)
+    model = build_model(ckpt).to(device)
+    spec = InputSpec(store, leads=ckpt["input"]["leads"], normalisation=ckpt["input"]["normalisation"])
+    loader = ChunkLoader(store, batch_size, spec=spec, pin_memory=torch.device(device).type == "cuda")
+    probs, rows = predict(model, loader, torch.device(device), ckpt["multi_label"])
+    y = store.labels[rows]
+    thresholds = ckpt["thresholds"]
+    report = classification_report(y, probs, ckpt["classes"], ckpt["multi_label"], None if thresholds is None else thresholds["values"])
+    report.update({
+        "checkpoint": str(ckpt_path),
+        "checkpoint_fingerprint": fingerprint(ckpt_path),
+        "model": ckpt["model"]["name"],
+        "store": str(store_path),
+        "store_fingerprint": fingerprint(store_path),
+        "task": ckpt["task"],
+        "multi_label": ckpt["multi_label"],
+        "classes": ckpt["classes"],
+        "decision": "per-class thresholds" if ckpt["multi_label"] else "argmax",
+        "threshold_source": None if thresholds is None else thresholds["source"],
+        "checkpoint_provenance": ckpt["provenance"],
+    })
+    return {"report": report, "probs": probs, "rows": rows, "store": store}
+
+
+def write_predictions(path: str | os.PathLike, result: dict, overwrite: bool) -> None:
+    """Probabilities, labels and record ids as a small Zarr group, written atomically."""
+    import zarr
+
+    out = Path(path)
+    _check_new_output(out, overwrite)
+    tmp = temporary_sibling(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    store, rows, report = result["store"], result["rows"], result["report"]
+    try:
+        g = zarr.open_group(tmp, mode="w", zarr_format=3)
+        g.create_array("probabilities", data=result["probs"].astype(np.float32))
+        g.create_array("labels", data=store.labels[rows])
+        g.create_array("record_id", data=np.asarray(store.record_id[rows], dtype=str))
+        g.attrs.update({
+            "format": PREDICTIONS_FORMAT, "format_version": 1, "classes": report["classes"],
+            "multi_label": report["multi_label"], "threshold_source": report["threshold_source"],
+            "provenance": [make_entry("eval", [report["checkpoint"], report["store"]])], "complete": True,
+        })
+        replace_path(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,80 @@
+"""Shared fixtures: a small synthetic dataset in its WFDB layout, its store, its splits.
+
+Everything is generated from fixed seeds, once per test session, in a temporary
+directory; nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ecgtool.cli import cli
+
+
+def run_cli(*args, expect: int = 0, env: dict | None = None):
+    """Invoke the real command group; assert the exit code; return the result."""
+    result = CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+    assert result.exit_code == expect, f"exit {result.exit_code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result
+
+
+def write_wfdb_dir(root: Path, n: int = 12, fs: int = 250, seconds: float = 4.0, leads=("I", "II", "V1"), seed: int = 0,
+                   classes=("A", "B"), units: str = "mV") -> Path:
+    """A minimal generic WFDB directory with a labels.csv (class A: 1 Hz sine, B: 2 Hz sine)."""
+    import wfdb
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    t = np.arange(int(fs * seconds)) / fs
+    for i in range(n):
+        label = classes[i % len(classes)]
+        freq = 1.0 + classes.index(label)
+        sig = np.sin(2 * np.pi * freq * t)[:, None] * np.linspace(0.5, 1.5, len(leads)) + 0.05 * rng.standard_normal((len(t), len(leads)))
+        gain = 1000 if units == "mV" else 1
+        scale = 1 if units == "mV" else 1000
+        wfdb.wrsamp(f"R{i:03d}", fs=fs, units=[units] * len(leads), sig_name=list(leads), p_signal=sig * scale,
+                    fmt=["16"] * len(leads), adc_gain=[gain] * len(leads), baseline=[0] * len(leads),
+                    comments=["Age: 40", "Sex: Male"], write_dir=str(root))
+        rows.append({"record_id": f"R{i:03d}", "patient_id": f"P{i // 2}", "labels": label})
+    (root / "RECORDS").write_text("".join(r["record_id"] + "\n" for r in rows))
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["record_id", "patient_id", "labels"])
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_raw(tmp_path_factory) -> Path:
+    """120 synthetic 12-lead records, 10 s at 100 Hz, written by `fetch synthetic`."""
+    out = tmp_path_factory.mktemp("raw") / "synthetic"
+    run_cli("fetch", "synthetic", "-o", out, "--records", 120, "--fs", 100, "--seed", 7)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_store(synthetic_raw, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("store") / "syn.zarr"
+    run_cli("prep", synthetic_raw, "-o", out, "--fs", 100, "--workers", 1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_splits(synthetic_store, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("splits")
+    run_cli("split", synthetic_store, "-o", out, "--ratios", "0.6,0.2,0.2")
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(synthetic_splits, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
+    run_cli("train", "resnet18", synthetic_splits / "train.zarr", "--val", synthetic_splits / "val.zarr",
+            "-o", out, "--epochs", 2, "--batch-size", 16, "--seed", 0, "--device", "cpu")
+    return out

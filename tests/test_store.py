@@ -1,0 +1,126 @@
+"""The ECG store contract: round trips, atomic writes, and rejection of bad stores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ecgtool.data.store import STORE_VERSION, StoreError, StoreWriter, open_store
+from ecgtool.errors import EcgtoolError
+
+ATTRS = dict(fs=100.0, leads=["I", "II"], units="mV", classes=["A", "B", "C"], task="t", multi_label=True,
+             normalisation={"method": "none"})
+
+
+def write(path, n=23, chunk=5, **kw):
+    rng = np.random.default_rng(0)
+    sig = rng.standard_normal((n, 2, 50)).astype(np.float32)
+    lab = rng.integers(0, 2, (n, 3))
+    with StoreWriter(path, n_leads=2, n_samples=50, attrs=ATTRS, optional=("age", "sex"), chunk_records=chunk, **kw) as w:
+        for start in range(0, n, 4):  # batches that straddle chunk boundaries
+            s = slice(start, min(n, start + 4))
+            w.append(sig[s], lab[s], [f"r{i}" for i in range(s.start, s.stop)], [f"p{i // 3}" for i in range(s.start, s.stop)],
+                     fold=np.arange(s.start, s.stop) % 10, age=np.arange(s.start, s.stop), sex=["F"] * (s.stop - s.start))
+    return sig, lab
+
+
+def test_round_trip(tmp_path):
+    sig, lab = write(tmp_path / "s.zarr")
+    s = open_store(tmp_path / "s.zarr")
+    assert len(s) == 23 and s.chunk_records == 5 and s.signals.chunks == (5, 2, 50)
+    np.testing.assert_array_equal(s.signals[:], sig)
+    np.testing.assert_array_equal(s.labels, lab)
+    assert list(s.record_id[:2]) == ["r0", "r1"] and s.patient_id[5] == "p1"
+    assert s.fold[12] == 2 and s.extras["age"][3] == 3 and s.extras["sex"][0] == "F"
+    assert s.classes == ["A", "B", "C"] and s.fs == 100.0
+    rows = np.array([22, 0, 7, 7])
+    np.testing.assert_array_equal(s.read_rows(rows), sig[rows])
+    summary = s.summary()
+    assert summary["class_counts"]["A"] == int(lab[:, 0].sum())
+    assert summary["patients"] == 8 and summary["format_version"] == STORE_VERSION
+
+
+def test_content_hash_tracks_content(tmp_path):
+    write(tmp_path / "a.zarr")
+    write(tmp_path / "b.zarr", chunk=7)  # same records, different chunking: same content
+    write(tmp_path / "c.zarr", n=22)
+    h = [open_store(tmp_path / f"{x}.zarr").attrs["content_hash"] for x in "abc"]
+    assert h[0] == h[1] != h[2]
+
+
+def test_refuses_to_overwrite(tmp_path):
+    write(tmp_path / "s.zarr")
+    with pytest.raises(EcgtoolError, match="already exists; pass --overwrite"):
+        write(tmp_path / "s.zarr")
+    write(tmp_path / "s.zarr", n=3, overwrite=True)
+    assert len(open_store(tmp_path / "s.zarr")) == 3
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with StoreWriter(tmp_path / "s.zarr", n_leads=2, n_samples=50, attrs=ATTRS) as w:
+            w.append(np.zeros((6, 2, 50)), np.zeros((6, 3)), ["r"] * 6, ["p"] * 6)
+            raise RuntimeError("disk on fire")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_overwrite_keeps_old_store(tmp_path):
+    write(tmp_path / "s.zarr")
+    with pytest.raises(RuntimeError):
+        with StoreWriter(tmp_path / "s.zarr", n_leads=2, n_samples=50, attrs=ATTRS, overwrite=True):
+            raise RuntimeError("interrupted")
+    assert len(open_store(tmp_path / "s.zarr")) == 23
+
+
+def test_shape_mismatch_is_rejected(tmp_path):
+    with pytest.raises(EcgtoolError, match="do not fit"):
+        with StoreWriter(tmp_path / "s.zarr", n_leads=2, n_samples=50, attrs=ATTRS) as w:
+            w.append(np.zeros((1, 3, 50)), np.zeros((1, 3)), ["r"], ["p"])
+
+
+def _edit_attrs(path, **changes):
+    meta = path / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"].update(changes)
+    meta.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"complete": False}, "incomplete"),
+        ({"format": "something.else"}, "not an ecgtool ECG store"),
+        ({"format_version": STORE_VERSION + 1}, "newer than this ecgtool"),
+        ({"leads": ["I"]}, "lead names"),
+        ({"classes": ["A"]}, "labels shape"),
+    ],
+)
+def test_bad_stores_are_refused(tmp_path, change, message):
+    write(tmp_path / "s.zarr")
+    _edit_attrs(tmp_path / "s.zarr", **change)
+    with pytest.raises(StoreError, match=message):
+        open_store(tmp_path / "s.zarr")
+
+
+def test_missing_and_foreign(tmp_path):
+    with pytest.raises(StoreError, match="no such store"):
+        open_store(tmp_path / "nope.zarr")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(StoreError, match="not an ECG store"):
+        open_store(tmp_path / "dir")
+    import zarr
+
+    zarr.open_group(tmp_path / "g.zarr", mode="w", zarr_format=3)
+    with pytest.raises(StoreError, match="not an ecgtool ECG store"):
+        open_store(tmp_path / "g.zarr")
+
+
+def test_missing_array_is_refused(tmp_path):
+    import shutil
+
+    write(tmp_path / "s.zarr")
+    shutil.rmtree(tmp_path / "s.zarr" / "fold")
+    with pytest.raises(StoreError, match="lacks the array"):
+        open_store(tmp_path / "s.zarr")
