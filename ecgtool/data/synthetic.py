@@ -238,7 +238,6 @@ class RecordSpec:
     ste_territory: str = "none"  # "anterior" / "inferior" / "none"
     early_repol_mv: float = 0.0  # benign anterior J elevation (confounder)
     incomplete_rbbb: bool = False  # rSr' in V1 with QRS < 120 ms (confounder)
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 # Label combinations and weights, approximating CPSC2018 marginals
@@ -1004,11 +1003,16 @@ def _header_comments(spec: RecordSpec) -> list[str]:
     ]
 
 
-def _write_record(out_dir: Path, spec: RecordSpec, cfg: SyntheticConfig, signal: np.ndarray) -> None:
-    import wfdb  # local import: the rest of the module works without wfdb
+def _digitise(signal: np.ndarray) -> np.ndarray:
+    # 1 uV resolution; -32768 is WFDB's "missing sample" code for format 16, so clip to +-32767.
+    return np.clip(np.round(signal.astype(np.float64) * _ADC_GAIN), -32767, 32767).astype(np.int16)
 
-    # -32768 is WFDB's "missing sample" code for format 16, so clip to +-32767.
-    digital = np.clip(np.round(signal.astype(np.float64) * _ADC_GAIN), -32767, 32767).astype(np.int16)
+
+def _write_record_wfdb(out_dir: Path, spec: RecordSpec, cfg: SyntheticConfig, signal: np.ndarray) -> None:
+    """Reference writer: wfdb.wrsamp (format 16, 1000 adu/mV, baseline 0)."""
+    import wfdb
+
+    digital = _digitise(signal)
     n_sig = digital.shape[1]
     wfdb.wrsamp(
         spec.record_id,
@@ -1022,6 +1026,26 @@ def _write_record(out_dir: Path, spec: RecordSpec, cfg: SyntheticConfig, signal:
         comments=_header_comments(spec),
         write_dir=str(out_dir),
     )
+
+
+def _write_record(out_dir: Path, spec: RecordSpec, cfg: SyntheticConfig, signal: np.ndarray) -> None:
+    """Write the same bytes as ``_write_record_wfdb`` (checked by the tests), ~30x faster.
+
+    wfdb.wrsamp spends ~25 ms per record in pandas-based header bookkeeping, which
+    would dominate dataset generation; format 16 + a plain header is trivial to
+    emit directly.
+    """
+    digital = _digitise(signal)
+    n, n_sig = digital.shape
+    name = spec.record_id
+    checksum = digital.sum(axis=0, dtype=np.int64) % 65536
+    init = digital[0] if n else np.zeros(n_sig, dtype=np.int16)
+    lines = [f"{name} {n_sig} {cfg.fs} {n}"]
+    for k, lead in enumerate(cfg.leads):
+        lines.append(f"{name}.dat 16 {_ADC_GAIN}(0)/mV 16 0 {int(init[k])} {int(checksum[k])} 0 {lead}")
+    lines += ["# " + c for c in _header_comments(spec)]
+    Path(out_dir, f"{name}.hea").write_text("\n".join(lines) + "\n")
+    digital.astype("<i2").tofile(Path(out_dir, f"{name}.dat"))
 
 
 def write_dataset(out_dir: Path, cfg: SyntheticConfig, progress: Callable[[int], None] | None = None) -> None:

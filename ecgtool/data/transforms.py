@@ -41,7 +41,11 @@ def bandpass(x: np.ndarray, fs: float, low: float | None, high: float | None, or
         sos = sps.butter(order, low, btype="highpass", fs=fs, output="sos")
     else:
         sos = sps.butter(order, high, btype="lowpass", fs=fs, output="sos")
-    return sps.sosfiltfilt(sos, x, axis=-1)
+    # Reflect-pad by one period of the high-pass edge (2 s at 0.5 Hz), not scipy's
+    # few samples: the start-up transient of a 0.5 Hz high-pass otherwise spans
+    # seconds of a 10-second record.
+    padlen = min(x.shape[-1] - 1, int(fs / low)) if low is not None else None
+    return sps.sosfiltfilt(sos, x, axis=-1, padlen=padlen)
 
 
 def notch(x: np.ndarray, fs: float, freq: float, quality: float = 30.0) -> np.ndarray:

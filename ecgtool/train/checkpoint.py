@@ -48,7 +48,8 @@ def _plain(value, where: str = "checkpoint"):
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     if isinstance(value, dict):
-        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+        # int keys stay int: an optimiser's state is keyed by parameter index
+        return {k if isinstance(k, (str, int)) else str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v, where) for v in value]
     if isinstance(value, np.ndarray):

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ecgtool.data.readers.base import DatasetReader, RawRecord
 from ecgtool.errors import EcgtoolError
+
+# wfdb 4.3 uses pandas APIs that pandas 3 deprecates; the warning is noise to a user.
+warnings.filterwarnings("ignore", message="The inplace keyword", module="wfdb")
 
 STANDARD_LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 _CANONICAL = {name.upper(): name for name in STANDARD_LEADS}

@@ -1,0 +1,112 @@
+"""prep on small WFDB fixtures: reading, preprocessing, labels, errors, parallel = serial."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import write_wfdb_dir
+from ecgtool.data.prep import run_prep
+from ecgtool.data.readers import open_reader
+from ecgtool.data.store import open_store
+from ecgtool.data.transforms import PrepConfig, bandpass, fix_length, resample, zscore
+from ecgtool.errors import EcgtoolError
+
+
+@pytest.fixture()
+def raw(tmp_path):
+    return write_wfdb_dir(tmp_path / "raw", n=12, fs=250, seconds=4.0)
+
+
+def test_store_from_generic_wfdb(raw, tmp_path):
+    cfg = PrepConfig(fs=100, seconds=3.0, normalisation="none", lowcut=None, highcut=None)
+    report = run_prep(open_reader(raw), tmp_path / "s.zarr", cfg)
+    s = open_store(tmp_path / "s.zarr")
+    assert report.written == 12 and len(s) == 12
+    assert s.signals.shape == (12, 3, 300) and s.fs == 100 and s.leads == ["I", "II", "V1"]
+    assert s.classes == ["A", "B"] and s.labels[:4].tolist() == [[1, 0], [0, 1], [1, 0], [0, 1]]
+    assert list(s.patient_id[:4]) == ["P0", "P0", "P1", "P1"] and s.attrs["patient_ids"] == "dataset"
+    assert s.extras["age"][0] == 40 and s.extras["sex"][0] == "M"
+    # resampled sine keeps its amplitude (lead I scale 0.5, class A = 1 Hz)
+    assert 0.45 < np.abs(s.signals[0, 0]).max() < 0.65
+    assert s.attrs["provenance"][0]["step"] == "prep" and s.attrs["preprocessing"]["samples"] == 300
+
+
+def test_microvolt_records_are_converted(tmp_path):
+    raw = write_wfdb_dir(tmp_path / "raw", n=2, units="uV")
+    run_prep(open_reader(raw), tmp_path / "s.zarr", PrepConfig(fs=250, seconds=4, normalisation="none", lowcut=None, highcut=None))
+    assert 0.45 < np.abs(open_store(tmp_path / "s.zarr").signals[0, 0]).max() < 0.65
+
+
+def test_parallel_equals_serial(raw, tmp_path):
+    cfg = PrepConfig(fs=100, seconds=3.0)
+    run_prep(open_reader(raw), tmp_path / "a.zarr", cfg, workers=1)
+    run_prep(open_reader(raw), tmp_path / "b.zarr", cfg, workers=2)
+    a, b = open_store(tmp_path / "a.zarr"), open_store(tmp_path / "b.zarr")
+    np.testing.assert_array_equal(a.signals[:], b.signals[:])
+    assert a.attrs["content_hash"] == b.attrs["content_hash"]
+
+
+def test_lead_selection_and_dataset_normalisation(raw, tmp_path):
+    cfg = PrepConfig(fs=250, seconds=4.0, leads=("V1", "I"), normalisation="dataset")
+    run_prep(open_reader(raw), tmp_path / "s.zarr", cfg)
+    s = open_store(tmp_path / "s.zarr")
+    assert s.leads == ["V1", "I"]
+    x = s.signals[:].astype(np.float64)
+    norm = s.attrs["normalisation"]
+    np.testing.assert_allclose(norm["mean"], x.mean(axis=(0, 2)), atol=1e-6)
+    np.testing.assert_allclose(norm["std"], x.std(axis=(0, 2)), rtol=1e-4)
+    assert np.abs(s.signals[0, 0]).max() > np.abs(s.signals[0, 1]).max()  # V1 has the larger scale
+
+
+def test_unreadable_record_skip_or_fail(raw, tmp_path):
+    (raw / "R003.dat").write_bytes(b"\x00\x01")  # truncated signal file
+    with pytest.raises(EcgtoolError, match="record R003"):
+        run_prep(open_reader(raw), tmp_path / "s.zarr", PrepConfig(fs=100, seconds=3))
+    assert not (tmp_path / "s.zarr").exists()
+    report = run_prep(open_reader(raw), tmp_path / "s.zarr", PrepConfig(fs=100, seconds=3), on_error="skip")
+    assert [r for r, _ in report.skipped] == ["R003"] and report.written == 11
+    assert open_store(tmp_path / "s.zarr").attrs["skipped_records"][0]["record"] == "R003"
+
+
+def test_unknown_lead_is_a_clear_error(raw, tmp_path):
+    with pytest.raises(EcgtoolError, match="--leads: aVR not among"):
+        run_prep(open_reader(raw), tmp_path / "s.zarr", PrepConfig(leads=("aVR",)))
+
+
+def test_unlabelled_records_are_dropped_unless_kept(raw, tmp_path):
+    reader = open_reader(raw, classes=["A"])  # class B records have no label of this task
+    report = run_prep(reader, tmp_path / "a.zarr", PrepConfig(fs=100, seconds=3))
+    assert report.written == 6 and report.unlabelled == 6
+    report = run_prep(open_reader(raw, classes=["A"]), tmp_path / "b.zarr", PrepConfig(fs=100, seconds=3), keep_unlabelled=True)
+    assert report.written == 12
+
+
+def test_dx_header_labels_without_csv(tmp_path):
+    import wfdb
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i, dx in enumerate(["164889003", "164889003,59118001", "426783006"]):
+        wfdb.wrsamp(f"A{i}", fs=500, units=["mV"], sig_name=["II"], p_signal=np.zeros((1000, 1)), fmt=["16"],
+                    adc_gain=[1000], baseline=[0], comments=["Age: 61", "Sex: Female", f"Dx: {dx}"], write_dir=str(raw))
+    reader = open_reader(raw)
+    assert reader.classes == ["164889003", "426783006", "59118001"] and reader.patient_ids == "record"
+    rec = reader.read("A1")
+    assert rec.labels == ["164889003", "59118001"] and rec.sex == "F" and rec.age == 61 and rec.patient_id == "A1"
+
+
+def test_transforms():
+    fs = 500
+    t = np.arange(10 * fs) / fs
+    x = np.stack([np.sin(2 * np.pi * 5 * t) + 2 + np.sin(2 * np.pi * 0.05 * t), np.sin(2 * np.pi * 120 * t)])
+    y = bandpass(x, fs, 0.5, 40)
+    assert abs(y[0].mean()) < 0.01  # offset and wander removed
+    assert np.abs(bandpass(x[1:], fs, None, 40)[:, 50:-50]).max() < 0.01  # 120 Hz removed (edges keep their end value)
+    assert 0.95 < np.abs(y[0, fs:-fs]).max() < 1.05  # 5 Hz kept
+    assert resample(x, 500, 100).shape == (2, 1000)
+    assert fix_length(x, 100).shape == (2, 100) and fix_length(x, 6000)[:, -1].tolist() == [0, 0]
+    np.testing.assert_array_equal(fix_length(np.arange(10.0)[None], 4, "center"), [[3, 4, 5, 6]])
+    z = zscore(x)
+    np.testing.assert_allclose(z.mean(-1), 0, atol=1e-9)
+    np.testing.assert_allclose(z.std(-1), 1, atol=1e-9)

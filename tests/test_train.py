@@ -1,0 +1,122 @@
+"""Training: the loss falls, the checkpoint alone suffices for eval, and --resume is exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_wfdb_dir
+from ecgtool.data.loader import ChunkLoader
+from ecgtool.data.prep import run_prep
+from ecgtool.data.readers import open_reader
+from ecgtool.data.store import open_store
+from ecgtool.data.transforms import PrepConfig
+from ecgtool.errors import EcgtoolError
+from ecgtool.eval.evaluate import run_eval
+from ecgtool.eval.metrics import tune_thresholds
+from ecgtool.train.checkpoint import load_checkpoint
+from ecgtool.train.loop import Trainer, TrainArgs, lr_factor, resume_path
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    cfg = PrepConfig(fs=100, seconds=4.0)
+    run_prep(open_reader(write_wfdb_dir(root / "a", n=48, seed=1)), root / "train.zarr", cfg)
+    run_prep(open_reader(write_wfdb_dir(root / "b", n=16, seed=2)), root / "val.zarr", cfg)
+    return root / "train.zarr", root / "val.zarr"
+
+
+def args(**kw):
+    base = dict(model="resnet18", epochs=3, batch_size=8, lr=1e-3, seed=0, device="cpu")
+    base.update(kw)
+    return TrainArgs(**base)
+
+
+def test_loss_falls_and_checkpoint_suffices_for_eval(stores, tmp_path):
+    train, val = stores
+    ckpt = Trainer(args(epochs=4), train, val, tmp_path / "m.ckpt").run()
+    losses = [h["train_loss"] for h in ckpt["history"]]
+    assert losses[-1] < losses[0]
+    assert ckpt["metrics"]["val_macro_auc"] > 0.9
+    assert not resume_path(tmp_path / "m.ckpt").exists()
+    saved = load_checkpoint(tmp_path / "m.ckpt")
+    assert saved["thresholds"]["source"].startswith("tuned on validation store")
+    # eval needs nothing but the checkpoint and a store
+    result = run_eval(tmp_path / "m.ckpt", val, "cpu")
+    assert result["report"]["macro"]["auc"] == pytest.approx(ckpt["metrics"]["val_macro_auc"], abs=1e-6)
+
+
+def test_resume_continues_exactly(stores, tmp_path):
+    train, val = stores
+    full = Trainer(args(), train, val, tmp_path / "full.ckpt").run()
+
+    class Preempted(Exception):
+        pass
+
+    def stop_after_two(record, best):
+        if record["epoch"] == 2:
+            raise Preempted
+
+    with pytest.raises(Preempted):
+        Trainer(args(), train, val, tmp_path / "cut.ckpt", on_epoch=stop_after_two).run()
+    # the interrupted run wrote its resume state after epoch 1 only (epoch 2's save comes after on_epoch)
+    assert resume_path(tmp_path / "cut.ckpt").exists() and not (tmp_path / "cut.ckpt").exists()
+    trainer = Trainer(args(), train, val, tmp_path / "cut.ckpt")
+    assert trainer.resume() and trainer.start_epoch == 1
+    resumed = trainer.run()
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"]]
+    for k, v in full["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][k], v, rtol=0, atol=0)
+
+
+def test_resume_refuses_other_options(stores, tmp_path):
+    train, val = stores
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(args(), train, val, tmp_path / "m.ckpt", on_epoch=lambda r, b: (_ for _ in ()).throw(KeyboardInterrupt)).run()
+    # on_epoch raised before the first resume save: nothing to resume
+    assert not resume_path(tmp_path / "m.ckpt").exists()
+    Trainer(args(epochs=1), train, val, tmp_path / "m.ckpt").run()
+    with pytest.raises(EcgtoolError, match="already exists"):
+        Trainer(args(), train, val, tmp_path / "m.ckpt")
+
+
+def test_incompatible_validation_store(stores, tmp_path):
+    train, _ = stores
+    other = tmp_path / "other.zarr"
+    run_prep(open_reader(write_wfdb_dir(tmp_path / "raw", n=4)), other, PrepConfig(fs=50, seconds=4.0))
+    with pytest.raises(EcgtoolError, match="differs from the training store in fs"):
+        Trainer(args(), train, other, tmp_path / "m.ckpt")
+
+
+def test_schedules():
+    cos = lr_factor(args(epochs=2, schedule="cosine"), 10)
+    assert cos(0) == 1.0 and cos(10) == pytest.approx(0.5) and cos(20) == pytest.approx(0.0)
+    step = lr_factor(args(epochs=4, schedule="step", step_size=2, gamma=0.1), 10)
+    assert step(19) == 1.0 and step(20) == pytest.approx(0.1)
+    warm = lr_factor(args(epochs=2, schedule="constant", warmup_epochs=1), 10)
+    assert warm(0) == pytest.approx(0.1) and warm(9) == 1.0 and warm(15) == 1.0
+
+
+@pytest.mark.parametrize("mode", ["memory", "stream"])
+def test_loader_covers_every_record_once(stores, mode):
+    store = open_store(stores[0])
+    loader = ChunkLoader(store, 5, shuffle=True, seed=3, mode=mode, window_chunks=1)
+    seen = np.concatenate([rows for _, _, rows in loader])
+    assert sorted(seen.tolist()) == list(range(len(store)))
+    x, y, rows = next(iter(loader))
+    np.testing.assert_array_equal(x.numpy(), store.read_rows(rows))
+    np.testing.assert_array_equal(y.numpy(), store.labels[rows])
+    # the same (seed, epoch) repeats the order; another epoch changes it
+    again = np.concatenate([r for _, _, r in loader])
+    loader.set_epoch(1)
+    other = np.concatenate([r for _, _, r in loader])
+    assert (seen == again).all() and not (seen == other).all()
+
+
+def test_thresholds_maximise_f1():
+    y = np.array([[0], [0], [1], [1], [0], [1]])
+    p = np.array([[0.1], [0.35], [0.4], [0.8], [0.2], [0.9]])
+    t = tune_thresholds(y, p)[0]
+    assert 0.35 < t < 0.4  # between the last negative and the first positive
