@@ -76,5 +76,5 @@ def synthetic_splits(synthetic_store, tmp_path_factory) -> Path:
 def trained_checkpoint(synthetic_splits, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
     run_cli("train", "resnet18", synthetic_splits / "train.zarr", "--val", synthetic_splits / "val.zarr",
-            "-o", out, "--epochs", 2, "--batch-size", 16, "--seed", 0, "--device", "cpu")
+            "-o", out, "--epochs", 2, "--batch-size", 16, "--seed", 0, "--device", "cpu", "--model-arg", "base_width=16")
     return out

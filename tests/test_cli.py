@@ -104,7 +104,7 @@ def test_train_eval_profile(trained_checkpoint, synthetic_splits, tmp_path):
     assert "macro" in table and "AF" in table
 
     prof = json.loads(run_cli("profile", ckpt, "--json", "--repeats", 2, "--batch", 1).stdout)
-    assert prof["parameters"]["total"] > 1e6 and prof["flops"] == 2 * prof["macs"]
+    assert prof["parameters"]["total"] > 1e5 and prof["flops"] == 2 * prof["macs"]
     assert sum(s["macs"] for s in prof["stages"]) == prof["macs"]
     assert "layer4" in run_cli("profile", "resnet18", "--repeats", 1, "--batch", 1).stdout
 
@@ -113,7 +113,7 @@ def test_train_options_from_environment(synthetic_splits, tmp_path):
     out = tmp_path / "m.ckpt"
     env = {"ECGTOOL_TRAIN_EPOCHS": "1", "ECGTOOL_TRAIN_BATCH_SIZE": "32"}
     r = run_cli("train", "mobilenet_v2", synthetic_splits / "train.zarr", "--val", synthetic_splits / "val.zarr",
-                "-o", out, "--json", env=env)
+                "-o", out, "--json", "--model-arg", "width_mult=0.25", env=env)
     doc = json.loads(r.stdout)
     assert doc["metrics"]["epoch"] == 1
     info = json.loads(run_cli("info", out, "--json").stdout)

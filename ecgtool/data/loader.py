@@ -75,6 +75,7 @@ class ChunkLoader:
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         window_chunks: int = 8,
         pin_memory: bool = False,
+        workers: int = 2,
     ):
         self.store = store
         self.batch_size = batch_size
@@ -83,6 +84,7 @@ class ChunkLoader:
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.window_chunks = window_chunks
         self.pin_memory = pin_memory
+        self.workers = max(1, workers)
         self.epoch = 0
         row_bytes = int(np.prod(store.signals.shape[1:])) * 4
         if mode == "auto":
@@ -102,18 +104,33 @@ class ChunkLoader:
     def _rng(self) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch])
 
+    # -- reading ---------------------------------------------------------------------------
+    def _selected_chunks(self) -> list[tuple[int, int, np.ndarray]]:
+        """``(start, stop, rows)`` of every chunk holding a selected record."""
+        out = []
+        for start, stop in self.store.chunk_bounds():
+            rows = self.indices[(self.indices >= start) & (self.indices < stop)]
+            if len(rows):
+                out.append((start, stop, rows))
+        return out
+
+    def _decode(self, chunk: tuple[int, int, np.ndarray]) -> np.ndarray:
+        start, stop, rows = chunk
+        return self.spec(np.asarray(self.store.signals[start:stop])[rows - start])
+
+    def _decode_many(self, chunks: list) -> list[np.ndarray]:
+        """Decode chunks, in ``workers`` threads when there are several (Blosc releases the GIL)."""
+        if self.workers == 1 or len(chunks) == 1:
+            return [self._decode(c) for c in chunks]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.workers) as pool:
+            return list(pool.map(self._decode, chunks))
+
     # -- the two modes --------------------------------------------------------------------
     def _load_all(self) -> np.ndarray:
         if self._cache is None:
-            out = np.empty((len(self.indices), len(self.spec.lead_index), self.store.n_samples), np.float32)
-            pos = 0
-            for start, stop in self.store.chunk_bounds():
-                sel = self.indices[(self.indices >= start) & (self.indices < stop)]
-                if len(sel):
-                    block = np.asarray(self.store.signals[start:stop])[sel - start]
-                    out[pos : pos + len(sel)] = self.spec(block)
-                    pos += len(sel)
-            self._cache = out
+            self._cache = np.concatenate(self._decode_many(self._selected_chunks()))
         return self._cache
 
     def _memory_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -125,16 +142,11 @@ class ChunkLoader:
 
     def _windows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Decoded (signals, rows) per window of chunks, in the epoch's chunk order."""
-        bounds = [(s, e) for s, e in self.store.chunk_bounds() if ((self.indices >= s) & (self.indices < e)).any()]
-        order = self._rng().permutation(len(bounds)) if self.shuffle else np.arange(len(bounds))
+        chunks = self._selected_chunks()
+        order = self._rng().permutation(len(chunks)) if self.shuffle else np.arange(len(chunks))
         for w in range(0, len(order), self.window_chunks):
-            xs, rows = [], []
-            for c in sorted(order[w : w + self.window_chunks]):
-                start, stop = bounds[c]
-                sel = self.indices[(self.indices >= start) & (self.indices < stop)]
-                xs.append(self.spec(np.asarray(self.store.signals[start:stop])[sel - start]))
-                rows.append(sel)
-            yield np.concatenate(xs), np.concatenate(rows)
+            window = [chunks[c] for c in sorted(order[w : w + self.window_chunks])]
+            yield np.concatenate(self._decode_many(window)), np.concatenate([rows for _, _, rows in window])
 
     def _stream_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         rng = self._rng()

@@ -77,7 +77,8 @@ def write_predictions(path: str | os.PathLike, result: dict, overwrite: bool) ->
         g = zarr.open_group(tmp, mode="w", zarr_format=3)
         g.create_array("probabilities", data=result["probs"].astype(np.float32))
         g.create_array("labels", data=store.labels[rows])
-        g.create_array("record_id", data=np.asarray(store.record_id[rows], dtype=str))
+        ids = g.create_array("record_id", shape=(len(rows),), dtype=str)  # variable-length strings, as in the ECG store
+        ids[:] = store.record_id[rows]
         g.attrs.update({
             "format": PREDICTIONS_FORMAT, "format_version": 1, "classes": report["classes"],
             "multi_label": report["multi_label"], "threshold_source": report["threshold_source"],

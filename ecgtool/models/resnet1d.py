@@ -42,13 +42,17 @@ class ResNet1d(nn.Module):
         num_leads: int = 12,
         num_samples: int = 1000,
         zero_init_residual: bool = False,
+        base_width: int = 64,
     ):
         super().__init__()
         block = BasicBlock1d
         self.num_classes = num_classes
         self.num_leads = num_leads
         self.num_samples = num_samples
-        self.inplanes = 64
+        # Stage widths are base_width × (1, 2, 4, 8): torchvision's 64/128/256/512 by
+        # default; smaller values give the narrow variants used for quick tests.
+        w = base_width
+        self.inplanes = w
 
         self.stem = nn.Sequential(
             nn.Conv1d(num_leads, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False),
@@ -56,12 +60,12 @@ class ResNet1d(nn.Module):
             nn.ReLU(),
             nn.MaxPool1d(kernel_size=3, stride=2, padding=1),
         )
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.layer1 = self._make_layer(block, w, layers[0])
+        self.layer2 = self._make_layer(block, 2 * w, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * w, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 8 * w, layers[3], stride=2)
         self.global_pool = nn.Sequential(nn.AdaptiveAvgPool1d(1), nn.Flatten(1))
-        self.num_features = 512 * block.expansion
+        self.num_features = 8 * w * block.expansion
         self.head = nn.Linear(self.num_features, num_classes)
 
         self.stages = ["stem", "layer1", "layer2", "layer3", "layer4", "global_pool", "head"]

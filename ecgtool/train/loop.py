@@ -48,6 +48,7 @@ class TrainArgs:
     seed: int = 0
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
+    workers: int = 2  # loader threads decoding store chunks
     model_kwargs: dict = field(default_factory=dict)
 
 
@@ -128,9 +129,10 @@ class Trainer:
         pin = self.device.type == "cuda"
         # drop_last keeps BatchNorm away from a final batch of one record.
         self.loader = ChunkLoader(s, args.batch_size, spec=self.spec, shuffle=True, seed=args.seed,
-                                  drop_last=len(s) > args.batch_size, pin_memory=pin)
+                                  drop_last=len(s) > args.batch_size, pin_memory=pin, workers=args.workers)
         self.val_loader = (
-            ChunkLoader(self.val_store, max(args.batch_size, 256), spec=self.spec, pin_memory=pin) if self.val_store else None
+            ChunkLoader(self.val_store, max(args.batch_size, 256), spec=self.spec, pin_memory=pin, workers=args.workers)
+            if self.val_store else None
         )
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(args, len(self.loader)))
@@ -273,6 +275,7 @@ def _args_for_checkpoint(args: TrainArgs) -> dict:
     d = asdict(args)
     d.pop("device")  # where it ran is not what it is: resuming on another device is allowed
     d.pop("threads")
+    d.pop("workers")
     return d
 
 
