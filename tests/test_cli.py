@@ -63,7 +63,9 @@ def test_prep_and_info(synthetic_store):
     assert s.signals.shape == (120, 12, 1000) and s.classes[:2] == ["NORM", "AF"]
     assert s.attrs["patient_ids"] == "dataset" and len(np.unique(s.patient_id)) < 120
     info = json.loads(run_cli("info", synthetic_store, "--json").stdout)
-    assert info["records"] == 120 and info["fs"] == 100 and info["provenance"][0]["step"] == "prep"
+    assert info["records"] == 120 and info["fs"] == 100
+    assert [p["step"] for p in info["provenance"]] == ["fetch", "prep"]
+    assert info["provenance"][0]["config"]["n_records"] == 120
     assert sum(info["class_counts"].values()) >= 120
     text = run_cli("info", synthetic_store).stdout
     assert "NORM" in text and "provenance" in text
@@ -89,7 +91,7 @@ def test_train_eval_profile(trained_checkpoint, synthetic_splits, tmp_path):
     ckpt = trained_checkpoint
     info = json.loads(run_cli("info", ckpt, "--json").stdout)
     assert info["checkpoint_kind"] == "classifier" and info["model"]["name"] == "resnet18"
-    assert len(info["thresholds"]["values"]) == 9 and [p["step"] for p in info["provenance"]] == ["prep", "split", "train"]
+    assert len(info["thresholds"]["values"]) == 9 and [p["step"] for p in info["provenance"]] == ["fetch", "prep", "split", "train"]
 
     r = run_cli("eval", ckpt, synthetic_splits / "test.zarr", "--json", "--predictions", tmp_path / "pred.zarr")
     report = json.loads(r.stdout)

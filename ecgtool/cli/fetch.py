@@ -44,8 +44,12 @@ def synthetic(output, records, fs, seconds, leads, snr, powerline, seed, overwri
 
     from ecgtool.cli.options import stderr_console
     from ecgtool.data import synthetic as syn
+    from dataclasses import asdict
+
+    from ecgtool.data.readers.base import write_fetch_provenance
     from ecgtool.data.store import replace_path, temporary_sibling
     from ecgtool.errors import EcgtoolError
+    from ecgtool.provenance import make_entry
 
     lead_names = tuple(x.strip() for x in leads.split(",") if x.strip())
     unknown = [x for x in lead_names if x not in syn.LEADS_12]
@@ -66,6 +70,7 @@ def synthetic(output, records, fs, seconds, leads, snr, powerline, seed, overwri
         with Progress(TextColumn("synthetic"), BarColumn(), MofNCompleteColumn(), console=stderr_console(), transient=True) as bar:
             task = bar.add_task("synthetic", total=records)
             syn.write_dataset(tmp, cfg, progress=lambda done: bar.update(task, completed=done))
+        write_fetch_provenance(tmp, make_entry("fetch", dataset="synthetic", config=asdict(cfg)))
         replace_path(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from ecgtool.data.readers import DatasetReader
+from ecgtool.data.readers.base import read_fetch_provenance
 from ecgtool.data.store import StoreWriter
 from ecgtool.data.transforms import PrepConfig, preprocess
 from ecgtool.errors import EcgtoolError
@@ -163,8 +164,9 @@ def run_prep(
             writer.attrs["normalisation"] = {"method": "dataset", "mean": mean.tolist(), "std": np.maximum(std, 1e-6).tolist()}
         writer.attrs["skipped_records"] = [{"record": r, "reason": why} for r, why in report.skipped]
         writer.attrs["unlabelled_dropped"] = report.unlabelled
-        writer.attrs["provenance"] = [
-            make_entry("prep", [getattr(reader, "root", "")], reader=reader.name, workers=workers)
+        root = Path(getattr(reader, "root", "."))
+        writer.attrs["provenance"] = read_fetch_provenance(root) + [
+            make_entry("prep", [root], reader=reader.name, workers=workers)
         ]
         report.written = writer.n_records
     return report

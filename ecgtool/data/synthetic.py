@@ -238,6 +238,12 @@ class RecordSpec:
     ste_territory: str = "none"  # "anterior" / "inferior" / "none"
     early_repol_mv: float = 0.0  # benign anterior J elevation (confounder)
     incomplete_rbbb: bool = False  # rSr' in V1 with QRS < 120 ms (confounder)
+    incomplete_lbbb: bool = False  # LBBB-like morphology with QRS < 120 ms (confounder)
+    early_repol_site: str = "anterior"  # "anterior" / "inferolateral"
+    nonspecific_st_mv: float = 0.0  # sub-threshold ST depression (< 0.035 mV) without STD
+    pvc_scale: float = 1.0  # PVC amplitude relative to the patient's ectopic focus
+    rsa_scale: float = 1.0  # respiratory sinus arrhythmia multiplier (> 1: marked RSA)
+    motion_artefacts: int = 0  # electrode-motion events (steps with slow recovery)
 
 
 # Label combinations and weights, approximating CPSC2018 marginals
@@ -322,28 +328,45 @@ def _sample_patient(rng: np.random.Generator, label_sets: list[list[str]]) -> di
     age = int(np.clip(rng.normal(64 if older else 54, 14), 18, 95))
     sex = "Male" if rng.random() < 0.55 else "Female"
     female = sex == "Female"
+    young = age < 45
+    axis_kind = rng.random()
+    if axis_kind < 0.10:  # left axis deviation (e.g. left anterior fascicular block)
+        axis = float(rng.uniform(-75, -30))
+    elif axis_kind < 0.16:  # right axis deviation
+        axis = float(rng.uniform(90, 130))
+    else:
+        axis = float(np.clip(rng.normal(45, 28), -30, 90))
+    low_voltage = rng.random() < 0.08  # obesity, effusion, COPD
+    amp = rng.uniform(0.4, 0.65) if low_voltage else np.clip(rng.lognormal(-0.05 * female, 0.2), 0.65, 1.7)
+    er_p = (0.45 if young else 0.2) * (1.0 if female else 1.5)
     return {
         "age": age,
         "sex": sex,
-        "hr": float(np.clip(rng.normal(72 + 3 * female, 10), 55, 100)),
-        "pr_normal": _beta_range(rng, 120, 200, 2.2, 1.6),
-        "pr_block": _beta_range(rng, 202, 320, 1.1, 2.4),
-        "p_ms": float(rng.uniform(80, 110)),
+        "hr": float(np.clip(rng.normal(72 + 3 * female, 11), 50, 105)),
+        # PR: mass piles up on both sides of the 200 ms cut-off
+        "pr_normal": _beta_range(rng, 120, 200, 2.6, 1.3),
+        "pr_block": _beta_range(rng, 201, 300, 1.0, 3.0),
+        "p_ms": float(rng.uniform(80, 115)),
         "qrs_normal": _beta_range(rng, 78, 110, 2.0, 2.0) - 4 * female,
-        "qrs_lbbb": _beta_range(rng, 124, 175, 1.5, 2.2),
-        "qrs_rbbb": _beta_range(rng, 121, 165, 1.3, 2.5),
+        "qrs_incomplete": float(rng.uniform(100, 118)),
+        "qrs_lbbb": _beta_range(rng, 120, 170, 1.2, 2.6),
+        "qrs_rbbb": _beta_range(rng, 120, 160, 1.1, 2.8),
         "qtc": float(np.clip(rng.normal(405 + 10 * female, 15), 370, 460)),
-        "axis": float(np.clip(rng.normal(45, 28), -30, 90)),
-        "horiz": float(rng.normal(0, 12)),
-        "sagittal": float(rng.normal(0, 8)),
-        "amp": float(np.clip(rng.lognormal(-0.05 * female, 0.18), 0.65, 1.5)),
-        "p_scale": float(rng.uniform(0.7, 1.3)),
-        "t_scale": float(rng.uniform(0.7, 1.35)),
+        "axis": axis,
+        "horiz": float(rng.normal(0, 14)),
+        "sagittal": float(rng.normal(0, 9)),
+        "amp": float(amp),
+        "p_scale": float(rng.uniform(0.45, 1.3)),
+        "t_scale": float(rng.uniform(0.55, 1.35)),
         "morph_seed": int(rng.integers(0, 2**31 - 1)),
-        "incomplete_rbbb": bool(rng.random() < 0.08),
-        "early_repol": float(rng.uniform(0, 0.06)) if rng.random() < 0.3 else 0.0,
-        "af_cv": float(rng.uniform(0.12, 0.28)),
-        "f_mv": float(np.exp(rng.uniform(np.log(0.02), np.log(0.15)))),
+        "incomplete_rbbb": bool(rng.random() < 0.15),
+        "incomplete_lbbb": bool(rng.random() < (0.06 if age >= 50 else 0.02)),
+        "early_repol": float(rng.uniform(0.02, 0.09)) if rng.random() < er_p else 0.0,
+        "early_repol_site": "anterior" if rng.random() < 0.6 else "inferolateral",
+        "rsa": float(rng.uniform(2.0, 3.5)) if young and rng.random() < 0.35 else 1.0,
+        # AF: rate-controlled, fairly regular AF down to CV 0.08; mostly fine f-waves
+        "af_cv": _beta_range(rng, 0.08, 0.26, 1.3, 2.0),
+        "f_mv": float(np.exp(rng.uniform(np.log(0.01), np.log(0.12)))),
         "f_hz": float(rng.uniform(4.0, 9.0)),
     }
 
@@ -359,28 +382,44 @@ def _sample_record_spec(
     else:
         hr = float(np.clip(pat["hr"] * np.exp(rng.normal(0, 0.07)), 50, 110))
         if "I-AVB" in lab:
-            pr = float(np.clip(pat["pr_block"] + rng.normal(0, 6), 203, 330))
+            pr = float(np.clip(pat["pr_block"] + rng.normal(0, 5), 201, 330))
         else:
-            pr = float(np.clip(pat["pr_normal"] + rng.normal(0, 4), 120, 198))
+            pr = float(np.clip(pat["pr_normal"] + rng.normal(0, 4), 120, 200))
+    bbb = bool(lab & {"LBBB", "RBBB"})
+    incomplete_rbbb = pat["incomplete_rbbb"] and not bbb
+    incomplete_lbbb = pat["incomplete_lbbb"] and not bbb and not incomplete_rbbb
     if "LBBB" in lab:
-        qrs = max(pat["qrs_lbbb"] + rng.normal(0, 3), 122.0)
+        qrs = max(pat["qrs_lbbb"] + rng.normal(0, 3), 120.0)
     elif "RBBB" in lab:
-        qrs = max(pat["qrs_rbbb"] + rng.normal(0, 3), 121.0)
+        qrs = max(pat["qrs_rbbb"] + rng.normal(0, 3), 120.0)
+    elif incomplete_rbbb or incomplete_lbbb:
+        qrs = float(np.clip(pat["qrs_incomplete"] + rng.normal(0, 2), 98, 118))
     else:
         qrs = float(np.clip(pat["qrs_normal"] + rng.normal(0, 3), 76, 112))
     p_ms = min(pat["p_ms"], (pr or 200) - 40)  # keep an isoelectric PR segment
 
     n_pac = n_pvc = 0
     both = {"PAC", "PVC"} <= lab
-    if "PAC" in lab:
-        n_pac = int(rng.choice([1, 2] if both else [1, 2, 3], p=[0.6, 0.4] if both else [0.5, 0.3, 0.2]))
+    if "PAC" in lab:  # mostly a single ectopic beat
+        n_pac = int(rng.choice([1, 2] if both else [1, 2, 3], p=[0.8, 0.2] if both else [0.7, 0.2, 0.1]))
     if "PVC" in lab:
-        n_pvc = int(rng.choice([1, 2] if both else [1, 2, 3], p=[0.6, 0.4] if both else [0.5, 0.3, 0.2]))
+        n_pvc = int(rng.choice([1, 2] if both else [1, 2, 3], p=[0.8, 0.2] if both else [0.7, 0.2, 0.1]))
 
-    std_mv = _beta_range(rng, 0.05, 0.30, 1.2, 3.0) if "STD" in lab else 0.0
-    ste_mv = _beta_range(rng, 0.10, 0.40, 1.3, 2.5) if "STE" in lab else 0.0
+    # ST: many borderline shifts just above the clinical cut-offs (0.05 / 0.1 mV)
+    std_mv = _beta_range(rng, 0.04, 0.25, 1.0, 3.2) if "STD" in lab else 0.0
+    ste_mv = _beta_range(rng, 0.10, 0.35, 1.0, 2.8) if "STE" in lab else 0.0
     territory = ("anterior" if rng.random() < 0.6 else "inferior") if ste_mv else "none"
+    # non-specific, sub-threshold ST depression (rate, drugs, electrolytes) in records without STD
+    nonspecific = float(rng.uniform(0.01, 0.035)) if not std_mv and rng.random() < 0.2 else 0.0
+    # SNR: log-normal-ish spread around the median plus a few very noisy recordings
     lo_snr, hi_snr = cfg.snr_db - 12.0, cfg.snr_db + 15.0
+    snr = float(np.clip(cfg.snr_db + rng.normal(0, 4.5), lo_snr, hi_snr))
+    if rng.random() < 0.06:
+        snr = float(rng.uniform(cfg.snr_db - 20.0, cfg.snr_db - 10.0))
+    if rng.random() < 0.5:  # PAC: often a near-normal ectopic P (focus close to the sinus node)
+        pac_angle = float(rng.uniform(8, 40))
+    else:
+        pac_angle = float(rng.uniform(40, 170))
     return RecordSpec(
         index=index,
         record_id=f"SYN{index + 1:05d}",
@@ -393,19 +432,19 @@ def _sample_record_spec(
         p_ms=float(p_ms),
         qrs_ms=float(qrs),
         qtc_ms=float(pat["qtc"] + rng.normal(0, 6)),
-        axis_deg=float(np.clip(pat["axis"] + rng.normal(0, 4), -35, 95)),
+        axis_deg=float(np.clip(pat["axis"] + rng.normal(0, 4), -80, 135)),
         horiz_rot_deg=pat["horiz"] + float(rng.normal(0, 3)),
         sagittal_rot_deg=pat["sagittal"] + float(rng.normal(0, 2)),
         amp_scale=float(pat["amp"] * np.exp(rng.normal(0, 0.05))),
         p_scale=pat["p_scale"],
         t_scale=pat["t_scale"],
         morph_seed=pat["morph_seed"],
-        snr_db=float(np.clip(cfg.snr_db + rng.normal(0, 4.5), lo_snr, hi_snr)),
+        snr_db=snr,
         noise_mix=tuple(float(x) for x in rng.dirichlet([2.0, 1.0, 1.5])),
         n_pac=n_pac,
         n_pvc=n_pvc,
-        pac_p_angle_deg=float(rng.uniform(20, 170)) if n_pac else 0.0,
-        pvc_qrs_ms=float(rng.uniform(130, 190)) if n_pvc else 0.0,
+        pac_p_angle_deg=pac_angle if n_pac else 0.0,
+        pvc_qrs_ms=_beta_range(rng, 120, 185, 1.2, 2.2) if n_pvc else 0.0,
         af_rr_cv=pat["af_cv"] * float(np.exp(rng.normal(0, 0.1))) if af else 0.0,
         f_wave_mv=pat["f_mv"] * float(np.exp(rng.normal(0, 0.15))) if af else 0.0,
         f_wave_hz=float(np.clip(pat["f_hz"] + rng.normal(0, 0.3), 4, 9)) if af else 0.0,
@@ -414,7 +453,13 @@ def _sample_record_spec(
         ste_mv=ste_mv,
         ste_territory=territory,
         early_repol_mv=pat["early_repol"],
-        incomplete_rbbb=pat["incomplete_rbbb"] and not (lab & {"LBBB", "RBBB"}),
+        incomplete_rbbb=incomplete_rbbb,
+        incomplete_lbbb=incomplete_lbbb,
+        early_repol_site=pat["early_repol_site"],
+        nonspecific_st_mv=nonspecific,
+        pvc_scale=float(rng.uniform(0.55, 1.1)) if n_pvc else 1.0,
+        rsa_scale=pat["rsa"] * float(np.exp(rng.normal(0, 0.15))) if not af else 1.0,
+        motion_artefacts=int(rng.choice([0, 1, 2], p=[0.8, 0.14, 0.06])),
     )
 
 
@@ -587,7 +632,7 @@ def _build_templates(spec: RecordSpec, rng: np.random.Generator) -> tuple[dict, 
     pvc_rv_origin = mrng.random() < 0.6
     pvc_y = mrng.uniform(-0.8, 0.9)
     pvc_turn = mrng.uniform(30, 90)
-    pvc_mag = mrng.uniform(1.2, 2.0)
+    pvc_mag = mrng.uniform(1.0, 1.8)
     u_amp = mrng.uniform(0.0, 0.15)
 
     # orientation from the mean vector (area ~ amplitude * sigma) of normal QRS
@@ -603,6 +648,8 @@ def _build_templates(spec: RecordSpec, rng: np.random.Generator) -> tuple[dict, 
         qrs, t_vec, extra_st = qrs_lbbb, t_lbbb, _ST_LBBB
     elif "RBBB" in lab:
         qrs, t_vec, extra_st = qrs_rbbb, t_rbbb, None
+    elif spec.incomplete_lbbb:  # LBBB-like activation, QRS < 120 ms, milder discordance
+        qrs, t_vec, extra_st = qrs_lbbb, 0.5 * (t_lbbb + t_normal), 0.5 * _ST_LBBB
     else:
         qrs = qrs_normal + ([_IRBBB_WAVE] if spec.incomplete_rbbb else [])
         t_vec, extra_st = t_normal, None
@@ -616,22 +663,29 @@ def _build_templates(spec: RecordSpec, rng: np.random.Generator) -> tuple[dict, 
     # ST vectors: benign early repolarisation (anterior J elevation), ischaemic
     # depression (lateral/inferior leads) and injury elevation (a territory).
     plateaus = []
-    if spec.early_repol_mv > 0:
-        d = rot @ np.array([0.1, 0.05, -0.3])
-        plateaus.append((d * spec.early_repol_mv / _max_lead_gain(d), 0.0))
+    if spec.early_repol_mv > 0:  # concave J elevation flowing into a tall T
+        er = [0.1, 0.05, -0.3] if spec.early_repol_site == "anterior" else [0.45, 0.45, 0.05]
+        d = rot @ np.array(er)
+        d = d * spec.early_repol_mv / max(_DOWER12 @ d)
+        plateaus.append((d, 0.4))
+        t_vec = t_vec + d * 0.5
+    if spec.nonspecific_st_mv > 0:
+        d = -(rot @ np.array([0.8, 0.5, 0.1]))
+        plateaus.append((d * spec.nonspecific_st_mv / abs(min(_DOWER12 @ d)), float(rng.uniform(0, 0.6))))
+        t_vec = t_vec * rng.uniform(0.5, 1.0)
     if extra_st is not None:
         plateaus.append((rot @ extra_st * amp, 0.0))
     if spec.std_mv > 0:
         d = -(rot @ np.array([0.8, 0.5, 0.1]))
         d = d * spec.std_mv / abs(min(_DOWER12 @ d))  # deepest lead = std_mv below baseline
         plateaus.append((d, spec.std_slope))
-        t_vec = t_vec * rng.uniform(0.25, 1.0)  # ischaemic T flattening
+        t_vec = t_vec * rng.uniform(0.4, 1.0)  # ischaemic T flattening
     if spec.ste_mv > 0:
         d = np.array([0.3, 0.0, -1.0]) if spec.ste_territory == "anterior" else np.array([-0.1, 1.0, 0.15])
         d = rot @ d
         d = d * spec.ste_mv / max(_DOWER12 @ d)  # highest lead = ste_mv above baseline
         plateaus.append((d, 0.0))
-        t_vec = t_vec + d * rng.uniform(0.3, 1.0)  # hyperacute T in the territory
+        t_vec = t_vec + d * rng.uniform(0.0, 0.8)  # hyperacute T in the territory
 
     p_c, p_s, p_v = _p_waves(spec, rot_pt, p_ra, p_la)
     has_p = spec.pr_ms is not None
@@ -647,7 +701,7 @@ def _build_templates(spec: RecordSpec, rng: np.random.Generator) -> tuple[dict, 
     # ---- PAC: ectopic atrial focus -> P vector rotated/rescaled, same conduction
     if spec.n_pac and has_p:
         prot = _rodrigues(mrng.normal(size=3), spec.pac_p_angle_deg)
-        pfac, dfac = rng.uniform(0.6, 1.3), rng.uniform(0.8, 1.15)
+        pfac, dfac = rng.uniform(0.75, 1.2), rng.uniform(0.85, 1.1)
         pc, ps, pv = _p_waves(spec, rot_pt, prot @ p_ra * pfac, prot @ p_la * pfac, dfac)
         pr_a = float(np.clip(pr + rng.uniform(-0.02, 0.03), pc[-1] + 2.5 * ps[-1] + 0.03, 0.36))
         templates["A"] = _Template(
@@ -663,7 +717,7 @@ def _build_templates(spec: RecordSpec, rng: np.random.Generator) -> tuple[dict, 
         d2 = _rodrigues(np.cross(d1, [0.0, 0.0, 1.0]) + 1e-6, pvc_turn) @ d1
         waves = [(0.15, 0.08, 0.2 * d1), (0.45, 0.17, d1), (0.75, 0.12, 0.5 * d2)]
         pdur = spec.pvc_qrs_ms / 1000.0
-        vc, vs, vv = _qrs_waves(waves, pdur, rot, amp * pvc_mag)
+        vc, vs, vv = _qrs_waves(waves, pdur, rot, amp * pvc_mag * spec.pvc_scale)
         mean_dir = vv.sum(axis=0) / np.linalg.norm(vv.sum(axis=0))
         qrs_size = np.linalg.norm(vv, axis=1).max()
         t_pvc = -mean_dir * qrs_size * rng.uniform(0.25, 0.45)
@@ -717,7 +771,7 @@ def _beat_schedule(spec: RecordSpec, cfg: SyntheticConfig, rng, resp_hz: float):
     af = "AF" in spec.labels
     older = np.clip((spec.age - 20) / 60.0, 0, 1)  # HRV declines with age
     a_lf = rng.uniform(0.015, 0.045) * (1.2 - 0.6 * older)
-    a_hf = rng.uniform(0.01, 0.04) * (1.3 - 0.8 * older)
+    a_hf = rng.uniform(0.01, 0.04) * (1.3 - 0.8 * older) * spec.rsa_scale
     f_lf, ph_lf, ph_hf = rng.uniform(0.07, 0.13), rng.uniform(0, 2 * np.pi), rng.uniform(0, 2 * np.pi)
     jitter = rng.uniform(0.004, 0.012)
     cv = spec.af_rr_cv
@@ -736,7 +790,7 @@ def _beat_schedule(spec: RecordSpec, cfg: SyntheticConfig, rng, resp_hz: float):
         rr = next_rr(t)
         if events and events[0][0] <= t + rr and types[-1] == "N":
             kind = events.pop(0)[1]
-            t_ect = t + rng.uniform(0.6, 0.8) * rr
+            t_ect = t + (rng.uniform(0.6, 0.85) if kind == "V" else rng.uniform(0.62, 0.9)) * rr
             times.append(t_ect), types.append(kind), rrs.append(t_ect - t)
             if kind == "V" and not af:
                 t_next = t + rr + next_rr(t + rr)  # sinus clock continues: 2 x RR

@@ -8,11 +8,31 @@ tables only, never open file handles.
 
 from __future__ import annotations
 
+import json
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+
+#: written by ``fetch`` into the directory it creates; read by ``prep`` to continue the chain
+FETCH_PROVENANCE = "PROVENANCE.json"
+
+
+def write_fetch_provenance(root: Path, entry: dict) -> None:
+    (Path(root) / FETCH_PROVENANCE).write_text(json.dumps([entry], indent=2, default=str) + "\n")
+
+
+def read_fetch_provenance(root: Path) -> list[dict]:
+    """The provenance ``fetch`` left in a raw directory, or [] (a directory the user brought)."""
+    path = Path(root) / FETCH_PROVENANCE
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return doc if isinstance(doc, list) else []
 
 
 @dataclass
