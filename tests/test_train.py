@@ -121,3 +121,22 @@ def test_thresholds_maximise_f1():
     p = np.array([[0.1], [0.35], [0.4], [0.8], [0.2], [0.9]])
     t = tune_thresholds(y, p)[0]
     assert 0.35 < t < 0.4  # between the last negative and the first positive
+
+
+def test_multiclass_task_uses_cross_entropy_and_argmax(stores, tmp_path):
+    from ecgtool.data.store import StoreWriter
+
+    paths = []
+    for name in ("train", "val"):
+        src = open_store(stores[0] if name == "train" else stores[1])
+        attrs = {k: v for k, v in src.attrs.items() if k not in ("format", "format_version", "complete", "content_hash")}
+        attrs["multi_label"] = False
+        with StoreWriter(tmp_path / f"{name}.zarr", n_leads=len(src.leads), n_samples=src.n_samples, attrs=attrs) as w:
+            w.append(src.signals[:], src.labels, src.record_id, src.patient_id)
+        paths.append(tmp_path / f"{name}.zarr")
+    trainer = Trainer(args(epochs=2), *paths, tmp_path / "m.ckpt")
+    assert isinstance(trainer.criterion, torch.nn.CrossEntropyLoss)
+    ckpt = trainer.run()
+    assert ckpt["thresholds"] is None and not ckpt["multi_label"]
+    report = run_eval(tmp_path / "m.ckpt", paths[1], "cpu")["report"]
+    assert report["decision"] == "argmax" and 0 <= report["macro"]["accuracy"] <= 1 and "exact_match" not in report["macro"]
