@@ -16,6 +16,9 @@ def _leads(ctx, param, value):
 @click.argument("raw_dir", type=click.Path(file_okay=False))
 @output_option
 @click.option("--reader", default="auto", show_default=True, help="Dataset reader (auto detects the layout).")
+@click.option("--task", default=None, help="Label task of the dataset (PTB-XL: all, diagnostic, subdiagnostic, superdiagnostic, form, rhythm).")
+@click.option("--rate", type=click.Choice(["100", "500"]), default=None, help="Which of a dataset's sampling rates to read (PTB-XL: 100 or 500 Hz files).")
+@click.option("--min-likelihood", type=click.FloatRange(0, 100), default=None, help="PTB-XL: count a statement only at this likelihood or above (default: any, as the benchmark).")
 @click.option("--labels", "label_csv", type=click.Path(dir_okay=False), help="Label CSV (record_id, labels[, patient_id, age, sex, fold]) for a generic WFDB directory.")
 @click.option("--fs", type=float, default=100.0, show_default=True, help="Target sampling rate in Hz (polyphase resampling).")
 @click.option("--seconds", type=float, default=10.0, show_default=True, help="Fixed record length; 0 keeps the longest record's length and zero-pads the rest.")
@@ -32,7 +35,7 @@ def _leads(ctx, param, value):
 @click.option("--keep-unlabelled", is_flag=True, help="Keep records with none of the task's classes (dropped by default).")
 @click.option("--limit", type=int, default=None, help="Only the first N records (for a quick look).")
 @overwrite_option
-def prep(raw_dir, output, reader, label_csv, fs, seconds, crop, lowcut, highcut, notch, normalisation, leads, dtype,
+def prep(raw_dir, output, reader, task, rate, min_likelihood, label_csv, fs, seconds, crop, lowcut, highcut, notch, normalisation, leads, dtype,
          workers, on_error, keep_unlabelled, limit, overwrite):
     """Preprocess RAW_DIR (a WFDB dataset directory) into the ECG store OUTPUT.
 
@@ -46,7 +49,9 @@ def prep(raw_dir, output, reader, label_csv, fs, seconds, crop, lowcut, highcut,
     from ecgtool.data.readers import open_reader
     from ecgtool.data.transforms import PrepConfig
 
-    options = {"labels": label_csv} if label_csv else {}
+    options = {k: v for k, v in {
+        "labels": label_csv, "task": task, "rate": int(rate) if rate else None, "min_likelihood": min_likelihood,
+    }.items() if v is not None}
     source = open_reader(raw_dir, reader, **options)
     cfg = PrepConfig(
         fs=fs, seconds=seconds or None, crop=crop, lowcut=lowcut or None, highcut=highcut or None,

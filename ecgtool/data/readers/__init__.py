@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import inspect
+
 from ecgtool.data.readers.base import DatasetReader, RawRecord
+from ecgtool.data.readers.ptbxl import PtbxlReader
 from ecgtool.data.readers.wfdb_dir import WfdbDirectoryReader
 
-READERS = {"wfdb": WfdbDirectoryReader}
+# Most specific first: "auto" takes the first reader that recognises a directory.
+READERS = {"ptbxl": PtbxlReader, "wfdb": WfdbDirectoryReader}
 
 
 def open_reader(root: str | Path, kind: str = "auto", **options) -> DatasetReader:
@@ -23,13 +27,19 @@ def open_reader(root: str | Path, kind: str = "auto", **options) -> DatasetReade
     if not root.is_dir():
         raise EcgtoolError(f"{root}: no such dataset directory")
     if kind == "auto":
-        for cls in READERS.values():
-            if cls.recognises(root):
-                return cls(root, **options)
-        raise EcgtoolError(f"{root}: no reader recognises this directory (no WFDB headers found)")
-    if kind not in READERS:
+        cls = next((c for c in READERS.values() if c.recognises(root)), None)
+        if cls is None:
+            raise EcgtoolError(f"{root}: no reader recognises this directory (no WFDB headers found)")
+    elif kind in READERS:
+        cls = READERS[kind]
+    else:
         raise EcgtoolError(f"unknown dataset reader {kind!r}; choose from {', '.join(READERS)}")
-    return READERS[kind](root, **options)
+    accepted = inspect.signature(cls.__init__).parameters
+    foreign = [k for k in options if k not in accepted]
+    if foreign:
+        names = ", ".join("--" + k.replace("_", "-") for k in foreign)
+        raise EcgtoolError(f"{names} does not apply to the {cls.name} reader of {root}")
+    return cls(root, **options)
 
 
 __all__ = ["DatasetReader", "RawRecord", "READERS", "open_reader"]

@@ -1,0 +1,162 @@
+"""PTB-XL (PhysioNet ``ptb-xl`` 1.0.x) with the benchmark's six label tasks.
+
+Source: Wagner et al., Scientific Data 7:154 (2020); the label tasks follow
+Strodthoff et al., "Deep Learning for ECG Analysis: Benchmarks and Insights
+from PTB-XL", IEEE JBHI 25(5) (2021), as implemented in
+helme/ecg_ptbxl_benchmarking ``code/utils/utils.py`` (read for reference):
+
+* ``all``: every statement of the record's ``scp_codes`` (71 possible);
+* ``diagnostic``: its diagnostic statements (44);
+* ``subdiagnostic``/``superdiagnostic``: those mapped to their
+  ``diagnostic_subclass`` (23) / ``diagnostic_class`` (5: NORM, MI, STTC, CD, HYP);
+* ``form`` (19) and ``rhythm`` (12): its form / rhythm statements.
+
+As in the benchmark, a statement counts whatever its likelihood (the values in
+``scp_codes`` are ignored; 0 there means "unknown", not "absent") unless
+``min_likelihood`` is given; classes are those of the task that occur in the
+data, sorted; records with no label in the task are dropped by ``prep``; the
+official ``strat_fold`` (1–10) is kept, so ``split`` gives the benchmark's
+train 1–8 / validation 9 / test 10.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+from pathlib import Path
+
+from ecgtool.data.readers.base import DatasetReader, RawRecord
+from ecgtool.data.readers.wfdb_dir import STANDARD_LEADS, UNIT_TO_MV, canonical_lead, parse_age
+from ecgtool.errors import EcgtoolError
+
+TASKS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
+RATES = (100, 500)
+SUPERCLASS_DESCRIPTIONS = {
+    "NORM": "normal ECG",
+    "MI": "myocardial infarction",
+    "STTC": "ST/T change",
+    "CD": "conduction disturbance",
+    "HYP": "hypertrophy",
+}
+
+
+def read_statements(path: Path) -> dict[str, dict]:
+    """``scp_statements.csv``: statement code (the unnamed first column) → its row."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    header = rows[0]
+    return {row[0]: dict(zip(header[1:], row[1:])) for row in rows[1:] if row and row[0]}
+
+
+def _flag(row: dict, name: str) -> bool:
+    return row.get(name, "").strip() in ("1", "1.0", "True")
+
+
+def task_map(statements: dict[str, dict], task: str) -> dict[str, str]:
+    """Statement code → the class it contributes to in ``task``."""
+    if task not in TASKS:
+        raise EcgtoolError(f"unknown PTB-XL task {task!r}; choose from {', '.join(TASKS)}")
+    if task == "all":
+        return {code: code for code in statements}
+    if task in ("form", "rhythm"):
+        return {code: code for code, row in statements.items() if _flag(row, task)}
+    diagnostic = {code: row for code, row in statements.items() if _flag(row, "diagnostic")}
+    if task == "diagnostic":
+        return {code: code for code in diagnostic}
+    column = "diagnostic_subclass" if task == "subdiagnostic" else "diagnostic_class"
+    return {code: row[column] for code, row in diagnostic.items() if row.get(column, "").strip()}
+
+
+def task_classes(statements: dict[str, dict], task: str) -> list[str]:
+    """Every class the statement table defines for ``task`` (71/44/23/5/19/12)."""
+    return sorted(set(task_map(statements, task).values()))
+
+
+class PtbxlReader(DatasetReader):
+    name = "ptbxl"
+    patient_ids = "dataset"
+
+    def __init__(self, root, task: str = "superdiagnostic", rate: int = 100, min_likelihood: float | None = None):
+        self.root = Path(root)
+        if rate not in RATES:
+            raise EcgtoolError(f"PTB-XL has records at 100 or 500 Hz, not {rate}")
+        self._task, self.rate, self.min_likelihood = task, rate, min_likelihood
+        self.statements = read_statements(self.root / "scp_statements.csv")
+        self._map = task_map(self.statements, task)
+        with open(self.root / "ptbxl_database.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        need = {"ecg_id", "patient_id", "scp_codes", "strat_fold", "filename_lr", "filename_hr"}
+        if rows and not need <= set(rows[0]):
+            raise EcgtoolError(f"{self.root / 'ptbxl_database.csv'} lacks the column(s) {', '.join(sorted(need - set(rows[0])))}")
+        self._rows = {str(int(float(r["ecg_id"]))): r for r in rows}
+        self._labels = {rid: self._task_labels(r) for rid, r in self._rows.items()}
+        self._classes = sorted({c for labels in self._labels.values() for c in labels})
+
+    @classmethod
+    def recognises(cls, root) -> bool:
+        root = Path(root)
+        return (root / "ptbxl_database.csv").is_file() and (root / "scp_statements.csv").is_file()
+
+    def _task_labels(self, row: dict) -> list[str]:
+        try:
+            codes = ast.literal_eval(row["scp_codes"] or "{}")
+        except (ValueError, SyntaxError) as e:
+            raise EcgtoolError(f"PTB-XL record {row['ecg_id']}: unreadable scp_codes {row['scp_codes']!r}") from e
+        keep = [c for c, likelihood in codes.items() if self.min_likelihood is None or float(likelihood) >= self.min_likelihood]
+        return sorted({self._map[c] for c in keep if c in self._map})
+
+    @property
+    def task(self) -> str:
+        return f"ptbxl-{self._task}"
+
+    @property
+    def classes(self) -> list[str]:
+        return self._classes
+
+    @property
+    def class_descriptions(self) -> dict[str, str]:
+        if self._task == "superdiagnostic":
+            return {c: SUPERCLASS_DESCRIPTIONS.get(c, "") for c in self._classes}
+        return {c: self.statements.get(c, {}).get("description", "") for c in self._classes}
+
+    @property
+    def leads(self) -> list[str]:
+        return list(STANDARD_LEADS)
+
+    @property
+    def fs(self) -> float:
+        return float(self.rate)
+
+    def record_ids(self) -> list[str]:
+        return sorted(self._rows, key=int)
+
+    def duration(self, record_id: str) -> float:
+        return 10.0
+
+    def read(self, record_id: str) -> RawRecord:
+        import wfdb
+
+        row = self._rows[record_id]
+        path = self.root / (row["filename_lr"] if self.rate == 100 else row["filename_hr"])
+        try:
+            rec = wfdb.rdrecord(str(path))
+        except Exception as e:
+            raise EcgtoolError(f"{path}: unreadable WFDB record ({type(e).__name__}: {e})") from e
+        scale = [UNIT_TO_MV.get((u or "").strip().lower(), 1.0) for u in rec.units]
+        sex = {"0": "M", "1": "F"}.get(str(row.get("sex", "")).split(".")[0], "")
+        return RawRecord(
+            record_id=record_id,
+            patient_id=str(int(float(row["patient_id"]))) if row["patient_id"] else record_id,
+            signal=(rec.p_signal * scale).T,
+            fs=float(rec.fs),
+            leads=[canonical_lead(n) for n in rec.sig_name],
+            labels=self._labels[record_id],
+            fold=int(float(row["strat_fold"])),
+            age=parse_age(row.get("age")),
+            sex=sex,
+        )
+
+    def citation(self) -> str:
+        return "Wagner P et al. PTB-XL, a large publicly available electrocardiography dataset. Scientific Data 7:154 (2020)."
+
+
