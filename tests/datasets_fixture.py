@@ -79,3 +79,79 @@ def make_ptbxl(root: Path) -> Path:
 def serve_tree(root: Path) -> dict[str, bytes]:
     """{url path: bytes} for every file under ``root``, as a FileServer serves it."""
     return {"/" + p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+STANDARD = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+
+
+def write_challenge_record(directory: Path, name: str, signal_mv: np.ndarray, fs: int, comments: list[str]) -> None:
+    """A record as the PhysioNet/CinC 2020/2021 training sets store it.
+
+    ``NAME.mat``: MATLAB v4, one int16 matrix ``val`` (leads × samples, 1 µV per unit) after a
+    24-byte header, i.e. WFDB format 16 at byte offset 24; ``NAME.hea``: ``NAME.mat 16+24 1000/mV …``
+    signal lines and ``#Age``/``#Sex``/``#Dx``/``#Rx``/``#Hx``/``#Sx`` comments.
+    """
+    import struct
+
+    directory.mkdir(parents=True, exist_ok=True)
+    val = np.round(np.asarray(signal_mv) * 1000).astype("<i2")  # [leads, samples]
+    leads, samples = val.shape
+    header = struct.pack("<5i", 30, leads, samples, 0, 4) + b"val\x00"  # type 30: little-endian int16 matrix
+    (directory / f"{name}.mat").write_bytes(header + val.T.tobytes())  # column-major = sample-interleaved
+    lines = [f"{name} {leads} {fs} {samples} 05-Feb-2020 11:39:16"]
+    for k in range(leads):
+        checksum = int(val[k].astype(np.int64).sum()) & 0xFFFF
+        checksum = checksum - 65536 if checksum > 32767 else checksum
+        lines.append(f"{name}.mat 16+24 1000/mV 16 0 {int(val[k, 0])} {checksum} 0 {STANDARD[k] if leads == 12 else 'ECG'}")
+    lines += [f"#{c}" for c in comments]
+    (directory / f"{name}.hea").write_text("\n".join(lines) + "\n")
+
+
+# CPSC2018: record → (REFERENCE labels 1-9, SNOMED #Dx as in the challenge copy, seconds, sex, age)
+CPSC_RECORDS = {
+    "A0001": ([5], "59118001", 12, "Male", 74),
+    "A0002": ([1], "426783006", 8, "Female", 49),
+    "A0003": ([2, 7], "164889003,164884008", 30, "Male", 81),
+    "A0004": ([8, 3], "429622005,270492004", 6, "Female", "NaN"),
+    "A0005": ([6, 9, 4], "284470004,164931005,733534002", 20, "Male", 61),
+}
+
+
+def _cpsc_signal(seconds: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(seconds * 500) / 500
+    return 0.4 * np.sin(2 * np.pi * 1.2 * t)[None] * np.linspace(0.5, 1.5, 12)[:, None] + 0.01 * rng.standard_normal((12, len(t)))
+
+
+def make_cpsc2018_original(root: Path) -> Path:
+    """TrainingSet1.zip (A*.mat with the ECG struct) and REFERENCE.csv, as the challenge published them."""
+    import io
+    import zipfile
+
+    from scipy.io import savemat
+
+    root.mkdir(parents=True)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i, (rec, (_, _, seconds, sex, age)) in enumerate(CPSC_RECORDS.items()):
+            mat = io.BytesIO()
+            savemat(mat, {"ECG": {"sex": sex, "age": float(age), "data": _cpsc_signal(seconds, i)}})
+            z.writestr(f"TrainingSet1/{rec}.mat", mat.getvalue())
+    (root / "TrainingSet1.zip").write_bytes(buf.getvalue())
+    with open(root / "REFERENCE.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Recording", "First_label", "Second_label", "Third_label"])
+        for rec, (labels, *_) in CPSC_RECORDS.items():
+            w.writerow([rec] + labels + [""] * (3 - len(labels)))
+    return root
+
+
+def make_cpsc2018_physionet(root: Path) -> Path:
+    """training/cpsc_2018/g1/A*.{hea,mat} as in the PhysioNet/CinC 2021 training set."""
+    group = root / "training" / "cpsc_2018" / "g1"
+    for i, (rec, (_, dx, seconds, sex, age)) in enumerate(CPSC_RECORDS.items()):
+        write_challenge_record(group, rec, _cpsc_signal(seconds, i), 500,
+                               [f"Age: {age}", f"Sex: {sex}", f"Dx: {dx}", "Rx: Unknown", "Hx: Unknown", "Sx: Unknown"])
+    (group / "RECORDS").write_text("".join(r + "\n" for r in CPSC_RECORDS))
+    write_sha256sums(root)
+    return root

@@ -66,12 +66,14 @@ def _prep_one(reader: DatasetReader, job: _Job, record_id: str) -> tuple:
         if not np.isfinite(x).any():
             raise EcgtoolError("signal is empty or entirely NaN")
         x = preprocess(x, rec.fs, job.cfg, job.n_samples)
+        # recorded samples kept (the rest is zero padding, left out of dataset statistics)
+        n_valid = min(job.n_samples, int(round(rec.signal.shape[-1] * job.cfg.fs / rec.fs)))
         index = {c: i for i, c in enumerate(job.classes)}
         labels = np.zeros(len(job.classes), np.uint8)
         for name in rec.labels:
             if name in index:
                 labels[index[name]] = 1
-        return record_id, None, (x, labels, rec.patient_id, rec.fold, rec.age, rec.sex)
+        return record_id, None, (x, n_valid, labels, rec.patient_id, rec.fold, rec.age, rec.sex)
     except Exception as e:  # reported by name; --on-error decides
         message = str(e)
         prefix = f"{record_id}: "
@@ -148,12 +150,13 @@ def run_prep(
                     raise EcgtoolError(f"record {rid}: {error} (use --on-error skip to leave it out)")
                 report.skipped.append((rid, error))
             else:
-                x, labels, patient, fold, age, sex = result
+                x, n_valid, labels, patient, fold, age, sex = result
                 if not labels.any() and not keep_unlabelled:
                     report.unlabelled += 1
                 else:
                     writer.append_record(x, labels, Path(rid).name, patient, fold, age=age, sex=sex)
-                    stats += [np.full(len(leads), x.shape[-1]), x.sum(-1, dtype=np.float64), np.square(x, dtype=np.float64).sum(-1)]
+                    kept = x[:, :n_valid]
+                    stats += [np.full(len(leads), n_valid), kept.sum(-1, dtype=np.float64), np.square(kept, dtype=np.float64).sum(-1)]
             if progress:
                 progress(i, len(ids))
         if writer.n_records == 0:

@@ -105,15 +105,16 @@ def preprocess(x: np.ndarray, fs_in: float, cfg: PrepConfig, n_samples: int) -> 
     """One record ``[leads, samples]`` in physical units → the store's float32 representation.
 
     Filtering runs before cropping so the filter's edge effects fall in the part
-    that is cut away where possible; the per-record z-score runs after cropping so
-    that it describes exactly the samples stored.
+    that is cut away where possible; the per-record z-score runs after cropping and
+    before padding, so that it describes exactly the recorded samples kept and the
+    padding stays zero.
     """
     x = np.nan_to_num(np.asarray(x, dtype=np.float64))
     x = resample(x, fs_in, cfg.fs)
     x = bandpass(x, cfg.fs, cfg.lowcut, cfg.highcut)
     if cfg.notch:
         x = notch(x, cfg.fs, cfg.notch)
-    x = fix_length(x, n_samples, cfg.crop)
+    x = fix_length(x, min(n_samples, x.shape[-1]), cfg.crop)
     if cfg.normalisation == "zscore":
         x = zscore(x)
-    return x.astype(np.float32)
+    return fix_length(x, n_samples).astype(np.float32)

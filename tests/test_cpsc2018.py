@@ -1,0 +1,55 @@
+"""CPSC2018 from both releases: label order, variable lengths, and the same store from either."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from datasets_fixture import CPSC_RECORDS, make_cpsc2018_original, make_cpsc2018_physionet
+from ecgtool.data.download import extract_archive
+from ecgtool.data.readers import open_reader
+from ecgtool.data.store import open_store
+
+EXPECTED = {
+    "A0001": ["RBBB"], "A0002": ["NORM"], "A0003": ["AF", "PVC"], "A0004": ["I-AVB", "STD"], "A0005": ["LBBB", "PAC", "STE"],
+}
+CLASSES = ["NORM", "AF", "I-AVB", "LBBB", "RBBB", "PAC", "PVC", "STD", "STE"]
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cpsc")
+    original = make_cpsc2018_original(root / "original")
+    extract_archive(original / "TrainingSet1.zip", original)
+    physionet = make_cpsc2018_physionet(root / "physionet") / "training" / "cpsc_2018"
+    return original, physionet
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_labels_and_metadata(releases, which):
+    reader = open_reader(releases[which])
+    assert reader.name == "cpsc2018" and reader.classes == CLASSES and reader.patient_ids == "record"
+    assert reader.record_ids() == list(CPSC_RECORDS)
+    for rid, labels in EXPECTED.items():
+        rec = reader.read(rid)
+        assert rec.labels == labels and rec.patient_id == rid
+        assert rec.signal.shape == (12, CPSC_RECORDS[rid][2] * 500) and rec.fs == 500
+    assert reader.read("A0001").sex == "M" and reader.read("A0001").age == 74 and np.isnan(reader.read("A0004").age)
+
+
+def test_both_releases_give_the_same_store(releases, tmp_path):
+    for i, root in enumerate(releases):
+        run_cli("prep", root, "-o", tmp_path / f"{i}.zarr", "--seconds", 10, "--workers", 1)
+    a, b = open_store(tmp_path / "0.zarr"), open_store(tmp_path / "1.zarr")
+    assert a.classes == b.classes == CLASSES and a.attrs["patient_ids"] == "record"
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.signals[:], b.signals[:], atol=0.02)  # the PhysioNet copy is quantised to 1 µV
+    assert a.labels[2].tolist() == [0, 1, 0, 0, 0, 0, 1, 0, 0]
+
+
+def test_full_length_keeps_the_longest_record(releases, tmp_path):
+    run_cli("prep", releases[0], "-o", tmp_path / "full.zarr", "--seconds", 0, "--fs", 100, "--workers", 1)
+    s = open_store(tmp_path / "full.zarr")
+    assert s.signals.shape == (5, 12, 3000)  # A0003 is 30 s; the others are zero-padded at the end
+    assert np.all(s.signals[3, :, 600:] == 0) and np.any(s.signals[3, :, :600] != 0)
