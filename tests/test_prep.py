@@ -90,7 +90,7 @@ def test_dx_header_labels_without_csv(tmp_path):
     for i, dx in enumerate(["164889003", "164889003,59118001", "426783006"]):
         wfdb.wrsamp(f"A{i}", fs=500, units=["mV"], sig_name=["II"], p_signal=np.zeros((1000, 1)), fmt=["16"],
                     adc_gain=[1000], baseline=[0], comments=["Age: 61", "Sex: Female", f"Dx: {dx}"], write_dir=str(raw))
-    reader = open_reader(raw)
+    reader = open_reader(raw, "wfdb")  # auto-detection would pick the CinC reader (tests/test_cinc.py)
     assert reader.classes == ["164889003", "426783006", "59118001"] and reader.patient_ids == "record"
     rec = reader.read("A1")
     assert rec.labels == ["164889003", "59118001"] and rec.sex == "F" and rec.age == 61 and rec.patient_id == "A1"

@@ -73,7 +73,7 @@ def _prep_one(reader: DatasetReader, job: _Job, record_id: str) -> tuple:
         for name in rec.labels:
             if name in index:
                 labels[index[name]] = 1
-        return record_id, None, (x, n_valid, labels, rec.patient_id, rec.fold, rec.age, rec.sex)
+        return record_id, None, (x, n_valid, labels, rec.patient_id, rec.fold, rec.age, rec.sex, rec.source)
     except Exception as e:  # reported by name; --on-error decides
         message = str(e)
         prefix = f"{record_id}: "
@@ -138,10 +138,11 @@ def run_prep(
         "patient_ids": reader.patient_ids,
         "dataset": reader.name,
         "preprocessing": cfg.describe() | {"samples": n_samples},
+        **reader.extra_attrs,
     }
     writer = StoreWriter(
         out, n_leads=len(leads), n_samples=n_samples, attrs=attrs, dtype=dtype,
-        optional=("age", "sex"), overwrite=overwrite,
+        optional=("age", "sex", "source"), overwrite=overwrite,
     )
     with writer:
         for i, (rid, error, result) in enumerate(_results(reader, job, ids, workers), 1):
@@ -150,11 +151,11 @@ def run_prep(
                     raise EcgtoolError(f"record {rid}: {error} (use --on-error skip to leave it out)")
                 report.skipped.append((rid, error))
             else:
-                x, n_valid, labels, patient, fold, age, sex = result
+                x, n_valid, labels, patient, fold, age, sex, source = result
                 if not labels.any() and not keep_unlabelled:
                     report.unlabelled += 1
                 else:
-                    writer.append_record(x, labels, Path(rid).name, patient, fold, age=age, sex=sex)
+                    writer.append_record(x, labels, Path(rid).name, patient, fold, age=age, sex=sex, source=source)
                     kept = x[:, :n_valid]
                     stats += [np.full(len(leads), n_valid), kept.sum(-1, dtype=np.float64), np.square(kept, dtype=np.float64).sum(-1)]
             if progress:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,7 @@ class RawRecord:
     fold: int = 0
     age: float = math.nan
     sex: str = ""
-    extra: dict = field(default_factory=dict)
+    source: str = ""  # sub-dataset of a pooled collection (e.g. CinC 2021's "georgia")
 
 
 class DatasetReader(ABC):
@@ -78,6 +78,11 @@ class DatasetReader(ABC):
     @property
     def multi_label(self) -> bool:
         return True
+
+    @property
+    def extra_attrs(self) -> dict:
+        """Reader-specific store attributes (e.g. the SNOMED codes of each class)."""
+        return {}
 
     @property
     @abstractmethod
