@@ -155,3 +155,28 @@ def make_cpsc2018_physionet(root: Path) -> Path:
     (group / "RECORDS").write_text("".join(r + "\n" for r in CPSC_RECORDS))
     write_sha256sums(root)
     return root
+
+
+CINC2017_RECORDS = {"A00001": ("N", 9), "A00002": ("A", 30), "A00003": ("O", 12), "A00004": ("~", 61), "A00005": ("N", 20)}
+
+
+def make_cinc2017(root: Path) -> Path:
+    """training2017.zip (A*.hea/.mat, single lead 'ECG' at 300 Hz) and REFERENCE-v3.csv (no header)."""
+    import io
+    import zipfile
+
+    root.mkdir(parents=True)
+    tmp = root / "_build"
+    for i, (rec, (_, seconds)) in enumerate(CINC2017_RECORDS.items()):
+        sig = 0.3 * np.sin(2 * np.pi * 1.1 * np.arange(seconds * 300) / 300)[None] + 0.01 * np.random.default_rng(i).standard_normal((1, seconds * 300))
+        write_challenge_record(tmp, rec, sig, 300, [])
+    (tmp / "RECORDS").write_text("".join(r + "\n" for r in CINC2017_RECORDS))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for p in sorted(tmp.iterdir()):
+            z.write(p, f"training2017/{p.name}")
+    shutil.rmtree(tmp)
+    (root / "training2017.zip").write_bytes(buf.getvalue())
+    (root / "REFERENCE-v3.csv").write_text("".join(f"{r},{lab}\n" for r, (lab, _) in CINC2017_RECORDS.items()))
+    write_sha256sums(root)
+    return root

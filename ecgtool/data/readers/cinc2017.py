@@ -1,0 +1,94 @@
+"""PhysioNet/CinC Challenge 2017: single-lead AF classification.
+
+Source: Clifford GD et al., "AF Classification from a Short Single Lead ECG
+Recording: the PhysioNet/Computing in Cardiology Challenge 2017", CinC 44 (2017).
+8,528 AliveCor recordings (``training2017/A00001.{hea,mat}``, 300 Hz, 9–61 s,
+lead named ``ECG`` as in the headers) and ``REFERENCE-v3.csv`` (no header row:
+``A00001,N``; the revised labels used for final scoring, falling back to
+``REFERENCE.csv``). Four mutually exclusive classes, so the task is multi-class:
+Normal (N), AF (A), Other rhythm (O), Noisy (~). No patient identifiers: every
+recording is its own patient.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ecgtool.data.readers.base import DatasetReader, RawRecord
+from ecgtool.data.readers.wfdb_dir import WfdbDirectoryReader
+from ecgtool.errors import EcgtoolError
+
+CODES = {"N": "Normal", "A": "AF", "O": "Other", "~": "Noisy"}
+DESCRIPTIONS = {"Normal": "normal sinus rhythm", "AF": "atrial fibrillation", "Other": "other rhythm", "Noisy": "too noisy to classify"}
+REFERENCES = ("REFERENCE-v3.csv", "REFERENCE.csv")
+
+
+class Cinc2017Reader(DatasetReader):
+    name = "cinc2017"
+    patient_ids = "record"
+
+    def __init__(self, root):
+        self.root = Path(root)
+        ref = self._reference(self.root)
+        if ref is None:
+            raise EcgtoolError(f"{self.root}: no REFERENCE-v3.csv or REFERENCE.csv")
+        self.reference = ref
+        with open(ref, newline="") as f:
+            rows = [r for r in csv.reader(f) if r]
+        unknown = sorted({r[1] for r in rows if r[1] not in CODES})
+        if unknown:
+            raise EcgtoolError(f"{ref}: unknown label(s) {', '.join(unknown)} (expected N, A, O, ~)")
+        self._labels = {r[0].strip(): CODES[r[1].strip()] for r in rows}
+        self._wfdb = WfdbDirectoryReader(self.root, classes=["-"])
+        self._paths = {Path(rel).name: rel for rel in self._wfdb.record_ids() if Path(rel).name in self._labels}
+        if not self._paths:
+            raise EcgtoolError(f"{self.root}: none of the records in {ref.name} were found (unpack training2017.zip here)")
+
+    @staticmethod
+    def _reference(root: Path) -> Path | None:
+        for name in REFERENCES:
+            for p in (root / name, root / "training2017" / name):
+                if p.is_file():
+                    return p
+        return None
+
+    @classmethod
+    def recognises(cls, root) -> bool:
+        ref = cls._reference(Path(root))
+        if ref is None:
+            return False
+        first = ref.read_text(errors="replace").split("\n", 1)[0].strip().split(",")
+        return len(first) == 2 and first[1] in CODES
+
+    @property
+    def classes(self) -> list[str]:
+        return list(CODES.values())
+
+    @property
+    def class_descriptions(self) -> dict[str, str]:
+        return dict(DESCRIPTIONS)
+
+    @property
+    def task(self) -> str:
+        return "cinc2017"
+
+    @property
+    def multi_label(self) -> bool:
+        return False
+
+    @property
+    def leads(self) -> list[str]:
+        return self._wfdb.leads
+
+    def record_ids(self) -> list[str]:
+        return sorted(self._paths)
+
+    def duration(self, record_id: str) -> float:
+        return self._wfdb.duration(self._paths[record_id])
+
+    def read(self, record_id: str) -> RawRecord:
+        rec = self._wfdb.read(self._paths[record_id])
+        rec.labels = [self._labels[record_id]]
+        rec.patient_id = record_id
+        return rec

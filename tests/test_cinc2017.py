@@ -1,0 +1,24 @@
+"""CinC 2017: fetch (zip + reference) from a local mirror, unpack, prep as a multi-class store."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import run_cli
+from datasets_fixture import make_cinc2017, serve_tree
+from ecgtool.data.store import open_store
+from http_fixture import FileServer
+
+
+def test_fetch_unpack_and_prep(tmp_path):
+    upstream = make_cinc2017(tmp_path / "upstream")
+    out = tmp_path / "cinc2017"
+    with FileServer(serve_tree(upstream)) as srv:
+        run_cli("fetch", "cinc2017", "-o", out, "--mirror", srv.url)
+    assert (out / "training2017" / "A00004.mat").exists()
+    run_cli("prep", out, "-o", tmp_path / "s.zarr", "--fs", 300, "--seconds", 30, "--highcut", 40, "--workers", 1)
+    s = open_store(tmp_path / "s.zarr")
+    assert s.classes == ["Normal", "AF", "Other", "Noisy"] and not s.multi_label and s.leads == ["ECG"]
+    assert s.labels.argmax(1).tolist() == [0, 1, 2, 3, 0] and (s.labels.sum(1) == 1).all()
+    assert s.signals.shape == (5, 1, 9000) and np.all(s.signals[0, 0, 2700:] == 0)  # A00001 is 9 s: padded
+    assert s.attrs["patient_ids"] == "record"
