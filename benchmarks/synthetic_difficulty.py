@@ -146,9 +146,10 @@ def main(argv=None) -> int:
         print(row)
     if len(names) == 2:
         lin, net = results["logreg"]["macro"], results["resnet18"]["macro"]
-        # ratio of the discriminative margins above chance
-        print(f"\nresnet18 - logreg macro AUC: {net - lin:+.3f};  "
-              f"(AUC-0.5) ratio resnet18/logreg: {(net - 0.5) / max(lin - 0.5, 1e-9):.2f}")
+        # ratio of the discriminative margins above chance (undefined when logreg is at chance)
+        ratio = f"{(net - 0.5) / (lin - 0.5):.1f}" if lin - 0.5 > 0.02 else "n/a (logreg at chance)"
+        print(f"\nresnet18 - logreg macro AUC: {net - lin:+.3f};  resnet18/logreg macro AUC: {net / lin:.2f};  "
+              f"(AUC-0.5) ratio: {ratio}")
     print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     if a.json:
         print(json.dumps({"results": results, "timings": timings, "records": a.records, "epochs": a.epochs}, indent=2))

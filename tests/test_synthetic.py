@@ -277,6 +277,8 @@ def test_qrs_durations(short_specs):
         wide_conducted = bool({"LBBB", "RBBB"} & set(spec.labels))
         assert (info["qrs_ms"] >= 120) == wide_conducted
         assert 76 <= info["qrs_ms"] <= 180
+        if not wide_conducted:  # incomplete BBB patterns are the only conducted QRS >= 112 ms
+            assert info["qrs_ms"] <= 112 or spec.incomplete_rbbb or spec.incomplete_lbbb
         for kind in ("N", "A", "V"):
             w = widths[(types == kind) & ~np.isnan(widths)]
             if len(w) == 0:
@@ -286,7 +288,7 @@ def test_qrs_durations(short_specs):
             if kind == "V" or wide_conducted:
                 assert truth >= 120 and np.median(w) >= 115
             else:
-                assert truth <= 112 and np.median(w) <= 115
+                assert truth < 120 and np.median(w) < truth + 15
         assert np.all(info["qrs_offsets"] - info["qrs_onsets"] > 0)
 
 
@@ -351,10 +353,10 @@ def test_st_deviation(short_specs):
         return np.median(x[at], axis=0)
 
     for spec in _first(short_specs, lambda s: s.ste_mv > 0 and "LBBB" not in s.labels, k=4):
-        assert 0.1 <= spec.ste_mv <= 0.4 and "STE" in spec.labels
+        assert 0.1 <= spec.ste_mv <= 0.35 and "STE" in spec.labels
         assert st_level(spec).max() > 0.6 * spec.ste_mv
     for spec in _first(short_specs, lambda s: s.std_mv > 0 and "LBBB" not in s.labels, k=4):
-        assert 0.05 <= spec.std_mv <= 0.3 and "STD" in spec.labels
+        assert 0.04 <= spec.std_mv <= 0.25 and "STD" in spec.labels
         assert st_level(spec).min() < -0.4 * spec.std_mv
     for spec in _first(short_specs, lambda s: s.labels == ["NORM"], k=6):
         assert np.abs(st_level(spec)).max() < 0.08
