@@ -62,6 +62,7 @@ def test_prep_and_info(synthetic_store):
     s = open_store(synthetic_store)
     assert s.signals.shape == (120, 12, 1000) and s.classes[:2] == ["NORM", "AF"]
     assert s.attrs["patient_ids"] == "dataset" and len(np.unique(s.patient_id)) < 120
+    assert s.attrs["task"] == "synthetic-cpsc2018" and s.attrs["dataset"] == "synthetic"
     info = json.loads(run_cli("info", synthetic_store, "--json").stdout)
     assert info["records"] == 120 and info["fs"] == 100
     assert [p["step"] for p in info["provenance"]] == ["fetch", "prep"]

@@ -46,9 +46,9 @@ def report_table(report: dict):
     m = report["macro"]
     decision = f"thresholds {report['threshold_source']}" if multi else "decision: argmax"
     summary = f"exact match {m['exact_match']:.3f}" if multi else f"accuracy {m['accuracy']:.3f}"
-    caption = f"{summary}; {decision}"
+    caption = f"{summary}; spec. = specificity; {decision}"
     table = Table(title=title, caption=caption)
-    for col in ("class", "support", "AUC", "F1", "precision", "recall", "specificity") + (("threshold",) if multi else ()):
+    for col in ("class", "support", "AUC", "F1", "precision", "recall", "spec.") + (("thresh.",) if multi else ()):
         table.add_column(col, justify="left" if col == "class" else "right")
     for c in report["per_class"]:
         table.add_row(c["class"], str(c["support"]), f(c["auc"]), f(c["f1"]), f(c["precision"]), f(c["recall"]),

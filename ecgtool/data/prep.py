@@ -136,7 +136,7 @@ def run_prep(
         "multi_label": reader.multi_label,
         "normalisation": {"method": cfg.normalisation},
         "patient_ids": reader.patient_ids,
-        "dataset": reader.name,
+        "dataset": reader.dataset,
         "preprocessing": cfg.describe() | {"samples": n_samples},
         **reader.extra_attrs,
     }

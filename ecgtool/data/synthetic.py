@@ -1173,6 +1173,8 @@ def write_dataset(out_dir: Path, cfg: SyntheticConfig, progress: Callable[[int],
         for c in CLASSES:
             w.writerow([c, SNOMED[c], CLASS_DESCRIPTIONS[c]])
     meta = {
+        "dataset": "synthetic",
+        "task": "synthetic-cpsc2018",
         "config": asdict(cfg),
         "ecgtool_version": __version__,
         "description": "Synthetic 12-lead ECG (cardiac dipole model + Dower projection) "

@@ -76,6 +76,11 @@ class DatasetReader(ABC):
         return self.name
 
     @property
+    def dataset(self) -> str:
+        """The dataset's name, recorded in the store's attrs."""
+        return self.name
+
+    @property
     def multi_label(self) -> bool:
         return True
 

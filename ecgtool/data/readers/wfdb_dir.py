@@ -18,6 +18,7 @@ its own patient, and the store says so.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import warnings
 from pathlib import Path
@@ -83,6 +84,13 @@ class WfdbDirectoryReader(DatasetReader):
         has_csv_patients = self._table is not None and any(r.get("patient_id") for r in self._table.values())
         has_header_patients = "patient" in parse_comments(first.comments or [])
         self.patient_ids = "dataset" if has_csv_patients or has_header_patients else "record"
+        # A dataset.json (as `fetch synthetic` writes) may name the dataset and its task.
+        try:
+            meta = json.loads((self.root / "dataset.json").read_text())
+        except (OSError, ValueError):
+            meta = {}
+        self._dataset = str(meta.get("dataset", self.name))
+        self._task = str(meta.get("task", self._dataset))
         info = self.root / "classes.csv"
         self._descriptions = {}
         if info.is_file():
@@ -161,6 +169,14 @@ class WfdbDirectoryReader(DatasetReader):
     @property
     def classes(self) -> list[str]:
         return self._classes
+
+    @property
+    def task(self) -> str:
+        return self._task
+
+    @property
+    def dataset(self) -> str:
+        return self._dataset
 
     @property
     def class_descriptions(self) -> dict[str, str]:
