@@ -180,3 +180,32 @@ def make_cinc2017(root: Path) -> Path:
     (root / "REFERENCE-v3.csv").write_text("".join(f"{r},{lab}\n" for r, (lab, _) in CINC2017_RECORDS.items()))
     write_sha256sums(root)
     return root
+
+
+# MIT-BIH: record → (age sex comment, beat symbols in order); 101 is in DS1, 100 in DS2, 102 is paced
+MITDB_RECORDS = {
+    "100": ("69 M 1085 1629 x1", "NNANNVNN+NN"),
+    "101": ("75 F 1011 654 x1", "NNNNFNNjN~NQ"),
+    "102": ("84 F 1525 167 x1", "//f/N//"),
+}
+
+
+def make_mitdb(root: Path) -> Path:
+    """NNN.hea/.dat (format 212, MLII + V5 at 360 Hz) and NNN.atr reference annotations, plus RECORDS."""
+    import wfdb
+
+    root.mkdir(parents=True)
+    fs = 360
+    for k, (rec, (comment, symbols)) in enumerate(MITDB_RECORDS.items()):
+        n = (len(symbols) + 2) * fs
+        t = np.arange(n) / fs
+        sig = np.stack([0.05 * np.sin(2 * np.pi * 0.3 * t), 0.03 * np.cos(2 * np.pi * 0.3 * t)], axis=1)
+        samples = np.array([fs * (i + 1) for i in range(len(symbols))])
+        for s in samples:  # an R wave at every annotation
+            sig[s - 5 : s + 5, 0] += np.hanning(10) * 1.2
+        wfdb.wrsamp(rec, fs=fs, units=["mV", "mV"], sig_name=["MLII", "V5"], p_signal=sig, fmt=["212", "212"],
+                    adc_gain=[200.0, 200.0], baseline=[1024, 1024], comments=[comment], write_dir=str(root))
+        wfdb.wrann(rec, "atr", samples, symbol=list(symbols), write_dir=str(root))
+    (root / "RECORDS").write_text("".join(r + "\n" for r in MITDB_RECORDS))
+    write_sha256sums(root)
+    return root

@@ -19,6 +19,8 @@ def _leads(ctx, param, value):
 @click.option("--task", default=None, help="Label task of the dataset (PTB-XL: all, diagnostic, subdiagnostic, superdiagnostic, form, rhythm).")
 @click.option("--rate", type=click.Choice(["100", "500"]), default=None, help="Which of a dataset's sampling rates to read (PTB-XL: 100 or 500 Hz files).")
 @click.option("--min-likelihood", type=click.FloatRange(0, 100), default=None, help="PTB-XL: count a statement only at this likelihood or above (default: any, as the benchmark).")
+@click.option("--keep-paced", is_flag=True, default=None, help="MIT-BIH: keep the paced records 102, 104, 107, 217 (left out by default, as AAMI recommends).")
+@click.option("--beat-window", default=None, metavar="PRE,POST", help="Seconds before and after each annotated beat: one store row per beat (MIT-BIH), e.g. 0.25,0.4.")
 @click.option("--labels", "label_csv", type=click.Path(dir_okay=False), help="Label CSV (record_id, labels[, patient_id, age, sex, fold]) for a generic WFDB directory.")
 @click.option("--fs", type=float, default=100.0, show_default=True, help="Target sampling rate in Hz (polyphase resampling).")
 @click.option("--seconds", type=float, default=10.0, show_default=True, help="Fixed record length; 0 keeps the longest record's length and zero-pads the rest.")
@@ -35,7 +37,7 @@ def _leads(ctx, param, value):
 @click.option("--keep-unlabelled", is_flag=True, help="Keep records with none of the task's classes (dropped by default).")
 @click.option("--limit", type=int, default=None, help="Only the first N records (for a quick look).")
 @overwrite_option
-def prep(raw_dir, output, reader, task, rate, min_likelihood, label_csv, fs, seconds, crop, lowcut, highcut, notch, normalisation, leads, dtype,
+def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_window, label_csv, fs, seconds, crop, lowcut, highcut, notch, normalisation, leads, dtype,
          workers, on_error, keep_unlabelled, limit, overwrite):
     """Preprocess RAW_DIR (a WFDB dataset directory) into the ECG store OUTPUT.
 
@@ -51,11 +53,20 @@ def prep(raw_dir, output, reader, task, rate, min_likelihood, label_csv, fs, sec
 
     options = {k: v for k, v in {
         "labels": label_csv, "task": task, "rate": int(rate) if rate else None, "min_likelihood": min_likelihood,
+        "keep_paced": keep_paced,
     }.items() if v is not None}
+    window = None
+    if beat_window:
+        try:
+            window = tuple(float(v) for v in beat_window.split(","))
+        except ValueError:
+            window = ()
+        if len(window) != 2 or min(window) < 0 or sum(window) <= 0:
+            raise click.BadParameter("write two non-negative seconds, e.g. 0.25,0.4", param_hint="--beat-window")
     source = open_reader(raw_dir, reader, **options)
     cfg = PrepConfig(
         fs=fs, seconds=seconds or None, crop=crop, lowcut=lowcut or None, highcut=highcut or None,
-        notch=notch or None, normalisation=normalisation, leads=leads,
+        notch=notch or None, normalisation=normalisation, leads=leads, beat_window=window,
     )
     console = stderr_console()
     with Progress(TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:

@@ -21,7 +21,7 @@ import numpy as np
 from ecgtool.data.readers import DatasetReader
 from ecgtool.data.readers.base import read_fetch_provenance
 from ecgtool.data.store import StoreWriter
-from ecgtool.data.transforms import PrepConfig, preprocess
+from ecgtool.data.transforms import PrepConfig, beat_windows, preprocess
 from ecgtool.errors import EcgtoolError
 from ecgtool.provenance import make_entry
 
@@ -55,8 +55,31 @@ def _prep_batch(record_ids: list[str]) -> list[tuple]:
     return [_prep_one(_worker_state["reader"], _worker_state["job"], rid) for rid in record_ids]
 
 
+@dataclass
+class _Rows:
+    """What one source record becomes: one row (a record store) or one row per beat (a beat store)."""
+
+    signals: np.ndarray  # [n, leads, samples]
+    valid: np.ndarray  # [n] recorded samples per row (the rest is zero padding)
+    labels: np.ndarray  # [n, classes]
+    patient: str
+    fold: int
+    age: float
+    sex: str
+    source: str
+    beat_sample: np.ndarray | None = None  # [n] beat positions at the store's fs
+
+
+def _multi_hot(names, index: dict[str, int]) -> np.ndarray:
+    out = np.zeros(len(index), np.uint8)
+    for name in names:
+        if name in index:
+            out[index[name]] = 1
+    return out
+
+
 def _prep_one(reader: DatasetReader, job: _Job, record_id: str) -> tuple:
-    """``(record_id, None, result)`` or ``(record_id, error message, None)``; never raises."""
+    """``(record_id, None, rows)`` or ``(record_id, error message, None)``; never raises."""
     try:
         rec = reader.read(record_id)
         missing = [lead for lead in job.leads if lead not in rec.leads]
@@ -65,15 +88,18 @@ def _prep_one(reader: DatasetReader, job: _Job, record_id: str) -> tuple:
         x = rec.signal[[rec.leads.index(lead) for lead in job.leads]]
         if not np.isfinite(x).any():
             raise EcgtoolError("signal is empty or entirely NaN")
-        x = preprocess(x, rec.fs, job.cfg, job.n_samples)
-        # recorded samples kept (the rest is zero padding, left out of dataset statistics)
-        n_valid = min(job.n_samples, int(round(rec.signal.shape[-1] * job.cfg.fs / rec.fs)))
         index = {c: i for i, c in enumerate(job.classes)}
-        labels = np.zeros(len(job.classes), np.uint8)
-        for name in rec.labels:
-            if name in index:
-                labels[index[name]] = 1
-        return record_id, None, (x, n_valid, labels, rec.patient_id, rec.fold, rec.age, rec.sex, rec.source)
+        meta = dict(patient=rec.patient_id, fold=rec.fold, age=rec.age, sex=rec.sex, source=rec.source)
+        if job.cfg.beat_window is None:
+            signals = preprocess(x, rec.fs, job.cfg, job.n_samples)[None]
+            n_valid = min(job.n_samples, int(round(rec.signal.shape[-1] * job.cfg.fs / rec.fs)))
+            return record_id, None, _Rows(signals, np.array([n_valid]), _multi_hot(rec.labels, index)[None], **meta)
+        if rec.beats is None:
+            raise EcgtoolError("has no beat annotations (--beat-window needs a beat-annotated dataset)")
+        signals, positions, keep = beat_windows(x, rec.fs, rec.beats[0], job.cfg)
+        symbols = [s for s, k in zip(rec.beats[1], keep) if k]
+        labels = np.stack([_multi_hot([s], index) for s in symbols]) if symbols else np.zeros((0, len(index)), np.uint8)
+        return record_id, None, _Rows(signals, np.full(len(signals), job.n_samples), labels, beat_sample=positions, **meta)
     except Exception as e:  # reported by name; --on-error decides
         message = str(e)
         prefix = f"{record_id}: "
@@ -122,14 +148,19 @@ def run_prep(
     unknown = [lead for lead in leads if lead not in reader.leads]
     if unknown:
         raise EcgtoolError(f"--leads: {', '.join(unknown)} not among the dataset's leads {', '.join(reader.leads)}")
-    n_samples = cfg.samples or int(math.ceil(max(reader.duration(r) for r in ids) * cfg.fs))
+    beats = cfg.beat_window is not None
+    if beats:
+        n_samples = cfg.beat_samples
+    else:
+        n_samples = cfg.samples or int(math.ceil(max(reader.duration(r) for r in ids) * cfg.fs))
     job = _Job(cfg, leads, tuple(reader.classes), n_samples)
     report = PrepReport()
     stats = np.zeros((3, len(leads)))  # count, sum, sum of squares per lead, for --normalise dataset
     attrs = {
         "fs": cfg.fs,
         "leads": list(leads),
-        "units": "mV" if cfg.normalisation != "zscore" else "per-record z-score of mV",
+        "units": "mV" if cfg.normalisation != "zscore" else f"per-{'beat' if beats else 'record'} z-score of mV",
+        "unit": "beat" if beats else "record",
         "classes": list(reader.classes),
         "class_descriptions": reader.class_descriptions,
         "task": reader.task,
@@ -142,7 +173,7 @@ def run_prep(
     }
     writer = StoreWriter(
         out, n_leads=len(leads), n_samples=n_samples, attrs=attrs, dtype=dtype,
-        optional=("age", "sex", "source"), overwrite=overwrite,
+        optional=("age", "sex", "source") + (("beat_sample",) if beats else ()), overwrite=overwrite,
     )
     with writer:
         for i, (rid, error, result) in enumerate(_results(reader, job, ids, workers), 1):
@@ -151,13 +182,18 @@ def run_prep(
                     raise EcgtoolError(f"record {rid}: {error} (use --on-error skip to leave it out)")
                 report.skipped.append((rid, error))
             else:
-                x, n_valid, labels, patient, fold, age, sex, source = result
-                if not labels.any() and not keep_unlabelled:
-                    report.unlabelled += 1
-                else:
-                    writer.append_record(x, labels, Path(rid).name, patient, fold, age=age, sex=sex, source=source)
-                    kept = x[:, :n_valid]
-                    stats += [np.full(len(leads), n_valid), kept.sum(-1, dtype=np.float64), np.square(kept, dtype=np.float64).sum(-1)]
+                keep = result.labels.any(axis=1) | keep_unlabelled
+                report.unlabelled += int((~keep).sum())
+                if keep.any():
+                    n = int(keep.sum())
+                    extra = {"beat_sample": result.beat_sample[keep]} if beats else {}
+                    writer.append(
+                        result.signals[keep], result.labels[keep], [Path(rid).name] * n, [result.patient] * n,
+                        [result.fold] * n, age=[result.age] * n, sex=[result.sex] * n, source=[result.source] * n, **extra,
+                    )
+                    for x, n_valid in zip(result.signals[keep], result.valid[keep]):
+                        kept = x[:, :n_valid]
+                        stats += [np.full(len(leads), n_valid), kept.sum(-1, dtype=np.float64), np.square(kept, dtype=np.float64).sum(-1)]
             if progress:
                 progress(i, len(ids))
         if writer.n_records == 0:

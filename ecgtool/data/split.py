@@ -97,6 +97,11 @@ def plan_split(store: EcgStore, fold_lists: dict[str, list[int]] | None, k: int,
         folds = store.fold.astype(np.int8)
         source = "official"
         k = int(folds.max())
+        if fold_lists is None and len(np.unique(folds[folds > 0])) < 3:
+            raise EcgtoolError(
+                f"{store.path} has only the official folds {', '.join(map(str, np.unique(folds)))}; "
+                "give --train, --val and --test fold lists, or --ignore-official to stratify anew"
+            )
     else:
         folds = assign_folds(store, k, seed)
         source = f"stratified by patient, K={k}, seed={seed}"

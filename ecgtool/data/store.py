@@ -36,7 +36,8 @@ from ecgtool.errors import EcgtoolError
 STORE_FORMAT = "ecgtool.ecg-store"
 STORE_VERSION = 1
 REQUIRED_ARRAYS = ("signals", "labels", "record_id", "patient_id", "fold")
-OPTIONAL_ARRAYS = {"age": "float32", "sex": str, "source": str}
+OPTIONAL_ARRAYS = {"age": "float32", "sex": str, "source": str, "beat_sample": "int64"}
+MISSING_VALUE = {"float32": np.nan, "int64": -1}  # what a row without the optional value holds (str: "")
 REQUIRED_ATTRS = ("fs", "leads", "units", "classes", "task", "multi_label", "normalisation", "provenance")
 SIGNAL_DTYPES = ("float32", "float16")
 # Target size of one signals chunk: whole records, a few MB, so that a loader
@@ -385,7 +386,7 @@ class StoreWriter:
         for name in self.optional:
             value = optional.get(name)
             if value is None:
-                value = np.full(n, np.nan) if OPTIONAL_ARRAYS[name] == "float32" else np.full(n, "")
+                value = np.full(n, MISSING_VALUE.get(OPTIONAL_ARRAYS[name], ""))
             batch[name] = np.asarray(value, dtype=OPTIONAL_ARRAYS[name]).reshape(n)
         extra = set(optional) - set(self.optional)
         if extra:

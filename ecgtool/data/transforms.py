@@ -87,14 +87,20 @@ class PrepConfig:
     notch: float | None = None
     normalisation: str = "zscore"
     leads: tuple[str, ...] | None = None  # None: every lead of the dataset, in its order
+    beat_window: tuple[float, float] | None = None  # seconds before and after each annotated beat: a beat store
 
     @property
     def samples(self) -> int | None:
         return None if self.seconds is None else int(round(self.seconds * self.fs))
 
+    @property
+    def beat_samples(self) -> int:
+        pre, post = self.beat_window
+        return int(round(pre * self.fs)) + int(round(post * self.fs))
+
     def describe(self) -> dict:
         d = asdict(self)
-        d["samples"] = self.samples
+        d["samples"] = self.beat_samples if self.beat_window else self.samples
         d["filter"] = "Butterworth order 3, zero-phase (sosfiltfilt)"
         d["resampler"] = "scipy.signal.resample_poly"
         d["pad"] = "zeros at the end"
@@ -118,3 +124,26 @@ def preprocess(x: np.ndarray, fs_in: float, cfg: PrepConfig, n_samples: int) -> 
     if cfg.normalisation == "zscore":
         x = zscore(x)
     return fix_length(x, n_samples).astype(np.float32)
+
+
+def beat_windows(x: np.ndarray, fs_in: float, beat_samples: np.ndarray, cfg: PrepConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windows ``[-pre, +post)`` seconds around each beat of a whole record, after resampling and filtering.
+
+    Returns ``(windows [n, leads, samples], beat positions at cfg.fs [n], kept mask over the input beats)``;
+    a beat whose window would leave the record is not kept. With ``zscore`` each window is standardised
+    on its own, as beat classifiers expect.
+    """
+    x = np.nan_to_num(np.asarray(x, dtype=np.float64))
+    x = resample(x, fs_in, cfg.fs)
+    x = bandpass(x, cfg.fs, cfg.lowcut, cfg.highcut)
+    if cfg.notch:
+        x = notch(x, cfg.fs, cfg.notch)
+    pre = int(round(cfg.beat_window[0] * cfg.fs))
+    width = cfg.beat_samples
+    centres = np.round(np.asarray(beat_samples) * cfg.fs / fs_in).astype(np.int64)
+    keep = (centres - pre >= 0) & (centres - pre + width <= x.shape[-1])
+    starts = centres[keep] - pre
+    windows = np.stack([x[:, s : s + width] for s in starts]) if len(starts) else np.zeros((0, x.shape[0], width))
+    if cfg.normalisation == "zscore" and len(windows):
+        windows = zscore(windows)
+    return windows.astype(np.float32), centres[keep], keep

@@ -14,13 +14,15 @@ import inspect
 from ecgtool.data.readers.base import DatasetReader, RawRecord
 from ecgtool.data.readers.cinc import CincReader
 from ecgtool.data.readers.cinc2017 import Cinc2017Reader
+from ecgtool.data.readers.mitdb import MitdbReader
 from ecgtool.data.readers.cpsc2018 import Cpsc2018Reader
 from ecgtool.data.readers.ptbxl import PtbxlReader
 from ecgtool.data.readers.wfdb_dir import WfdbDirectoryReader
 
 # Most specific first: "auto" takes the first reader that recognises a directory.
 READERS = {
-    "ptbxl": PtbxlReader, "cpsc2018": Cpsc2018Reader, "cinc2017": Cinc2017Reader, "cinc": CincReader, "wfdb": WfdbDirectoryReader,
+    "ptbxl": PtbxlReader, "cpsc2018": Cpsc2018Reader, "cinc2017": Cinc2017Reader, "mitdb": MitdbReader,
+    "cinc": CincReader, "wfdb": WfdbDirectoryReader,
 }
 
 

@@ -47,6 +47,7 @@ class RawRecord:
     age: float = math.nan
     sex: str = ""
     source: str = ""  # sub-dataset of a pooled collection (e.g. CinC 2021's "georgia")
+    beats: tuple | None = None  # (sample positions at fs, class names) for beat-annotated datasets
 
 
 class DatasetReader(ABC):
