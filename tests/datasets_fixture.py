@@ -209,3 +209,42 @@ def make_mitdb(root: Path) -> Path:
     (root / "RECORDS").write_text("".join(r + "\n" for r in MITDB_RECORDS))
     write_sha256sums(root)
     return root
+
+
+# Chapman figshare: FileName → (Rhythm, Beat, PatientAge, Gender, header row in the CSV?)
+CHAPMAN_RECORDS = {
+    "MUSE_20180111_155115_19000": ("SB", "NONE", "85", "MALE", True),
+    "MUSE_20180112_073319_29000": ("AF", "RBBB TWC", "59", "FEMALE", True),
+    "MUSE_20180113_124215_52000": ("SA", "NONE", "20", "FEMALE", False),
+    "MUSE_20180114_075026_69000": ("AVNRT", "STDD", "36", "MALE", True),
+}
+
+
+def make_chapman_figshare(root: Path) -> Path:
+    """Diagnostics.xlsx and ECGData.zip (ECGData/<FileName>.csv, µV, 5000 × 12) as on figshare."""
+    import io
+    import zipfile
+
+    import pandas as pd
+
+    root.mkdir(parents=True)
+    rows = []
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i, (name, (rhythm, beat, age, gender, header)) in enumerate(CHAPMAN_RECORDS.items()):
+            t = np.arange(5000) / 500
+            sig = 400 * np.sin(2 * np.pi * (1 + i / 4) * t)[:, None] * np.linspace(0.5, 1.5, 12)  # µV
+            text = io.StringIO()
+            if header:
+                text.write(",".join(STANDARD) + "\n")
+            np.savetxt(text, sig, delimiter=",", fmt="%.3f")
+            z.writestr(f"ECGData/{name}.csv", text.getvalue())
+            rows.append({"FileName": name, "Rhythm": rhythm, "Beat": beat, "PatientAge": int(age), "Gender": gender,
+                         "VentricularRate": 60, "AtrialRate": 60, "QRSDuration": 90, "QTInterval": 400,
+                         "QTCorrected": 410, "RAxis": 30, "TAxis": 40, "QRSCount": 10, "QOnset": 210, "QOffset": 255, "TOffset": 420})
+    (root / "ECGData.zip").write_bytes(buf.getvalue())
+    pd.DataFrame(rows).to_excel(root / "Diagnostics.xlsx", index=False)
+    pd.DataFrame({"Acronym Name": ["SB", "SR"], "Full Name": ["Sinus Bradycardia", "Sinus Rhythm"]}).to_excel(root / "RhythmNames.xlsx", index=False)
+    pd.DataFrame({"Acronym Name": ["RBBB"], "Full Name": ["right bundle branch block"]}).to_excel(root / "ConditionNames.xlsx", index=False)
+    pd.DataFrame({"Attributes": ["FileName"], "Description": ["ECG data file name"]}).to_excel(root / "AttributesDictionary.xlsx", index=False)
+    return root

@@ -16,7 +16,7 @@ def _leads(ctx, param, value):
 @click.argument("raw_dir", type=click.Path(file_okay=False))
 @output_option
 @click.option("--reader", default="auto", show_default=True, help="Dataset reader (auto detects the layout).")
-@click.option("--task", default=None, help="Label task of the dataset (PTB-XL: all, diagnostic, subdiagnostic, superdiagnostic, form, rhythm).")
+@click.option("--task", default=None, help="Label task of the dataset (PTB-XL: all, diagnostic, subdiagnostic, superdiagnostic, form, rhythm; CinC: scored, scored2020, all; Chapman: merged, rhythm).")
 @click.option("--rate", type=click.Choice(["100", "500"]), default=None, help="Which of a dataset's sampling rates to read (PTB-XL: 100 or 500 Hz files).")
 @click.option("--min-likelihood", type=click.FloatRange(0, 100), default=None, help="PTB-XL: count a statement only at this likelihood or above (default: any, as the benchmark).")
 @click.option("--keep-paced", is_flag=True, default=None, help="MIT-BIH: keep the paced records 102, 104, 107, 217 (left out by default, as AAMI recommends).")

@@ -12,6 +12,7 @@ from pathlib import Path
 import inspect
 
 from ecgtool.data.readers.base import DatasetReader, RawRecord
+from ecgtool.data.readers.chapman import ChapmanReader
 from ecgtool.data.readers.cinc import CincReader
 from ecgtool.data.readers.cinc2017 import Cinc2017Reader
 from ecgtool.data.readers.mitdb import MitdbReader
@@ -22,6 +23,7 @@ from ecgtool.data.readers.wfdb_dir import WfdbDirectoryReader
 # Most specific first: "auto" takes the first reader that recognises a directory.
 READERS = {
     "ptbxl": PtbxlReader, "cpsc2018": Cpsc2018Reader, "cinc2017": Cinc2017Reader, "mitdb": MitdbReader,
+    "chapman": ChapmanReader,
     "cinc": CincReader, "wfdb": WfdbDirectoryReader,
 }
 
