@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-
 from conftest import run_cli
 from datasets_fixture import CHAPMAN_RECORDS, make_chapman_figshare, serve_tree, write_challenge_record
+from http_fixture import FileServer
+
 from ecgtool.data.download import extract_archive
 from ecgtool.data.readers import open_reader
 from ecgtool.data.store import open_store
-from http_fixture import FileServer
 
 
 def test_figshare_layout(tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 from datasets_fixture import write_challenge_record
+
 from ecgtool.data.readers import open_reader
 from ecgtool.data.readers.cinc import task_classes
 from ecgtool.data.store import open_store

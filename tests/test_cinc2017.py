@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-
 from conftest import run_cli
 from datasets_fixture import make_cinc2017, serve_tree
-from ecgtool.data.store import open_store
 from http_fixture import FileServer
+
+from ecgtool.data.store import open_store
 
 
 def test_fetch_unpack_and_prep(tmp_path):

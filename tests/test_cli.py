@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from ecgtool.data.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 from datasets_fixture import CPSC_RECORDS, make_cpsc2018_original, make_cpsc2018_physionet
+
 from ecgtool.data.download import extract_archive
 from ecgtool.data.readers import open_reader
 from ecgtool.data.store import open_store

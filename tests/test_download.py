@@ -9,11 +9,16 @@ import tarfile
 import zipfile
 
 import pytest
+from http_fixture import FileServer
 
 from ecgtool.data.download import (
-    LEDGER, DownloadError, RemoteFile, download_all, extract_archive, parse_sha256sums,
+    LEDGER,
+    DownloadError,
+    RemoteFile,
+    download_all,
+    extract_archive,
+    parse_sha256sums,
 )
-from http_fixture import FileServer
 
 BIG = os.urandom(3 << 20) + b"tail"  # several blocks, so a drop lands mid-file
 

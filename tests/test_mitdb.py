@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-
 from conftest import run_cli
 from datasets_fixture import make_mitdb, serve_tree
+from http_fixture import FileServer
+
 from ecgtool.data.readers import open_reader
 from ecgtool.data.store import open_store
-from http_fixture import FileServer
 
 
 def test_reader_maps_symbols_to_aami(tmp_path):

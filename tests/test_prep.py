@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import write_wfdb_dir
+
 from ecgtool.data.prep import run_prep
 from ecgtool.data.readers import open_reader
 from ecgtool.data.store import open_store

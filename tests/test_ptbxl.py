@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 from datasets_fixture import DATA, make_ptbxl, serve_tree
+from http_fixture import FileServer
+
 from ecgtool.data.readers import open_reader
 from ecgtool.data.readers.ptbxl import TASKS, read_statements, task_classes
 from ecgtool.data.store import open_store
-from http_fixture import FileServer
 
 
 def test_task_class_counts_from_the_real_statement_table():

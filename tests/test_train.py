@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_wfdb_dir
+
 from ecgtool.data.loader import ChunkLoader
 from ecgtool.data.prep import run_prep
 from ecgtool.data.readers import open_reader
@@ -16,7 +16,7 @@ from ecgtool.errors import EcgtoolError
 from ecgtool.eval.evaluate import run_eval
 from ecgtool.eval.metrics import tune_thresholds
 from ecgtool.train.checkpoint import load_checkpoint
-from ecgtool.train.loop import Trainer, TrainArgs, lr_factor, resume_path
+from ecgtool.train.loop import TrainArgs, Trainer, lr_factor, resume_path
 
 
 @pytest.fixture(scope="module")

@@ -43,12 +43,12 @@ def synthetic(output, records, fs, seconds, leads, snr, powerline, seed, overwri
     variability, noise, and nine pathologies as multi-label targets; several
     records per patient. Prints the output directory.
     """
+    from dataclasses import asdict
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from ecgtool.cli.options import stderr_console
     from ecgtool.data import synthetic as syn
-    from dataclasses import asdict
-
     from ecgtool.data.readers.base import write_fetch_provenance
     from ecgtool.data.store import replace_path, temporary_sibling
     from ecgtool.errors import EcgtoolError

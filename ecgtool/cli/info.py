@@ -21,7 +21,8 @@ def info(path, as_json):
 
         summary = open_store(path).summary()
     else:
-        from ecgtool.train.checkpoint import load_checkpoint, summary as ckpt_summary
+        from ecgtool.train.checkpoint import load_checkpoint
+        from ecgtool.train.checkpoint import summary as ckpt_summary
 
         summary = ckpt_summary(load_checkpoint(path), path)
     if as_json:

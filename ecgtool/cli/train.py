@@ -66,7 +66,7 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
     from ecgtool.cli.options import emit_json, resolve_device, stderr_console
     from ecgtool.errors import EcgtoolError
     from ecgtool.models import list_models
-    from ecgtool.train.loop import Trainer, TrainArgs, resume_path
+    from ecgtool.train.loop import TrainArgs, Trainer, resume_path
 
     if model_name not in list_models():
         from ecgtool.models import create_model  # raises the registry's "did you mean" error

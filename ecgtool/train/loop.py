@@ -13,7 +13,6 @@ as the uninterrupted one would have.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -7,16 +7,15 @@ WFDB reader here.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import inspect
+from pathlib import Path
 
 from ecgtool.data.readers.base import DatasetReader, RawRecord
 from ecgtool.data.readers.chapman import ChapmanReader
 from ecgtool.data.readers.cinc import CincReader
 from ecgtool.data.readers.cinc2017 import Cinc2017Reader
-from ecgtool.data.readers.mitdb import MitdbReader
 from ecgtool.data.readers.cpsc2018 import Cpsc2018Reader
+from ecgtool.data.readers.mitdb import MitdbReader
 from ecgtool.data.readers.ptbxl import PtbxlReader
 from ecgtool.data.readers.wfdb_dir import WfdbDirectoryReader
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 #: written by ``fetch`` into the directory it creates; read by ``prep`` to continue the chain
 FETCH_PROVENANCE = "PROVENANCE.json"
 
@@ -63,14 +62,19 @@ class DatasetReader(ABC):
     def recognises(cls, root) -> bool:
         """True if ``root`` looks like this reader's layout."""
 
+    #: a dataset with a fixed label set declares it here; readers whose classes depend on the data override ``classes``
+    CLASSES: tuple[str, ...] = ()
+    DESCRIPTIONS: dict[str, str] = {}
+    MULTI_LABEL: bool = True
+
     @property
-    @abstractmethod
     def classes(self) -> list[str]:
         """Class names in the store's label order."""
+        return list(self.CLASSES)
 
     @property
     def class_descriptions(self) -> dict[str, str]:
-        return {}
+        return {c: self.DESCRIPTIONS.get(c, "") for c in self.classes}
 
     @property
     def task(self) -> str:
@@ -83,7 +87,7 @@ class DatasetReader(ABC):
 
     @property
     def multi_label(self) -> bool:
-        return True
+        return self.MULTI_LABEL
 
     @property
     def extra_attrs(self) -> dict:

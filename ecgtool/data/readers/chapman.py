@@ -53,6 +53,7 @@ TASKS = ("merged", "rhythm")
 class ChapmanReader(DatasetReader):
     name = "chapman"
     patient_ids = "record"
+    MULTI_LABEL = False
 
     def __init__(self, root, task: str = "merged"):
         if task not in TASKS:
@@ -70,9 +71,8 @@ class ChapmanReader(DatasetReader):
             self._ids = sorted(r for r in self._rows if (csv_dir / f"{r}.csv").is_file())
         else:
             self.layout = "wfdb"
-            self._wfdb = WfdbDirectoryReader(self.root, classes=["-"])
-            self._paths = {Path(rel).name: rel for rel in self._wfdb.record_ids()}
-            self._ids = sorted(self._paths)
+            self._wfdb = WfdbDirectoryReader(self.root, discover_classes=False)
+            self._ids = self._wfdb.names()
 
     @staticmethod
     def _read_diagnostics(path: Path) -> dict[str, dict]:
@@ -109,10 +109,6 @@ class ChapmanReader(DatasetReader):
         return f"chapman-{self._task}"
 
     @property
-    def multi_label(self) -> bool:
-        return False
-
-    @property
     def leads(self) -> list[str]:
         return list(STANDARD_LEADS) if self.layout == "figshare" else self._wfdb.leads
 
@@ -120,11 +116,11 @@ class ChapmanReader(DatasetReader):
         return list(self._ids)
 
     def duration(self, record_id: str) -> float:
-        return 10.0 if self.layout == "figshare" else self._wfdb.duration(self._paths[record_id])
+        return 10.0 if self.layout == "figshare" else self._wfdb.duration(record_id)
 
     def read(self, record_id: str) -> RawRecord:
         if self.layout == "wfdb":
-            rec = self._wfdb.read(self._paths[record_id])  # labels: the #Dx codes
+            rec = self._wfdb.read(record_id)  # labels: the #Dx codes
             rhythm = next((SNOMED_RHYTHM[c] for c in rec.labels if c in SNOMED_RHYTHM), None)
             rec.labels, rec.patient_id = self._label(rhythm), rec.record_id
             return rec

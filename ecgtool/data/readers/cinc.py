@@ -80,13 +80,12 @@ class CincReader(DatasetReader):
     def __init__(self, root, task: str = "scored"):
         self.root = Path(root)
         self._task = task
-        self._wfdb = WfdbDirectoryReader(self.root, classes=["-"])
-        self._paths = {Path(rel).name: rel for rel in self._wfdb.record_ids()}
+        self._wfdb = WfdbDirectoryReader(self.root, discover_classes=False)
         present = None
         if task == "all":
             present = set()
-            for rel in self._paths.values():
-                present.update(self._codes(rel))
+            for name in self._wfdb.names():
+                present.update(self._codes(name))
         self._class_codes = task_classes(task, present)
         self._code_to_class = {c: name for name, codes in self._class_codes.items() for c in codes}
 
@@ -97,8 +96,8 @@ class CincReader(DatasetReader):
             return False
         return any(line.lstrip("# ").lower().startswith("dx:") for line in first.read_text(errors="replace").splitlines())
 
-    def _codes(self, rel: str) -> list[str]:
-        comments = parse_comments(self._wfdb._header(rel).comments or [])
+    def _codes(self, record_id: str) -> list[str]:
+        comments = parse_comments(self._wfdb._header(record_id).comments or [])
         return [c.strip() for c in comments.get("dx", "").split(",") if c.strip()]
 
     @property
@@ -123,13 +122,13 @@ class CincReader(DatasetReader):
         return self._wfdb.leads
 
     def record_ids(self) -> list[str]:
-        return sorted(self._paths)
+        return self._wfdb.names()
 
     def duration(self, record_id: str) -> float:
-        return self._wfdb.duration(self._paths[record_id])
+        return self._wfdb.duration(record_id)
 
     def read(self, record_id: str) -> RawRecord:
-        rel = self._paths[record_id]
+        rel = self._wfdb.path_of(record_id)
         rec = self._wfdb.read(rel)  # without classes.csv its labels are the #Dx codes themselves
         rec.labels = sorted({self._code_to_class[c] for c in rec.labels if c in self._code_to_class}, key=self.classes.index)
         rec.patient_id = rec.record_id

@@ -27,6 +27,9 @@ REFERENCES = ("REFERENCE-v3.csv", "REFERENCE.csv")
 class Cinc2017Reader(DatasetReader):
     name = "cinc2017"
     patient_ids = "record"
+    CLASSES = tuple(CODES.values())
+    DESCRIPTIONS = DESCRIPTIONS
+    MULTI_LABEL = False
 
     def __init__(self, root):
         self.root = Path(root)
@@ -40,9 +43,9 @@ class Cinc2017Reader(DatasetReader):
         if unknown:
             raise EcgtoolError(f"{ref}: unknown label(s) {', '.join(unknown)} (expected N, A, O, ~)")
         self._labels = {r[0].strip(): CODES[r[1].strip()] for r in rows}
-        self._wfdb = WfdbDirectoryReader(self.root, classes=["-"])
-        self._paths = {Path(rel).name: rel for rel in self._wfdb.record_ids() if Path(rel).name in self._labels}
-        if not self._paths:
+        self._wfdb = WfdbDirectoryReader(self.root, discover_classes=False)
+        self._ids = [name for name in self._wfdb.names() if name in self._labels]
+        if not self._ids:
             raise EcgtoolError(f"{self.root}: none of the records in {ref.name} were found (unpack training2017.zip here)")
 
     @staticmethod
@@ -62,33 +65,17 @@ class Cinc2017Reader(DatasetReader):
         return len(first) == 2 and first[1] in CODES
 
     @property
-    def classes(self) -> list[str]:
-        return list(CODES.values())
-
-    @property
-    def class_descriptions(self) -> dict[str, str]:
-        return dict(DESCRIPTIONS)
-
-    @property
-    def task(self) -> str:
-        return "cinc2017"
-
-    @property
-    def multi_label(self) -> bool:
-        return False
-
-    @property
     def leads(self) -> list[str]:
         return self._wfdb.leads
 
     def record_ids(self) -> list[str]:
-        return sorted(self._paths)
+        return list(self._ids)
 
     def duration(self, record_id: str) -> float:
-        return self._wfdb.duration(self._paths[record_id])
+        return self._wfdb.duration(record_id)
 
     def read(self, record_id: str) -> RawRecord:
-        rec = self._wfdb.read(self._paths[record_id])
+        rec = self._wfdb.read(record_id)
         rec.labels = [self._labels[record_id]]
         rec.patient_id = record_id
         return rec

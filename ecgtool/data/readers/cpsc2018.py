@@ -50,6 +50,8 @@ _RECORD = re.compile(r"A\d{4}")
 class Cpsc2018Reader(DatasetReader):
     name = "cpsc2018"
     patient_ids = "record"
+    CLASSES = tuple(CLASSES)
+    DESCRIPTIONS = DESCRIPTIONS
 
     def __init__(self, root):
         self.root = Path(root)
@@ -64,10 +66,8 @@ class Cpsc2018Reader(DatasetReader):
             self._ids = sorted(set(self._labels) & set(self._paths))
         else:
             self.release = "physionet"
-            self._wfdb = WfdbDirectoryReader(self.root, classes=list(SNOMED_TO_CLASS))
-            # record name (A0001) → its path under the root (g1/A0001)
-            self._paths = {Path(rel).name: rel for rel in self._wfdb.record_ids()}
-            self._ids = sorted(self._paths)
+            self._wfdb = WfdbDirectoryReader(self.root, discover_classes=False)
+            self._ids = self._wfdb.names()
 
     @classmethod
     def recognises(cls, root) -> bool:
@@ -98,18 +98,6 @@ class Cpsc2018Reader(DatasetReader):
         return out
 
     @property
-    def classes(self) -> list[str]:
-        return list(CLASSES)
-
-    @property
-    def class_descriptions(self) -> dict[str, str]:
-        return dict(DESCRIPTIONS)
-
-    @property
-    def task(self) -> str:
-        return "cpsc2018"
-
-    @property
     def leads(self) -> list[str]:
         return list(STANDARD_LEADS)
 
@@ -122,12 +110,12 @@ class Cpsc2018Reader(DatasetReader):
 
     def duration(self, record_id: str) -> float:
         if self.release == "physionet":
-            return self._wfdb.duration(self._paths[record_id])
+            return self._wfdb.duration(record_id)
         return self.read(record_id).signal.shape[-1] / 500.0
 
     def read(self, record_id: str) -> RawRecord:
         if self.release == "physionet":
-            rec = self._wfdb.read(self._paths[record_id])
+            rec = self._wfdb.read(record_id)  # labels: the #Dx codes
             rec.labels = sorted({SNOMED_TO_CLASS[c] for c in rec.labels if c in SNOMED_TO_CLASS}, key=CLASSES.index)
             rec.patient_id = rec.record_id
             return rec

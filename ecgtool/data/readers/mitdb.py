@@ -48,6 +48,9 @@ DS2 = ("100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "21
 class MitdbReader(DatasetReader):
     name = "mitdb"
     patient_ids = "dataset"
+    CLASSES = tuple(CLASSES)
+    DESCRIPTIONS = DESCRIPTIONS
+    MULTI_LABEL = False
 
     def __init__(self, root, keep_paced: bool = False):
         self.root = Path(root)
@@ -65,20 +68,8 @@ class MitdbReader(DatasetReader):
         return (root / "100.atr").is_file() or (root / "101.atr").is_file()
 
     @property
-    def classes(self) -> list[str]:
-        return list(CLASSES)
-
-    @property
-    def class_descriptions(self) -> dict[str, str]:
-        return dict(DESCRIPTIONS)
-
-    @property
     def task(self) -> str:
         return "mitdb-aami"
-
-    @property
-    def multi_label(self) -> bool:
-        return False
 
     @property
     def leads(self) -> list[str]:

@@ -67,17 +67,22 @@ def parse_age(value) -> float:
 class WfdbDirectoryReader(DatasetReader):
     name = "wfdb"
 
-    def __init__(self, root, labels: str | Path | None = None, classes: list[str] | None = None):
+    def __init__(self, root, labels: str | Path | None = None, classes: list[str] | None = None,
+                 discover_classes: bool = True):
         self.root = Path(root)
         self._ids = self._list_records()
         if not self._ids:
             raise EcgtoolError(f"{self.root}: no WFDB records (.hea files) found")
+        # Records are addressed by their path below the root (g1/A0001) or, as the
+        # dataset-specific readers built on this one do, by their name (A0001).
+        self._by_name = {Path(rel).name: rel for rel in self._ids}
         label_csv = Path(labels) if labels else self.root / "labels.csv"
         if labels and not label_csv.is_file():
             raise EcgtoolError(f"{label_csv}: no such label file")
         self._table = self._read_label_csv(label_csv) if label_csv.is_file() else None
         self._code_to_class = self._read_class_map(self.root / "classes.csv")
-        self._classes = list(classes) if classes else self._discover_classes()
+        # Readers built on this one map #Dx codes themselves and skip the scan of every header.
+        self._classes = list(classes) if classes else self._discover_classes() if discover_classes else []
         first = self._header(self._ids[0])
         self._leads = [canonical_lead(n) for n in first.sig_name]
         self._fs = float(first.fs)
@@ -147,11 +152,19 @@ class WfdbDirectoryReader(DatasetReader):
         return sorted(seen)
 
     # -- reading ---------------------------------------------------------------------
+    def path_of(self, record: str) -> str:
+        """A record's path below the root, from its name or its path."""
+        return self._by_name.get(record, record)
+
+    def names(self) -> list[str]:
+        """Record names (without directories), sorted."""
+        return sorted(self._by_name)
+
     def _header(self, record_id: str):
         import wfdb
 
         try:
-            return wfdb.rdheader(str(self.root / record_id))
+            return wfdb.rdheader(str(self.root / self.path_of(record_id)))
         except Exception as e:  # wfdb raises many types for a bad header
             raise EcgtoolError(f"{record_id}: unreadable WFDB header ({e})") from e
 
@@ -200,6 +213,7 @@ class WfdbDirectoryReader(DatasetReader):
     def read(self, record_id: str) -> RawRecord:
         import wfdb
 
+        record_id = self.path_of(record_id)
         try:
             rec = wfdb.rdrecord(str(self.root / record_id))
         except Exception as e:
