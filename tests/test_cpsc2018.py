@@ -53,3 +53,16 @@ def test_full_length_keeps_the_longest_record(releases, tmp_path):
     s = open_store(tmp_path / "full.zarr")
     assert s.signals.shape == (5, 12, 3000)  # A0003 is 30 s; the others are zero-padded at the end
     assert np.all(s.signals[3, :, 600:] == 0) and np.any(s.signals[3, :, :600] != 0)
+
+
+def test_fetch_the_physionet_copy_from_a_mirror(tmp_path):
+    from datasets_fixture import serve_tree
+    from http_fixture import FileServer
+
+    upstream = make_cpsc2018_physionet(tmp_path / "challenge-2020")
+    with FileServer(serve_tree(upstream)) as srv:
+        run_cli("fetch", "cinc2020", "--variant", "cpsc_2018", "-o", tmp_path / "cinc2020", "--mirror", srv.url)
+    root = tmp_path / "cinc2020" / "training" / "cpsc_2018"
+    run_cli("prep", root, "-o", tmp_path / "s.zarr", "--workers", 1)
+    s = open_store(tmp_path / "s.zarr")
+    assert s.attrs["dataset"] == "cpsc2018" and s.labels[4].tolist() == [0, 0, 0, 1, 0, 1, 0, 0, 1]

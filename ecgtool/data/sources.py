@@ -113,7 +113,7 @@ register(Source(
         ListedFile("REFERENCE.csv", url="http://2018.icbeb.org/file/REFERENCE.csv"),
     ),
     archives=("TrainingSet1.zip", "TrainingSet2.zip", "TrainingSet3.zip"),
-    access="open access; the host publishes no checksums, so only sizes are checked (the PhysioNet copy is `fetch cinc2021 --variant cpsc_2018`)",
+    access="open access; the host publishes no checksums, so only sizes are checked (the PhysioNet/CinC copy, with SHA-256 sums: `fetch cinc2020 --variant cpsc_2018`)",
 ))
 
 register(Source(
@@ -190,6 +190,24 @@ register(Source(
         **{s: (f"training/{s}/*",) for s in (
             "cpsc_2018", "cpsc_2018_extra", "st_petersburg_incart", "ptb", "ptb-xl", "georgia", "chapman_shaoxing", "ningbo",
         )},
+    },
+))
+
+register(Source(
+    name="cinc2020",
+    title="Classification of 12-lead ECGs: the PhysioNet/Computing in Cardiology Challenge 2020, version 1.0.2",
+    base_url=f"{PHYSIONET}/challenge-2020/1.0.2",
+    licence="CC BY 4.0",
+    citation=(
+        "Perez Alday EA et al. Classification of 12-lead ECGs: the PhysioNet/Computing in Cardiology Challenge 2020. "
+        "Physiological Measurement 41(12):124003 (2020). https://doi.org/10.1088/1361-6579/abc960. " + PHYSIONET_CITATION
+    ),
+    size="43,101 records (size: see the checksum list)",
+    description="43,101 12-lead ECGs pooled from CPSC, CPSC-Extra, INCART, PTB, PTB-XL, Georgia; the PhysioNet copy of CPSC2018 is its cpsc_2018 source",
+    reader="cinc",
+    include={
+        "all": ("training/*",),
+        **{s: (f"training/{s}/*",) for s in ("cpsc_2018", "cpsc_2018_extra", "st_petersburg_incart", "ptb", "ptb-xl", "georgia")},
     },
 ))
 
