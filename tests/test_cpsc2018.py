@@ -66,3 +66,5 @@ def test_fetch_the_physionet_copy_from_a_mirror(tmp_path):
     run_cli("prep", root, "-o", tmp_path / "s.zarr", "--workers", 1)
     s = open_store(tmp_path / "s.zarr")
     assert s.attrs["dataset"] == "cpsc2018" and s.labels[4].tolist() == [0, 0, 0, 1, 0, 1, 0, 0, 1]
+    fetched = s.attrs["provenance"][0]
+    assert fetched["step"] == "fetch" and fetched["dataset"] == "cinc2020" and fetched["variant"] == "cpsc_2018"

@@ -25,13 +25,15 @@ def write_fetch_provenance(root: Path, entry: dict) -> None:
 
 
 def read_fetch_provenance(root: Path) -> list[dict]:
-    """The provenance ``fetch`` left in a raw directory, or [] (a directory the user brought)."""
-    path = Path(root) / FETCH_PROVENANCE
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    return doc if isinstance(doc, list) else []
+    """The provenance ``fetch`` left in a raw directory or one above it (prep may read a sub-dataset), or []."""
+    root = Path(root).resolve()
+    for folder in [root, *list(root.parents)[:3]]:
+        try:
+            doc = json.loads((folder / FETCH_PROVENANCE).read_text())
+        except (OSError, ValueError):
+            continue
+        return doc if isinstance(doc, list) else []
+    return []
 
 
 @dataclass
