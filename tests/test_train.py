@@ -140,3 +140,12 @@ def test_multiclass_task_uses_cross_entropy_and_argmax(stores, tmp_path):
     assert ckpt["thresholds"] is None and not ckpt["multi_label"]
     report = run_eval(tmp_path / "m.ckpt", paths[1], "cpu")["report"]
     assert report["decision"] == "argmax" and 0 <= report["macro"]["accuracy"] <= 1 and "exact_match" not in report["macro"]
+
+
+@pytest.mark.parametrize("name", __import__("ecgtool.models", fromlist=["list_models"]).list_models())
+def test_every_model_round_trips_through_train_and_eval(stores, tmp_path, name):
+    train, val = stores
+    ckpt = Trainer(args(model=name, epochs=1, batch_size=16, model_kwargs={}), train, val, tmp_path / "m.ckpt").run()
+    report = run_eval(tmp_path / "m.ckpt", val, "cpu")["report"]
+    assert report["macro"]["auc"] == pytest.approx(ckpt["metrics"]["val_macro_auc"], abs=1e-6)
+    assert load_checkpoint(tmp_path / "m.ckpt")["model"]["name"] == name

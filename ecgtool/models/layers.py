@@ -23,6 +23,8 @@ __all__ = [
     "ConvBnAct1d",
     "BasicBlock1d",
     "InvertedResidual1d",
+    "ConcatPool1d",
+    "mlp_head",
 ]
 
 
@@ -150,3 +152,26 @@ class InvertedResidual1d(nn.Module):
         if self.use_res_connect:
             return x + self.conv(x)
         return self.conv(x)
+
+
+class ConcatPool1d(nn.Module):
+    """Global max-pool and average-pool over time, concatenated: ``(B, C, T) -> (B, 2C)`` (max first)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.amax(dim=-1), x.mean(dim=-1)], dim=1)
+
+
+def mlp_head(in_features: int, num_classes: int, hidden: tuple[int, ...] = (128,), dropout: float = 0.5) -> nn.Sequential:
+    """The PTB-XL benchmark's classifier head (fastai's ``bn_drop_lin`` chain).
+
+    For each hidden layer: BatchNorm -> Dropout(dropout / 2) -> Linear -> ReLU; then
+    BatchNorm -> Dropout(dropout) -> Linear to the classes.
+    """
+    sizes = [in_features, *hidden, num_classes]
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = i == len(sizes) - 2
+        layers += [nn.BatchNorm1d(n_in), nn.Dropout(dropout if last else dropout / 2), nn.Linear(n_in, n_out)]
+        if not last:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
