@@ -143,3 +143,28 @@ def test_eval_refuses_a_foreign_file(synthetic_splits, tmp_path):
 
     r = CliRunner().invoke(cli, ["--debug", "eval", str(tmp_path / "x.ckpt"), str(synthetic_splits / "test.zarr")])
     assert isinstance(r.exception, CheckpointError)  # --debug lets the exception (and its traceback) through
+
+
+def test_prep_choices_match_the_transforms():
+    from ecgtool.cli import prep as prep_cli
+    from ecgtool.data import transforms
+
+    assert prep_cli.CROP_POLICIES == transforms.CROP_POLICIES and prep_cli.NORMALISATIONS == transforms.NORMALISATIONS
+
+
+def test_prep_option_ranges_are_usage_errors(synthetic_raw, tmp_path):
+    for args in (["--limit", "-5"], ["--seconds", "-1"], ["--fs", "0"], ["--lowcut", "60", "--highcut", "0"]):
+        r = run_cli("prep", synthetic_raw, "-o", tmp_path / "s.zarr", *args, expect=2)
+        assert "Error" in r.stderr and not (tmp_path / "s.zarr").exists()
+
+
+def test_eval_refuses_an_existing_predictions_path_before_evaluating(trained_checkpoint, synthetic_splits, tmp_path):
+    (tmp_path / "pred.zarr").mkdir()
+    r = run_cli("eval", trained_checkpoint, synthetic_splits / "test.zarr", "--predictions", tmp_path / "pred.zarr", expect=1)
+    assert "already exists; pass --overwrite" in r.stderr and r.stdout == ""
+
+
+def test_json_output_is_strict(tmp_path):
+    from ecgtool.cli.options import _finite
+
+    assert _finite({"a": float("nan"), "b": [1.0, float("inf")]}) == {"a": None, "b": [1.0, None]}

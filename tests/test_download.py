@@ -129,3 +129,23 @@ def test_tar_with_symlink_is_refused(tmp_path):
         t.addfile(info, io.BytesIO(data))
     extract_archive(good, tmp_path / "out")
     assert (tmp_path / "out/training2017/REFERENCE.csv").read_bytes() == b"A00001,N\n"
+
+
+def test_progress_counts_every_byte_once_after_retries(tmp_path):
+    seen = {"bytes": 0}
+    with FileServer({"/big.bin": BIG}) as srv:
+        srv.drop_after["/big.bin"] = 700_000
+        from ecgtool.data.download import Ledger, download_file
+
+        download_file(RemoteFile(f"{srv.url}/big.bin", "big.bin", sha(BIG)), tmp_path, Ledger(tmp_path), backoff=0,
+                      on_bytes=lambda n: seen.__setitem__("bytes", seen["bytes"] + n))
+    assert seen["bytes"] == len(BIG)
+
+
+def test_a_failure_stops_the_other_downloads(tmp_path):
+    files = {f"/f{i}": os.urandom(1000) for i in range(20)}
+    with FileServer(files) as srv:
+        remote = [RemoteFile(f"{srv.url}/f{i}", f"f{i}", sha(b"wrong" if i == 0 else files[f"/f{i}"])) for i in range(20)]
+        with pytest.raises(DownloadError, match="f0: SHA-256 mismatch"):
+            download_all(remote, tmp_path, connections=1)
+    assert len(srv.requests) < 20  # the queue was cancelled after the failure

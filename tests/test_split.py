@@ -98,3 +98,14 @@ def test_fold_parsing_and_ratios():
     assert folds_for_ratios([0.7, 0.15, 0.15])[0] == 20
     with pytest.raises(EcgtoolError):
         folds_for_ratios([0.5, 0.1, 0.1])
+
+
+def test_overwrite_removes_a_split_that_is_now_empty(tmp_path):
+    from conftest import run_cli
+
+    n = 40
+    store = make_store(tmp_path / "s.zarr", np.arange(n), np.eye(2, dtype=np.uint8)[np.arange(n) % 2])
+    run_cli("split", store.path, "-o", tmp_path / "out", "--ratios", "0.6,0.2,0.2")
+    assert (tmp_path / "out" / "val.zarr").exists()
+    run_cli("split", store.path, "-o", tmp_path / "out", "--ratios", "0.8,0,0.2", "--overwrite")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["test.zarr", "train.zarr"]

@@ -87,7 +87,7 @@ def test_incompatible_validation_store(stores, tmp_path):
     train, _ = stores
     other = tmp_path / "other.zarr"
     run_prep(open_reader(write_wfdb_dir(tmp_path / "raw", n=4)), other, PrepConfig(fs=50, seconds=4.0))
-    with pytest.raises(EcgtoolError, match="differs from the training store in fs"):
+    with pytest.raises(EcgtoolError, match="validation store .* is sampled at 50 Hz, the model at 100 Hz"):
         Trainer(args(), train, other, tmp_path / "m.ckpt")
 
 

@@ -25,6 +25,10 @@ def eval_(checkpoint, store_path, batch_size, predictions, device, as_json, over
     from ecgtool.cli.options import emit_json, resolve_device, stdout_console
     from ecgtool.eval.evaluate import run_eval, write_predictions
 
+    if predictions:
+        from ecgtool.outputs import check_new_output
+
+        check_new_output(predictions, overwrite)  # refuse before the evaluation, not after
     result = run_eval(checkpoint, store_path, resolve_device(device), batch_size)
     if predictions:
         write_predictions(predictions, result, overwrite)
@@ -53,7 +57,6 @@ def report_table(report: dict):
     for c in report["per_class"]:
         table.add_row(c["class"], str(c["support"]), f(c["auc"]), f(c["f1"]), f(c["precision"]), f(c["recall"]),
                       f(c["specificity"]), *((f(c["threshold"]),) if multi else ()))
-    spec = sum(c["specificity"] for c in report["per_class"]) / len(report["per_class"])
     table.add_row("[bold]macro[/]", str(report["records"]), f"[bold]{f(m['auc'])}[/]", f"[bold]{f(m['f1'])}[/]",
-                  f(m["precision"]), f(m["recall"]), f(spec), *(("",) if multi else ()))
+                  f(m["precision"]), f(m["recall"]), f(m["specificity"]), *(("",) if multi else ()))
     return table

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import click
@@ -34,7 +33,7 @@ def fetch(ctx, list_):
 @click.option("--leads", default="I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6", show_default=True, help="Comma-separated leads to write.")
 @click.option("--snr", type=float, default=20.0, show_default=True, help="Median signal-to-noise ratio in dB (varies per record).")
 @click.option("--powerline", type=click.Choice(["50", "60"]), default="50", show_default=True, help="Powerline frequency in Hz.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed: the same seed writes the same dataset.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed: the same seed writes the same dataset.")
 @overwrite_option
 def synthetic(output, records, fs, seconds, leads, snr, powerline, seed, overwrite):
     """Generate the built-in synthetic 12-lead dataset (CPSC2018 classes) as WFDB files.
@@ -50,8 +49,7 @@ def synthetic(output, records, fs, seconds, leads, snr, powerline, seed, overwri
     from ecgtool.cli.options import stderr_console
     from ecgtool.data import synthetic as syn
     from ecgtool.data.readers.base import write_fetch_provenance
-    from ecgtool.data.store import replace_path, temporary_sibling
-    from ecgtool.errors import EcgtoolError
+    from ecgtool.outputs import atomic_output
     from ecgtool.provenance import make_entry
 
     lead_names = tuple(x.strip() for x in leads.split(",") if x.strip())
@@ -59,25 +57,14 @@ def synthetic(output, records, fs, seconds, leads, snr, powerline, seed, overwri
     if unknown:
         raise click.BadParameter(f"unknown lead(s) {', '.join(unknown)}", param_hint="--leads")
     out = Path(output)
-    if out.exists() and not overwrite:
-        raise EcgtoolError(f"{out} already exists; pass --overwrite to replace it")
-    if not out.parent.exists():
-        raise EcgtoolError(f"the directory {out.parent} for {out.name} does not exist")
     cfg = syn.SyntheticConfig(
         n_records=records, fs=fs, duration=seconds, leads=lead_names, snr_db=snr, powerline_hz=float(powerline), seed=seed,
     )
-    tmp = temporary_sibling(out)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_output(out, overwrite, directory=True) as tmp:
         with Progress(TextColumn("synthetic"), BarColumn(), MofNCompleteColumn(), console=stderr_console(), transient=True) as bar:
             task = bar.add_task("synthetic", total=records)
             syn.write_dataset(tmp, cfg, progress=lambda done: bar.update(task, completed=done))
         write_fetch_provenance(tmp, make_entry("fetch", dataset="synthetic", config=asdict(cfg)))
-        replace_path(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     click.echo(str(out))
 
 

@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import click
 
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed repeats the run.")
+seed_option = click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Random seed; the same seed repeats the run.")
 device_option = click.option(
     "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.",
 )
 output_option = click.option("-o", "--output", required=True, type=click.Path(), help="Output path.")
 
 
+def _finite(obj):
+    """NaN and infinities are not JSON: write them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def emit_json(obj) -> None:
-    """The machine-readable result of a command: JSON on stdout, nothing else there."""
-    json.dump(obj, sys.stdout, indent=2, default=str)
+    """The machine-readable result of a command: strict JSON on stdout, nothing else there."""
+    json.dump(_finite(obj), sys.stdout, indent=2, default=str, allow_nan=False)
     sys.stdout.write("\n")
 
 

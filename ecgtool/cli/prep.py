@@ -5,7 +5,11 @@ from __future__ import annotations
 import click
 
 from ecgtool.cli.options import output_option, overwrite_option
-from ecgtool.data.transforms import CROP_POLICIES, NORMALISATIONS
+
+# Kept here rather than imported from ecgtool.data.transforms, which loads scipy:
+# `prep --help` and TAB completion must stay instant. A test checks they agree.
+CROP_POLICIES = ("start", "center")
+NORMALISATIONS = ("zscore", "dataset", "none")
 
 
 def _leads(ctx, param, value):
@@ -22,20 +26,20 @@ def _leads(ctx, param, value):
 @click.option("--keep-paced", is_flag=True, default=None, help="MIT-BIH: keep the paced records 102, 104, 107, 217 (left out by default, as AAMI recommends).")
 @click.option("--beat-window", default=None, metavar="PRE,POST", help="Seconds before and after each annotated beat: one store row per beat (MIT-BIH), e.g. 0.25,0.4.")
 @click.option("--labels", "label_csv", type=click.Path(dir_okay=False), help="Label CSV (record_id, labels[, patient_id, age, sex, fold]) for a generic WFDB directory.")
-@click.option("--fs", type=float, default=100.0, show_default=True, help="Target sampling rate in Hz (polyphase resampling).")
-@click.option("--seconds", type=float, default=10.0, show_default=True, help="Fixed record length; 0 keeps the longest record's length and zero-pads the rest.")
+@click.option("--fs", type=click.FloatRange(0, min_open=True), default=100.0, show_default=True, help="Target sampling rate in Hz (polyphase resampling).")
+@click.option("--seconds", type=click.FloatRange(0), default=10.0, show_default=True, help="Fixed record length; 0 keeps the longest record's length and zero-pads the rest.")
 @click.option("--crop", type=click.Choice(CROP_POLICIES), default="start", show_default=True, help="Which part of a longer record to keep.")
-@click.option("--lowcut", type=float, default=0.5, show_default=True, help="High-pass edge in Hz (0 disables).")
-@click.option("--highcut", type=float, default=50.0, show_default=True, help="Low-pass edge in Hz (0 disables; ignored at or above Nyquist).")
-@click.option("--notch", type=float, default=0.0, help="Powerline notch frequency in Hz, e.g. 50 or 60 (0 disables).")
+@click.option("--lowcut", type=click.FloatRange(0), default=0.5, show_default=True, help="High-pass edge in Hz (0 disables).")
+@click.option("--highcut", type=click.FloatRange(0), default=50.0, show_default=True, help="Low-pass edge in Hz (0 disables; ignored at or above Nyquist).")
+@click.option("--notch", type=click.FloatRange(0), default=0.0, help="Powerline notch frequency in Hz, e.g. 50 or 60 (0 disables).")
 @click.option("--normalise", "normalisation", type=click.Choice(NORMALISATIONS), default="zscore", show_default=True,
               help="zscore: per record and lead; dataset: per-lead mean/std stored in attrs and applied when loading; none.")
 @click.option("--leads", callback=_leads, help="Comma-separated leads to keep, in this order (default: all).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
-@click.option("--workers", type=int, default=None, help="Worker processes (default: CPU count, at most 8).")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Worker processes (default: CPU count, at most 8).")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True, help="What to do with a record that cannot be read.")
 @click.option("--keep-unlabelled", is_flag=True, help="Keep records with none of the task's classes (dropped by default).")
-@click.option("--limit", type=int, default=None, help="Only the first N records (for a quick look).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N records (for a quick look).")
 @overwrite_option
 def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_window, label_csv, fs, seconds, crop, lowcut, highcut, notch, normalisation, leads, dtype,
          workers, on_error, keep_unlabelled, limit, overwrite):
@@ -51,6 +55,10 @@ def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_w
     from ecgtool.data.readers import open_reader
     from ecgtool.data.transforms import PrepConfig
 
+    if lowcut and highcut and lowcut >= highcut:
+        raise click.BadParameter(f"--lowcut {lowcut:g} must be below --highcut {highcut:g}", param_hint="--lowcut")
+    if lowcut and lowcut >= fs / 2:
+        raise click.BadParameter(f"{lowcut:g} Hz is not below the Nyquist frequency of --fs {fs:g}", param_hint="--lowcut")
     options = {k: v for k, v in {
         "labels": label_csv, "task": task, "rate": int(rate) if rate else None, "min_likelihood": min_likelihood,
         "keep_paced": keep_paced,

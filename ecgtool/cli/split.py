@@ -49,7 +49,7 @@ def split(store_path, output, k, train_folds, val_folds, test_folds, ratios, ign
         fold_lists = {"train": parse_folds(train_folds), "val": parse_folds(val_folds), "test": parse_folds(test_folds)}
     out_dir = Path(output)
     existing = [str(out_dir / f"{s}.zarr") for s in SPLITS if (out_dir / f"{s}.zarr").exists()]
-    if existing and not overwrite:
+    if existing and not overwrite:  # checked before the (possibly long) fold assignment
         raise EcgtoolError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
     plan = plan_split(store, fold_lists, k, seed, use_official=not ignore_official)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
@@ -39,6 +39,10 @@ class DownloadError(EcgtoolError):
     """A download that failed for good: checksum mismatch, HTTP error, or retries exhausted."""
 
 
+class DownloadCancelled(Exception):
+    """Another download failed: this one stops at its next block (its .part stays for a resume)."""
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     url: str
@@ -50,7 +54,7 @@ class RemoteFile:
 def safe_relative(path: str) -> PurePosixPath:
     """A relative POSIX path that cannot escape its root (no absolute part, no '..')."""
     p = PurePosixPath(path.replace("\\", "/"))
-    if p.is_absolute() or ".." in p.parts or not p.parts or (p.parts and ":" in p.parts[0]):
+    if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]):
         raise DownloadError(f"refusing the unsafe path {path!r}")
     return p
 
@@ -85,9 +89,11 @@ def fetch_text(url: str, timeout: float = 60) -> str:
 class Ledger:
     """Sizes, mtimes and hashes of verified files, so reruns need not rehash them."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, flush_every: float = 2.0):
         self.path = root / LEDGER
         self.lock = threading.Lock()
+        self.flush_every = flush_every
+        self.last_flush = time.monotonic()
         try:
             self.entries = json.loads(self.path.read_text())
         except (OSError, ValueError):
@@ -104,9 +110,20 @@ class Ledger:
         st = final.stat()
         with self.lock:
             self.entries[rel] = {"size": st.st_size, "mtime": st.st_mtime_ns, "sha256": sha256}
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.entries, indent=0, sort_keys=True))
-            os.replace(tmp, self.path)
+            # Rewriting the whole ledger per file would cost more than the download for
+            # 40,000 small files: write it every few seconds (and at the end, flush()).
+            if time.monotonic() - self.last_flush >= self.flush_every:
+                self._write()
+
+    def flush(self) -> None:
+        with self.lock:
+            self._write()
+
+    def _write(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.entries, separators=(",", ":"), sort_keys=True))
+        os.replace(tmp, self.path)
+        self.last_flush = time.monotonic()
 
 
 def _hash_file(path: Path, h=None):
@@ -127,9 +144,12 @@ def download_file(
     on_bytes: Callable[[int], None] = lambda n: None,
     on_size: Callable[[int], None] = lambda n: None,
     backoff: float = 1.0,
+    stop: threading.Event | None = None,
 ) -> str:
     """Download one file into ``root / f.path`` and verify it; return "skipped" or "downloaded"."""
     rel = safe_relative(f.path)
+    if not rel.parts:
+        raise DownloadError(f"{f.url}: no destination file name")
     final = root.joinpath(*rel.parts)
     if ledger.is_verified(str(rel), final, f.sha256):
         on_size(final.stat().st_size)
@@ -145,6 +165,7 @@ def download_file(
     attempt = 0
     sized = False
     while True:
+        counted = 0  # bytes this attempt added to the progress bar, taken back if it fails
         have = part.stat().st_size if part.exists() else 0
         headers = {"User-Agent": USER_AGENT}
         if have:
@@ -160,19 +181,22 @@ def download_file(
                     on_size(total)
                     sized = True
                 h = _hash_file(part) if have else hashlib.sha256()
-                if have:
-                    on_bytes(have)
+                on_bytes(have)
+                counted = have
                 with open(part, "ab" if have else "wb") as out:
                     while chunk := r.read(BLOCK):
+                        if stop is not None and stop.is_set():
+                            raise DownloadCancelled(f.url)
                         out.write(chunk)
                         h.update(chunk)
                         on_bytes(len(chunk))
+                        counted += len(chunk)
             size = part.stat().st_size
             if total is not None and size != total:
                 raise http.client.IncompleteRead(b"", total - size)
             break
         except urllib.error.HTTPError as e:
-            if e.code == 416 and have:  # nothing left to send: the part may be whole
+            if e.code == 416 and have and (f.sha256 or f.size):  # nothing left to send: the part may be whole
                 h = _hash_file(part)
                 break
             if e.code in (401, 403):
@@ -183,7 +207,7 @@ def download_file(
             if attempt >= retries:
                 raise DownloadError(f"{f.url}: failed after {retries + 1} attempts ({getattr(e, 'reason', e)!s})") from e
         attempt += 1
-        on_bytes(-(part.stat().st_size if part.exists() else 0))  # progress restarts from the part's size
+        on_bytes(-counted)  # the next attempt counts the part again from its size
         time.sleep(backoff * attempt)
     digest = h.hexdigest()
     if f.sha256 and digest != f.sha256:
@@ -225,19 +249,22 @@ def download_all(
             progress.advance(task, n)
 
     counts = {"downloaded": 0, "skipped": 0}
-    with ThreadPoolExecutor(max(1, connections)) as pool:
-        futures = [
-            pool.submit(download_file, f, root, ledger, retries=retries, timeout=timeout,
-                        on_bytes=on_bytes, on_size=on_size, backoff=backoff)
-            for f in files
-        ]
-        try:
-            for fut in futures:
-                counts[fut.result()] += 1
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max(1, connections))
+    futures = [
+        pool.submit(download_file, f, root, ledger, retries=retries, timeout=timeout,
+                    on_bytes=on_bytes, on_size=on_size, backoff=backoff, stop=stop)
+        for f in files
+    ]
+    try:
+        for fut in as_completed(futures):
+            counts[fut.result()] += 1
+    except BaseException:
+        stop.set()  # running downloads stop at their next block, queued ones never start
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        ledger.flush()
     return counts
 
 

@@ -27,6 +27,35 @@ from ecgtool.data.store import EcgStore
 DEFAULT_MEMORY_BUDGET = 4 << 30  # bytes of decoded signals kept in RAM in "auto" mode
 
 
+def input_spec(store: EcgStore) -> dict:
+    """The model input a store provides, as recorded in a checkpoint's ``input``."""
+    return {"fs": store.fs, "leads": store.leads, "samples": store.n_samples,
+            "normalisation": store.attrs["normalisation"], "view": {"name": "raw"}}
+
+
+def check_store_fits(expected: dict, store: EcgStore, what: str = "store") -> None:
+    """``store`` must match what a model was (or is being) trained on: ``expected`` holds its
+    ``classes``, ``multi_label`` and ``input`` (a checkpoint, or the training store's spec)."""
+    from ecgtool.errors import EcgtoolError
+
+    inp = expected["input"]
+    if store.classes != list(expected["classes"]):
+        raise EcgtoolError(f"{what} {store.path} has classes {store.classes}, the model {list(expected['classes'])}")
+    if store.multi_label != expected["multi_label"]:
+        kind = "multi-label" if store.multi_label else "multi-class"
+        raise EcgtoolError(f"{what} {store.path} is {kind}, the model's task is not")
+    if store.fs != inp["fs"]:
+        raise EcgtoolError(f"{what} {store.path} is sampled at {store.fs} Hz, the model at {inp['fs']} Hz; rerun prep with --fs {inp['fs']:g}")
+    if store.n_samples != inp["samples"]:
+        raise EcgtoolError(f"{what} {store.path} has {store.n_samples} samples per record, the model expects {inp['samples']}")
+    method, wanted = store.attrs["normalisation"]["method"], inp["normalisation"]["method"]
+    if method != wanted:
+        raise EcgtoolError(f"{what} {store.path} is normalised by {method}, the model's training data by {wanted}; rerun prep with --normalise {wanted}")
+    missing = [lead for lead in inp["leads"] if lead not in store.leads]
+    if missing:
+        raise EcgtoolError(f"{what} {store.path} lacks lead(s) {', '.join(missing)} that the model needs")
+
+
 class InputSpec:
     """How raw store rows become model input: lead selection and load-time normalisation.
 
@@ -46,8 +75,12 @@ class InputSpec:
         norm = normalisation or store.attrs["normalisation"]
         self.mean = self.std = None
         if norm.get("method") == "dataset":
+            # Statistics come per lead of the store they were computed on (the training store's,
+            # via the checkpoint), in the order of ``leads``.
             self.mean = np.asarray(norm["mean"], np.float32)[:, None]
             self.std = np.asarray(norm["std"], np.float32)[:, None]
+            if len(self.mean) != len(leads):
+                self.mean, self.std = self.mean[self.lead_index], self.std[self.lead_index]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if not self.all_leads:
@@ -130,7 +163,9 @@ class ChunkLoader:
     # -- the two modes --------------------------------------------------------------------
     def _load_all(self) -> np.ndarray:
         if self._cache is None:
-            self._cache = np.concatenate(self._decode_many(self._selected_chunks()))
+            blocks = self._decode_many(self._selected_chunks())
+            shape = (0, len(self.spec.lead_index), self.store.n_samples)
+            self._cache = np.concatenate(blocks) if blocks else np.zeros(shape, np.float32)
         return self._cache
 
     def _memory_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -183,15 +218,23 @@ def _background(it: Iterator, depth: int = 2) -> Iterator:
     done = object()
     stop = threading.Event()
 
+    def put(item) -> bool:
+        while not stop.is_set():  # a consumer that stopped early must not leave this thread blocked
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work():
         try:
             for item in it:
-                if stop.is_set():
+                if not put(item):
                     return
-                q.put(item)
-            q.put(done)
+            put(done)
         except BaseException as e:  # re-raised in the consumer
-            q.put(e)
+            put(e)
 
     t = threading.Thread(target=work, daemon=True)
     t.start()

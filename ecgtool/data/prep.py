@@ -148,11 +148,15 @@ def run_prep(
     unknown = [lead for lead in leads if lead not in reader.leads]
     if unknown:
         raise EcgtoolError(f"--leads: {', '.join(unknown)} not among the dataset's leads {', '.join(reader.leads)}")
+    if not ids:
+        raise EcgtoolError(f"{getattr(reader, 'root', 'the dataset')}: no records to read")
+    if keep_unlabelled and not reader.multi_label:
+        raise EcgtoolError(f"--keep-unlabelled: {reader.task} is multi-class, so every record needs exactly one label")
     beats = cfg.beat_window is not None
     if beats:
         n_samples = cfg.beat_samples
     else:
-        n_samples = cfg.samples or int(math.ceil(max(reader.duration(r) for r in ids) * cfg.fs))
+        n_samples = cfg.samples or _longest(reader, ids, cfg.fs, on_error)
     job = _Job(cfg, leads, tuple(reader.classes), n_samples)
     report = PrepReport()
     stats = np.zeros((3, len(leads)))  # count, sum, sum of squares per lead, for --normalise dataset
@@ -197,7 +201,8 @@ def run_prep(
             if progress:
                 progress(i, len(ids))
         if writer.n_records == 0:
-            raise EcgtoolError(f"no records left to write from {len(ids)} read (all skipped or unlabelled)")
+            hint = "; this dataset's labels are per beat: use --beat-window" if reader.beat_annotated and not beats else ""
+            raise EcgtoolError(f"no records left to write from {len(ids)} read (all skipped or unlabelled){hint}")
         if cfg.normalisation == "dataset":
             mean = stats[1] / stats[0]
             std = np.sqrt(np.maximum(stats[2] / stats[0] - mean**2, 0.0))
@@ -210,6 +215,20 @@ def run_prep(
         ]
         report.written = writer.n_records
     return report
+
+
+def _longest(reader: DatasetReader, ids: list[str], fs: float, on_error: str) -> int:
+    """Samples of the longest record at ``fs`` (for --seconds 0); unreadable headers follow --on-error."""
+    longest = 0.0
+    for rid in ids:
+        try:
+            longest = max(longest, reader.duration(rid))
+        except Exception as e:
+            if on_error == "fail":
+                raise EcgtoolError(f"record {rid}: {e} (use --on-error skip to leave it out)") from e
+    if longest == 0:
+        raise EcgtoolError("no record could be read to find the longest length")
+    return int(math.ceil(longest * fs))
 
 
 def default_workers() -> int:

@@ -11,6 +11,7 @@ for multi-class tasks — so every split sees every class in proportion.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from ecgtool.data.store import EcgStore, StoreWriter
 from ecgtool.errors import EcgtoolError
+from ecgtool.outputs import check_new_output, remove, replace_path
 from ecgtool.provenance import make_entry
 
 SPLITS = ("train", "val", "test")
@@ -74,7 +76,9 @@ def assign_folds(store: EcgStore, k: int, seed: int) -> np.ndarray:
 
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
         # A patient's class: the most frequent among their records (first on ties).
-        target = labels.argmax(axis=1)
+        counts_per_patient = np.zeros((len(patients), store.labels.shape[1]), dtype=np.int64)
+        np.add.at(counts_per_patient, inverse, store.labels)
+        target = counts_per_patient.argmax(axis=1)
         counts = np.bincount(target, minlength=labels.shape[1])
         if counts[counts > 0].min() < k:  # too rare to stratify: fall back to a random assignment
             target = np.zeros(len(patients), dtype=int)
@@ -146,19 +150,37 @@ def write_subset(store: EcgStore, indices: np.ndarray, out: Path, folds: np.ndar
 
 
 def run_split(store: EcgStore, out_dir: Path, plan: SplitPlan, overwrite: bool) -> dict[str, Path]:
-    paths = {}
-    for split in SPLITS:
-        idx = plan.members[split]
-        if len(idx) == 0:
-            continue
-        path = out_dir / f"{split}.zarr"
-        provenance = list(store.attrs["provenance"]) + [
-            make_entry("split", [store.path], split=split, folds=plan.fold_lists[split], fold_source=plan.fold_source)
-        ]
-        write_subset(
-            store, idx, path, plan.folds,
-            {"split": {"name": split, "folds": plan.fold_lists[split], "fold_source": plan.fold_source}, "provenance": provenance},
-            overwrite,
-        )
-        paths[split] = path
-    return paths
+    """Write the non-empty splits; all of them appear together, or none does.
+
+    With ``overwrite``, a split store left from an earlier run whose split is now
+    empty is removed, so the directory never mixes two runs.
+    """
+    finals = {s: out_dir / f"{s}.zarr" for s in SPLITS}
+    for path in finals.values():
+        check_new_output(path, overwrite)
+    written: dict[str, Path] = {}
+    try:
+        for split in SPLITS:
+            idx = plan.members[split]
+            if len(idx) == 0:
+                continue
+            provenance = list(store.attrs["provenance"]) + [
+                make_entry("split", [store.path], split=split, folds=plan.fold_lists[split], fold_source=plan.fold_source)
+            ]
+            tmp = out_dir / f".{split}.zarr.new-{os.getpid()}"
+            write_subset(
+                store, idx, tmp, plan.folds,
+                {"split": {"name": split, "folds": plan.fold_lists[split], "fold_source": plan.fold_source}, "provenance": provenance},
+                overwrite=True,
+            )
+            written[split] = tmp
+    except BaseException:
+        for tmp in written.values():
+            remove(tmp)
+        raise
+    for split, path in finals.items():
+        if split in written:
+            replace_path(written[split], path)
+        elif path.exists():
+            remove(path)
+    return {s: finals[s] for s in written}

@@ -24,14 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from ecgtool.errors import EcgtoolError
+from ecgtool.outputs import check_new_output, remove, replace_path, temporary_sibling
 
 STORE_FORMAT = "ecgtool.ecg-store"
 STORE_VERSION = 1
@@ -64,28 +63,6 @@ def read_store_attrs(path: str | os.PathLike) -> dict | None:
     if doc.get("node_type") != "group":
         return None
     return doc.get("attributes", {})
-
-
-def _check_new_output(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise EcgtoolError(f"{path} already exists; pass --overwrite to replace it")
-    if not path.parent.exists():
-        raise EcgtoolError(f"the directory {path.parent} for {path.name} does not exist")
-
-
-def replace_path(tmp: Path, final: Path) -> None:
-    """Move a finished temporary output into place, replacing an old one only at the last moment."""
-    if final.exists():
-        trash = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True) if trash.is_dir() else trash.unlink(missing_ok=True)
-    else:
-        os.replace(tmp, final)
-
-
-def temporary_sibling(final: Path) -> Path:
-    return final.with_name(f".{final.name}.partial-{os.getpid()}")
 
 
 @dataclass
@@ -135,11 +112,6 @@ class EcgStore:
     def chunk_bounds(self) -> list[tuple[int, int]]:
         c, n = self.chunk_records, len(self)
         return [(s, min(s + c, n)) for s in range(0, n, c)]
-
-    def iter_chunks(self) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(start, signals[start:stop])`` one whole chunk at a time."""
-        for start, stop in self.chunk_bounds():
-            yield start, np.asarray(self.signals[start:stop])
 
     def read_rows(self, indices: np.ndarray) -> np.ndarray:
         """Signals of arbitrary rows, read chunk-wise (each touched chunk is decoded once)."""
@@ -315,9 +287,9 @@ class StoreWriter:
         import zarr
         from zarr.codecs import BloscCodec
 
-        _check_new_output(self.path, self.overwrite)
+        check_new_output(self.path, self.overwrite)
         self.tmp = temporary_sibling(self.path)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        remove(self.tmp)
         self.group = zarr.open_group(self.tmp, mode="w", zarr_format=3)
         # Attributes go in first with complete=False, so a crash leaves a store
         # that every reader recognises as incomplete.
@@ -342,14 +314,14 @@ class StoreWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            remove(self.tmp)
             return
         try:
             self._flush(final=True)
             self.group.attrs.update({**self._base_attrs(), "content_hash": self.content_hash(), "complete": True})
             replace_path(self.tmp, self.path)
         except BaseException:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            remove(self.tmp)
             raise
 
     def _base_attrs(self) -> dict:
@@ -395,12 +367,6 @@ class StoreWriter:
         self._buffered += n
         if self._buffered >= self.chunk:
             self._flush()
-
-    def append_record(self, signal, labels, record_id, patient_id, fold=0, **optional) -> None:
-        self.append(
-            np.asarray(signal)[None], np.asarray(labels)[None], [record_id], [patient_id], [fold],
-            **{k: [v] for k, v in optional.items()},
-        )
 
     def _flush(self, final: bool = False) -> None:
         if not self._buffer:

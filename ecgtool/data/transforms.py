@@ -107,6 +107,16 @@ class PrepConfig:
         return d
 
 
+def filtered(x: np.ndarray, fs_in: float, cfg: PrepConfig) -> np.ndarray:
+    """A whole record resampled to ``cfg.fs``, band-passed and notch-filtered (NaN → 0)."""
+    x = np.nan_to_num(np.asarray(x, dtype=np.float64))
+    x = resample(x, fs_in, cfg.fs)
+    x = bandpass(x, cfg.fs, cfg.lowcut, cfg.highcut)
+    if cfg.notch:
+        x = notch(x, cfg.fs, cfg.notch)
+    return x
+
+
 def preprocess(x: np.ndarray, fs_in: float, cfg: PrepConfig, n_samples: int) -> np.ndarray:
     """One record ``[leads, samples]`` in physical units → the store's float32 representation.
 
@@ -115,11 +125,7 @@ def preprocess(x: np.ndarray, fs_in: float, cfg: PrepConfig, n_samples: int) -> 
     before padding, so that it describes exactly the recorded samples kept and the
     padding stays zero.
     """
-    x = np.nan_to_num(np.asarray(x, dtype=np.float64))
-    x = resample(x, fs_in, cfg.fs)
-    x = bandpass(x, cfg.fs, cfg.lowcut, cfg.highcut)
-    if cfg.notch:
-        x = notch(x, cfg.fs, cfg.notch)
+    x = filtered(x, fs_in, cfg)
     x = fix_length(x, min(n_samples, x.shape[-1]), cfg.crop)
     if cfg.normalisation == "zscore":
         x = zscore(x)
@@ -133,11 +139,7 @@ def beat_windows(x: np.ndarray, fs_in: float, beat_samples: np.ndarray, cfg: Pre
     a beat whose window would leave the record is not kept. With ``zscore`` each window is standardised
     on its own, as beat classifiers expect.
     """
-    x = np.nan_to_num(np.asarray(x, dtype=np.float64))
-    x = resample(x, fs_in, cfg.fs)
-    x = bandpass(x, cfg.fs, cfg.lowcut, cfg.highcut)
-    if cfg.notch:
-        x = notch(x, cfg.fs, cfg.notch)
+    x = filtered(x, fs_in, cfg)
     pre = int(round(cfg.beat_window[0] * cfg.fs))
     width = cfg.beat_samples
     centres = np.round(np.asarray(beat_samples) * cfg.fs / fs_in).astype(np.int64)

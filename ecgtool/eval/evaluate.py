@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 
-from ecgtool.data.loader import ChunkLoader, InputSpec
-from ecgtool.data.store import EcgStore, _check_new_output, open_store, replace_path, temporary_sibling
-from ecgtool.errors import EcgtoolError
+from ecgtool.data.loader import ChunkLoader, InputSpec, check_store_fits
+from ecgtool.data.store import open_store
+from ecgtool.outputs import atomic_output
 from ecgtool.eval.metrics import classification_report
 from ecgtool.eval.predict import predict
 from ecgtool.provenance import fingerprint, make_entry
 from ecgtool.train.checkpoint import build_model, load_checkpoint
 
 PREDICTIONS_FORMAT = "ecgtool.predictions"
-
-
-def check_store_fits(ckpt: dict, store: EcgStore) -> None:
-    """The store must be what the model was trained on: same classes, rate and length."""
-    inp = ckpt["input"]
-    if store.classes != ckpt["classes"]:
-        raise EcgtoolError(f"{store.path} has classes {store.classes}, the checkpoint {ckpt['classes']}")
-    if store.fs != inp["fs"]:
-        raise EcgtoolError(f"{store.path} is sampled at {store.fs} Hz, the model at {inp['fs']} Hz; rerun prep with --fs {inp['fs']:g}")
-    if store.n_samples != inp["samples"]:
-        raise EcgtoolError(f"{store.path} has {store.n_samples} samples per record, the model expects {inp['samples']}")
-    if store.attrs["normalisation"]["method"] != inp["normalisation"]["method"]:
-        raise EcgtoolError(
-            f"{store.path} is normalised by {store.attrs['normalisation']['method']}, the model's training data by "
-            f"{inp['normalisation']['method']}"
-        )
 
 
 def run_eval(ckpt_path, store_path, device, batch_size: int = 256) -> dict:
@@ -68,12 +50,8 @@ def write_predictions(path: str | os.PathLike, result: dict, overwrite: bool) ->
     """Probabilities, labels and record ids as a small Zarr group, written atomically."""
     import zarr
 
-    out = Path(path)
-    _check_new_output(out, overwrite)
-    tmp = temporary_sibling(out)
-    shutil.rmtree(tmp, ignore_errors=True)
     store, rows, report = result["store"], result["rows"], result["report"]
-    try:
+    with atomic_output(path, overwrite, directory=False) as tmp:
         g = zarr.open_group(tmp, mode="w", zarr_format=3)
         g.create_array("probabilities", data=result["probs"].astype(np.float32))
         g.create_array("labels", data=store.labels[rows])
@@ -84,7 +62,3 @@ def write_predictions(path: str | os.PathLike, result: dict, overwrite: bool) ->
             "multi_label": report["multi_label"], "threshold_source": report["threshold_source"],
             "provenance": [make_entry("eval", [report["checkpoint"], report["store"]])], "complete": True,
         })
-        replace_path(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

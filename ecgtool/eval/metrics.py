@@ -84,6 +84,7 @@ def classification_report(y: np.ndarray, p: np.ndarray, classes: list[str], mult
         "f1": float(np.mean(f1)),
         "precision": float(np.mean(precision)),
         "recall": float(np.mean(recall)),
+        "specificity": float(np.mean([c["specificity"] for c in per_class])),
     }
     if multi_label:
         macro["accuracy"] = float(np.mean([c["accuracy"] for c in per_class]))  # label-wise

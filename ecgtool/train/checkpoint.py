@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 
 from ecgtool.errors import EcgtoolError
+from ecgtool.outputs import atomic_output
 
 CKPT_FORMAT = "ecgtool.checkpoint"
 CKPT_VERSION = 1
@@ -67,22 +68,13 @@ def save_checkpoint(path: str | os.PathLike, ckpt: dict, *, overwrite: bool = Fa
     """Validate and write atomically (temporary sibling, fsync, rename)."""
     import torch
 
-    p = Path(path)
-    if p.exists() and not overwrite:
-        raise EcgtoolError(f"{p} already exists; pass --overwrite to replace it")
-    if not p.parent.exists():
-        raise EcgtoolError(f"the directory {p.parent} for {p.name} does not exist")
     doc = _plain({"format": CKPT_FORMAT, "format_version": CKPT_VERSION, **ckpt})
-    validate(doc, p)
-    tmp = p.with_name(f".{p.name}.partial-{os.getpid()}")
-    try:
+    validate(doc, Path(path))
+    with atomic_output(path, overwrite) as tmp:
         with open(tmp, "wb") as f:
             torch.save(doc, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def validate(doc, path: Path) -> dict:

@@ -21,12 +21,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ecgtool.data.loader import ChunkLoader, InputSpec
-from ecgtool.data.store import EcgStore, open_store
+from ecgtool.data.loader import ChunkLoader, InputSpec, check_store_fits, input_spec
+from ecgtool.data.store import open_store
 from ecgtool.errors import EcgtoolError
 from ecgtool.eval.metrics import macro_auc, tune_thresholds
 from ecgtool.eval.predict import predict
 from ecgtool.models import create_model
+from ecgtool.outputs import check_new_output
 from ecgtool.provenance import make_entry
 from ecgtool.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -73,25 +74,18 @@ def lr_factor(args: TrainArgs, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
-def check_compatible(train: EcgStore, other: EcgStore, what: str) -> None:
-    for key in ("fs", "leads", "classes", "multi_label"):
-        if train.attrs[key] != other.attrs[key]:
-            raise EcgtoolError(f"{what} {other.path} differs from the training store in {key}: {other.attrs[key]} vs {train.attrs[key]}")
-    if train.n_samples != other.n_samples:
-        raise EcgtoolError(f"{what} {other.path} has {other.n_samples} samples per record, the training store {train.n_samples}")
-
-
-def rng_state() -> dict:
+def rng_state(device: torch.device) -> dict:
+    """The random state a run depends on: the CPU generator, and the training GPU's (never every GPU's)."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 class Trainer:
@@ -100,16 +94,10 @@ class Trainer:
         self.args = args
         self.out = Path(out)
         self.overwrite = overwrite
-        # Refuse before hours of training, not after.
-        if self.out.exists() and not overwrite:
-            raise EcgtoolError(f"{self.out} already exists; pass --overwrite to replace it")
-        if not self.out.parent.exists():
-            raise EcgtoolError(f"the directory {self.out.parent} for {self.out.name} does not exist")
+        check_new_output(self.out, overwrite)  # refuse before hours of training, not after
         self.on_step, self.on_epoch = on_step or (lambda *a: None), on_epoch or (lambda *a: None)
         self.train_store = open_store(train_path)
         self.val_store = open_store(val_path) if val_path else None
-        if self.val_store is not None:
-            check_compatible(self.train_store, self.val_store, "validation store")
         self.device = torch.device(args.device)
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -117,20 +105,23 @@ class Trainer:
         if len(s) == 0:
             raise EcgtoolError(f"{s.path} has no records")
         self.multi_label = s.multi_label
-        self.spec = InputSpec(s)
-        self.input = {
-            "fs": s.fs, "leads": s.leads, "samples": s.n_samples,
-            "normalisation": s.attrs["normalisation"], "view": {"name": "raw"},
-        }
+        self.input = input_spec(s)
+        if self.val_store is not None:
+            check_store_fits({"classes": s.classes, "multi_label": s.multi_label, "input": self.input}, self.val_store, "validation store")
+        if not self.multi_label:
+            for store in filter(None, (s, self.val_store)):
+                if (store.labels.sum(axis=1) != 1).any():
+                    raise EcgtoolError(f"{store.path} is multi-class but has records without exactly one label; rerun prep without --keep-unlabelled")
         torch.manual_seed(args.seed)
         self.model = create_model(args.model, num_classes=len(s.classes), num_leads=len(s.leads),
                                   num_samples=s.n_samples, **args.model_kwargs).to(self.device)
         pin = self.device.type == "cuda"
         # drop_last keeps BatchNorm away from a final batch of one record.
-        self.loader = ChunkLoader(s, args.batch_size, spec=self.spec, shuffle=True, seed=args.seed,
+        self.loader = ChunkLoader(s, args.batch_size, spec=InputSpec(s), shuffle=True, seed=args.seed,
                                   drop_last=len(s) > args.batch_size, pin_memory=pin, workers=args.workers)
         self.val_loader = (
-            ChunkLoader(self.val_store, max(args.batch_size, 256), spec=self.spec, pin_memory=pin, workers=args.workers)
+            ChunkLoader(self.val_store, max(args.batch_size, 256), pin_memory=pin, workers=args.workers,
+                        spec=InputSpec(self.val_store, leads=self.input["leads"], normalisation=self.input["normalisation"]))
             if self.val_store else None
         )
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -152,7 +143,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(r["optimizer"])
         self.scheduler.load_state_dict(r["scheduler"])
-        set_rng_state(r["rng"])
+        set_rng_state(r["rng"], self.device)
         self.start_epoch = r["epoch"]
         self.history = r["history"]
         self.best = {
@@ -235,7 +226,7 @@ class Trainer:
                 "epoch": next_epoch,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "rng": rng_state(),
+                "rng": rng_state(self.device),
                 "history": self.history,
                 "best_metric": self.best["metric"],
                 "best_epoch": self.best["epoch"],
@@ -245,8 +236,13 @@ class Trainer:
         }, overwrite=True)
 
     def _finish(self) -> dict:
-        if self.best["state"] is None:
+        if not self.history:
             raise EcgtoolError("training ran no epoch")
+        if self.best["state"] is None:
+            raise EcgtoolError(
+                f"validation macro AUC was undefined in every epoch: {self.val_store.path} needs positive and "
+                "negative records of at least one class"
+            )
         thresholds = None
         if self.multi_label:
             if self.best["val_probs"] is not None:

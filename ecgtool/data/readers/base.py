@@ -58,6 +58,8 @@ class DatasetReader(ABC):
     name: str = "dataset"
     #: "dataset" when the source has patient ids; "record" when every record is its own patient
     patient_ids: str = "dataset"
+    #: labels are per beat (read.beats), so prep needs --beat-window
+    beat_annotated: bool = False
 
     @classmethod
     @abstractmethod
@@ -118,6 +120,3 @@ class DatasetReader(ABC):
         """Length in seconds (cheap: from the header where possible)."""
         r = self.read(record_id)
         return r.signal.shape[-1] / r.fs
-
-    def citation(self) -> str:
-        return ""

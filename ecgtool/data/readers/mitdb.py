@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgtool.data.readers.base import DatasetReader, RawRecord
-from ecgtool.data.readers.wfdb_dir import UNIT_TO_MV
+from ecgtool.data.readers.wfdb_dir import physical_mv
 from ecgtool.errors import EcgtoolError
 
 AAMI = {
@@ -48,6 +48,7 @@ DS2 = ("100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "21
 class MitdbReader(DatasetReader):
     name = "mitdb"
     patient_ids = "dataset"
+    beat_annotated = True
     CLASSES = tuple(CLASSES)
     DESCRIPTIONS = DESCRIPTIONS
     MULTI_LABEL = False
@@ -87,14 +88,13 @@ class MitdbReader(DatasetReader):
             ann = wfdb.rdann(path, "atr")
         except Exception as e:
             raise EcgtoolError(f"{record_id}: unreadable record or annotations ({type(e).__name__}: {e})") from e
-        scale = np.array([UNIT_TO_MV.get((u or "").strip().lower(), 1.0) for u in rec.units])
         keep = [i for i, s in enumerate(ann.symbol) if s in AAMI]
         # The first header comment is "<age> <sex> ..." (e.g. "69 M 1085 1629 x1"); '?' when unknown.
         tokens = (rec.comments or [""])[0].split()
         age = float(tokens[0]) if tokens and tokens[0].isdigit() else np.nan
         sex = tokens[1] if len(tokens) > 1 and tokens[1] in ("M", "F") else ""
         return RawRecord(
-            record_id=record_id, patient_id=record_id, signal=(rec.p_signal * scale).T, fs=float(rec.fs),
+            record_id=record_id, patient_id=record_id, signal=physical_mv(rec), fs=float(rec.fs),
             leads=[n.strip() for n in rec.sig_name], labels=[],
             fold=1 if record_id in DS1 else 2 if record_id in DS2 else 0,
             age=age, sex=sex,

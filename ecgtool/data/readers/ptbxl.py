@@ -26,7 +26,7 @@ import csv
 from pathlib import Path
 
 from ecgtool.data.readers.base import DatasetReader, RawRecord
-from ecgtool.data.readers.wfdb_dir import STANDARD_LEADS, UNIT_TO_MV, canonical_lead, parse_age
+from ecgtool.data.readers.wfdb_dir import STANDARD_LEADS, canonical_lead, parse_age, parse_sex, physical_mv
 from ecgtool.errors import EcgtoolError
 
 TASKS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
@@ -142,12 +142,11 @@ class PtbxlReader(DatasetReader):
             rec = wfdb.rdrecord(str(path))
         except Exception as e:
             raise EcgtoolError(f"{path}: unreadable WFDB record ({type(e).__name__}: {e})") from e
-        scale = [UNIT_TO_MV.get((u or "").strip().lower(), 1.0) for u in rec.units]
-        sex = {"0": "M", "1": "F"}.get(str(row.get("sex", "")).split(".")[0], "")
+        sex = parse_sex(str(row.get("sex", "")).split(".")[0])  # 0 = male, 1 = female
         return RawRecord(
             record_id=record_id,
             patient_id=str(int(float(row["patient_id"]))) if row["patient_id"] else record_id,
-            signal=(rec.p_signal * scale).T,
+            signal=physical_mv(rec),
             fs=float(rec.fs),
             leads=[canonical_lead(n) for n in rec.sig_name],
             labels=self._labels[record_id],
@@ -156,7 +155,5 @@ class PtbxlReader(DatasetReader):
             sex=sex,
         )
 
-    def citation(self) -> str:
-        return "Wagner P et al. PTB-XL, a large publicly available electrocardiography dataset. Scientific Data 7:154 (2020)."
 
 

@@ -37,6 +37,12 @@ _CANONICAL = {name.upper(): name for name in STANDARD_LEADS}
 UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "μv": 1e-3, "µv": 1e-3, "v": 1e3, "nu": 1.0, "": 1.0}
 
 
+def physical_mv(rec) -> np.ndarray:
+    """A wfdb Record's physical signal as ``[leads, samples]`` in millivolts, whatever units its header gives."""
+    scale = np.array([UNIT_TO_MV.get((u or "").strip().lower(), 1.0) for u in rec.units])
+    return (rec.p_signal * scale).T
+
+
 def canonical_lead(name: str) -> str:
     return _CANONICAL.get(name.strip().upper(), name.strip())
 
@@ -76,6 +82,12 @@ class WfdbDirectoryReader(DatasetReader):
         # Records are addressed by their path below the root (g1/A0001) or, as the
         # dataset-specific readers built on this one do, by their name (A0001).
         self._by_name = {Path(rel).name: rel for rel in self._ids}
+        if len(self._by_name) != len(self._ids):
+            seen: dict[str, str] = {}
+            for rel in self._ids:
+                if Path(rel).name in seen:
+                    raise EcgtoolError(f"{self.root}: record name {Path(rel).name} appears twice ({seen[Path(rel).name]}, {rel})")
+                seen[Path(rel).name] = rel
         label_csv = Path(labels) if labels else self.root / "labels.csv"
         if labels and not label_csv.is_file():
             raise EcgtoolError(f"{label_csv}: no such label file")
@@ -220,8 +232,7 @@ class WfdbDirectoryReader(DatasetReader):
             raise EcgtoolError(f"{record_id}: unreadable WFDB record ({type(e).__name__}: {e})") from e
         if rec.p_signal is None:
             raise EcgtoolError(f"{record_id}: no physical signal in the record")
-        scale = np.array([UNIT_TO_MV.get((u or "").strip().lower(), 1.0) for u in rec.units])
-        signal = (rec.p_signal * scale).T
+        signal = physical_mv(rec)
         comments = parse_comments(rec.comments or [])
         row = self._table.get(Path(record_id).name, self._table.get(record_id, {})) if self._table else {}
         patient = row.get("patient_id") or comments.get("patient") or Path(record_id).name
