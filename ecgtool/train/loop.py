@@ -139,6 +139,10 @@ class Trainer:
         ckpt = load_checkpoint(path)
         if ckpt["train_args"] != _args_for_checkpoint(self.args):
             raise EcgtoolError(f"{path} was written with different training options; rerun with them or without --resume")
+        before = [i["fingerprint"] for i in ckpt["provenance"][-1]["inputs"]]
+        now = [i["fingerprint"] for i in self._provenance()[-1]["inputs"]]
+        if before != now:
+            raise EcgtoolError(f"{path} was trained on other stores than the ones given now; resume with the same --val and training store")
         r = ckpt["resume"]
         self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(r["optimizer"])
