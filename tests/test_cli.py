@@ -168,3 +168,12 @@ def test_json_output_is_strict(tmp_path):
     from ecgtool.cli.options import _finite
 
     assert _finite({"a": float("nan"), "b": [1.0, float("inf")]}) == {"a": None, "b": [1.0, None]}
+
+
+def test_profile_list_prints_the_registry():
+    from ecgtool.models import list_models
+
+    out = run_cli("profile", "--list", "--leads", 1, "--samples", 500, "--classes", 3).stdout
+    assert "1 leads × 500 samples, 3 classes" in out
+    assert all(name in out for name in list_models())
+    run_cli("profile", expect=2)

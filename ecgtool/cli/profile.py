@@ -9,23 +9,46 @@ import click
 from ecgtool.cli.options import device_option, json_option
 
 
+def _print_registry(leads: int, samples: int, classes: int) -> None:
+    from rich.table import Table
+
+    from ecgtool.cli.options import stdout_console
+    from ecgtool.models import create_model, list_models, model_info
+    from ecgtool.profile.measure import count_macs, count_parameters
+
+    table = Table("model", "family", "params", "MACs (M)", title=f"registered models at {leads} leads × {samples} samples, {classes} classes",
+                  caption="sources and reference-parity counts: README 'Models'; per-model details: each file's docstring")
+    for name in list_models():
+        model = create_model(name, num_classes=classes, num_leads=leads, num_samples=samples)
+        macs = count_macs(model, (1, leads, samples))["macs"]
+        table.add_row(name, model_info(name)["family"], f"{count_parameters(model)['total']:,}", f"{macs / 1e6:,.1f}")
+    stdout_console().print(table)
+
+
 @click.command()
-@click.argument("target", metavar="MODEL|CHECKPOINT")
+@click.argument("target", metavar="MODEL|CHECKPOINT", required=False)
 @click.option("--leads", type=click.IntRange(1), default=12, show_default=True, help="Input leads (for a model name).")
 @click.option("--samples", type=click.IntRange(16), default=1000, show_default=True, help="Input samples (for a model name).")
 @click.option("--classes", type=click.IntRange(1), default=9, show_default=True, help="Output classes (for a model name).")
 @click.option("--batch", "batches", type=click.IntRange(1), multiple=True, default=(1, 32), show_default=True, help="Batch sizes for latency; repeatable.")
 @click.option("--repeats", type=click.IntRange(1), default=20, show_default=True, help="Timed repeats per batch size (median reported).")
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default).")
+@click.option("--list", "list_", is_flag=True,
+              help="Print every registered model's parameters, MACs and source at --leads/--samples/--classes, and exit.")
 @device_option
 @json_option
-def profile(target, leads, samples, classes, batches, repeats, threads, device, as_json):
+def profile(target, leads, samples, classes, batches, repeats, threads, list_, device, as_json):
     """Profile a registered MODEL name or a CHECKPOINT file.
 
     Parameters, MACs counted by thop for one record (FLOPs = 2 × MACs) with a
     per-stage breakdown, and latency (median of repeats) at each --batch size.
     A checkpoint's input shape comes from the checkpoint.
     """
+    if list_:
+        _print_registry(leads, samples, classes)
+        return
+    if target is None:
+        raise click.UsageError("give a MODEL name or a CHECKPOINT file (or --list)")
     import torch
 
     from ecgtool.cli.options import emit_json, resolve_device, stdout_console
