@@ -8,9 +8,9 @@ import numpy as np
 
 from ecgtool.data.loader import ChunkLoader, InputSpec, check_store_fits
 from ecgtool.data.store import open_store
-from ecgtool.outputs import atomic_output
 from ecgtool.eval.metrics import classification_report
 from ecgtool.eval.predict import predict
+from ecgtool.outputs import atomic_output
 from ecgtool.provenance import fingerprint, make_entry
 from ecgtool.train.checkpoint import build_model, load_checkpoint
 

@@ -54,6 +54,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import EcgClassifier
 from .registry import register_model
 
 __all__ = ["DualPathBlock", "DualPathRNN", "OverlapAdd", "Segmentation", "dprnn"]
@@ -166,7 +167,7 @@ class DualPathBlock(nn.Module):
         return x + self.inter.norm(y)
 
 
-class DualPathRNN(nn.Module):
+class DualPathRNN(EcgClassifier):
     """DPRNN classifier over ``(batch, num_leads, num_samples)``.
 
     Top-level submodules in forward order (see ``stages``): ``frontend`` (conv),
@@ -219,13 +220,6 @@ class DualPathRNN(nn.Module):
         x = self.blocks(x)
         x = self.overlap_add(x, n_frames)
         return self.global_pool(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``(batch, num_features)`` -> logits ``(batch, num_classes)``."""
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model(

@@ -51,6 +51,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ecgtool.models.layers import EcgClassifier
 from ecgtool.models.registry import register_model
 
 __all__ = ["ECGNet", "ecgnet", "ecgnet_lstm"]
@@ -128,7 +129,7 @@ class RawLSTM(nn.Module):
         return h[-1]
 
 
-class ECGNet(nn.Module):
+class ECGNet(EcgClassifier):
     """Top-level children, in forward order: ``stem``, ``blocks``, ``post``, ``global_pool``[, ``lstm``], ``head``."""
 
     def __init__(self, num_classes: int, num_leads: int = 12, num_samples: int = 1000, use_lstm: bool = False,
@@ -162,12 +163,6 @@ class ECGNet(nn.Module):
         if hasattr(self, "lstm"):
             feats = torch.cat([feats, self.lstm(x)], dim=1)
         return feats
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model(default_cfg=dict(family="ecgnet", paper=_PAPER, source=_SOURCE))

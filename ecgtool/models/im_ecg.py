@@ -43,6 +43,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .layers import EcgClassifier
 from .registry import register_model
 
 __all__ = ["IMECG", "DualKernelBlock", "MultiBranch", "SE2d", "im_ecg"]
@@ -112,7 +113,7 @@ class MultiBranch(nn.Module):
         return torch.cat([b(x) for b in self.branches], dim=1)
 
 
-class IMECG(nn.Module):
+class IMECG(EcgClassifier):
     """IM-ECG over ``(batch, num_leads, num_samples)``; the image view ``(B, 1, leads, T)`` is made in ``forward``."""
 
     def __init__(
@@ -176,13 +177,6 @@ class IMECG(nn.Module):
         for name in self.stages[:-1]:
             x = getattr(self, name)(x)
         return x
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``(batch, num_features)`` -> logits ``(batch, num_classes)``."""
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model(default_cfg=dict(

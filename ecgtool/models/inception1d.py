@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ecgtool.models.layers import ConcatPool1d, mlp_head
+from ecgtool.models.layers import ConcatPool1d, EcgClassifier, mlp_head
 from ecgtool.models.registry import register_model
 
 _PAPER = "Strodthoff et al. Deep Learning for ECG Analysis: Benchmarks and Insights from PTB-XL. IEEE JBHI 25(5), 2021"
@@ -66,7 +66,7 @@ class InceptionStage1d(nn.Module):
         return out if self.shortcut is None else self.act(out + self.shortcut(x))
 
 
-class Inception1d(nn.Module):
+class Inception1d(EcgClassifier):
     def __init__(self, num_classes: int, num_leads: int = 12, num_samples: int = 1000, kernel_size: int = 40,
                  depth: int = 6, filters: int = 32, bottleneck: int = 32, residual: bool = True,
                  head_hidden: int = 128, dropout: float = 0.5):
@@ -87,12 +87,6 @@ class Inception1d(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.global_pool(self.backbone(x))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model(default_cfg=dict(family="inception1d", paper=_PAPER, source=_SOURCE))

@@ -175,3 +175,22 @@ def mlp_head(in_features: int, num_classes: int, hidden: tuple[int, ...] = (128,
         if not last:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
+
+
+class EcgClassifier(nn.Module):
+    """The interface every registered model shares: features, then a classifier ``head``.
+
+    Subclasses implement ``forward_features(x) -> (batch, num_features)`` and own a
+    ``head`` module; pretraining, distillation and explanation reach the features
+    through ``forward_features`` and the logits through ``forward_head``.
+    """
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``(batch, num_features)`` -> logits ``(batch, num_classes)``."""
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -67,6 +67,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import EcgClassifier
 from .registry import register_model
 
 __all__ = ["MINA", "FrequencyFilterBank", "mina", "periodogram_power"]
@@ -256,7 +257,7 @@ class FrequencyAttention(nn.Module):
         return self.att(feats, k_freq)
 
 
-class MINA(nn.Module):
+class MINA(EcgClassifier):
     """MINA over ``(batch, num_leads, num_samples)``.
 
     Top-level submodules in forward order (see ``stages``): ``filter_bank``
@@ -305,13 +306,6 @@ class MINA(nn.Module):
         k_freq = periodogram_power(xs, self.fs).mean(dim=2, keepdim=True)  # (B, F, 1)
         feats = self.branches(xs)  # (B, F, D)
         return self.freq_attention(feats, k_freq)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Features ``(batch, num_features)`` -> logits ``(batch, num_classes)`` (no softmax)."""
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model(

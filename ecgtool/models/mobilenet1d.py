@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import ConvBnAct1d, InvertedResidual1d, make_divisible
+from .layers import ConvBnAct1d, EcgClassifier, InvertedResidual1d, make_divisible
 from .registry import register_model
 
 __all__ = ["MobileNetV21d", "mobilenet_v2", "DEFAULT_INVERTED_RESIDUAL_SETTING"]
@@ -41,7 +41,7 @@ DEFAULT_INVERTED_RESIDUAL_SETTING: list[list[int]] = [
 ]
 
 
-class MobileNetV21d(nn.Module):
+class MobileNetV21d(EcgClassifier):
     """MobileNetV2 over 1D signals ``(batch, num_leads, num_samples)``.
 
     Top-level submodules, in forward order (see ``stages``): ``stem`` (conv k3
@@ -110,13 +110,6 @@ class MobileNetV21d(nn.Module):
         for name in self.stages[:-1]:  # everything up to and including global_pool
             x = getattr(self, name)(x)
         return x
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``(batch, num_features)`` -> logits ``(batch, num_classes)``."""
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model(default_cfg=dict(family="mobilenet1d", paper=_PAPER, source=_SOURCE))

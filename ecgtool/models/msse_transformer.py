@@ -51,6 +51,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ecgtool.models.layers import EcgClassifier
 from ecgtool.models.registry import register_model
 
 __all__ = ["MultiScaleSETransformer", "msse_transformer"]
@@ -191,7 +192,7 @@ class ScaleFusion(nn.Module):
         return torch.cat([m.mean(dim=-1) for m in maps], dim=1)
 
 
-class MultiScaleSETransformer(nn.Module):
+class MultiScaleSETransformer(EcgClassifier):
     """Children in forward order: ``sampler``, ``extractor``, ``encoders``, ``fusion``, ``head``."""
 
     def __init__(self, num_classes: int, num_leads: int = 12, num_samples: int = 1000,
@@ -219,12 +220,6 @@ class MultiScaleSETransformer(nn.Module):
             tokens.append(self.extractor(win.reshape(b * n, c, w)).reshape(b, n, -1))
         maps = [enc(tok) for enc, tok in zip(self.encoders, tokens)]
         return self.fusion(maps)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model(default_cfg=dict(family="msse_transformer", paper=_PAPER, source=_SOURCE,

@@ -66,6 +66,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ecgtool.models.layers import EcgClassifier
 from ecgtool.models.registry import register_model
 
 __all__ = ["CoordAttention1d", "Res2Block1d", "MVMSViewNet", "MVMSNet", "MVMS_VIEWS", "mvms_ecg", "mvms_single"]
@@ -234,7 +235,7 @@ def _resolve_views(views, num_leads: int, view_fallback: str) -> list[list[int]]
     return out
 
 
-class MVMSNet(nn.Module):
+class MVMSNet(EcgClassifier):
     """Multi-view network (official ``MyNet6View``): ``views`` -> ``fusion`` -> ``head``."""
 
     def __init__(self, num_classes: int, num_leads: int = 12, num_samples: int = 1000,
@@ -252,12 +253,6 @@ class MVMSNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.fusion(self.views(x))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 _VIEW_DOC = ("six anatomical lead views {aVR},{I,aVL},{V1,V2},{V3,V4},{V5,V6},{II,III,aVF} selected in forward; "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import BasicBlock1d, conv1d_k1
+from .layers import BasicBlock1d, EcgClassifier, conv1d_k1
 from .registry import register_model
 
 __all__ = ["ResNet1d", "resnet18", "resnet34"]
@@ -27,7 +27,7 @@ _PAPER = (
 _SOURCE = "1D port of torchvision.models.resnet (https://github.com/pytorch/vision, BSD-3-Clause)"
 
 
-class ResNet1d(nn.Module):
+class ResNet1d(EcgClassifier):
     """ResNet with basic blocks over 1D signals ``(batch, num_leads, num_samples)``.
 
     Top-level submodules, in forward order (see ``stages``): ``stem`` (conv k7 s2
@@ -105,13 +105,6 @@ class ResNet1d(nn.Module):
         x = self.layer3(x)
         x = self.layer4(x)
         return self.global_pool(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``(batch, num_features)`` -> logits ``(batch, num_classes)``."""
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model(default_cfg=dict(family="resnet1d", paper=_PAPER, source=_SOURCE))

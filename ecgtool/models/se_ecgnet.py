@@ -61,6 +61,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import EcgClassifier
 from .registry import register_model
 
 __all__ = ["SEECGNet", "se_ecgnet"]
@@ -188,7 +189,7 @@ class MultiScale(nn.Module):
         return torch.cat([b(x) for b in self.branches], dim=1)
 
 
-class SEECGNet(nn.Module):
+class SEECGNet(EcgClassifier):
     """SE-ECGNet over ``(batch, num_leads, num_samples)``; the 2D view ``(B, 1, leads, T)`` is made in ``forward``."""
 
     def __init__(
@@ -244,13 +245,6 @@ class SEECGNet(nn.Module):
         x = self.stem(x)
         x = self.block1(x)
         return self.scales(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``(batch, num_features)`` -> logits ``(batch, num_classes)``."""
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model(default_cfg=dict(

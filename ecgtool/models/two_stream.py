@@ -56,6 +56,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .layers import EcgClassifier
 from .registry import register_model
 from .resnet1d import ResNet1d
 
@@ -154,7 +155,7 @@ class ResNet2dFeatures(nn.Module):
         return torch.flatten(self.avgpool(x), 1)
 
 
-class TwoStreamNet(nn.Module):
+class TwoStreamNet(EcgClassifier):
     """1D ResNet on the raw signal beside a 2D ResNet on its per-lead STFT; features concatenated -> Linear."""
 
     def __init__(
@@ -190,13 +191,6 @@ class TwoStreamNet(nn.Module):
         f = self.freq_stream(self.spectrogram(x))
         t = self.time_stream(x)  # ResNet1d with identity head returns its pooled features
         return torch.cat([f, t], dim=1)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``(batch, num_features)`` -> logits ``(batch, num_classes)``."""
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model(default_cfg=dict(

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ecgtool.models.layers import ConcatPool1d, ConvBnAct1d, mlp_head
+from ecgtool.models.layers import ConcatPool1d, ConvBnAct1d, EcgClassifier, mlp_head
 from ecgtool.models.registry import register_model
 
 _PAPER = "Strodthoff et al. Deep Learning for ECG Analysis: Benchmarks and Insights from PTB-XL. IEEE JBHI 25(5), 2021"
@@ -60,7 +60,7 @@ class Bottleneck1d(nn.Module):
         return self.act(self.convs(x) + self.shortcut(x))
 
 
-class XResNet1d(nn.Module):
+class XResNet1d(EcgClassifier):
     def __init__(self, depths: list[int], num_classes: int, num_leads: int = 12, num_samples: int = 1000,
                  kernel_size: int = 5, width: int = 64, head_hidden: int = 128, dropout: float = 0.5):
         super().__init__()
@@ -94,12 +94,6 @@ class XResNet1d(nn.Module):
         x = self.stem(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.global_pool(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model(default_cfg=dict(family="xresnet1d", paper=_PAPER, source=_SOURCE))
