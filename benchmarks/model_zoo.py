@@ -54,12 +54,16 @@ def bench_model(name: str, splits: Path, work: Path, epochs: int, batch_size: in
     from ecgtool.eval.evaluate import run_eval
     from ecgtool.models import create_model
     from ecgtool.profile.measure import count_macs, count_parameters
-    from ecgtool.train.loop import Trainer, TrainArgs
+    from ecgtool.train.loop import TrainArgs, Trainer
 
     store = open_store(splits / "train.zarr")
     model = create_model(name, num_classes=len(store.classes), num_leads=len(store.leads), num_samples=store.n_samples)
     params = count_parameters(model)["total"]
-    macs = count_macs(model, (1, len(store.leads), store.n_samples))["macs"]
+    from ecgtool.data.views import data_view, extra_channels
+    from ecgtool.models import model_info
+
+    channels = len(store.leads) + extra_channels(data_view(model_info(name)["input_view"]))
+    macs = count_macs(model, (1, channels, store.n_samples))["macs"]
     out = work / f"{name}.ckpt"
     args = TrainArgs(model=name, epochs=epochs, batch_size=batch_size, lr=1e-3, seed=seed, device="cpu")
     start = time.perf_counter()

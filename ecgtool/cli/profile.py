@@ -13,6 +13,7 @@ def _print_registry(leads: int, samples: int, classes: int) -> None:
     from rich.table import Table
 
     from ecgtool.cli.options import stdout_console
+    from ecgtool.data.views import data_view, extra_channels
     from ecgtool.models import create_model, list_models, model_info
     from ecgtool.profile.measure import count_macs, count_parameters
 
@@ -20,7 +21,8 @@ def _print_registry(leads: int, samples: int, classes: int) -> None:
                   caption="sources and reference-parity counts: README 'Models'; per-model details: each file's docstring")
     for name in list_models():
         model = create_model(name, num_classes=classes, num_leads=leads, num_samples=samples)
-        macs = count_macs(model, (1, leads, samples))["macs"]
+        channels = leads + extra_channels(data_view(model_info(name)["input_view"]))
+        macs = count_macs(model, (1, channels, samples))["macs"]
         table.add_row(name, model_info(name)["family"], f"{count_parameters(model)['total']:,}", f"{macs / 1e6:,.1f}")
     stdout_console().print(table)
 
@@ -52,7 +54,8 @@ def profile(target, leads, samples, classes, batches, repeats, threads, list_, d
     import torch
 
     from ecgtool.cli.options import emit_json, resolve_device, stdout_console
-    from ecgtool.models import create_model
+    from ecgtool.data.views import data_view, extra_channels
+    from ecgtool.models import create_model, model_info
     from ecgtool.profile.measure import count_macs, count_parameters, measure_latency
 
     if threads:
@@ -63,15 +66,18 @@ def profile(target, leads, samples, classes, batches, repeats, threads, list_, d
         ckpt = load_checkpoint(target)
         model = build_model(ckpt)
         leads, samples, name = len(ckpt["input"]["leads"]), ckpt["input"]["samples"], ckpt["model"]["name"]
+        view = ckpt["input"]["view"]
     else:
         try:
             model = create_model(target, num_classes=classes, num_leads=leads, num_samples=samples)
         except KeyError as e:
             raise click.BadParameter(e.args[0], param_hint="MODEL|CHECKPOINT") from None
         name = target
+        view = data_view(model_info(name)["input_view"])
+    channels = leads + extra_channels(view)  # a data-side view (R-peak marks) adds input channels
     dev = resolve_device(device)
-    macs = count_macs(model, (1, leads, samples))
-    latency = [measure_latency(model, (b, leads, samples), device=str(dev), repeats=repeats) for b in batches]
+    macs = count_macs(model, (1, channels, samples))
+    latency = [measure_latency(model, (b, channels, samples), device=str(dev), repeats=repeats) for b in batches]
     result = {
         "model": name, "input_shape": [leads, samples], "parameters": count_parameters(model),
         "macs": macs["macs"], "flops": macs["flops"], "flops_convention": "FLOPs = 2 x MACs (thop counts MACs)",

@@ -23,14 +23,15 @@ from typing import Iterator
 import numpy as np
 
 from ecgtool.data.store import EcgStore
+from ecgtool.data.views import apply_view, extra_channels
 
 DEFAULT_MEMORY_BUDGET = 4 << 30  # bytes of decoded signals kept in RAM in "auto" mode
 
 
-def input_spec(store: EcgStore) -> dict:
+def input_spec(store: EcgStore, view: dict | None = None) -> dict:
     """The model input a store provides, as recorded in a checkpoint's ``input``."""
     return {"fs": store.fs, "leads": store.leads, "samples": store.n_samples,
-            "normalisation": store.attrs["normalisation"], "view": {"name": "raw"}}
+            "normalisation": store.attrs["normalisation"], "view": view or {"name": "raw"}}
 
 
 def check_store_fits(expected: dict, store: EcgStore, what: str = "store") -> None:
@@ -63,8 +64,12 @@ class InputSpec:
     training applied, whichever store it reads.
     """
 
-    def __init__(self, store: EcgStore, leads: list[str] | None = None, normalisation: dict | None = None):
+    def __init__(self, store: EcgStore, leads: list[str] | None = None, normalisation: dict | None = None,
+                 view: dict | None = None):
         leads = leads or store.leads
+        self.leads, self.fs = list(leads), store.fs
+        self.view = view or {"name": "raw"}
+        self.channels = len(leads) + extra_channels(self.view)
         missing = [lead for lead in leads if lead not in store.leads]
         if missing:
             from ecgtool.errors import EcgtoolError
@@ -88,7 +93,7 @@ class InputSpec:
         x = x.astype(np.float32, copy=False)
         if self.mean is not None:
             x = (x - self.mean) / self.std
-        return x
+        return apply_view(self.view, x, self.fs, self.leads)
 
 
 class ChunkLoader:
@@ -164,7 +169,7 @@ class ChunkLoader:
     def _load_all(self) -> np.ndarray:
         if self._cache is None:
             blocks = self._decode_many(self._selected_chunks())
-            shape = (0, len(self.spec.lead_index), self.store.n_samples)
+            shape = (0, self.spec.channels, self.store.n_samples)
             self._cache = np.concatenate(blocks) if blocks else np.zeros(shape, np.float32)
         return self._cache
 
@@ -185,7 +190,7 @@ class ChunkLoader:
 
     def _stream_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         rng = self._rng()
-        carry_x = np.empty((0, len(self.spec.lead_index), self.store.n_samples), np.float32)
+        carry_x = np.empty((0, self.spec.channels, self.store.n_samples), np.float32)
         carry_rows = np.empty(0, np.int64)
         for x, rows in _background(self._windows()):
             if self.shuffle:

@@ -24,7 +24,7 @@ def run_eval(ckpt_path, store_path, device, batch_size: int = 256) -> dict:
     store = open_store(store_path)
     check_store_fits(ckpt, store)
     model = build_model(ckpt).to(device)
-    spec = InputSpec(store, leads=ckpt["input"]["leads"], normalisation=ckpt["input"]["normalisation"])
+    spec = InputSpec(store, leads=ckpt["input"]["leads"], normalisation=ckpt["input"]["normalisation"], view=ckpt["input"]["view"])
     loader = ChunkLoader(store, batch_size, spec=spec, pin_memory=torch.device(device).type == "cuda")
     probs, rows = predict(model, loader, torch.device(device), ckpt["multi_label"])
     y = store.labels[rows]

@@ -23,10 +23,11 @@ import torch
 
 from ecgtool.data.loader import ChunkLoader, InputSpec, check_store_fits, input_spec
 from ecgtool.data.store import open_store
+from ecgtool.data.views import data_view
 from ecgtool.errors import EcgtoolError
 from ecgtool.eval.metrics import macro_auc, tune_thresholds
 from ecgtool.eval.predict import predict
-from ecgtool.models import create_model
+from ecgtool.models import create_model, model_info
 from ecgtool.outputs import check_new_output
 from ecgtool.provenance import make_entry
 from ecgtool.train.checkpoint import load_checkpoint, save_checkpoint
@@ -105,7 +106,7 @@ class Trainer:
         if len(s) == 0:
             raise EcgtoolError(f"{s.path} has no records")
         self.multi_label = s.multi_label
-        self.input = input_spec(s)
+        self.input = input_spec(s, data_view(model_info(args.model)["input_view"]))
         if self.val_store is not None:
             check_store_fits({"classes": s.classes, "multi_label": s.multi_label, "input": self.input}, self.val_store, "validation store")
         if not self.multi_label:
@@ -113,15 +114,19 @@ class Trainer:
                 if (store.labels.sum(axis=1) != 1).any():
                     raise EcgtoolError(f"{store.path} is multi-class but has records without exactly one label; rerun prep without --keep-unlabelled")
         torch.manual_seed(args.seed)
+        kwargs = dict(args.model_kwargs)
+        if "fs" in model_info(args.model)["default_kwargs"]:
+            kwargs.setdefault("fs", s.fs)  # models whose filters or windows are in seconds get the store's rate
         self.model = create_model(args.model, num_classes=len(s.classes), num_leads=len(s.leads),
-                                  num_samples=s.n_samples, **args.model_kwargs).to(self.device)
+                                  num_samples=s.n_samples, **kwargs).to(self.device)
         pin = self.device.type == "cuda"
         # drop_last keeps BatchNorm away from a final batch of one record.
-        self.loader = ChunkLoader(s, args.batch_size, spec=InputSpec(s), shuffle=True, seed=args.seed,
+        self.loader = ChunkLoader(s, args.batch_size, spec=InputSpec(s, view=self.input["view"]), shuffle=True, seed=args.seed,
                                   drop_last=len(s) > args.batch_size, pin_memory=pin, workers=args.workers)
         self.val_loader = (
             ChunkLoader(self.val_store, max(args.batch_size, 256), pin_memory=pin, workers=args.workers,
-                        spec=InputSpec(self.val_store, leads=self.input["leads"], normalisation=self.input["normalisation"]))
+                        spec=InputSpec(self.val_store, leads=self.input["leads"], normalisation=self.input["normalisation"],
+                                       view=self.input["view"]))
             if self.val_store else None
         )
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
