@@ -65,16 +65,13 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
 
     from ecgtool.cli.options import emit_json, resolve_device, stderr_console
     from ecgtool.errors import EcgtoolError
-    from ecgtool.models import list_models
+    from ecgtool.models import model_info
     from ecgtool.train.loop import TrainArgs, Trainer, resume_path
 
-    if model_name not in list_models():
-        from ecgtool.models import create_model  # raises the registry's "did you mean" error
-
-        try:
-            create_model(model_name, num_classes=1)
-        except KeyError as e:
-            raise click.BadParameter(e.args[0], param_hint="MODEL") from None
+    try:
+        model_info(model_name)  # an unknown name raises the registry's "did you mean" error
+    except KeyError as e:
+        raise click.BadParameter(str(e), param_hint="MODEL") from None
     args = TrainArgs(
         model=model_name, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
         warmup_epochs=warmup_epochs, step_size=step_size, gamma=gamma, seed=seed,

@@ -30,7 +30,7 @@ def fetch_source(src: Source, out: Path, *, variant: str | None = None, mirror: 
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     from ecgtool.cli.options import stderr_console
-    from ecgtool.data.download import LEDGER
+    from ecgtool.data.download import Ledger
 
     if out.exists() and not out.is_dir():
         raise EcgtoolError(f"{out} exists and is not a directory")
@@ -46,7 +46,7 @@ def fetch_source(src: Source, out: Path, *, variant: str | None = None, mirror: 
     with Progress(*columns, console=console, transient=True, disable=not progress) as bar:
         counts = download_all(files, out, connections=connections, retries=retries, progress=bar)
     console.print(f"{counts['downloaded']} downloaded, {counts['skipped']} already verified")
-    ledger = json.loads((out / LEDGER).read_text())
+    ledger = Ledger(out).entries
     for name in src.archives:
         archive = out / name
         if archive.exists():

@@ -76,7 +76,7 @@ def classification_report(y: np.ndarray, p: np.ndarray, classes: list[str], mult
             "recall": float(recall[k]),
             "specificity": float(tn / (tn + fp)) if tn + fp else 0.0,
             "accuracy": float((tp + tn) / len(y)),
-            "threshold": None if not multi_label else float(predict_threshold(thresholds, k)),
+            "threshold": None if not multi_label else 0.5 if thresholds is None else float(thresholds[k]),
         })
     macro = {
         "auc": float(np.nanmean(auc)) if np.isfinite(auc).any() else None,
@@ -92,7 +92,3 @@ def classification_report(y: np.ndarray, p: np.ndarray, classes: list[str], mult
     else:
         macro["accuracy"] = float(np.mean(yhat.argmax(1) == y.argmax(1)))
     return {"records": int(len(y)), "macro": macro, "per_class": per_class}
-
-
-def predict_threshold(thresholds, k: int) -> float:
-    return 0.5 if thresholds is None else float(thresholds[k])

@@ -20,7 +20,6 @@ A train, pretrain or distill output is a checkpoint of the same format.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -57,10 +56,8 @@ def _plain(value, where: str = "checkpoint"):
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return value  # torch.save keeps inf/nan floats
     if value is None or isinstance(value, (str, int, float, bool)):
-        return value
+        return value  # NaN and inf floats included: torch.save keeps them
     raise CheckpointError(f"{where}: {type(value).__name__} cannot be stored in a weights-only checkpoint")
 
 
