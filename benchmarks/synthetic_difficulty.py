@@ -77,8 +77,8 @@ def resnet(train_path: Path, val_path: Path, test_path: Path, ckpt: Path, epochs
     _cli("train", "resnet18", str(train_path), "--val", str(val_path), "-o", str(ckpt),
          "--epochs", str(epochs), "--seed", str(seed), "--overwrite")
     report = json.loads(_cli("eval", str(ckpt), str(test_path), "--json", capture=True))
-    per = {c["class"]: (float("nan") if c["auc"] is None else float(c["auc"])) for c in report["per_class"]}
-    return {"macro": float(report["macro"]["auc"]), "per_class": per}
+    per = {c["class"]: (float("nan") if c["auroc"] is None else float(c["auroc"])) for c in report["per_class"]}
+    return {"macro": float(report["macro"]["auroc"]), "per_class": per}
 
 
 def main(argv=None) -> int:

@@ -98,7 +98,7 @@ def test_train_eval_profile(trained_checkpoint, synthetic_splits, tmp_path):
     report = json.loads(r.stdout)
     assert report["records"] == len(open_store(synthetic_splits / "test.zarr"))
     assert [c["class"] for c in report["per_class"]] == report["classes"]
-    assert report["threshold_source"].startswith("tuned on validation store")
+    assert "tuned on validation store" in report["threshold_source"] and report["bootstrap"]["resamples"] == 1000
     import zarr
 
     pred = zarr.open_group(tmp_path / "pred.zarr", mode="r")

@@ -14,7 +14,7 @@ from ecgtool.data.store import open_store
 from ecgtool.data.transforms import PrepConfig
 from ecgtool.errors import EcgtoolError
 from ecgtool.eval.evaluate import run_eval
-from ecgtool.eval.metrics import tune_thresholds
+from ecgtool.eval.thresholds import tune_thresholds
 from ecgtool.train.checkpoint import load_checkpoint
 from ecgtool.train.loop import TrainArgs, Trainer, lr_factor, resume_path
 
@@ -46,7 +46,7 @@ def test_loss_falls_and_checkpoint_suffices_for_eval(stores, tmp_path):
     assert saved["thresholds"]["source"].startswith("tuned on validation store")
     # eval needs nothing but the checkpoint and a store
     result = run_eval(tmp_path / "m.ckpt", val, "cpu")
-    assert result["report"]["macro"]["auc"] == pytest.approx(ckpt["metrics"]["val_macro_auc"], abs=1e-6)
+    assert result["report"]["macro"]["auroc"] == pytest.approx(ckpt["metrics"]["val_macro_auc"], abs=1e-6)
 
 
 def test_resume_continues_exactly(stores, tmp_path):
@@ -139,7 +139,7 @@ def test_multiclass_task_uses_cross_entropy_and_argmax(stores, tmp_path):
     ckpt = trainer.run()
     assert ckpt["thresholds"] is None and not ckpt["multi_label"]
     report = run_eval(tmp_path / "m.ckpt", paths[1], "cpu")["report"]
-    assert report["decision"] == "argmax" and 0 <= report["macro"]["accuracy"] <= 1 and "exact_match" not in report["macro"]
+    assert report["threshold_source"].startswith("argmax") and "confusion_matrix" in report and 0 <= report["macro"]["accuracy"] <= 1 and "exact_match" not in report["macro"]
 
 
 @pytest.mark.parametrize("name", __import__("ecgtool.models", fromlist=["list_models"]).list_models())
@@ -147,5 +147,5 @@ def test_every_model_round_trips_through_train_and_eval(stores, tmp_path, name):
     train, val = stores
     ckpt = Trainer(args(model=name, epochs=1, batch_size=16, model_kwargs={}), train, val, tmp_path / "m.ckpt").run()
     report = run_eval(tmp_path / "m.ckpt", val, "cpu")["report"]
-    assert report["macro"]["auc"] == pytest.approx(ckpt["metrics"]["val_macro_auc"], abs=1e-6)
+    assert report["macro"]["auroc"] == pytest.approx(ckpt["metrics"]["val_macro_auc"], abs=1e-6)
     assert load_checkpoint(tmp_path / "m.ckpt")["model"]["name"] == name

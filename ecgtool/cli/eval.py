@@ -1,62 +1,145 @@
-"""``ecgtool eval``: a checkpoint on a store → metrics."""
+"""``ecgtool eval``: a checkpoint on a store → metrics with bootstrap intervals, optional plots."""
 
 from __future__ import annotations
 
 import click
 
-from ecgtool.cli.options import device_option, json_option, overwrite_option
+from ecgtool.cli.options import device_option, json_option, overwrite_option, seed_option
 
 
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.argument("store_path", metavar="STORE", type=click.Path(exists=True, file_okay=False))
+@click.option("--val", "val_store", type=click.Path(exists=True, file_okay=False),
+              help="Tune the decision thresholds now on this validation store (instead of the checkpoint's).")
+@click.option("--threshold-objective", type=click.Choice(["f1", "youden"]), default="f1", show_default=True,
+              help="What tuned thresholds maximise.")
+@click.option("--threshold-scope", type=click.Choice(["class", "global"]), default="class", show_default=True,
+              help="One threshold per class, or one for all classes.")
+@click.option("--tune-on-eval-store", is_flag=True,
+              help="Tune thresholds on STORE itself (optimistic; the report says so).")
+@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(0), default=1000, show_default=True,
+              help="Bootstrap resamples for confidence intervals (0: none).")
+@click.option("--ci", "level", type=click.FloatRange(0.5, 1, max_open=True), default=0.95, show_default=True,
+              help="Confidence level of the intervals.")
+@click.option("--resamples", type=click.Path(exists=True, dir_okay=False),
+              help="Reuse these resample ids (.npy [resamples, records], e.g. saved by --save-resamples).")
+@click.option("--save-resamples", type=click.Path(dir_okay=False), help="Write the resample ids used to this .npy file.")
+@click.option("--compare", type=click.Path(exists=True, dir_okay=False),
+              help="A second checkpoint: report the paired difference CHECKPOINT − COMPARE on the same resamples.")
+@click.option("--window-stride", type=click.IntRange(1),
+              help="Stride of the sliding windows for records longer than the model's input [default: half the input].")
+@click.option("--aggregate", type=click.Choice(["max", "mean"]), default="max", show_default=True,
+              help="How window probabilities combine into a record's.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
-@click.option("--predictions", type=click.Path(), help="Also write probabilities, labels and record ids to this Zarr store.")
+@click.option("--predictions", type=click.Path(), help="Also write probabilities, decisions, labels, record and resample ids to this Zarr store.")
+@click.option("--plots", type=click.Path(file_okay=False), help="Write ROC, PR, reliability and confusion/threshold figures (PNG) to this new directory.")
+@seed_option
 @device_option
 @json_option
 @overwrite_option
-def eval_(checkpoint, store_path, batch_size, predictions, device, as_json, overwrite):
-    """Evaluate CHECKPOINT on STORE: macro and per-class AUC, F1, precision, recall, specificity.
+def eval_(checkpoint, store_path, val_store, threshold_objective, threshold_scope, tune_on_eval_store, n_bootstrap, level,
+          resamples, save_resamples, compare, window_stride, aggregate, batch_size, predictions, plots, seed, device,
+          as_json, overwrite):
+    """Evaluate CHECKPOINT on STORE: AUROC, AUPRC, F1, Fmax, F/G-beta, sensitivity, specificity,
+    accuracy, the CinC challenge metric for SNOMED-coded classes, with bootstrap intervals.
 
-    Decisions use the per-class thresholds stored in the checkpoint (tuned on
-    validation by train), never thresholds tuned on STORE. Prints a table, or
-    every number as JSON with --json.
+    Decisions use the thresholds stored in the checkpoint (tuned on validation
+    by train), or thresholds tuned now on --val; never thresholds tuned on
+    STORE unless --tune-on-eval-store says so. Prints a table, or every number
+    as JSON with --json.
     """
-    from ecgtool.cli.options import emit_json, resolve_device, stdout_console
-    from ecgtool.eval.evaluate import run_eval, write_predictions
+    from pathlib import Path
 
-    if predictions:
-        from ecgtool.outputs import check_new_output
+    from ecgtool.cli.options import emit_json, resolve_device, stderr_console, stdout_console
+    from ecgtool.eval.evaluate import EvalOptions, run_eval, write_predictions
+    from ecgtool.outputs import atomic_output, check_new_output
 
-        check_new_output(predictions, overwrite)  # refuse before the evaluation, not after
-    result = run_eval(checkpoint, store_path, resolve_device(device), batch_size)
+    if (threshold_objective != "f1" or threshold_scope != "class") and not (val_store or tune_on_eval_store):
+        raise click.UsageError("--threshold-objective/--threshold-scope choose how thresholds are tuned: give --val (or --tune-on-eval-store)")
+    if save_resamples and not (n_bootstrap or resamples):
+        raise click.UsageError("--save-resamples needs --bootstrap N > 0")
+    for path in filter(None, (predictions, plots, save_resamples)):
+        check_new_output(path, overwrite)  # refuse before the evaluation, not after
+    if tune_on_eval_store:
+        stderr_console().print("[yellow]thresholds are tuned on the evaluated store: thresholded metrics are optimistic")
+    opts = EvalOptions(batch_size=batch_size, val=val_store, tune_on_eval_store=tune_on_eval_store, objective=threshold_objective,
+                       scope=threshold_scope, bootstrap=n_bootstrap, seed=seed, level=level, resamples=resamples,
+                       window_stride=window_stride, aggregate=aggregate)
+    result = run_eval(checkpoint, store_path, resolve_device(device), opts, compare)
+    report = result["report"]
     if predictions:
         write_predictions(predictions, result, overwrite)
-    report = result["report"]
+    if save_resamples:
+        import numpy as np
+
+        with atomic_output(save_resamples, overwrite) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, result["resample_ids"].astype(np.int32))
+    if plots:
+        from ecgtool.eval.plots import write_report_plots
+
+        with atomic_output(plots, overwrite, directory=True) as tmp:
+            write_report_plots(Path(tmp), result["y"], result["probs"], report["classes"], report["multi_label"],
+                               result["thresholds"], title=f"{report['model']} on {Path(store_path).name}")
     if as_json:
         emit_json(report)
     else:
-        stdout_console().print(report_table(report))
+        console = stdout_console()
+        console.print(report_table(report))
+        console.print(summary_table(report))
+
+
+def _f(v) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
+def _with_interval(value, interval: dict | None) -> str:
+    if interval is None or interval.get("low") is None:
+        return _f(value)
+    return f"{_f(value)} [{interval['low']:.3f}, {interval['high']:.3f}]"
 
 
 def report_table(report: dict):
+    """Per-class numbers."""
     from rich.table import Table
-
-    def f(v):
-        return "—" if v is None else f"{v:.3f}"
 
     multi = report["multi_label"]
     title = f"{report['model']} on {report['store']} ({report['records']} records, {report['task']})"
-    m = report["macro"]
-    decision = f"thresholds {report['threshold_source']}" if multi else "decision: argmax"
-    summary = f"exact match {m['exact_match']:.3f}" if multi else f"accuracy {m['accuracy']:.3f}"
-    caption = f"{summary}; spec. = specificity; {decision}"
-    table = Table(title=title, caption=caption)
-    for col in ("class", "support", "AUC", "F1", "precision", "recall", "spec.") + (("thresh.",) if multi else ()):
+    ci = report.get("bootstrap", {}).get("intervals", {}).get("per_class_auroc", {})
+    table = Table(title=title, caption=f"decisions: {report['threshold_source']}")
+    for col in ("class", "support", "AUROC" + (" [CI]" if ci else ""), "AUPRC", "F1", "precision", "sens.", "spec.") + (("thresh.",) if multi else ()):
         table.add_column(col, justify="left" if col == "class" else "right")
     for c in report["per_class"]:
-        table.add_row(c["class"], str(c["support"]), f(c["auc"]), f(c["f1"]), f(c["precision"]), f(c["recall"]),
-                      f(c["specificity"]), *((f(c["threshold"]),) if multi else ()))
-    table.add_row("[bold]macro[/]", str(report["records"]), f"[bold]{f(m['auc'])}[/]", f"[bold]{f(m['f1'])}[/]",
-                  f(m["precision"]), f(m["recall"]), f(m["specificity"]), *(("",) if multi else ()))
+        table.add_row(c["class"], str(c["support"]), _with_interval(c["auroc"], ci.get(c["class"])), _f(c["auprc"]), _f(c["f1"]),
+                      _f(c["precision"]), _f(c["sensitivity"]), _f(c["specificity"]), *((_f(c["threshold"]),) if multi else ()))
+    return table
+
+
+SUMMARY = (("auroc", "macro AUROC"), ("auprc", "macro AUPRC"), ("f1", "macro F1"), ("fmax", "Fmax"),
+           ("f_beta2", "F-beta (beta=2)"), ("g_beta2", "G-beta (beta=2)"), ("sensitivity", "macro sensitivity"),
+           ("specificity", "macro specificity"), ("accuracy", "accuracy"), ("exact_match", "exact match"),
+           ("challenge", "CinC challenge metric"))
+
+
+def summary_table(report: dict):
+    """Macro numbers with their intervals, and the paired difference to a compared checkpoint."""
+    from rich.table import Table
+
+    boot = report.get("bootstrap")
+    intervals = boot["intervals"] if boot else {}
+    cmp = report.get("comparison")
+    caption = f"{boot['level']:.0%} bootstrap intervals, {boot['resamples']} resamples" if boot else "no bootstrap (--bootstrap 0)"
+    table = Table(title="summary", caption=caption)
+    for col in ("metric", report["model"]) + ((cmp["model"] + " (compare)", "difference [CI]", "p") if cmp else ()):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for key, name in SUMMARY:
+        if key not in report["macro"]:
+            continue
+        row = [name, _with_interval(report["macro"][key], intervals.get(key))]
+        if cmp:
+            d = cmp.get("difference", {}).get(key)
+            row += [_f(cmp["macro"].get(key)), _with_interval(d["difference"], d) if d else "—",
+                    _f(d["p_value"]) if d else "—"]
+        table.add_row(*row)
     return table

@@ -48,6 +48,7 @@ def _list_models(ctx, param, value):
 @click.option("--model-arg", "model_kwargs", multiple=True, callback=_model_args, metavar="KEY=VALUE", help="Extra model constructor argument (JSON value); repeatable.")
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default).")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Loader threads decoding store chunks.")
+@click.option("--crop", type=click.IntRange(0), default=0, help="Train on random crops of this many samples (validation and eval then use sliding windows); 0: whole records.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run that wrote OUTPUT.resume.")
 @click.option("--list-models", is_flag=True, expose_value=False, is_eager=True, callback=_list_models, help="List the registered models and exit.")
 @seed_option
@@ -55,7 +56,7 @@ def _list_models(ctx, param, value):
 @overwrite_option
 @json_option
 def train(model_name, train_store, val_store, output, epochs, batch_size, lr, weight_decay, schedule, warmup_epochs,
-          step_size, gamma, model_kwargs, threads, workers, resume, seed, device, overwrite, as_json):
+          step_size, gamma, model_kwargs, threads, workers, crop, resume, seed, device, overwrite, as_json):
     """Train MODEL on TRAIN_STORE and write the best checkpoint to OUTPUT.
 
     Prints the checkpoint path (the final metrics as JSON with --json);
@@ -75,7 +76,7 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
     args = TrainArgs(
         model=model_name, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
         warmup_epochs=warmup_epochs, step_size=step_size, gamma=gamma, seed=seed,
-        device=str(resolve_device(device)), threads=threads, workers=workers, model_kwargs=model_kwargs,
+        device=str(resolve_device(device)), threads=threads, workers=workers, crop=crop, model_kwargs=model_kwargs,
     )
     console = stderr_console()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

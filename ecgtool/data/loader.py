@@ -34,9 +34,10 @@ def input_spec(store: EcgStore, view: dict | None = None) -> dict:
             "normalisation": store.attrs["normalisation"], "view": view or {"name": "raw"}}
 
 
-def check_store_fits(expected: dict, store: EcgStore, what: str = "store") -> None:
+def check_store_fits(expected: dict, store: EcgStore, what: str = "store", windows: bool = False) -> None:
     """``store`` must match what a model was (or is being) trained on: ``expected`` holds its
-    ``classes``, ``multi_label`` and ``input`` (a checkpoint, or the training store's spec)."""
+    ``classes``, ``multi_label`` and ``input`` (a checkpoint, or the training store's spec).
+    With ``windows`` longer records are accepted: the caller applies the model to sliding windows."""
     from ecgtool.errors import EcgtoolError
 
     inp = expected["input"]
@@ -47,7 +48,7 @@ def check_store_fits(expected: dict, store: EcgStore, what: str = "store") -> No
         raise EcgtoolError(f"{what} {store.path} is {kind}, the model's task is not")
     if store.fs != inp["fs"]:
         raise EcgtoolError(f"{what} {store.path} is sampled at {store.fs} Hz, the model at {inp['fs']} Hz; rerun prep with --fs {inp['fs']:g}")
-    if store.n_samples != inp["samples"]:
+    if store.n_samples < inp["samples"] or (store.n_samples > inp["samples"] and not windows):
         raise EcgtoolError(f"{what} {store.path} has {store.n_samples} samples per record, the model expects {inp['samples']}")
     method, wanted = store.attrs["normalisation"]["method"], inp["normalisation"]["method"]
     if method != wanted:

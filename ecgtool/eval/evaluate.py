@@ -1,15 +1,27 @@
-"""``eval``: a checkpoint applied to a store, and the report of how well it does."""
+"""``eval``: a checkpoint applied to a store, and the report of how well it does.
+
+The honest protocol is the default: decision thresholds come from validation
+data (the checkpoint's, or tuned now on ``--val``) and never from the store
+being reported unless the user asks for that explicitly; the report says where
+they came from. Every headline metric gets a seeded bootstrap interval, and a
+second checkpoint is compared on the very same resamples.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
 from ecgtool.data.loader import ChunkLoader, InputSpec, check_store_fits
 from ecgtool.data.store import open_store
-from ecgtool.eval.metrics import classification_report
-from ecgtool.eval.predict import predict
+from ecgtool.errors import EcgtoolError
+from ecgtool.eval import bootstrap, challenge
+from ecgtool.eval.metrics import classification_report, predict_labels
+from ecgtool.eval.predict import predict, windows_for
+from ecgtool.eval.thresholds import tune_thresholds
 from ecgtool.outputs import atomic_output
 from ecgtool.provenance import fingerprint, make_entry
 from ecgtool.train.checkpoint import build_model, load_checkpoint
@@ -17,48 +29,163 @@ from ecgtool.train.checkpoint import build_model, load_checkpoint
 PREDICTIONS_FORMAT = "ecgtool.predictions"
 
 
-def run_eval(ckpt_path, store_path, device, batch_size: int = 256) -> dict:
+@dataclass
+class EvalOptions:
+    batch_size: int = 256
+    val: str | None = None  # validation store to tune thresholds on now
+    tune_on_eval_store: bool = False  # the user's explicit request to tune on the reported store
+    objective: str = "f1"
+    scope: str = "class"
+    bootstrap: int = 1000  # resamples; 0 = no intervals
+    seed: int = 0
+    level: float = 0.95
+    resamples: str | None = None  # .npy of resample ids to reuse
+    window_stride: int | None = None
+    aggregate: str = "max"
+
+
+def _probabilities(ckpt: dict, store, device, opts: EvalOptions) -> tuple[np.ndarray, np.ndarray, dict | None]:
     import torch
 
-    ckpt = load_checkpoint(ckpt_path)
-    store = open_store(store_path)
-    check_store_fits(ckpt, store)
+    check_store_fits(ckpt, store, windows=True)
+    windows = windows_for(ckpt["input"]["samples"], store.n_samples, opts.window_stride, opts.aggregate)
     model = build_model(ckpt).to(device)
     spec = InputSpec(store, leads=ckpt["input"]["leads"], normalisation=ckpt["input"]["normalisation"], view=ckpt["input"]["view"])
-    loader = ChunkLoader(store, batch_size, spec=spec, pin_memory=torch.device(device).type == "cuda")
-    probs, rows = predict(model, loader, torch.device(device), ckpt["multi_label"])
+    loader = ChunkLoader(store, opts.batch_size, spec=spec, pin_memory=torch.device(device).type == "cuda")
+    probs, rows = predict(model, loader, torch.device(device), ckpt["multi_label"], windows)
+    return probs, rows, None if windows is None else windows.to_dict()
+
+
+def _same_store(a, b) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b) or fingerprint(a) == fingerprint(b)
+
+
+def _thresholds(ckpt: dict, store_path, y, probs, device, opts: EvalOptions) -> tuple[np.ndarray | None, str]:
+    """The decision thresholds and a sentence saying where they came from."""
+    tuning = opts.val is not None or opts.tune_on_eval_store
+    if not ckpt["multi_label"]:
+        if tuning:
+            raise EcgtoolError("thresholds apply to multi-label tasks; this model decides by argmax")
+        return None, "argmax (multi-class)"
+    how = f"{'per class' if opts.scope == 'class' else 'one global threshold'}, max {'F1' if opts.objective == 'f1' else 'Youden J'}"
+    if opts.val is not None:
+        if _same_store(opts.val, store_path) and not opts.tune_on_eval_store:
+            raise EcgtoolError(f"--val {opts.val} is the store being evaluated; tuning thresholds on it would "
+                               "inflate every thresholded metric (pass --tune-on-eval-store to do it anyway)")
+        val = open_store(opts.val)
+        val_probs, val_rows, _ = _probabilities(ckpt, val, device, opts)
+        values = tune_thresholds(val.labels[val_rows], val_probs, opts.objective, opts.scope)
+        return values, f"tuned now on validation store {opts.val} ({how})"
+    if opts.tune_on_eval_store:
+        return tune_thresholds(y, probs, opts.objective, opts.scope), f"tuned on the evaluated store itself ({how}; optimistic)"
+    if ckpt["thresholds"] is None:
+        return np.full(len(ckpt["classes"]), 0.5), "default 0.5 (the checkpoint has no tuned thresholds)"
+    return np.asarray(ckpt["thresholds"]["values"]), f"checkpoint: {ckpt['thresholds']['source']}"
+
+
+def _challenge_mapping(store):
+    codes = store.attrs.get("class_codes")
+    return None if not codes else challenge.weights_for(codes, store.attrs.get("task", ""))
+
+
+def evaluate_checkpoint(ckpt_path, store, device, opts: EvalOptions) -> dict:
+    """Predictions, decisions and the point report of one checkpoint on an open store."""
+    ckpt = load_checkpoint(ckpt_path)
+    probs, rows, windows = _probabilities(ckpt, store, device, opts)
     y = store.labels[rows]
-    thresholds = ckpt["thresholds"]
-    report = classification_report(y, probs, ckpt["classes"], ckpt["multi_label"], None if thresholds is None else thresholds["values"])
+    thresholds, source = _thresholds(ckpt, store.path, y, probs, device, opts)
+    report = classification_report(y, probs, ckpt["classes"], ckpt["multi_label"], thresholds)
+    mapping = _challenge_mapping(store)
+    yhat = predict_labels(probs, ckpt["multi_label"], thresholds)
+    if mapping is not None:
+        report["macro"]["challenge"] = challenge.challenge_metric(y, yhat, mapping)
     report.update({
         "checkpoint": str(ckpt_path),
         "checkpoint_fingerprint": fingerprint(ckpt_path),
         "model": ckpt["model"]["name"],
-        "store": str(store_path),
-        "store_fingerprint": fingerprint(store_path),
         "task": ckpt["task"],
         "multi_label": ckpt["multi_label"],
         "classes": ckpt["classes"],
-        "decision": "per-class thresholds" if ckpt["multi_label"] else "argmax",
-        "threshold_source": None if thresholds is None else thresholds["source"],
+        "threshold_source": source,
+        "windows": windows,
+        "challenge": None if mapping is None else {
+            "year": mapping[2], "classes_scored": int((mapping[0] >= 0).sum()),
+            "definition": f"PhysioNet/CinC Challenge {mapping[2]} metric, published weights",
+        },
         "checkpoint_provenance": ckpt["provenance"],
     })
-    return {"report": report, "probs": probs, "rows": rows, "store": store}
+    return {"report": report, "probs": probs, "rows": rows, "y": y, "yhat": yhat, "thresholds": thresholds,
+            "mapping": mapping, "multi_label": ckpt["multi_label"]}
+
+
+def _resample_ids(y: np.ndarray, opts: EvalOptions) -> np.ndarray:
+    if opts.resamples:
+        try:
+            ids = np.load(opts.resamples, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise EcgtoolError(f"--resamples {opts.resamples}: not a .npy array of resample ids ({e})") from None
+        if ids.ndim != 2 or ids.shape[1] != len(y) or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= len(y):
+            raise EcgtoolError(f"--resamples {opts.resamples}: expected integer ids [resamples, {len(y)}] below {len(y)}, got {ids.dtype} {ids.shape}")
+        return ids
+    return bootstrap.resample_ids(y, opts.bootstrap, opts.seed)
+
+
+def run_eval(ckpt_path, store_path, device, opts: EvalOptions | None = None, compare: str | None = None) -> dict:
+    opts = opts or EvalOptions()
+    store = open_store(store_path)
+    result = evaluate_checkpoint(ckpt_path, store, device, opts)
+    report = result["report"]
+    report.update({"store": str(store_path), "store_fingerprint": fingerprint(store_path)})
+    other = None
+    if compare:
+        other = evaluate_checkpoint(compare, store, device, opts)
+        if other["report"]["classes"] != report["classes"]:
+            raise EcgtoolError(f"--compare {compare} predicts other classes than {ckpt_path}")
+    ids = None
+    if opts.bootstrap or opts.resamples:
+        ids = _resample_ids(result["y"], opts)
+        resampled = bootstrap.resampled_metrics(_headline(result), ids)
+        report["bootstrap"] = {
+            "resamples": int(len(ids)), "seed": None if opts.resamples else opts.seed, "level": opts.level,
+            "method": "percentile; resamples missing a class's positives or negatives redrawn (PTB-XL benchmark)",
+            "resample_ids_sha256": hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int32).tobytes()).hexdigest(),
+            "intervals": bootstrap.summarise(resampled, opts.level, report["classes"]),
+        }
+    if other is not None:
+        o = other["report"]
+        report["comparison"] = {
+            "checkpoint": str(compare), "checkpoint_fingerprint": o["checkpoint_fingerprint"], "model": o["model"],
+            "threshold_source": o["threshold_source"], "macro": o["macro"],
+        }
+        if ids is not None:
+            report["comparison"]["difference"] = bootstrap.paired_difference(
+                resampled, bootstrap.resampled_metrics(_headline(other), ids), report["macro"], o["macro"], opts.level)
+    result.update({"store": store, "resample_ids": ids, "other": other})
+    return result
+
+
+def _headline(result: dict) -> bootstrap.HeadlineMetrics:
+    return bootstrap.HeadlineMetrics(result["y"], result["probs"], result["yhat"], result["multi_label"], result["mapping"])
 
 
 def write_predictions(path: str | os.PathLike, result: dict, overwrite: bool) -> None:
-    """Probabilities, labels and record ids as a small Zarr group, written atomically."""
+    """Probabilities, decisions, labels, record ids (and resample ids) as a small Zarr group, written atomically."""
     import zarr
 
     store, rows, report = result["store"], result["rows"], result["report"]
     with atomic_output(path, overwrite, directory=False) as tmp:
         g = zarr.open_group(tmp, mode="w", zarr_format=3)
         g.create_array("probabilities", data=result["probs"].astype(np.float32))
+        g.create_array("decisions", data=result["yhat"].astype(np.uint8))
         g.create_array("labels", data=store.labels[rows])
         ids = g.create_array("record_id", shape=(len(rows),), dtype=str)  # variable-length strings, as in the ECG store
         ids[:] = store.record_id[rows]
+        if result["resample_ids"] is not None:
+            g.create_array("resample_ids", data=result["resample_ids"].astype(np.int32))
         g.attrs.update({
             "format": PREDICTIONS_FORMAT, "format_version": 1, "classes": report["classes"],
             "multi_label": report["multi_label"], "threshold_source": report["threshold_source"],
+            "thresholds": None if result["thresholds"] is None else [float(t) for t in result["thresholds"]],
+            "windows": report["windows"],
             "provenance": [make_entry("eval", [report["checkpoint"], report["store"]])], "complete": True,
         })

@@ -1,10 +1,23 @@
-"""Classification metrics, computed with scikit-learn, and threshold tuning.
+"""Classification metrics of the field, computed with scikit-learn where it has them.
 
 ``y`` is the store's label matrix ``[N, K]`` (multi-hot, or one-hot for
-multi-class tasks) and ``p`` the predicted probabilities ``[N, K]`` (sigmoid for
-multi-label, softmax for multi-class). A class with only one label value in
-``y`` has no AUC; it is reported as NaN and left out of the macro average, and
-the report says how many classes the average covers.
+multi-class tasks), ``p`` the predicted probabilities ``[N, K]`` (sigmoid for
+multi-label, softmax for multi-class) and ``yhat`` the binary decisions. A
+class with only one label value in ``y`` has no AUROC/AUPRC; it is reported as
+NaN and left out of the macro average, and the report says how many classes
+the average covers.
+
+Beyond scikit-learn:
+* F_beta and G_beta (beta = 2) as in the PhysioNet/CinC Challenge 2020
+  evaluation code (``compute_beta_measures``), which the PTB-XL benchmark
+  (helme/ecg_ptbxl_benchmarking ``utils.challenge_metrics``) also reports: each
+  record's TP/FP/FN/TN contributions are divided by its number of labels (at
+  least 1); ``F = (1+b²)TP / ((1+b²)TP + FP + b²FN)``, ``G = TP / (TP + FP + b·FN)``;
+  classes with a zero denominator are left out of the macro mean.
+* Fmax, sample-centric as in CAFA (Radivojac et al. 2013) and the PTB-XL
+  benchmarks paper (Strodthoff et al. 2021): the best over one threshold shared
+  by all classes of ``2PR/(P+R)``, where P averages precision over records with
+  at least one predicted class and R averages recall over records with labels.
 """
 
 from __future__ import annotations
@@ -14,21 +27,37 @@ import warnings
 import numpy as np
 from sklearn import metrics as skm
 
+FMAX_GRID = np.linspace(0.0, 1.0, 101)
+BETA = 2.0
 
-def per_class_auc(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+
+def _per_class(score, y: np.ndarray, p: np.ndarray) -> np.ndarray:
     out = np.full(y.shape[1], np.nan)
     for k in range(y.shape[1]):
         if 0 < y[:, k].sum() < len(y):
-            out[k] = skm.roc_auc_score(y[:, k], p[:, k])
+            out[k] = score(y[:, k], p[:, k])
     return out
 
 
+def per_class_auc(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return _per_class(skm.roc_auc_score, y, p)
+
+
+def per_class_ap(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Area under the precision-recall curve as average precision (step-wise, no interpolation)."""
+    return _per_class(skm.average_precision_score, y, p)
+
+
+def nanmean_or_none(values: np.ndarray) -> float | None:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else None
+
+
 def macro_auc(y: np.ndarray, p: np.ndarray) -> float:
-    auc = per_class_auc(y, p)
-    return float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
+    value = nanmean_or_none(per_class_auc(y, p))
+    return float("nan") if value is None else value
 
 
-def predict_labels(p: np.ndarray, multi_label: bool, thresholds: np.ndarray | None) -> np.ndarray:
+def predict_labels(p: np.ndarray, multi_label: bool, thresholds) -> np.ndarray:
     """Binary decisions: per-class thresholds for multi-label, argmax for multi-class."""
     if not multi_label:
         return np.eye(p.shape[1], dtype=np.uint8)[p.argmax(axis=1)]
@@ -36,59 +65,107 @@ def predict_labels(p: np.ndarray, multi_label: bool, thresholds: np.ndarray | No
     return (p >= t).astype(np.uint8)
 
 
-def tune_thresholds(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Per-class threshold maximising F1 on (validation) data; 0.5 for a class with no positives.
+def label_normalised_counts(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
+    """Per record and class, ``[4, N, K]`` TP, FP, FN, TN indicators divided by the record's label count."""
+    norm = np.maximum(y.sum(axis=1, keepdims=True), 1).astype(np.float64)
+    y, yhat = y.astype(bool), yhat.astype(bool)
+    return np.stack([y & yhat, ~y & yhat, y & ~yhat, ~y & ~yhat]) / norm
 
-    Candidates are the midpoints between consecutive distinct scores, so the
-    chosen threshold sits between a positive and a negative, not on either.
+
+def beta_measures(tp, fp, fn, beta: float = BETA) -> tuple[np.ndarray, np.ndarray]:
+    """Per class F_beta and G_beta from (label-normalised) counts; NaN where undefined."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = (1 + beta**2) * tp / ((1 + beta**2) * tp + fp + beta**2 * fn)
+        g = tp / (tp + fp + beta * fn)
+    return f, g
+
+
+def fbeta_gbeta(y: np.ndarray, yhat: np.ndarray, beta: float = BETA) -> tuple[float | None, float | None]:
+    tp, fp, fn, _ = label_normalised_counts(y, yhat).sum(axis=1)
+    f, g = beta_measures(tp, fp, fn, beta)
+    return nanmean_or_none(f), nanmean_or_none(g)
+
+
+def fmax_terms(y: np.ndarray, p: np.ndarray, grid: np.ndarray = FMAX_GRID) -> np.ndarray:
+    """Per record and threshold ``[4, N, T]``: precision, has-prediction, recall, has-label.
+
+    Sums of these over (resampled) records give P(t) and R(t), so the bootstrap
+    reuses them.
     """
-    out = np.full(y.shape[1], 0.5)
-    for k in range(y.shape[1]):
-        if y[:, k].sum() == 0:
-            continue
-        precision, recall, thr = skm.precision_recall_curve(y[:, k], p[:, k])
-        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-        best = int(np.argmax(f1[:-1])) if len(thr) else 0
-        if len(thr):
-            scores = np.unique(p[:, k])
-            pos = np.searchsorted(scores, thr[best])
-            lower = scores[pos - 1] if pos > 0 else thr[best] - 1e-6
-            out[k] = float((lower + thr[best]) / 2)
-    return out
+    decided = p[:, None, :] >= grid[None, :, None]  # [N, T, K]
+    hits = (decided & y.astype(bool)[:, None, :]).sum(axis=2)
+    npred = decided.sum(axis=2)
+    nlab = y.sum(axis=1)[:, None].astype(np.float64)
+    has_pred = npred > 0
+    precision = np.where(has_pred, hits / np.maximum(npred, 1), 0.0)
+    has_label = np.broadcast_to(nlab > 0, hits.shape)
+    recall = np.where(has_label, hits / np.maximum(nlab, 1), 0.0)
+    return np.stack([precision, has_pred, recall, has_label]).astype(np.float64)
+
+
+def fmax_from_sums(sums: np.ndarray, grid: np.ndarray = FMAX_GRID) -> tuple[np.ndarray, np.ndarray]:
+    """(Fmax, its threshold) from ``[4, ..., T]`` sums of ``fmax_terms`` over records."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = sums[0] / sums[1]
+        recall = sums[2] / sums[3]
+        f = np.nan_to_num(2 * precision * recall / (precision + recall))
+    best = f.argmax(axis=-1)
+    return np.take_along_axis(f, best[..., None], -1)[..., 0], grid[best]
+
+
+def fmax(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    value, threshold = fmax_from_sums(fmax_terms(y, p).sum(axis=1))
+    return float(value), float(threshold)
+
+
+def _ratio(a, b) -> float:
+    return float(a / b) if b else 0.0
 
 
 def classification_report(y: np.ndarray, p: np.ndarray, classes: list[str], multi_label: bool, thresholds) -> dict:
     """Every number ``eval`` prints: per class and macro (unweighted mean over classes)."""
     yhat = predict_labels(p, multi_label, thresholds)
-    auc = per_class_auc(y, p)
+    auc, ap = per_class_auc(y, p), per_class_ap(y, p)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zero-division cases are set to 0 explicitly below
         precision, recall, f1, support = skm.precision_recall_fscore_support(y, yhat, average=None, zero_division=0)
     per_class = []
     for k, c in enumerate(classes):
-        tn, fp, fn, tp = skm.confusion_matrix(y[:, k], yhat[:, k], labels=[0, 1]).ravel()
+        tn, fp, fn, tp = (int(v) for v in skm.confusion_matrix(y[:, k], yhat[:, k], labels=[0, 1]).ravel())
         per_class.append({
             "class": c,
             "support": int(support[k]),
-            "auc": None if np.isnan(auc[k]) else float(auc[k]),
+            "auroc": None if np.isnan(auc[k]) else float(auc[k]),
+            "auprc": None if np.isnan(ap[k]) else float(ap[k]),
             "f1": float(f1[k]),
             "precision": float(precision[k]),
-            "recall": float(recall[k]),
-            "specificity": float(tn / (tn + fp)) if tn + fp else 0.0,
+            "sensitivity": float(recall[k]),
+            "specificity": _ratio(tn, tn + fp),
             "accuracy": float((tp + tn) / len(y)),
             "threshold": None if not multi_label else 0.5 if thresholds is None else float(thresholds[k]),
+            "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
         })
+    f_beta, g_beta = fbeta_gbeta(y, yhat)
+    fmax_value, fmax_threshold = fmax(y, p)
     macro = {
-        "auc": float(np.nanmean(auc)) if np.isfinite(auc).any() else None,
-        "auc_classes": int(np.isfinite(auc).sum()),
+        "auroc": nanmean_or_none(auc),
+        "auroc_classes": int(np.isfinite(auc).sum()),
+        "auprc": nanmean_or_none(ap),
         "f1": float(np.mean(f1)),
         "precision": float(np.mean(precision)),
-        "recall": float(np.mean(recall)),
+        "sensitivity": float(np.mean(recall)),
         "specificity": float(np.mean([c["specificity"] for c in per_class])),
+        "f_beta2": f_beta,
+        "g_beta2": g_beta,
+        "fmax": fmax_value,
+        "fmax_threshold": fmax_threshold,
     }
+    report = {"records": int(len(y)), "macro": macro, "per_class": per_class}
     if multi_label:
         macro["accuracy"] = float(np.mean([c["accuracy"] for c in per_class]))  # label-wise
         macro["exact_match"] = float(np.mean((yhat == y).all(axis=1)))
     else:
-        macro["accuracy"] = float(np.mean(yhat.argmax(1) == y.argmax(1)))
-    return {"records": int(len(y)), "macro": macro, "per_class": per_class}
+        truth, chosen = y.argmax(1), yhat.argmax(1)
+        macro["accuracy"] = float(np.mean(truth == chosen))
+        report["confusion_matrix"] = skm.confusion_matrix(truth, chosen, labels=range(len(classes))).tolist()
+    return report

@@ -1,0 +1,166 @@
+"""Bootstrap confidence intervals and paired comparisons of the headline metrics.
+
+Resampling follows the PTB-XL benchmark (helme/ecg_ptbxl_benchmarking
+``utils.get_appropriate_bootstrap_samples``): draw N record indices with
+replacement and redraw any resample in which a class has no positive, so that
+every macro average covers the same classes. Here only classes that have
+positives (and negatives) in the full store are required to keep them: a class
+absent from the store would otherwise never be satisfied. Intervals are
+percentile intervals of the resampled values.
+
+A resample is a vector of record multiplicities, so every metric is computed
+for a block of resamples at once from per-record terms: rank statistics for
+AUROC, cumulative sums over the score order for AUPRC, matrix products for the
+count-based metrics. ``tests/test_bootstrap.py`` checks each against
+scikit-learn on explicitly resampled arrays. The resample ids themselves can be
+saved and reloaded, so two models are compared on identical resamples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ecgtool.errors import EcgtoolError
+from ecgtool.eval import challenge
+from ecgtool.eval.metrics import beta_measures, fmax_from_sums, fmax_terms, label_normalised_counts
+
+BLOCK = 64  # resamples per vectorised block: bounds memory at BLOCK x N
+
+
+def resample_ids(y: np.ndarray, n: int, seed: int, max_draws_per_sample: int = 1000) -> np.ndarray:
+    """``[n, N]`` int32 record indices; each resample keeps every class's two label values that the store has."""
+    rng = np.random.default_rng(seed)
+    count = len(y)
+    positives = y.sum(axis=0)
+    need_pos = positives > 0
+    need_neg = positives < count
+    out = []
+    for _ in range(n * max_draws_per_sample):
+        ids = rng.integers(0, count, count, dtype=np.int64)
+        s = y[ids].sum(axis=0)
+        if (s[need_pos] > 0).all() and (s[need_neg] < count).all():
+            out.append(ids.astype(np.int32))
+            if len(out) == n:
+                return np.stack(out)
+    rare = [str(k) for k in np.flatnonzero(need_pos & (positives <= 2))]
+    raise EcgtoolError(f"could not draw {n} resamples that keep every class (class columns with ≤ 2 positives: "
+                       f"{', '.join(rare) or 'none'}); evaluate on a larger store or drop --bootstrap")
+
+
+def multiplicities(ids: np.ndarray, count: int) -> np.ndarray:
+    """``[B, N]`` how often each record occurs in each resample."""
+    flat = (ids + np.arange(len(ids))[:, None] * count).ravel()
+    return np.bincount(flat, minlength=len(ids) * count).reshape(len(ids), count).astype(np.float64)
+
+
+def _groups(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ascending order of ``scores`` and the start of each run of tied scores in that order."""
+    order = np.argsort(scores, kind="mergesort")
+    s = scores[order]
+    starts = np.concatenate([[0], np.flatnonzero(s[1:] != s[:-1]) + 1])
+    return order, starts
+
+
+def weighted_auroc_ap(y: np.ndarray, w: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
+    """AUROC and average precision per resample ``[B]`` of one class.
+
+    ``groups`` is ``_groups(scores)``. AUROC is the Mann-Whitney statistic with
+    ties counted half; AP sums Δrecall × precision over the distinct scores in
+    descending order, as scikit-learn's ``average_precision_score`` does.
+    """
+    order, starts = groups
+    ws = w[:, order]
+    pos = ws * y[order]
+    neg = ws - pos
+    if len(starts) < len(order):  # tied scores form one threshold step
+        pos, neg = np.add.reduceat(pos, starts, axis=1), np.add.reduceat(neg, starts, axis=1)
+    neg_below = np.cumsum(neg, axis=1) - neg
+    n_pos, n_neg = pos.sum(1), neg_below[:, -1] + neg[:, -1]
+    # descending order: true/false positives above and at each distinct score
+    tp = n_pos[:, None] - (np.cumsum(pos, axis=1) - pos)
+    fp = n_neg[:, None] - neg_below
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auroc = (pos * (neg_below + 0.5 * neg)).sum(1) / (n_pos * n_neg)
+        ap = (pos / n_pos[:, None] * np.nan_to_num(tp / (tp + fp))).sum(1)
+    return auroc, ap
+
+
+class HeadlineMetrics:
+    """Per-record terms of one model's predictions, from which each resample's metrics follow."""
+
+    def __init__(self, y: np.ndarray, p: np.ndarray, yhat: np.ndarray, multi_label: bool, challenge_mapping=None):
+        self.y, self.p, self.multi_label = y.astype(np.float64), p, multi_label
+        self.scored = [k for k in range(y.shape[1]) if 0 < y[:, k].sum() < len(y)]
+        self.groups = {k: _groups(p[:, k]) for k in self.scored}  # score orders are the same for every resample
+        yb, hb = y.astype(bool), yhat.astype(bool)
+        self.counts = np.stack([yb & hb, ~yb & hb, yb & ~hb, ~yb & ~hb]).astype(np.float64)  # [4, N, K]
+        self.normalised = label_normalised_counts(y, yhat)
+        self.correct = ((yhat == y).all(axis=1) if multi_label else y.argmax(1) == yhat.argmax(1)).astype(np.float64)
+        self.fmax = fmax_terms(y, p) if multi_label else None
+        self.challenge = None if challenge_mapping is None else challenge.record_terms(y, yhat, challenge_mapping)
+
+    def __call__(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        """Metric name → values ``[B]`` (or ``[B, K]`` for per-class AUROC) for multiplicities ``w [B, N]``."""
+        auroc = np.full((len(w), self.y.shape[1]), np.nan)
+        auprc = np.full_like(auroc, np.nan)
+        for k in self.scored:
+            auroc[:, k], auprc[:, k] = weighted_auroc_ap(self.y[:, k], w, self.groups[k])
+        tp, fp, fn, tn = np.einsum("bn,cnk->cbk", w, self.counts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sensitivity = np.nan_to_num(tp / (tp + fn))
+            specificity = np.nan_to_num(tn / (tn + fp))
+            f1 = np.nan_to_num(2 * tp / (2 * tp + fp + fn))
+        out = {
+            "auroc": np.nanmean(auroc[:, self.scored], axis=1) if self.scored else np.full(len(w), np.nan),
+            "auprc": np.nanmean(auprc[:, self.scored], axis=1) if self.scored else np.full(len(w), np.nan),
+            "f1": f1.mean(1), "sensitivity": sensitivity.mean(1), "specificity": specificity.mean(1),
+            "per_class_auroc": auroc,
+        }
+        ntp, nfp, nfn, _ = np.einsum("bn,cnk->cbk", w, self.normalised)
+        f_beta, g_beta = beta_measures(ntp, nfp, nfn)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["f_beta2"], out["g_beta2"] = np.nanmean(f_beta, axis=1), np.nanmean(g_beta, axis=1)
+            out["exact_match" if self.multi_label else "accuracy"] = (w @ self.correct) / w.sum(1)
+        if self.fmax is not None:
+            out["fmax"] = fmax_from_sums(np.einsum("bn,cnt->cbt", w, self.fmax))[0]
+        if self.challenge is not None:
+            out["challenge"] = challenge.score_from_totals(self.challenge @ w.T)
+        return out
+
+
+def resampled_metrics(metrics: HeadlineMetrics, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Every headline metric over every resample, computed in blocks of ``BLOCK`` resamples."""
+    parts = [metrics(multiplicities(ids[i:i + BLOCK], len(metrics.y))) for i in range(0, len(ids), BLOCK)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def interval(values: np.ndarray, level: float) -> tuple[float | None, float | None]:
+    """Percentile interval of resampled values (NaN resamples left out)."""
+    v = values[np.isfinite(values)]
+    if not len(v):
+        return None, None
+    lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def summarise(resampled: dict[str, np.ndarray], level: float, classes: list[str]) -> dict:
+    """``{metric: {"low", "high"}}`` plus per-class AUROC intervals."""
+    out = {name: dict(zip(("low", "high"), interval(v, level))) for name, v in resampled.items() if name != "per_class_auroc"}
+    per_class = resampled["per_class_auroc"]
+    out["per_class_auroc"] = {c: dict(zip(("low", "high"), interval(per_class[:, k], level))) for k, c in enumerate(classes)}
+    return out
+
+
+def paired_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray], point_a: dict, point_b: dict, level: float) -> dict:
+    """A − B for each headline metric on the same resamples: point difference, interval and a two-sided
+    bootstrap p-value (twice the smaller share of resamples on either side of zero)."""
+    out = {}
+    for name in a:
+        if name == "per_class_auroc" or name not in b or point_a.get(name) is None or point_b.get(name) is None:
+            continue
+        d = a[name] - b[name]
+        d = d[np.isfinite(d)]
+        low, high = interval(d, level)
+        p = float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))) if len(d) else None
+        out[name] = {"difference": point_a[name] - point_b[name], "low": low, "high": high, "p_value": p}
+    return out

@@ -1,0 +1,109 @@
+"""`ecgtool eval`: threshold policy, bootstrap intervals, saved resamples, paired comparison,
+sliding windows for crop-trained models, plots, and outputs never left half-written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+from ecgtool.eval.predict import Windows, window_probabilities, windows_for
+
+
+def eval_json(*args) -> dict:
+    return json.loads(run_cli("eval", *args, "--json").stdout)
+
+
+def test_default_report_has_intervals_and_provenance(trained_checkpoint, synthetic_splits):
+    rep = eval_json(trained_checkpoint, synthetic_splits / "test.zarr", "--bootstrap", 200)
+    assert "checkpoint: tuned on validation store" in rep["threshold_source"]
+    boot = rep["bootstrap"]
+    assert boot["resamples"] == 200 and boot["seed"] == 0 and boot["level"] == 0.95
+    for name in ("auroc", "auprc", "f1", "fmax", "f_beta2", "g_beta2", "exact_match", "sensitivity", "specificity"):
+        low, high = boot["intervals"][name]["low"], boot["intervals"][name]["high"]
+        assert low <= high and low - 0.05 <= rep["macro"][name] <= high + 0.05, name
+    assert set(boot["intervals"]["per_class_auroc"]) == set(rep["classes"])
+    assert rep["store_fingerprint"] and rep["checkpoint_fingerprint"] and rep["windows"] is None
+    assert rep["challenge"] is None and "challenge" not in rep["macro"]  # synthetic classes are not SNOMED-coded
+    assert all(set(c["confusion"]) == {"tp", "fp", "fn", "tn"} for c in rep["per_class"])
+    again = eval_json(trained_checkpoint, synthetic_splits / "test.zarr", "--bootstrap", 200)
+    assert again["bootstrap"] == boot  # seeded
+
+
+def test_thresholds_are_never_tuned_on_the_reported_store_by_accident(trained_checkpoint, synthetic_splits):
+    test = synthetic_splits / "test.zarr"
+    r = run_cli("eval", trained_checkpoint, test, "--val", test, expect=1)
+    assert "is the store being evaluated" in r.stderr
+    r = run_cli("eval", trained_checkpoint, test, "--threshold-scope", "global", expect=2)
+    assert "give --val" in r.stderr
+    rep = eval_json(trained_checkpoint, test, "--tune-on-eval-store", "--bootstrap", 0)
+    assert "evaluated store itself" in rep["threshold_source"] and "bootstrap" not in rep
+    rep = eval_json(trained_checkpoint, test, "--val", synthetic_splits / "val.zarr", "--threshold-objective", "youden",
+                    "--threshold-scope", "global", "--bootstrap", 0)
+    assert "tuned now on validation store" in rep["threshold_source"] and "Youden" in rep["threshold_source"]
+    assert len({c["threshold"] for c in rep["per_class"]}) == 1
+
+
+def test_saved_resamples_reproduce_the_intervals_and_compare_is_paired(trained_checkpoint, synthetic_splits, tmp_path):
+    test = synthetic_splits / "test.zarr"
+    a = eval_json(trained_checkpoint, test, "--bootstrap", 100, "--seed", 3, "--save-resamples", tmp_path / "ids.npy")
+    ids = np.load(tmp_path / "ids.npy")
+    assert ids.shape == (100, a["records"])
+    b = eval_json(trained_checkpoint, test, "--resamples", tmp_path / "ids.npy", "--compare", trained_checkpoint)
+    assert b["bootstrap"]["intervals"] == a["bootstrap"]["intervals"]
+    assert b["bootstrap"]["resample_ids_sha256"] == a["bootstrap"]["resample_ids_sha256"]
+    diff = b["comparison"]["difference"]["auroc"]
+    assert diff["difference"] == 0 and diff["low"] == diff["high"] == 0
+    np.save(tmp_path / "bad.npy", ids[:, :-1])
+    r = run_cli("eval", trained_checkpoint, test, "--resamples", tmp_path / "bad.npy", expect=1)
+    assert "expected integer ids" in r.stderr
+
+
+def test_window_starts_cover_the_record_and_aggregate():
+    assert Windows(250, 125).starts(1000) == [0, 125, 250, 375, 500, 625, 750]
+    assert Windows(300, 300).starts(1000) == [0, 300, 600, 700]  # the last window is aligned to the end
+    assert windows_for(1000, 1000) is None and windows_for(250, 1000) == Windows(250, 125, "max")
+
+    class Peak(torch.nn.Module):  # logit = the window's maximum of channel 0
+        def forward(self, x):
+            return x[:, :1].amax(dim=-1)
+
+    x = torch.zeros(2, 1, 1000)
+    x[0, 0, 900] = 3.0
+    p_max = window_probabilities(Peak(), x, Windows(250, 125, "max"), True)
+    p_mean = window_probabilities(Peak(), x, Windows(250, 125, "mean"), True)
+    assert p_max[0, 0] == pytest.approx(torch.sigmoid(torch.tensor(3.0)))
+    # windows starting at 750 (covers 900) and the others (do not): mean of 1 x sigmoid(3) and 6 x 0.5
+    assert p_mean[0, 0] == pytest.approx((torch.sigmoid(torch.tensor(3.0)) + 6 * 0.5) / 7)
+    assert p_max[1, 0] == pytest.approx(0.5)
+
+
+def test_crop_training_and_windowed_eval(synthetic_splits, tmp_path):
+    ckpt = tmp_path / "crop.ckpt"
+    run_cli("train", "resnet18", synthetic_splits / "train.zarr", "--val", synthetic_splits / "val.zarr", "-o", ckpt,
+            "--epochs", 1, "--batch-size", 16, "--crop", 400, "--model-arg", "base_width=8")
+    info = json.loads(run_cli("info", ckpt, "--json").stdout)
+    assert info["input"]["samples"] == 400 and info["train_args"]["crop"] == 400
+    rep = eval_json(ckpt, synthetic_splits / "test.zarr", "--bootstrap", 0, "--aggregate", "mean", "--window-stride", 300)
+    assert rep["windows"] == {"length": 400, "stride": 300, "aggregate": "mean"}
+    r = run_cli("train", "resnet18", synthetic_splits / "train.zarr", "-o", tmp_path / "x.ckpt", "--crop", 5000, expect=1)
+    assert "longer than" in r.stderr
+
+
+def test_outputs_plots_and_refusals(trained_checkpoint, synthetic_splits, tmp_path):
+    test = synthetic_splits / "test.zarr"
+    plots = tmp_path / "plots"
+    run_cli("eval", trained_checkpoint, test, "--bootstrap", 20, "--plots", plots, "--predictions", tmp_path / "p.zarr")
+    pngs = sorted(f.name for f in plots.iterdir())
+    assert {"roc.png", "pr.png", "reliability.png", "confusion.png"} <= set(pngs)
+    assert all((plots / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in pngs)
+    import zarr
+
+    pred = zarr.open_group(tmp_path / "p.zarr", mode="r")
+    assert pred["resample_ids"].shape[0] == 20 and pred["decisions"].shape == pred["probabilities"].shape
+    r = run_cli("eval", trained_checkpoint, test, "--plots", plots, expect=1)
+    assert "exists" in r.stderr
+    assert not list(tmp_path.glob("*.tmp*"))
