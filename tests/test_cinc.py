@@ -61,3 +61,23 @@ def test_prep_keeps_codes_and_sources(training, tmp_path):
     run_cli("prep", training, "-o", tmp_path / "all.zarr", "--task", "all", "--workers", 1)
     every = open_store(tmp_path / "all.zarr")
     assert every.classes == ["AF", "BBB", "CLBBB|LBBB", "CRBBB|RBBB", "LQRSV", "NSR", "PAC|SVPB", "PRWP", "VEB"]
+
+
+def test_eval_reports_the_challenge_metric(training, tmp_path):
+    import json
+
+    import zarr
+
+    from ecgtool.eval import challenge
+
+    run_cli("prep", training, "-o", tmp_path / "s.zarr", "--workers", 1, "--fs", 100)
+    run_cli("train", "resnet18", tmp_path / "s.zarr", "-o", tmp_path / "m.ckpt", "--epochs", 1, "--batch-size", 5,
+            "--model-arg", "base_width=8")
+    rep = json.loads(run_cli("eval", tmp_path / "m.ckpt", tmp_path / "s.zarr", "--json", "--bootstrap", 30,
+                             "--predictions", tmp_path / "p.zarr").stdout)
+    assert rep["challenge"]["year"] == 2021 and rep["challenge"]["classes_scored"] == 26
+    pred = zarr.open_group(tmp_path / "p.zarr", mode="r")
+    codes = open_store(tmp_path / "s.zarr").attrs["class_codes"]
+    mapping = challenge.weights_for(codes, "cinc-scored")
+    assert rep["macro"]["challenge"] == challenge.challenge_metric(pred["labels"][:], pred["decisions"][:], mapping)
+    assert "challenge" in rep["bootstrap"]["intervals"]

@@ -122,8 +122,17 @@ SUMMARY = (("auroc", "macro AUROC"), ("auprc", "macro AUPRC"), ("f1", "macro F1"
            ("challenge", "CinC challenge metric"))
 
 
+def _p_value(d: dict | None, boot: dict | None) -> str:
+    if not d or d["p_value"] is None:
+        return "—"
+    # no resample on the other side of zero: the p-value is below the bootstrap's resolution
+    return f"<{1 / boot['resamples']:.3g}" if d["p_value"] == 0 else f"{d['p_value']:.3f}"
+
+
 def summary_table(report: dict):
     """Macro numbers with their intervals, and the paired difference to a compared checkpoint."""
+    from pathlib import Path
+
     from rich.table import Table
 
     boot = report.get("bootstrap")
@@ -131,7 +140,8 @@ def summary_table(report: dict):
     cmp = report.get("comparison")
     caption = f"{boot['level']:.0%} bootstrap intervals, {boot['resamples']} resamples" if boot else "no bootstrap (--bootstrap 0)"
     table = Table(title="summary", caption=caption)
-    for col in ("metric", report["model"]) + ((cmp["model"] + " (compare)", "difference [CI]", "p") if cmp else ()):
+    name = lambda path: Path(path).name  # noqa: E731
+    for col in ("metric", name(report["checkpoint"])) + ((name(cmp["checkpoint"]), "difference [CI]", "p") if cmp else ()):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for key, name in SUMMARY:
         if key not in report["macro"]:
@@ -139,7 +149,6 @@ def summary_table(report: dict):
         row = [name, _with_interval(report["macro"][key], intervals.get(key))]
         if cmp:
             d = cmp.get("difference", {}).get(key)
-            row += [_f(cmp["macro"].get(key)), _with_interval(d["difference"], d) if d else "—",
-                    _f(d["p_value"]) if d else "—"]
+            row += [_f(cmp["macro"].get(key)), _with_interval(d["difference"], d) if d else "—", _p_value(d, boot)]
         table.add_row(*row)
     return table
