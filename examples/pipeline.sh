@@ -9,5 +9,6 @@ ecgtool prep "$raw" -o "$work/data.zarr" --fs 100 --seconds 10 --on-error skip
 ecgtool info "$work/data.zarr"
 ecgtool split "$work/data.zarr" -o "$work/splits"
 ecgtool train "$model" "$work/splits/train.zarr" --val "$work/splits/val.zarr" -o "$work/$model.ckpt"
-ecgtool eval "$work/$model.ckpt" "$work/splits/test.zarr" --json > "$work/$model.metrics.json"
+ecgtool eval "$work/$model.ckpt" "$work/splits/test.zarr" --json --plots "$work/$model.plots" \
+  --predictions "$work/$model.predictions.zarr" > "$work/$model.metrics.json"
 ecgtool profile "$work/$model.ckpt" --json > "$work/$model.profile.json"

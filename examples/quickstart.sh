@@ -17,5 +17,6 @@ ecgtool split synthetic.zarr -o splits --seed 0 --overwrite
 ecgtool train resnet18 splits/train.zarr --val splits/val.zarr -o resnet18.ckpt \
   --epochs 8 --batch-size 64 --lr 1e-3 --seed 0 --overwrite
 ecgtool profile resnet18.ckpt --repeats 10
-ecgtool eval resnet18.ckpt splits/test.zarr --json > metrics.json
+ecgtool eval resnet18.ckpt splits/test.zarr --json --plots plots --overwrite > metrics.json
+ecgtool explain resnet18.ckpt splits/test.zarr --first 2 --method gradcam -o explain --overwrite
 ecgtool eval resnet18.ckpt splits/test.zarr

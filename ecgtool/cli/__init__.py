@@ -23,6 +23,7 @@ COMMANDS = {
     "train": ("ecgtool.cli.train", "train", "Train a model on a store and write a checkpoint."),
     "eval": ("ecgtool.cli.eval", "eval_", "Evaluate a checkpoint on a store."),
     "profile": ("ecgtool.cli.profile", "profile", "Count parameters and MACs and measure latency."),
+    "explain": ("ecgtool.cli.explain", "explain", "Explain decisions: saliency maps and clinical ECG charts."),
     "info": ("ecgtool.cli.info", "info", "Summarise a store or a checkpoint."),
 }
 

@@ -14,7 +14,7 @@ Beyond scikit-learn:
   record's TP/FP/FN/TN contributions are divided by its number of labels (at
   least 1); ``F = (1+b²)TP / ((1+b²)TP + FP + b²FN)``, ``G = TP / (TP + FP + b·FN)``;
   classes with a zero denominator are left out of the macro mean.
-* Fmax, sample-centric as in CAFA (Radivojac et al. 2013) and the PTB-XL
+* Fmax (multi-label tasks), sample-centric as in CAFA (Radivojac et al. 2013) and the PTB-XL
   benchmarks paper (Strodthoff et al. 2021): the best over one threshold shared
   by all classes of ``2PR/(P+R)``, where P averages precision over records with
   at least one predicted class and R averages recall over records with labels.
@@ -146,7 +146,6 @@ def classification_report(y: np.ndarray, p: np.ndarray, classes: list[str], mult
             "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
         })
     f_beta, g_beta = fbeta_gbeta(y, yhat)
-    fmax_value, fmax_threshold = fmax(y, p)
     macro = {
         "auroc": nanmean_or_none(auc),
         "auroc_classes": int(np.isfinite(auc).sum()),
@@ -157,11 +156,10 @@ def classification_report(y: np.ndarray, p: np.ndarray, classes: list[str], mult
         "specificity": float(np.mean([c["specificity"] for c in per_class])),
         "f_beta2": f_beta,
         "g_beta2": g_beta,
-        "fmax": fmax_value,
-        "fmax_threshold": fmax_threshold,
     }
     report = {"records": int(len(y)), "macro": macro, "per_class": per_class}
     if multi_label:
+        macro["fmax"], macro["fmax_threshold"] = fmax(y, p)
         macro["accuracy"] = float(np.mean([c["accuracy"] for c in per_class]))  # label-wise
         macro["exact_match"] = float(np.mean((yhat == y).all(axis=1)))
     else:

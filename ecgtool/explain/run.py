@@ -1,0 +1,316 @@
+"""``explain``: records of a store → attribution maps (a saliency store) and clinical charts.
+
+The model input is rebuilt exactly as ``eval`` builds it — the checkpoint's
+leads, load-time normalisation and data-side view through ``InputSpec`` — while
+the charts plot the store's own signal for those leads (mV, or z-scores for a
+store prepared with per-record ``zscore``), never the normalised model input.
+
+Output directory (written all-or-nothing)::
+
+    DIR/saliency.zarr     Zarr v3 group, format "ecgtool.saliency" version 1
+        saliency          float32 [records, leads, samples]   the method's map (see attrs "meaning")
+        record_id         str [records]
+        row               int64 [records]                     the record's row in STORE
+        probabilities     float32 [records, classes]
+        labels            uint8 [records, classes]
+        explained_class   int16 [records]                     index into attrs "classes"
+        …                 method-specific arrays [records, …] (attention weights, IG convergence deltas)
+    DIR/<record_id>.png   one chart per record (ids made safe for file names)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ecgtool.errors import EcgtoolError
+
+SALIENCY_FORMAT = "ecgtool.saliency"
+SALIENCY_VERSION = 1
+SMOOTH_S = {"ig": 0.04, "saliency": 0.04}  # display smoothing of per-sample gradient maps (charts only)
+
+
+@dataclass
+class ExplainOptions:
+    method: str = "gradcam"
+    layer: str | None = None  # Grad-CAM only; default: the model's default_cam_layer
+    class_name: str | None = None  # None: each record's predicted (most probable) class
+    steps: int = 64  # integrated gradients
+    batch_size: int = 16
+    charts: bool = True
+    dpi: float = 150.0
+    sanity: str | None = None  # None, "cascade" or "full"
+    seed: int = 0
+
+
+def select_rows(store, records: list[str] | None, first: int | None) -> np.ndarray:
+    """Store rows for ``--records`` (comma-separated ids, in the order given) or ``--first N``."""
+    if first is not None:
+        return np.arange(min(first, len(store)), dtype=np.int64)
+    wanted = [r.strip() for item in records or [] for r in item.split(",") if r.strip()]
+    wanted = list(dict.fromkeys(wanted))  # repeated ids once, first mention first
+    if not wanted:
+        raise EcgtoolError("no records to explain: give --records ID[,ID…] or --first N")
+    rows_of: dict[str, list[int]] = {}
+    for row, rid in enumerate(store.record_id.tolist()):
+        rows_of.setdefault(rid, []).append(row)
+    missing = [r for r in wanted if r not in rows_of]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise EcgtoolError(f"record(s) {', '.join(missing[:5])}{more} not in {store.path} (its record_id array)")
+    return np.array([row for r in wanted for row in rows_of[r]], dtype=np.int64)
+
+
+def file_names(record_ids: list[str], rows: np.ndarray) -> list[str]:
+    """One safe, distinct PNG name per record: characters outside ``[A-Za-z0-9._-]`` become ``_``."""
+    safe = [re.sub(r"[^A-Za-z0-9._-]", "_", rid).lstrip(".") or "record" for rid in record_ids]
+    counts: dict[str, int] = {}
+    for s in safe:
+        counts[s.lower()] = counts.get(s.lower(), 0) + 1  # case-insensitive file systems
+    return [f"{s}.png" if counts[s.lower()] == 1 else f"{s}_row{row}.png" for s, row in zip(safe, rows.tolist())]
+
+
+def _thresholds(ckpt: dict) -> list[float] | None:
+    return ckpt["thresholds"]["values"] if ckpt.get("thresholds") else None
+
+
+def _predicted_text(probs: np.ndarray, classes: list[str], multi_label: bool, thresholds: list[float] | None) -> str:
+    if not multi_label:
+        k = int(np.argmax(probs))
+        return f"{classes[k]} {probs[k]:.2f}"
+    cut = np.asarray(thresholds if thresholds is not None else [0.5] * len(classes))
+    above = [k for k in np.argsort(-probs) if probs[k] >= cut[k]]
+    if not above:
+        k = int(np.argmax(probs))
+        return f"none (highest {classes[k]} {probs[k]:.2f})"
+    return ", ".join(f"{classes[k]} {probs[k]:.2f}" for k in above)
+
+
+def prepare(ckpt_path, store_path, options: ExplainOptions, device):
+    """Load and check everything a run needs, before any output is created: a one-line error for each misuse."""
+    from ecgtool.data.loader import InputSpec, check_store_fits
+    from ecgtool.data.store import open_store
+    from ecgtool.explain.attention import SUPPORTED, has_attention
+    from ecgtool.explain.methods import METHODS, resolve_layer
+    from ecgtool.train.checkpoint import build_model, load_checkpoint
+
+    if options.method not in METHODS:
+        raise EcgtoolError(f"unknown method {options.method!r}; choose one of {', '.join(METHODS)}")
+    ckpt = load_checkpoint(ckpt_path)
+    store = open_store(store_path)
+    check_store_fits(ckpt, store)
+    classes = list(ckpt["classes"])
+    if options.class_name is not None and options.class_name not in classes:
+        raise EcgtoolError(f"unknown class {options.class_name!r}; {ckpt_path} has classes {', '.join(classes)}")
+    model = build_model(ckpt).to(device).eval()
+    if options.method == "attention" and not has_attention(model):
+        raise EcgtoolError(f"--method attention: {ckpt['model']['name']} has no attention over time positions "
+                           f"(it works for {SUPPORTED}); use gradcam, ig or saliency")
+    if options.layer is not None and options.method != "gradcam":
+        raise EcgtoolError(f"--layer applies to --method gradcam, not {options.method}")
+    layer = resolve_layer(model, options.layer)[0] if options.method == "gradcam" else None
+    inp = ckpt["input"]
+    spec = InputSpec(store, leads=inp["leads"], normalisation=inp["normalisation"], view=inp["view"])
+    return ckpt, store, model, spec, layer
+
+
+def run_explain(ckpt_path, store_path, output, *, records: list[str] | None = None, first: int | None = None,
+                options: ExplainOptions | None = None, device="cpu", overwrite: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> dict:
+    """Explain the selected records; write ``output/saliency.zarr`` and the charts; return a summary."""
+    import torch
+
+    from ecgtool.outputs import atomic_output, check_new_output
+
+    options = options or ExplainOptions()
+    device = torch.device(device)
+    check_new_output(output, overwrite)  # refuse before the work, not after
+    ckpt, store, model, spec, layer = prepare(ckpt_path, store_path, options, device)
+    rows = select_rows(store, records, first)
+    with atomic_output(output, overwrite, directory=True) as tmp:
+        summary = _explain_rows(ckpt, store, model, spec, layer, rows, options, device, Path(tmp), progress)
+        summary["sanity"] = _sanity(model, store, spec, rows, options, layer, device, _thresholds(ckpt)) if options.sanity else None
+        _finish_store(Path(tmp) / "saliency.zarr", ckpt, ckpt_path, store, store_path, summary, options)
+    summary["output"] = str(output)
+    return summary
+
+
+def _targets(probs: np.ndarray, classes: list[str], options: ExplainOptions, multi_label: bool,
+             thresholds: list[float] | None) -> tuple[np.ndarray, list[str]]:
+    """The class to explain per record and why: ``--class``, else the predicted class.
+
+    Multi-label: the most probable class among those at or above their decision
+    threshold (the checkpoint's, else 0.5); a record with none gets its most probable class.
+    """
+    if options.class_name is not None:
+        return np.full(len(probs), classes.index(options.class_name), dtype=np.int64), ["chosen"] * len(probs)
+    if not multi_label:
+        return probs.argmax(axis=1).astype(np.int64), ["predicted"] * len(probs)
+    cut = np.asarray(thresholds if thresholds is not None else [0.5] * len(classes))
+    above = probs >= cut
+    targets = np.where(above.any(axis=1), np.where(above, probs, -1.0).argmax(axis=1), probs.argmax(axis=1))
+    why = ["predicted" if a else "most probable; no class above its threshold" for a in above.any(axis=1)]
+    return targets.astype(np.int64), why
+
+
+def _explain_rows(ckpt, store, model, spec, layer, rows, options, device, out: Path, progress) -> dict:
+    import torch
+    import zarr
+
+    from ecgtool.eval.predict import probabilities
+    from ecgtool.explain.methods import explain
+
+    classes, multi = list(ckpt["classes"]), bool(ckpt["multi_label"])
+    n, leads, samples = len(rows), list(spec.leads), store.n_samples
+    group = zarr.open_group(out / "saliency.zarr", mode="w", zarr_format=3)
+    group.attrs.update({"format": SALIENCY_FORMAT, "format_version": SALIENCY_VERSION, "complete": False})
+    chunk = max(1, min(n, 64))
+    saliency = group.create_array("saliency", shape=(n, len(leads), samples), chunks=(chunk, len(leads), samples), dtype="float32")
+    prob_arr = group.create_array("probabilities", shape=(n, len(classes)), dtype="float32")
+    target_arr = group.create_array("explained_class", shape=(n,), dtype="int16")
+    group.create_array("labels", data=store.labels[rows].astype(np.uint8))
+    group.create_array("row", data=rows.astype(np.int64))
+    ids = group.create_array("record_id", shape=(n,), dtype=str)
+    ids[:] = store.record_id[rows]
+    names = file_names(store.record_id[rows].tolist(), rows)
+    thresholds = _thresholds(ckpt)
+    extra_arrays: dict = {}
+    info: dict = {}
+    records = []
+    for start in range(0, n, options.batch_size):
+        batch = rows[start : start + options.batch_size]
+        raw = store.read_rows(batch)
+        x = torch.from_numpy(np.ascontiguousarray(spec(raw))).to(device)
+        with torch.no_grad():
+            probs = probabilities(model(x).float(), multi).cpu().numpy()
+        targets, why = _targets(probs, classes, options, multi, thresholds)
+        e = explain(options.method, model, x, torch.from_numpy(targets).to(device), len(leads), layer=layer,
+                    steps=options.steps, internal_batch_size=max(options.batch_size, 64))
+        stop = start + len(batch)
+        saliency[start:stop] = e.maps
+        prob_arr[start:stop] = probs.astype(np.float32)
+        target_arr[start:stop] = targets.astype(np.int16)
+        for key, value in e.arrays.items():
+            if key not in extra_arrays:
+                extra_arrays[key] = group.create_array(key, shape=(n, *value.shape[1:]), dtype=value.dtype)
+            extra_arrays[key][start:stop] = value
+        info = info or e.info
+        signal = raw[:, spec.lead_index].astype(np.float32)
+        for i in range(len(batch)):
+            j = start + i
+            record = {"record_id": str(store.record_id[batch[i]]), "row": int(batch[i]), "class": classes[targets[i]],
+                      "probability": float(probs[i, targets[i]]), "selection": why[i], "chart": names[j] if options.charts else None}
+            if options.charts:
+                _chart(out / names[j], signal[i], e.maps[i], store, ckpt, leads, record, probs[i], thresholds, options, layer)
+            records.append(record)
+        if progress:
+            progress(stop, n)
+    return {"method": options.method, "layer": layer, "records": records, "method_info": info,
+            "classes": classes, "leads": leads}
+
+
+def _chart(path: Path, signal, saliency, store, ckpt, leads, record, probs, thresholds, options, layer) -> None:
+    from ecgtool.explain.chart import DISPLAY_PERCENTILE, save_chart
+    from ecgtool.explain.methods import METHOD_NAMES
+
+    classes = list(ckpt["classes"])
+    truth = ", ".join(c for c, y in zip(classes, store.labels[record["row"]]) if y) or "none"
+    title = (f"{record['record_id']}    true: {truth}    "
+             f"predicted: {_predicted_text(probs, classes, bool(ckpt['multi_label']), thresholds)}")
+    method = METHOD_NAMES[options.method] + (f" at {layer}" if layer else "")
+    target = (f"(class-independent; the model's top class is {record['class']}, p = {record['probability']:.2f})"
+              if options.method == "attention" else f"for {record['class']} ({record['selection']}, p = {record['probability']:.2f})")
+    subtitle = f"{method} {target} — {ckpt['model']['name']}"
+    mv = store.attrs.get("units") == "mV"
+    footer = "" if mv else "   amplitudes are per-record z-scores (store normalised by prep), not mV"
+    save_chart(path, signal, leads, store.fs, saliency, title, subtitle, dpi=options.dpi, units="mV" if mv else "SD",
+               smooth_s=SMOOTH_S.get(options.method, 0.0), footer=footer,
+               colorbar_label=f"{METHOD_NAMES[options.method]}, relative\n(1 = record's {DISPLAY_PERCENTILE:g}th pct.)")
+
+
+def _sanity(model, store, spec, rows, options, layer, device, thresholds) -> list[dict]:
+    """Adebayo et al. 2018 randomisation test on (up to a batch of) the selected records, for the same classes."""
+    import torch
+
+    from ecgtool.eval.predict import probabilities
+    from ecgtool.explain.methods import explain
+    from ecgtool.explain.sanity import sanity_check
+
+    batch = rows[: options.batch_size]
+    x = torch.from_numpy(np.ascontiguousarray(spec(store.read_rows(batch)))).to(device)
+    with torch.no_grad():
+        probs = probabilities(model(x).float(), store.multi_label).cpu().numpy()
+    targets = torch.from_numpy(_targets(probs, store.classes, options, store.multi_label, thresholds)[0]).to(device)
+    n_leads = len(spec.leads)
+
+    def maps(m, xx, tt):
+        return explain(options.method, m, xx, tt, n_leads, layer=layer, steps=options.steps,
+                       internal_batch_size=max(options.batch_size, 64)).maps
+
+    return sanity_check(model, x, targets, maps, mode=options.sanity, seed=options.seed)
+
+
+def _finish_store(path: Path, ckpt: dict, ckpt_path, store, store_path, summary: dict, options: ExplainOptions) -> None:
+    import zarr
+
+    from ecgtool.explain.methods import CITATIONS, MEANING, METHOD_NAMES
+    from ecgtool.provenance import fingerprint, make_entry
+
+    group = zarr.open_group(path, mode="r+")
+    group.attrs.update({
+        "method": options.method,
+        "method_name": METHOD_NAMES[options.method],
+        "citation": CITATIONS[options.method],
+        "meaning": MEANING[options.method],
+        "method_details": summary["method_info"],
+        "layer": summary["layer"],
+        "class": [r["class"] for r in summary["records"]],
+        "class_selection": [r["selection"] for r in summary["records"]],
+        "classes": summary["classes"],
+        "multi_label": bool(ckpt["multi_label"]),
+        "leads": summary["leads"],
+        "fs": store.fs,
+        "signal_units": store.attrs["units"],
+        "options": {k: v for k, v in asdict(options).items() if k not in ("charts", "dpi")},
+        "sanity": _json_safe(summary["sanity"]),
+        "checkpoint": {"path": str(ckpt_path), "fingerprint": fingerprint(ckpt_path), "model": ckpt["model"],
+                       "provenance": ckpt["provenance"]},
+        "store": {"path": str(store_path), "fingerprint": fingerprint(store_path)},
+        "provenance": [make_entry("explain", [ckpt_path, store_path], method=options.method)],
+    })
+    group.attrs["complete"] = True  # last: a reader trusts nothing before it
+
+
+def _json_safe(value):
+    """NaN (an undefined correlation) is not JSON: store it as null."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def open_saliency(path: str | os.PathLike):
+    """Open a complete saliency store (read-only), refusing foreign, newer or incomplete ones."""
+    import zarr
+
+    p = Path(path)
+    try:
+        group = zarr.open_group(p, mode="r")
+    except Exception as e:  # zarr raises several types for a missing or foreign directory
+        raise EcgtoolError(f"{p} is not a saliency store ({type(e).__name__})") from e
+    attrs = dict(group.attrs)
+    if attrs.get("format") != SALIENCY_FORMAT:
+        raise EcgtoolError(f"{p} is not an ecgtool saliency store (format {attrs.get('format')!r})")
+    if not isinstance(attrs.get("format_version"), int) or attrs["format_version"] > SALIENCY_VERSION:
+        raise EcgtoolError(f"{p} has saliency format version {attrs.get('format_version')}, newer than this ecgtool understands")
+    if attrs.get("complete") is not True:
+        raise EcgtoolError(f"{p} is incomplete (its writer did not finish)")
+    return group
