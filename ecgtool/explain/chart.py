@@ -2,7 +2,8 @@
 
 Paper conventions (as on every electrocardiograph's printout): 25 mm/s, 10 mm/mV,
 a pink grid of 1 mm minor and 5 mm major lines, a 1 mV calibration pulse at the
-start of each row. A standard 12-lead record is laid out 3 × 4 — I, aVR, V1, V4 /
+start of each row (a per-record z-scored store is drawn at 2.5 mm per SD,
+which gives its QRS complexes their usual printed size). A standard 12-lead record is laid out 3 × 4 — I, aVR, V1, V4 /
 II, aVL, V2, V5 / III, aVF, V3, V6, 2.5 s each — above a full-length lead II
 rhythm strip; any other lead set, or a record shorter than the 10 s that layout
 needs (a beat store's windows), gets one full-length row per lead. A row holds
@@ -30,6 +31,9 @@ import numpy as np
 MM_PER_INCH = 25.4
 SPEED_MM_S = 25.0  # paper speed
 GAIN_MM_MV = 10.0  # amplitude scale
+# A per-record z-scored ECG has its QRS complexes 4-8 SD tall; 2.5 mm per SD draws them about as
+# tall as a 1-2 mV QRS at 10 mm/mV, so the traces stay within their rows as on a real printout.
+GAIN_MM_SD = 2.5
 ROW_MM = 40.0  # height of one row of paper (baselines sit on major lines)
 CAL_MM = 10.0  # the calibration pulse's column at the start of each row
 ROW_SECONDS = 10.0  # one row of paper: 250 mm
@@ -167,7 +171,7 @@ def figure(signal: np.ndarray, leads: list[str], fs: float, saliency: np.ndarray
     _grid(ax, grid_w, grid_h)
 
     shown = display_map(saliency, fs, smooth_s)[0] if saliency is not None else None
-    gain = GAIN_MM_MV  # per mV, or per z-unit for a z-scored store
+    gain = GAIN_MM_MV if units == "mV" else GAIN_MM_SD
     for s in strips:
         base = grid_h - (s.row + 0.5) * ROW_MM
         t = np.arange(s.start, s.stop) / fs
@@ -188,7 +192,7 @@ def figure(signal: np.ndarray, leads: list[str], fs: float, saliency: np.ndarray
     chars = int((page_w - 12) / 2.1)  # ~2.1 mm per character at 10 pt
     fig.text(m["left"] / page_w, 1 - 5 / page_h, "\n".join(textwrap.wrap(title, chars)[:2]), fontsize=10.5, fontweight="bold", va="top")
     fig.text(m["left"] / page_w, 1 - 15 / page_h, "\n".join(textwrap.wrap(subtitle, int(chars * 1.15))[:1]), fontsize=9, va="top")
-    scale = f"{SPEED_MM_S:g} mm/s   {GAIN_MM_MV:g} mm/mV" if units == "mV" else f"{SPEED_MM_S:g} mm/s   {GAIN_MM_MV:g} mm per {units}"
+    scale = f"{SPEED_MM_S:g} mm/s   {GAIN_MM_MV:g} mm/mV" if units == "mV" else f"{SPEED_MM_S:g} mm/s   {gain:g} mm per {units}"
     fig.text(m["left"] / page_w, 3.5 / page_h, f"{scale}   fs {fs:g} Hz   grid 1 mm / 5 mm   {footer}".strip(), fontsize=8, va="bottom")
 
     if shown is not None:
