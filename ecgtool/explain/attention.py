@@ -118,12 +118,7 @@ def _msse(model: nn.Module, x: torch.Tensor) -> Explanation:
         for i, layer in enumerate(encoder.layers):
             handles.append(layer.qkv.register_forward_hook(on_qkv((s, i), layer.num_heads)))
             handles.append(layer.proj.register_forward_pre_hook(on_proj((s, i))))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_with_hooks(model, x, handles)
 
     samples = x.shape[-1]
     arrays, scales, maps = {}, [], []
@@ -140,6 +135,16 @@ def _msse(model: nn.Module, x: torch.Tensor) -> Explanation:
             "rollout": "Abnar & Zuidema 2020: 0.5 A + 0.5 I per layer, head mean, product over layers",
             "scales": scales}
     return Explanation(np.mean(maps, axis=0)[:, None], arrays, info)
+
+
+def _forward_with_hooks(model: nn.Module, x: torch.Tensor, handles: list) -> None:
+    """One forward pass for the hooks to capture; the hooks are removed whatever happens."""
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _knowledge_weights(module: nn.Module, h: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -165,12 +170,7 @@ def _mina(model: nn.Module, x: torch.Tensor) -> Explanation:
         handles.append(branch.beat_att.register_forward_hook(hook_for(("beat", f))))
         handles.append(branch.rhythm_att.register_forward_hook(hook_for(("rhythm", f))))
     handles.append(model.freq_attention.att.register_forward_hook(hook_for(("frequency",))))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_with_hooks(model, x, handles)
 
     b, samples = x.shape[0], x.shape[-1]
     freq = captured[("frequency",)]  # (B, F)
@@ -212,12 +212,7 @@ def _mamil(model: nn.Module, x: torch.Tensor) -> Explanation:
 
     handles = [model.beat_fusion.register_forward_hook(hook_for("beat_fusion")),
                model.gaf_fusion.register_forward_hook(hook_for("gaf_fusion"))]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_with_hooks(model, x, handles)
 
     beats, top_beat = captured["beat_fusion"]
     patches, top_patch = captured["gaf_fusion"]
