@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -49,6 +50,10 @@ def _list_models(ctx, param, value):
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default).")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Loader threads decoding store chunks.")
 @click.option("--crop", type=click.IntRange(0), default=0, help="Train on random crops of this many samples (validation and eval then use sliding windows); 0: whole records.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Mixed precision: autocast to bf16, or fp16 with a grad scaler (for CUDA).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model for training (for CUDA).")
+@click.option("--sync-bn", is_flag=True, help="Synchronise BatchNorm statistics across DDP ranks (CUDA).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run that wrote OUTPUT.resume.")
 @click.option("--list-models", is_flag=True, expose_value=False, is_eager=True, callback=_list_models, help="List the registered models and exit.")
 @seed_option
@@ -56,18 +61,22 @@ def _list_models(ctx, param, value):
 @overwrite_option
 @json_option
 def train(model_name, train_store, val_store, output, epochs, batch_size, lr, weight_decay, schedule, warmup_epochs,
-          step_size, gamma, model_kwargs, threads, workers, crop, resume, seed, device, overwrite, as_json):
+          step_size, gamma, model_kwargs, threads, workers, crop, precision, compile_, sync_bn, resume, seed, device, overwrite, as_json):
     """Train MODEL on TRAIN_STORE and write the best checkpoint to OUTPUT.
 
     Prints the checkpoint path (the final metrics as JSON with --json);
-    progress and per-epoch metrics go to stderr.
+    progress and per-epoch metrics go to stderr. Under torchrun or srun it
+    trains data-parallel (--batch-size is the global batch); only rank 0
+    writes. SIGTERM or SIGUSR1 writes OUTPUT.resume after the current step and
+    exits with status 75; rerun with --resume to continue exactly.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ecgtool.cli.options import emit_json, resolve_device, stderr_console
     from ecgtool.errors import EcgtoolError
     from ecgtool.models import model_info
-    from ecgtool.train.loop import TrainArgs, Trainer, resume_path
+    from ecgtool.train import distributed
+    from ecgtool.train.loop import EXIT_PREEMPTED, Preempted, TrainArgs, Trainer, resume_path
 
     try:
         model_info(model_name)  # an unknown name raises the registry's "did you mean" error
@@ -76,11 +85,14 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
     args = TrainArgs(
         model=model_name, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
         warmup_epochs=warmup_epochs, step_size=step_size, gamma=gamma, seed=seed,
-        device=str(resolve_device(device)), threads=threads, workers=workers, crop=crop, model_kwargs=model_kwargs,
+        device=str(resolve_device(device)), threads=threads, workers=workers, crop=crop, precision=precision, compile=compile_, sync_bn=sync_bn,
+        model_kwargs=model_kwargs,
     )
+    env = distributed.detect()
+    main = env.is_main  # only rank 0 talks
     console = stderr_console()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("loss {task.fields[loss]:.4f}"), console=console, transient=True)
+                        TextColumn("loss {task.fields[loss]:.4f}"), console=console, transient=True, disable=not main)
     task = progress.add_task("epoch", total=None, loss=float("nan"))
 
     def on_step(epoch, step, steps, loss):
@@ -93,17 +105,29 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
         parts.append(f"lr {record['lr']:.2e}")
         console.print("  ".join(parts) + ("  [green]best[/]" if best_epoch == record["epoch"] else ""))
 
-    trainer = Trainer(args, train_store, val_store, output, overwrite=overwrite, on_step=on_step, on_epoch=on_epoch)
-    if resume:
-        if not trainer.resume():
-            raise EcgtoolError(f"--resume: there is no {resume_path(trainer.out)} to continue from")
-        console.print(f"resuming at epoch {trainer.start_epoch + 1}")
-    elif resume_path(trainer.out).exists() and not overwrite:
-        raise EcgtoolError(f"{resume_path(trainer.out)} holds an interrupted run; pass --resume to continue it or --overwrite to start again")
-    if val_store is None:
-        console.print("[yellow]no --val store: the last epoch is kept and thresholds default to 0.5")
-    with progress:
-        ckpt = trainer.run()
+    trainer = Trainer(args, train_store, val_store, output, overwrite=overwrite, on_step=on_step, on_epoch=on_epoch, env=env)
+    try:
+        if resume:
+            if not trainer.resume():
+                raise EcgtoolError(f"--resume: there is no {resume_path(trainer.out)} to continue from")
+            if main:
+                console.print(f"resuming at epoch {trainer.start_epoch + 1}, step {trainer.position['batch'] + 1}")
+        elif resume_path(trainer.out).exists() and not overwrite:
+            raise EcgtoolError(f"{resume_path(trainer.out)} holds an interrupted run; pass --resume to continue it or --overwrite to start again")
+        if val_store is None and main:
+            console.print("[yellow]no --val store: the last epoch is kept and thresholds default to 0.5")
+        if env.active and main:
+            console.print(f"data-parallel on {env.world_size} processes, {batch_size // env.world_size} records each per step")
+        with progress:
+            ckpt = trainer.run()
+    except Preempted as e:
+        if main:
+            console.print(f"[yellow]{e}; wrote {resume_path(trainer.out)} — rerun with --resume to continue")
+        sys.exit(EXIT_PREEMPTED)
+    finally:
+        distributed.shutdown(env)
+    if not main:
+        return
     if as_json:
         emit_json({"checkpoint": output, "metrics": ckpt["metrics"], "thresholds": ckpt["thresholds"]})
     else:

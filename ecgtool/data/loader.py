@@ -11,7 +11,13 @@ epoch. Two modes, chosen automatically from the store's size:
   windows whatever the store's size.
 
 Both are deterministic for a (seed, epoch) pair, which is what ``--resume``
-relies on.
+relies on; an epoch can start at any batch (a run resumed mid-epoch).
+
+Under data-parallel training every rank forms the same global batches of
+``batch_size × world_size`` records and keeps its own contiguous slice, so N
+ranks see exactly the batches one process with the global batch would (the
+equivalence DDP needs to reproduce a single-process run). Each rank decodes
+what it reads; in streaming mode that is every chunk of each window.
 """
 
 from __future__ import annotations
@@ -115,6 +121,8 @@ class ChunkLoader:
         window_chunks: int = 8,
         pin_memory: bool = False,
         workers: int = 2,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         self.store = store
         self.batch_size = batch_size
@@ -124,7 +132,10 @@ class ChunkLoader:
         self.window_chunks = window_chunks
         self.pin_memory = pin_memory
         self.workers = max(1, workers)
+        self.rank, self.world_size = rank, world_size
+        self.global_batch = batch_size * world_size
         self.epoch = 0
+        self.start_batch = 0
         row_bytes = int(np.prod(store.signals.shape[1:])) * 4
         if mode == "auto":
             mode = "memory" if row_bytes * len(self.indices) <= memory_budget else "stream"
@@ -133,12 +144,19 @@ class ChunkLoader:
         self.mode = mode
         self._cache: np.ndarray | None = None
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """The epoch whose order to produce, from its ``start_batch``-th batch on."""
+        self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
+        """Batches per epoch (global batches: every rank yields this many)."""
         n = len(self.indices)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return n // self.global_batch if self.drop_last else -(-n // self.global_batch)
+
+    def _mine(self, rows: np.ndarray) -> slice:
+        """This rank's part of a global batch of ``len(rows)`` records."""
+        bounds = np.linspace(0, len(rows), self.world_size + 1).round().astype(int)
+        return slice(bounds[self.rank], bounds[self.rank + 1])
 
     def _rng(self) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch])
@@ -177,8 +195,10 @@ class ChunkLoader:
     def _memory_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         data = self._load_all()
         order = self._rng().permutation(len(self.indices)) if self.shuffle else np.arange(len(self.indices))
-        for b in range(len(self)):
-            pos = np.sort(order[b * self.batch_size : (b + 1) * self.batch_size])
+        g = self.global_batch
+        for b in range(self.start_batch, len(self)):
+            batch = order[b * g : (b + 1) * g]
+            pos = batch[self._mine(batch)]  # in batch order, so a rank's records hold the same places as in one process
             yield data[pos], self.indices[pos]
 
     def _windows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -193,17 +213,22 @@ class ChunkLoader:
         rng = self._rng()
         carry_x = np.empty((0, self.spec.channels, self.store.n_samples), np.float32)
         carry_rows = np.empty(0, np.int64)
+        g, done = self.global_batch, 0  # global batches formed so far; the first start_batch are skipped
         for x, rows in _background(self._windows()):
             if self.shuffle:
                 perm = rng.permutation(len(rows))
                 x, rows = x[perm], rows[perm]
             x, rows = np.concatenate([carry_x, x]), np.concatenate([carry_rows, rows])
-            n_full = len(rows) // self.batch_size * self.batch_size
-            for b in range(0, n_full, self.batch_size):
-                yield x[b : b + self.batch_size], rows[b : b + self.batch_size]
+            n_full = len(rows) // g * g
+            for b in range(0, n_full, g):
+                if done >= self.start_batch:
+                    mine = self._mine(rows[b : b + g])
+                    yield x[b : b + g][mine], rows[b : b + g][mine]
+                done += 1
             carry_x, carry_rows = x[n_full:], rows[n_full:]
-        if len(carry_rows) and not self.drop_last:
-            yield carry_x, carry_rows
+        if len(carry_rows) and not self.drop_last and done >= self.start_batch:
+            mine = self._mine(carry_rows)
+            yield carry_x[mine], carry_rows[mine]
 
     def __iter__(self):
         import torch

@@ -6,9 +6,19 @@ every epoch, the best epoch by validation macro AUC kept, and per-class
 decision thresholds tuned on validation (max F1) and stored in the checkpoint.
 
 After each epoch a resumable checkpoint (``OUTPUT.resume``: model, optimiser,
-scheduler, RNG state, best-so-far) is written atomically; ``--resume`` picks it
-up. Shuffling depends only on (seed, epoch), so a resumed run continues exactly
-as the uninterrupted one would have.
+scheduler, grad scaler, RNG state, loader position, best-so-far) is written
+atomically; ``--resume`` picks it up. SIGTERM or SIGUSR1 (Slurm's pre-emption
+warning) makes the run finish its current step, write the same checkpoint at
+that position and stop with ``Preempted``. Shuffling depends only on (seed,
+epoch) and the loader can start an epoch at any batch, so a resumed run
+continues exactly as the uninterrupted one would have.
+
+Under torchrun or srun the model is wrapped in DDP (see ``distributed.py``);
+``batch_size`` is the global batch, split evenly over the ranks, so a run's
+batches, learning-rate schedule and results do not depend on the number of
+processes (BatchNorm statistics apart: they are per rank unless ``sync_bn``).
+Mixed precision (bf16 or fp16 autocast, a grad scaler for fp16) and
+``torch.compile`` are options for CUDA runs.
 
 With ``crop`` the model sees a random window of that many samples of each
 record per step (the PTB-XL benchmark trains on 2.5 s crops this way) and is
@@ -19,6 +29,9 @@ probability, as ``eval`` applies it.
 from __future__ import annotations
 
 import math
+import signal
+import threading
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,7 +39,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ecgtool.data.loader import ChunkLoader, InputSpec, check_store_fits, input_spec
+from ecgtool.data.loader import DEFAULT_MEMORY_BUDGET, ChunkLoader, InputSpec, check_store_fits, input_spec
 from ecgtool.data.store import open_store
 from ecgtool.data.views import data_view
 from ecgtool.errors import EcgtoolError
@@ -36,9 +49,17 @@ from ecgtool.eval.thresholds import tune_thresholds
 from ecgtool.models import create_model, model_info
 from ecgtool.outputs import check_new_output
 from ecgtool.provenance import make_entry
+from ecgtool.train import distributed
 from ecgtool.train.checkpoint import load_checkpoint, save_checkpoint
 
 SCHEDULES = ("cosine", "step", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+PREEMPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later"; requeue scripts look for it
+
+
+class Preempted(Exception):
+    """A pre-emption signal stopped the run after it wrote its resume checkpoint."""
 
 
 @dataclass
@@ -57,6 +78,9 @@ class TrainArgs:
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
     workers: int = 2  # loader threads decoding store chunks
     crop: int = 0  # random training crops of this many samples; 0 = whole records
+    precision: str = "fp32"  # autocast dtype: fp32 (off), bf16 or fp16 (with a grad scaler)
+    compile: bool = False  # torch.compile the model for training
+    sync_bn: bool = False  # SyncBatchNorm across DDP ranks (CUDA)
     model_kwargs: dict = field(default_factory=dict)
 
 
@@ -96,30 +120,44 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def random_crop(x: torch.Tensor, length: int) -> torch.Tensor:
-    """An independent random window of ``length`` samples of each record of ``x [B, C, T]``
-    (drawn from the global generator, whose state the resume checkpoint keeps)."""
-    start = torch.randint(0, x.shape[-1] - length + 1, (len(x), 1))
+def random_crop(x: torch.Tensor, length: int, draws: int | None = None, part: slice = slice(None)) -> torch.Tensor:
+    """An independent random window of ``length`` samples of each record of ``x [B, C, T]``,
+    drawn from the global generator (whose state the resume checkpoint keeps). Under DDP every
+    rank draws the offsets of the whole global batch (``draws``) and uses its ``part``, as one
+    process would."""
+    start = torch.randint(0, x.shape[-1] - length + 1, (draws or len(x), 1))[part]
     index = (start + torch.arange(length)).unsqueeze(1).expand(-1, x.shape[1], -1)
     return x.gather(-1, index)
 
 
 class Trainer:
     def __init__(self, args: TrainArgs, train_path, val_path, out, *, overwrite: bool = False,
-                 on_step: Callable | None = None, on_epoch: Callable | None = None):
+                 on_step: Callable | None = None, on_epoch: Callable | None = None, env: distributed.DistEnv | None = None):
         self.args = args
+        self.env = env = env or distributed.DistEnv()
         self.out = Path(out)
         self.overwrite = overwrite
         check_new_output(self.out, overwrite)  # refuse before hours of training, not after
-        self.on_step, self.on_epoch = on_step or (lambda *a: None), on_epoch or (lambda *a: None)
+        quiet = lambda *a: None  # noqa: E731
+        # only rank 0 logs
+        self.on_step, self.on_epoch = (on_step or quiet, on_epoch or quiet) if env.is_main else (quiet, quiet)
         self.train_store = open_store(train_path)
         self.val_store = open_store(val_path) if val_path else None
         self.device = torch.device(args.device)
+        if env.active and self.device.type == "cuda":
+            self.device = torch.device("cuda", env.local_rank)  # one GPU per rank
+            torch.cuda.set_device(self.device)
         if args.threads:
             torch.set_num_threads(args.threads)
+        if args.precision not in PRECISIONS:
+            raise EcgtoolError(f"unknown precision {args.precision!r}; choose from {', '.join(PRECISIONS)}")
         s = self.train_store
         if len(s) == 0:
             raise EcgtoolError(f"{s.path} has no records")
+        if args.batch_size % env.world_size:
+            raise EcgtoolError(f"--batch-size {args.batch_size} is the global batch; it must divide evenly over {env.world_size} processes")
+        if env.active and len(s) < args.batch_size:
+            raise EcgtoolError(f"{s.path} has {len(s)} records, fewer than one global batch of {args.batch_size}")
         self.multi_label = s.multi_label
         self.input = input_spec(s, data_view(model_info(args.model)["input_view"]))
         if args.crop:
@@ -141,22 +179,44 @@ class Trainer:
             kwargs.setdefault("fs", s.fs)  # models whose filters or windows are in seconds get the store's rate
         self.model = create_model(args.model, num_classes=len(s.classes), num_leads=len(s.leads),
                                   num_samples=self.input["samples"], **kwargs).to(self.device)
+        distributed.init(env, self.device.type)
+        self.net = self._training_module()
         pin = self.device.type == "cuda"
-        # drop_last keeps BatchNorm away from a final batch of one record.
-        self.loader = ChunkLoader(s, args.batch_size, spec=InputSpec(s, view=self.input["view"]), shuffle=True, seed=args.seed,
-                                  drop_last=len(s) > args.batch_size, pin_memory=pin, workers=args.workers)
+        # drop_last keeps BatchNorm away from a final batch of one record, and every DDP rank at the same step count.
+        self.loader = ChunkLoader(s, args.batch_size // env.world_size, spec=InputSpec(s, view=self.input["view"]), shuffle=True,
+                                  seed=args.seed, drop_last=len(s) > args.batch_size or env.active, pin_memory=pin,
+                                  workers=args.workers, rank=env.rank, world_size=env.world_size,
+                                  memory_budget=DEFAULT_MEMORY_BUDGET // env.local_world_size)
         self.val_loader = (
             ChunkLoader(self.val_store, max(args.batch_size, 256), pin_memory=pin, workers=args.workers,
+                        indices=np.arange(len(self.val_store))[env.rank::env.world_size],  # each rank predicts its share
                         spec=InputSpec(self.val_store, leads=self.input["leads"], normalisation=self.input["normalisation"],
                                        view=self.input["view"]))
             if self.val_store else None
         )
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.precision == "fp16")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(args, len(self.loader)))
         self.criterion = torch.nn.BCEWithLogitsLoss() if self.multi_label else torch.nn.CrossEntropyLoss()
         self.start_epoch = 0
+        self.position = {"batch": 0, "loss_total": 0.0, "loss_count": 0}  # where the first epoch starts
+        self.stop_requested = False
         self.history: list[dict] = []
         self.best = {"metric": -math.inf, "epoch": None, "state": None, "val_probs": None}
+
+    def _training_module(self) -> torch.nn.Module:
+        """What the training step calls: the model, made DDP and/or compiled as asked."""
+        net = self.model
+        if self.env.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            if self.args.sync_bn:
+                net = self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.args.compile:
+            net = torch.compile(net)
+        return net
 
     # -- resume ----------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -174,8 +234,10 @@ class Trainer:
         self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(r["optimizer"])
         self.scheduler.load_state_dict(r["scheduler"])
+        self.scaler.load_state_dict(r["scaler"])
         set_rng_state(r["rng"], self.device)
         self.start_epoch = r["epoch"]
+        self.position = r["position"]
         self.history = r["history"]
         self.best = {
             "metric": r["best_metric"], "epoch": r["best_epoch"], "state": r["best_state"],
@@ -185,49 +247,86 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> float:
-        self.model.train()
-        self.loader.set_epoch(epoch)
-        total, count = 0.0, 0
-        for step, (x, y, _) in enumerate(self.loader):
-            if self.args.crop and self.args.crop < x.shape[-1]:
-                x = random_crop(x, self.args.crop)
+        """One epoch (from ``self.position`` when resuming mid-epoch); the mean loss over all ranks."""
+        self.net.train()
+        start, total, count = self.position["batch"], self.position["loss_total"], self.position["loss_count"]
+        self.position = {"batch": 0, "loss_total": 0.0, "loss_count": 0}
+        self.loader.set_epoch(epoch, start)
+        crop = self.args.crop
+        for step, (x, y, _) in enumerate(self.loader, start=start):
+            if crop and crop < x.shape[-1]:
+                x = random_crop(x, crop, *((self.args.batch_size, self.loader._mine(np.arange(self.args.batch_size)))
+                                           if self.env.active else ()))
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
-            logits = self.model(x)
-            loss = self.criterion(logits, y if self.multi_label else y.argmax(dim=1))
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype else nullcontext():
+                logits = self.net(x)
+                loss = self.criterion(logits.float(), y if self.multi_label else y.argmax(dim=1))
             if not torch.isfinite(loss):
                 raise EcgtoolError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; lower --lr")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.scheduler.step()
             total += loss.item() * len(x)
             count += len(x)
             self.on_step(epoch, step + 1, len(self.loader), total / count)
+            if step + 1 < len(self.loader) and self._stop():
+                self._save_resume(epoch, {"batch": step + 1, "loss_total": total, "loss_count": count})
+                raise Preempted(f"stopped by a signal at epoch {epoch + 1}, step {step + 1}")
+        total, count = distributed.all_sum([total, count], self.device) if self.env.active else (total, count)
         return total / max(count, 1)
 
     def validate(self) -> tuple[dict, np.ndarray | None]:
         if self.val_loader is None:
             return {}, None
         probs, rows = predict(self.model, self.val_loader, self.device, self.multi_label, self.windows)
+        probs, rows = distributed.gather_rows(probs, rows)
         y = self.val_store.labels[rows]
         return {"val_loss": _prob_loss(probs, y, self.multi_label), "val_macro_auc": macro_auc(y, probs)}, probs
 
+    def _stop(self) -> bool:
+        """Whether a pre-emption signal reached this process, or under DDP any rank."""
+        return distributed.any_rank(self.stop_requested, self.device) if self.env.active else self.stop_requested
+
+    @contextmanager
+    def _preemptible(self):
+        """SIGTERM/SIGUSR1 set a flag the loop checks after each step (main thread only: Python's rule)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            self.stop_requested = True
+
+        previous = {s: signal.signal(s, request_stop) for s in PREEMPT_SIGNALS}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
     def run(self) -> dict:
-        args = self.args
-        for epoch in range(self.start_epoch, args.epochs):
-            train_loss = self.train_epoch(epoch)
-            metrics, probs = self.validate()
-            record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": self.scheduler.get_last_lr()[0], **metrics}
-            self.history.append(record)
-            # Without validation the last epoch is "best"; with it, the highest macro AUC (NaN never wins).
-            score = metrics.get("val_macro_auc", epoch)
-            if self.val_loader is None or (score == score and score > self.best["metric"]):
-                self.best = {"metric": score, "epoch": epoch + 1, "val_probs": probs,
-                             "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
-            self.on_epoch(record, self.best["epoch"])
-            self._save_resume(epoch + 1)
+        with self._preemptible():
+            for epoch in range(self.start_epoch, self.args.epochs):
+                self._run_epoch(epoch)
+                if epoch + 1 < self.args.epochs and self._stop():
+                    raise Preempted(f"stopped by a signal after epoch {epoch + 1}")
         return self._finish()
+
+    def _run_epoch(self, epoch: int) -> None:
+        train_loss = self.train_epoch(epoch)
+        metrics, probs = self.validate()
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": self.scheduler.get_last_lr()[0], **metrics}
+        self.history.append(record)
+        # Without validation the last epoch is "best"; with it, the highest macro AUC (NaN never wins).
+        score = metrics.get("val_macro_auc", epoch)
+        if self.val_loader is None or (score == score and score > self.best["metric"]):
+            self.best = {"metric": score, "epoch": epoch + 1, "val_probs": probs,
+                         "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+        self.on_epoch(record, self.best["epoch"])
+        self._save_resume(epoch + 1, {"batch": 0, "loss_total": 0.0, "loss_count": 0})
 
     def _base_checkpoint(self) -> dict:
         s = self.train_store
@@ -246,7 +345,10 @@ class Trainer:
         inputs = [self.train_store.path] + ([self.val_store.path] if self.val_store else [])
         return list(self.train_store.attrs["provenance"]) + [make_entry("train", inputs, model=self.args.model)]
 
-    def _save_resume(self, next_epoch: int) -> None:
+    def _save_resume(self, epoch: int, position: dict) -> None:
+        """The resume checkpoint: training continues at ``position`` (batch, partial loss sums) of ``epoch``."""
+        if not self.env.is_main:
+            return
         best_probs = self.best["val_probs"]
         save_checkpoint(resume_path(self.out), {
             **self._base_checkpoint(),
@@ -256,9 +358,11 @@ class Trainer:
             "history": self.history,
             "provenance": self._provenance(),
             "resume": {
-                "epoch": next_epoch,
+                "epoch": epoch,
+                "position": position,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
                 "rng": rng_state(self.device),
                 "history": self.history,
                 "best_metric": self.best["metric"],
@@ -294,8 +398,9 @@ class Trainer:
             "history": self.history,
             "provenance": self._provenance(),
         }
-        save_checkpoint(self.out, ckpt, overwrite=self.overwrite)
-        resume_path(self.out).unlink(missing_ok=True)
+        if self.env.is_main:
+            save_checkpoint(self.out, ckpt, overwrite=self.overwrite)
+            resume_path(self.out).unlink(missing_ok=True)
         return ckpt
 
 
@@ -304,6 +409,7 @@ def _args_for_checkpoint(args: TrainArgs) -> dict:
     d.pop("device")  # where it ran is not what it is: resuming on another device is allowed
     d.pop("threads")
     d.pop("workers")
+    d.pop("compile")  # how fast, not what
     return d
 
 
