@@ -74,11 +74,12 @@ def _args(**kw):
     return TrainArgs(**{**base, **kw})
 
 
-def test_sigterm_mid_epoch_then_resume_is_exact(store, tmp_path):
+@pytest.mark.parametrize("mode", ["memory", "stream"])
+def test_sigterm_mid_epoch_then_resume_is_exact(store, tmp_path, mode):
     """The run stops after the step during which SIGTERM arrived, writes its position, and the
     resumed run reproduces the uninterrupted run's step losses and final weights exactly."""
     losses_a: list = []
-    a = Trainer(_args(), store, store, tmp_path / "a.ckpt", on_step=lambda e, s, n, loss: losses_a.append((e, s, loss)))
+    a = Trainer(_args(loader=mode), store, store, tmp_path / "a.ckpt", on_step=lambda e, s, n, loss: losses_a.append((e, s, loss)))
     ckpt_a = a.run()
 
     losses_b: list = []
@@ -88,13 +89,13 @@ def test_sigterm_mid_epoch_then_resume_is_exact(store, tmp_path):
         if (epoch, step) == (1, 2):
             os.kill(os.getpid(), signal.SIGTERM)  # handled after this step: the run stops before step 3
 
-    b = Trainer(_args(), store, store, tmp_path / "b.ckpt", on_step=on_step)
+    b = Trainer(_args(loader=mode), store, store, tmp_path / "b.ckpt", on_step=on_step)
     with pytest.raises(Preempted):
         b.run()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or signal.getsignal(signal.SIGTERM) == signal.default_int_handler
     r = load_checkpoint(resume_path(tmp_path / "b.ckpt"))["resume"]
     assert r["epoch"] == 1 and r["position"]["batch"] == 2 and not (tmp_path / "b.ckpt").exists()
-    c = Trainer(_args(), store, store, tmp_path / "b.ckpt", on_step=lambda e, s, n, loss: losses_b.append((e, s, loss)))
+    c = Trainer(_args(loader=mode), store, store, tmp_path / "b.ckpt", on_step=lambda e, s, n, loss: losses_b.append((e, s, loss)))
     assert c.resume() and c.start_epoch == 1 and c.position["batch"] == 2
     ckpt_b = c.run()
     assert losses_b == losses_a  # the running mean loss of every step, resumed mid-epoch included

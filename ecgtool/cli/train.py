@@ -49,6 +49,8 @@ def _list_models(ctx, param, value):
 @click.option("--model-arg", "model_kwargs", multiple=True, callback=_model_args, metavar="KEY=VALUE", help="Extra model constructor argument (JSON value); repeatable.")
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default).")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Loader threads decoding store chunks.")
+@click.option("--loader", "loader_mode", type=click.Choice(["auto", "memory", "stream"]), default="auto", show_default=True,
+              help="Hold the training store in memory, or stream it chunk by chunk (auto: memory when it fits in 4 GiB per process).")
 @click.option("--crop", type=click.IntRange(0), default=0, help="Train on random crops of this many samples (validation and eval then use sliding windows); 0: whole records.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Mixed precision: autocast to bf16, or fp16 with a grad scaler (for CUDA).")
@@ -61,7 +63,7 @@ def _list_models(ctx, param, value):
 @overwrite_option
 @json_option
 def train(model_name, train_store, val_store, output, epochs, batch_size, lr, weight_decay, schedule, warmup_epochs,
-          step_size, gamma, model_kwargs, threads, workers, crop, precision, compile_, sync_bn, resume, seed, device, overwrite, as_json):
+          step_size, gamma, model_kwargs, threads, workers, loader_mode, crop, precision, compile_, sync_bn, resume, seed, device, overwrite, as_json):
     """Train MODEL on TRAIN_STORE and write the best checkpoint to OUTPUT.
 
     Prints the checkpoint path (the final metrics as JSON with --json);
@@ -85,7 +87,7 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
     args = TrainArgs(
         model=model_name, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
         warmup_epochs=warmup_epochs, step_size=step_size, gamma=gamma, seed=seed,
-        device=str(resolve_device(device)), threads=threads, workers=workers, crop=crop, precision=precision, compile=compile_, sync_bn=sync_bn,
+        device=str(resolve_device(device)), threads=threads, workers=workers, loader=loader_mode, crop=crop, precision=precision, compile=compile_, sync_bn=sync_bn,
         model_kwargs=model_kwargs,
     )
     env = distributed.detect()

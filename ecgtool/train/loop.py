@@ -77,6 +77,7 @@ class TrainArgs:
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
     workers: int = 2  # loader threads decoding store chunks
+    loader: str = "auto"  # memory | stream | auto (memory when the store fits the budget)
     crop: int = 0  # random training crops of this many samples; 0 = whole records
     precision: str = "fp32"  # autocast dtype: fp32 (off), bf16 or fp16 (with a grad scaler)
     compile: bool = False  # torch.compile the model for training
@@ -185,7 +186,7 @@ class Trainer:
         # drop_last keeps BatchNorm away from a final batch of one record, and every DDP rank at the same step count.
         self.loader = ChunkLoader(s, args.batch_size // env.world_size, spec=InputSpec(s, view=self.input["view"]), shuffle=True,
                                   seed=args.seed, drop_last=len(s) > args.batch_size or env.active, pin_memory=pin,
-                                  workers=args.workers, rank=env.rank, world_size=env.world_size,
+                                  workers=args.workers, rank=env.rank, world_size=env.world_size, mode=args.loader,
                                   memory_budget=DEFAULT_MEMORY_BUDGET // env.local_world_size)
         self.val_loader = (
             ChunkLoader(self.val_store, max(args.batch_size, 256), pin_memory=pin, workers=args.workers,
