@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A template for your own runs: every step is one command reading and writing files,
-# so a shell script (or a Slurm job, see examples/slurm-train.sbatch) is the whole config.
+# so a shell script (or a Slurm job, see examples/slurm/) is the whole config.
 #   bash examples/pipeline.sh RAW_WFDB_DIR WORK_DIR [MODEL]
 set -euo pipefail
 raw=$1 work=$2 model=${3:-resnet18}

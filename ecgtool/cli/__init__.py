@@ -19,6 +19,7 @@ from ecgtool.errors import EcgtoolError
 COMMANDS = {
     "fetch": ("ecgtool.cli.fetch", "fetch", "Download a dataset (or generate the built-in synthetic one)."),
     "prep": ("ecgtool.cli.prep", "prep", "Preprocess a raw dataset directory into an ECG store."),
+    "merge": ("ecgtool.cli.merge", "merge", "Join the parts of a `prep --shard` run into one store."),
     "split": ("ecgtool.cli.split", "split", "Split a store patient-wise into train/val/test stores."),
     "train": ("ecgtool.cli.train", "train", "Train a model on a store and write a checkpoint."),
     "eval": ("ecgtool.cli.eval", "eval_", "Evaluate a checkpoint on a store."),

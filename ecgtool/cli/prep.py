@@ -16,6 +16,21 @@ def _leads(ctx, param, value):
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
 
 
+def _shard(ctx, param, value):
+    """``I/N`` → ``(I, N)``, 0-based: Slurm's ``--array=0-(N-1)`` gives ``$SLURM_ARRAY_TASK_ID/N``."""
+    if value is None:
+        return None
+    parts = value.strip().split("/")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise click.BadParameter(f"{value!r} is not I/N, e.g. 0/16 (shard I of N, counted from 0)")
+    index, count = int(parts[0]), int(parts[1])
+    if count < 1:
+        raise click.BadParameter(f"{value!r}: N must be at least 1")
+    if index >= count:
+        raise click.BadParameter(f"{value!r}: shards are numbered from 0 to {count - 1} (e.g. Slurm --array=0-{count - 1})")
+    return index, count
+
+
 @click.command()
 @click.argument("raw_dir", type=click.Path(file_okay=False))
 @output_option
@@ -40,13 +55,20 @@ def _leads(ctx, param, value):
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True, help="What to do with a record that cannot be read.")
 @click.option("--keep-unlabelled", is_flag=True, help="Keep records with none of the task's classes (dropped by default).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N records (for a quick look).")
+@click.option("--shard", callback=_shard, metavar="I/N",
+              help="Only the I-th of N contiguous ranges of the record list, I counted from 0 (Slurm: --array=0-15 with "
+                   "--shard $SLURM_ARRAY_TASK_ID/16); join the parts with `ecgtool merge`. Needs --seconds > 0.")
 @overwrite_option
 def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_window, label_csv, fs, seconds, crop, lowcut, highcut, notch, normalisation, leads, dtype,
-         workers, on_error, keep_unlabelled, limit, overwrite):
+         workers, on_error, keep_unlabelled, limit, shard, overwrite):
     """Preprocess RAW_DIR (a WFDB dataset directory) into the ECG store OUTPUT.
 
     Resample → band-pass → notch → crop/pad → normalise, per record, in parallel,
     streamed into the store. Prints the store path.
+
+    With --shard I/N it writes part I (0 ≤ I < N) of the store, a complete store of
+    its own; `ecgtool merge` joins all N parts into the store one unsharded run
+    writes (same records, order, attributes and --normalise dataset statistics).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -71,17 +93,22 @@ def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_w
             window = ()
         if len(window) != 2 or min(window) < 0 or sum(window) <= 0:
             raise click.BadParameter("write two non-negative seconds, e.g. 0.25,0.4", param_hint="--beat-window")
+    if shard and not seconds and not window:
+        raise click.BadParameter("needs a fixed --seconds > 0: with --seconds 0 each part would pad to its own longest record",
+                                 param_hint="--shard")
     source = open_reader(raw_dir, reader, **options)
     cfg = PrepConfig(
         fs=fs, seconds=seconds or None, crop=crop, lowcut=lowcut or None, highcut=highcut or None,
         notch=notch or None, normalisation=normalisation, leads=leads, beat_window=window,
     )
     console = stderr_console()
-    with Progress(TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:
+    # No bar where stderr is not a terminal (a Slurm log): rich would leave an empty line there.
+    with Progress(TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as bar:
         task = bar.add_task("prep", total=None)
         report = run_prep(
             source, output, cfg, workers=workers or default_workers(), on_error=on_error,
-            keep_unlabelled=keep_unlabelled, dtype=dtype, overwrite=overwrite, limit=limit,
+            keep_unlabelled=keep_unlabelled, dtype=dtype, overwrite=overwrite, limit=limit, shard=shard,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     for rid, why in report.skipped[:20]:
@@ -90,6 +117,7 @@ def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_w
         console.print(f"[yellow]… and {len(report.skipped) - 20} more skipped records (listed in the store's attrs)")
     console.print(
         f"wrote {report.written} records to {output}"
+        + (f" (shard {shard[0]}/{shard[1]}: {report.records} of {report.records_total} source records)" if shard else "")
         + (f"; {len(report.skipped)} skipped" if report.skipped else "")
         + (f"; {report.unlabelled} without a label of the task dropped" if report.unlabelled else "")
     )

@@ -7,6 +7,7 @@ record order: memory holds a few batches and one store chunk, never the dataset.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections import deque
@@ -33,6 +34,40 @@ class PrepReport:
     written: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (record, reason)
     unlabelled: int = 0
+    records: int = 0  # source records this run read (its shard's, with --shard)
+    records_total: int = 0  # source records of the whole dataset (after --limit)
+
+
+def shard_range(n: int, index: int, count: int) -> tuple[int, int]:
+    """``[start, stop)`` of shard ``index`` (0-based) of ``count`` near-equal contiguous ranges of ``n`` records."""
+    return index * n // count, (index + 1) * n // count
+
+
+def record_list_hash(ids: list[str]) -> str:
+    """A fingerprint of the ordered record list a sharded prep split, so merge can tell parts of one run."""
+    h = hashlib.blake2b(digest_size=16)
+    for rid in ids:
+        h.update(rid.encode() + b"\0")
+    return h.hexdigest()
+
+
+def dataset_normalisation(stats: np.ndarray) -> dict:
+    """``--normalise dataset`` attrs from per-lead ``[count, sum, sum of squares]`` (float64 ``[3, leads]``).
+
+    Shared by prep and merge, so a merged store gets exactly the formula a single prep uses.
+    A lead without samples (an empty shard) gets mean 0, std 1.
+    """
+    count, total, squares = (np.asarray(a, dtype=np.float64) for a in stats)
+    has = count > 0
+    mean = np.divide(total, count, out=np.zeros_like(total), where=has)
+    var = np.divide(squares, count, out=np.ones_like(squares), where=has) - np.where(has, mean**2, 0.0)
+    std = np.sqrt(np.maximum(var, 0.0))
+    return {"method": "dataset", "mean": mean.tolist(), "std": np.maximum(std, 1e-6).tolist()}
+
+
+def lead_stats_attr(stats: np.ndarray) -> dict:
+    """Per-lead raw statistics written to a shard's attrs (exact float64 sums; JSON keeps every bit)."""
+    return {"count": [int(c) for c in stats[0]], "sum": stats[1].tolist(), "sum_sq": stats[2].tolist()}
 
 
 @dataclass(frozen=True)
@@ -140,25 +175,42 @@ def run_prep(
     dtype: str = "float32",
     overwrite: bool = False,
     limit: int | None = None,
+    shard: tuple[int, int] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> PrepReport:
-    """Preprocess every record of ``reader`` into the store ``out``."""
-    ids = reader.record_ids()[:limit] if limit else reader.record_ids()
+    """Preprocess every record of ``reader`` into the store ``out``.
+
+    ``shard=(i, n)`` (0 <= i < n) processes only the i-th of n contiguous ranges of the
+    record list (after ``limit``); the store then records the shard and the per-lead
+    statistics that ``ecgtool merge`` needs to join the parts into the store an unsharded
+    run writes. A shard may end up empty (every record skipped or unlabelled): its part is
+    an empty store, and merge fails only if all parts are.
+    """
+    all_ids = reader.record_ids()[:limit] if limit else reader.record_ids()
+    ids = all_ids
     leads = tuple(cfg.leads) if cfg.leads else tuple(reader.leads)
     unknown = [lead for lead in leads if lead not in reader.leads]
     if unknown:
         raise EcgtoolError(f"--leads: {', '.join(unknown)} not among the dataset's leads {', '.join(reader.leads)}")
-    if not ids:
+    if not all_ids:
         raise EcgtoolError(f"{getattr(reader, 'root', 'the dataset')}: no records to read")
+    beats = cfg.beat_window is not None
+    if shard is not None:
+        index, count = shard
+        if not 0 <= index < count:
+            raise EcgtoolError(f"--shard {index}/{count}: the shard index must be from 0 to {count - 1}")
+        if cfg.samples is None and not beats:
+            raise EcgtoolError("--shard needs a fixed --seconds > 0 (with --seconds 0 each part would pad to its own longest record)")
+        start, stop = shard_range(len(all_ids), index, count)
+        ids = all_ids[start:stop]
     if keep_unlabelled and not reader.multi_label:
         raise EcgtoolError(f"--keep-unlabelled: {reader.task} is multi-class, so every record needs exactly one label")
-    beats = cfg.beat_window is not None
     if beats:
         n_samples = cfg.beat_samples
     else:
         n_samples = cfg.samples or _longest(reader, ids, cfg.fs, on_error)
     job = _Job(cfg, leads, tuple(reader.classes), n_samples)
-    report = PrepReport()
+    report = PrepReport(records=len(ids), records_total=len(all_ids))
     stats = np.zeros((3, len(leads)))  # count, sum, sum of squares per lead, for --normalise dataset
     attrs = {
         "fs": cfg.fs,
@@ -200,18 +252,24 @@ def run_prep(
                         stats += [np.full(len(leads), n_valid), kept.sum(-1, dtype=np.float64), np.square(kept, dtype=np.float64).sum(-1)]
             if progress:
                 progress(i, len(ids))
-        if writer.n_records == 0:
+        if writer.n_records == 0 and shard is None:
             hint = "; this dataset's labels are per beat: use --beat-window" if reader.beat_annotated and not beats else ""
             raise EcgtoolError(f"no records left to write from {len(ids)} read (all skipped or unlabelled){hint}")
         if cfg.normalisation == "dataset":
-            mean = stats[1] / stats[0]
-            std = np.sqrt(np.maximum(stats[2] / stats[0] - mean**2, 0.0))
-            writer.attrs["normalisation"] = {"method": "dataset", "mean": mean.tolist(), "std": np.maximum(std, 1e-6).tolist()}
+            writer.attrs["normalisation"] = dataset_normalisation(stats)
         writer.attrs["skipped_records"] = [{"record": r, "reason": why} for r, why in report.skipped]
         writer.attrs["unlabelled_dropped"] = report.unlabelled
+        details = {}
+        if shard is not None:
+            writer.attrs["shard"] = {
+                "index": shard[0], "count": shard[1], "records_total": len(all_ids),
+                "start": start, "stop": stop, "record_list_hash": record_list_hash(all_ids),
+            }
+            writer.attrs["lead_stats"] = lead_stats_attr(stats)
+            details["shard"] = f"{shard[0]}/{shard[1]}"
         root = Path(getattr(reader, "root", "."))
         writer.attrs["provenance"] = read_fetch_provenance(root) + [
-            make_entry("prep", [root], reader=reader.name, workers=workers)
+            make_entry("prep", [root], reader=reader.name, workers=workers, **details)
         ]
         report.written = writer.n_records
     return report

@@ -146,7 +146,8 @@ class Trainer:
         self.val_store = open_store(val_path) if val_path else None
         self.device = torch.device(args.device)
         if env.active and self.device.type == "cuda":
-            self.device = torch.device("cuda", env.local_rank)  # one GPU per rank
+            # one GPU per rank: the local rank's, or the only one a task sees (srun --gpus-per-task 1)
+            self.device = torch.device("cuda", env.local_rank % torch.cuda.device_count())
             torch.cuda.set_device(self.device)
         if args.threads:
             torch.set_num_threads(args.threads)

@@ -1,0 +1,41 @@
+"""``ecgtool merge``: the parts of a ``prep --shard I/N`` run → one ECG store."""
+
+from __future__ import annotations
+
+import click
+
+from ecgtool.cli.options import output_option, overwrite_option
+
+
+@click.command()
+@click.argument("parts", metavar="PART...", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@output_option
+@overwrite_option
+def merge(parts, output, overwrite):
+    """Join the parts written by `prep --shard I/N` into the store OUTPUT.
+
+    Give every part 0 … N-1 of one run exactly once, in any order (a shell glob
+    such as parts/part-*.zarr will do): they are joined in shard order, chunk by
+    chunk, into the store a single unsharded prep writes — same records, order,
+    attributes, and --normalise dataset mean/std recomputed from the parts'
+    statistics. Missing, duplicate or mismatched parts are refused. Prints the
+    store path.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ecgtool.cli.options import stderr_console
+    from ecgtool.data.merge import merge_parts
+
+    console = stderr_console()
+    # No bar where stderr is not a terminal (a Slurm log): rich would leave an empty line there.
+    with Progress(TextColumn("merge"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as bar:
+        task = bar.add_task("merge", total=None)
+        report = merge_parts(list(parts), output, overwrite=overwrite,
+                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+    console.print(
+        f"merged {report.parts} parts: {report.written} records to {output}"
+        + (f"; {report.skipped} skipped" if report.skipped else "")
+        + (f"; {report.unlabelled} without a label of the task dropped" if report.unlabelled else "")
+    )
+    click.echo(output)
