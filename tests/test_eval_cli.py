@@ -83,14 +83,72 @@ def test_window_starts_cover_the_record_and_aggregate():
 
 def test_crop_training_and_windowed_eval(synthetic_splits, tmp_path):
     ckpt = tmp_path / "crop.ckpt"
-    run_cli("train", "resnet18", synthetic_splits / "train.zarr", "--val", synthetic_splits / "val.zarr", "-o", ckpt,
+    test, val = synthetic_splits / "test.zarr", synthetic_splits / "val.zarr"
+    run_cli("train", "resnet18", synthetic_splits / "train.zarr", "--val", val, "-o", ckpt,
             "--epochs", 1, "--batch-size", 16, "--crop", 400, "--model-arg", "base_width=8")
     info = json.loads(run_cli("info", ckpt, "--json").stdout)
     assert info["input"]["samples"] == 400 and info["train_args"]["crop"] == 400
-    rep = eval_json(ckpt, synthetic_splits / "test.zarr", "--bootstrap", 0, "--aggregate", "mean", "--window-stride", 300)
+    assert info["thresholds"]["windows"] == {"length": 400, "stride": 200, "aggregate": "max"}
+    rep = eval_json(ckpt, test, "--bootstrap", 0, "--predictions", tmp_path / "p.zarr")
+    assert rep["windows"] == {"length": 400, "stride": 200, "aggregate": "max"} and rep["threshold_source"].startswith("checkpoint")
+    # the probabilities are the maximum over the windows of the model's outputs
+    import zarr
+
+    from ecgtool.data.loader import InputSpec
+    from ecgtool.data.store import open_store
+    from ecgtool.train.checkpoint import build_model, load_checkpoint
+
+    model = build_model(load_checkpoint(ckpt)).eval()
+    store = open_store(test)
+    x = torch.from_numpy(InputSpec(store)(store.signals[:2]))
+    with torch.no_grad():
+        expected = torch.stack([torch.sigmoid(model(x[..., s:s + 400])) for s in (0, 200, 400, 600)]).amax(0)
+    got = zarr.open_group(tmp_path / "p.zarr", mode="r")["probabilities"][:2]
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-6)
+    # thresholds tuned under max aggregation are not applied to another aggregation without --val
+    r = run_cli("eval", ckpt, test, "--aggregate", "mean", "--window-stride", 300, expect=1)
+    assert "thresholds were tuned on 400-sample windows, stride 200, max" in r.stderr
+    rep = eval_json(ckpt, test, "--bootstrap", 0, "--aggregate", "mean", "--window-stride", 300, "--val", val)
     assert rep["windows"] == {"length": 400, "stride": 300, "aggregate": "mean"}
+    r = run_cli("eval", ckpt, test, "--window-stride", 500, "--val", val, expect=1)
+    assert "samples would go unseen" in r.stderr
     r = run_cli("train", "resnet18", synthetic_splits / "train.zarr", "-o", tmp_path / "x.ckpt", "--crop", 5000, expect=1)
     assert "longer than" in r.stderr
+
+
+def test_thresholds_tuned_on_the_evaluated_store_are_refused(synthetic_splits, tmp_path):
+    """train --val TEST followed by eval on TEST would report optimistic thresholds unnoticed."""
+    test, val, train = (synthetic_splits / f"{n}.zarr" for n in ("test", "val", "train"))
+    ckpt = tmp_path / "leak.ckpt"
+    run_cli("train", "resnet18", train, "--val", test, "-o", ckpt, "--epochs", 1, "--batch-size", 16, "--model-arg", "base_width=8")
+    r = run_cli("eval", ckpt, test, expect=1)
+    assert "tuned on" in r.stderr and "itself" in r.stderr
+    rep = eval_json(ckpt, test, "--bootstrap", 0, "--val", val)  # fresh thresholds from a disjoint store are fine
+    assert "tuned now on validation store" in rep["threshold_source"]
+    r = run_cli("eval", ckpt, test, "--val", val, "--tune-on-eval-store", expect=2)
+    assert "give one" in r.stderr
+    rep = eval_json(ckpt, train, "--bootstrap", 0)
+    assert any("trained on" in w for w in rep["warnings"])
+
+
+def test_val_sharing_records_with_the_store_is_refused(trained_checkpoint, synthetic_store, synthetic_splits):
+    r = run_cli("eval", trained_checkpoint, synthetic_splits / "test.zarr", "--val", synthetic_store, expect=1)
+    assert "shares" in r.stderr and "record(s)" in r.stderr
+
+
+def test_bad_inputs_are_refused_before_inference(trained_checkpoint, synthetic_splits, tmp_path):
+    test = synthetic_splits / "test.zarr"
+    np.save(tmp_path / "empty.npy", np.zeros((0, 3), dtype=np.int32))
+    np.savez(tmp_path / "ids.npz", a=np.zeros((2, 3)))
+    for bad in ("empty.npy", "ids.npz"):
+        r = run_cli("eval", trained_checkpoint, test, "--resamples", tmp_path / bad, expect=1)
+        assert r.stderr.startswith("error: --resamples") and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("eval", trained_checkpoint, test, "--window-stride", 10, expect=1)
+    assert "there are no windows" in r.stderr
+    r = run_cli("eval", trained_checkpoint, test, "--predictions", test, "--overwrite", expect=2)
+    assert "none of them an input" in r.stderr
+    r = run_cli("eval", trained_checkpoint, test, "--predictions", tmp_path / "a", "--plots", tmp_path / "a", expect=2)
+    assert "distinct" in r.stderr
 
 
 def test_outputs_plots_and_refusals(trained_checkpoint, synthetic_splits, tmp_path):
@@ -107,3 +165,11 @@ def test_outputs_plots_and_refusals(trained_checkpoint, synthetic_splits, tmp_pa
     r = run_cli("eval", trained_checkpoint, test, "--plots", plots, expect=1)
     assert "exists" in r.stderr
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_explain_refuses_a_crop_model_on_longer_records_clearly(synthetic_splits, tmp_path):
+    ckpt = tmp_path / "crop.ckpt"
+    run_cli("train", "resnet18", synthetic_splits / "train.zarr", "-o", ckpt, "--epochs", 1, "--batch-size", 16,
+            "--crop", 500, "--model-arg", "base_width=8")
+    r = run_cli("explain", ckpt, synthetic_splits / "test.zarr", "--first", 1, "-o", tmp_path / "x", expect=1)
+    assert "trained on crops" in r.stderr and "--seconds 5" in r.stderr and not (tmp_path / "x").exists()

@@ -44,6 +44,9 @@ def test_class_without_positives_is_left_out_of_ranking_metrics():
     m = classification_report(y, p, list("abcde"), True, None)
     assert m["per_class"][2]["auroc"] is None and m["per_class"][2]["auprc"] is None
     assert m["macro"]["auroc_classes"] == 4
+    assert m["per_class"][2]["sensitivity"] is None  # undefined, not 0, and left out of the macro mean
+    defined = [c["sensitivity"] for c in m["per_class"] if c["sensitivity"] is not None]
+    assert len(defined) == 4 and m["macro"]["sensitivity"] == pytest.approx(np.mean(defined))
     assert m["macro"]["auroc"] == pytest.approx(np.mean([c["auroc"] for c in m["per_class"] if c["auroc"] is not None]))
 
 
@@ -165,3 +168,16 @@ def test_challenge_metric_needs_sinus_rhythm_and_picks_the_year():
     assert challenge.weights_for({"AF": [AF], "AFL": [AFL]}, "cinc-scored") is None
     assert challenge.weights_for({"AF": [AF], "NSR": [NSR]}, "cinc-scored2020")[2] == 2020
     assert challenge.weights_for({"AF": [AF], "NSR": [NSR]}, "cinc-all")[2] == 2021
+
+
+@pytest.mark.parametrize("objective", ["f1", "youden"])
+def test_thresholds_separate_saturated_float32_scores(objective):
+    """Adjacent float32 probabilities near 1: the midpoint must be taken in float64, or the chosen
+    threshold rounds onto the lower score and admits the negatives."""
+    hi, lo = np.float32(0.99999994), np.float32(0.9999999)
+    p = np.array([[hi], [hi], [lo], [lo], [0.2]], dtype=np.float32)
+    y = np.array([[1], [1], [0], [0], [0]])
+    t = tune_thresholds(y, p, objective)
+    assert (predict_labels(p, True, t)[:, 0] == y[:, 0]).all()
+    g = tune_thresholds(y, p, objective, "global")
+    assert (predict_labels(p, True, g)[:, 0] == y[:, 0]).all()

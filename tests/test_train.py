@@ -13,10 +13,12 @@ from ecgtool.data.readers import open_reader
 from ecgtool.data.store import open_store
 from ecgtool.data.transforms import PrepConfig
 from ecgtool.errors import EcgtoolError
-from ecgtool.eval.evaluate import run_eval
+from ecgtool.eval.evaluate import EvalOptions, run_eval
 from ecgtool.eval.thresholds import tune_thresholds
 from ecgtool.train.checkpoint import load_checkpoint
 from ecgtool.train.loop import TrainArgs, Trainer, lr_factor, resume_path
+
+ON_VAL = EvalOptions(bootstrap=0, tune_on_eval_store=True)  # evaluating on the validation store, knowingly
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +46,11 @@ def test_loss_falls_and_checkpoint_suffices_for_eval(stores, tmp_path):
     assert not resume_path(tmp_path / "m.ckpt").exists()
     saved = load_checkpoint(tmp_path / "m.ckpt")
     assert saved["thresholds"]["source"].startswith("tuned on validation store")
-    # eval needs nothing but the checkpoint and a store
-    result = run_eval(tmp_path / "m.ckpt", val, "cpu")
+    # eval needs nothing but the checkpoint and a store (here the validation store itself, whose
+    # AUROC train reported: its thresholds would be optimistic, which eval must be told explicitly)
+    with pytest.raises(EcgtoolError, match="itself"):
+        run_eval(tmp_path / "m.ckpt", val, "cpu", EvalOptions(bootstrap=0))
+    result = run_eval(tmp_path / "m.ckpt", val, "cpu", ON_VAL)
     assert result["report"]["macro"]["auroc"] == pytest.approx(ckpt["metrics"]["val_macro_auc"], abs=1e-6)
 
 
@@ -138,7 +143,7 @@ def test_multiclass_task_uses_cross_entropy_and_argmax(stores, tmp_path):
     assert isinstance(trainer.criterion, torch.nn.CrossEntropyLoss)
     ckpt = trainer.run()
     assert ckpt["thresholds"] is None and not ckpt["multi_label"]
-    report = run_eval(tmp_path / "m.ckpt", paths[1], "cpu")["report"]
+    report = run_eval(tmp_path / "m.ckpt", paths[1], "cpu", EvalOptions(bootstrap=0))["report"]
     assert report["threshold_source"].startswith("argmax") and "confusion_matrix" in report and 0 <= report["macro"]["accuracy"] <= 1 and "exact_match" not in report["macro"]
 
 
@@ -146,6 +151,6 @@ def test_multiclass_task_uses_cross_entropy_and_argmax(stores, tmp_path):
 def test_every_model_round_trips_through_train_and_eval(stores, tmp_path, name):
     train, val = stores
     ckpt = Trainer(args(model=name, epochs=1, batch_size=16, model_kwargs={}), train, val, tmp_path / "m.ckpt").run()
-    report = run_eval(tmp_path / "m.ckpt", val, "cpu")["report"]
+    report = run_eval(tmp_path / "m.ckpt", val, "cpu", ON_VAL)["report"]
     assert report["macro"]["auroc"] == pytest.approx(ckpt["metrics"]["val_macro_auc"], abs=1e-6)
     assert load_checkpoint(tmp_path / "m.ckpt")["model"]["name"] == name

@@ -29,8 +29,8 @@ from ecgtool.cli.options import device_option, json_option, overwrite_option, se
               help="A second checkpoint: report the paired difference CHECKPOINT − COMPARE on the same resamples.")
 @click.option("--window-stride", type=click.IntRange(1),
               help="Stride of the sliding windows for records longer than the model's input [default: half the input].")
-@click.option("--aggregate", type=click.Choice(["max", "mean"]), default="max", show_default=True,
-              help="How window probabilities combine into a record's.")
+@click.option("--aggregate", type=click.Choice(["max", "mean"]),
+              help="How window probabilities combine into a record's [default: max for multi-label, mean for multi-class].")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--predictions", type=click.Path(), help="Also write probabilities, decisions, labels, record and resample ids to this Zarr store.")
 @click.option("--plots", type=click.Path(file_okay=False), help="Write ROC, PR, reliability and confusion/threshold figures (PNG) to this new directory.")
@@ -49,6 +49,7 @@ def eval_(checkpoint, store_path, val_store, threshold_objective, threshold_scop
     STORE unless --tune-on-eval-store says so. Prints a table, or every number
     as JSON with --json.
     """
+    import os
     from pathlib import Path
 
     from ecgtool.cli.options import emit_json, resolve_device, stderr_console, stdout_console
@@ -59,7 +60,14 @@ def eval_(checkpoint, store_path, val_store, threshold_objective, threshold_scop
         raise click.UsageError("--threshold-objective/--threshold-scope choose how thresholds are tuned: give --val (or --tune-on-eval-store)")
     if save_resamples and not (n_bootstrap or resamples):
         raise click.UsageError("--save-resamples needs --bootstrap N > 0")
-    for path in filter(None, (predictions, plots, save_resamples)):
+    if val_store and tune_on_eval_store:
+        raise click.UsageError("--val and --tune-on-eval-store both say where thresholds are tuned; give one")
+    outputs = [p for p in (predictions, plots, save_resamples) if p]
+    inputs = [p for p in (checkpoint, store_path, val_store, compare, resamples) if p]
+    real = [os.path.realpath(p) for p in outputs]
+    if len(set(real)) < len(real) or set(real) & {os.path.realpath(p) for p in inputs}:
+        raise click.UsageError("--predictions, --plots and --save-resamples need distinct paths, none of them an input")
+    for path in outputs:
         check_new_output(path, overwrite)  # refuse before the evaluation, not after
     if tune_on_eval_store:
         stderr_console().print("[yellow]thresholds are tuned on the evaluated store: thresholded metrics are optimistic")
@@ -68,6 +76,8 @@ def eval_(checkpoint, store_path, val_store, threshold_objective, threshold_scop
                        window_stride=window_stride, aggregate=aggregate)
     result = run_eval(checkpoint, store_path, resolve_device(device), opts, compare)
     report = result["report"]
+    for warning in report["warnings"]:
+        stderr_console().print(f"[yellow]warning: {warning}")
     if predictions:
         write_predictions(predictions, result, overwrite)
     if save_resamples:

@@ -18,11 +18,13 @@ saved and reloaded, so two models are compared on identical resamples.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ecgtool.errors import EcgtoolError
 from ecgtool.eval import challenge
-from ecgtool.eval.metrics import beta_measures, fmax_from_sums, fmax_terms, label_normalised_counts
+from ecgtool.eval.metrics import beta_measures, count_ratios, fmax_from_sums, fmax_terms, label_normalised_counts
 
 BLOCK = 64  # resamples per vectorised block: bounds memory at BLOCK x N
 
@@ -34,6 +36,12 @@ def resample_ids(y: np.ndarray, n: int, seed: int, max_draws_per_sample: int = 1
     positives = y.sum(axis=0)
     need_pos = positives > 0
     need_neg = positives < count
+    # Probability that one draw keeps every class (classes treated as independent): fail at once
+    # when the expected number of draws per kept resample exceeds the budget, instead of after it.
+    frac = positives / count
+    keep = np.prod((1 - (1 - frac[need_pos]) ** count)) * np.prod((1 - frac[need_neg] ** count))
+    if keep * max_draws_per_sample < 1:
+        return _give_up(n, positives, need_pos)
     out = []
     for _ in range(n * max_draws_per_sample):
         ids = rng.integers(0, count, count, dtype=np.int64)
@@ -42,6 +50,10 @@ def resample_ids(y: np.ndarray, n: int, seed: int, max_draws_per_sample: int = 1
             out.append(ids.astype(np.int32))
             if len(out) == n:
                 return np.stack(out)
+    return _give_up(n, positives, need_pos)
+
+
+def _give_up(n: int, positives: np.ndarray, need_pos: np.ndarray):
     rare = [str(k) for k in np.flatnonzero(need_pos & (positives <= 2))]
     raise EcgtoolError(f"could not draw {n} resamples that keep every class (class columns with ≤ 2 positives: "
                        f"{', '.join(rare) or 'none'}); evaluate on a larger store or drop --bootstrap")
@@ -105,17 +117,13 @@ class HeadlineMetrics:
         auprc = np.full_like(auroc, np.nan)
         for k in self.scored:
             auroc[:, k], auprc[:, k] = weighted_auroc_ap(self.y[:, k], w, self.groups[k])
-        tp, fp, fn, tn = np.einsum("bn,cnk->cbk", w, self.counts)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sensitivity = np.nan_to_num(tp / (tp + fn))
-            specificity = np.nan_to_num(tn / (tn + fp))
-            f1 = np.nan_to_num(2 * tp / (2 * tp + fp + fn))
-        out = {
-            "auroc": np.nanmean(auroc[:, self.scored], axis=1) if self.scored else np.full(len(w), np.nan),
-            "auprc": np.nanmean(auprc[:, self.scored], axis=1) if self.scored else np.full(len(w), np.nan),
-            "f1": f1.mean(1), "sensitivity": sensitivity.mean(1), "specificity": specificity.mean(1),
-            "per_class_auroc": auroc,
-        }
+        ratios = count_ratios(*np.einsum("bn,cnk->cbk", w, self.counts))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: the metric is undefined there
+            out = {name: np.nanmean(v, axis=1) for name, v in ratios.items()}
+        out["auroc"] = np.nanmean(auroc[:, self.scored], axis=1) if self.scored else np.full(len(w), np.nan)
+        out["auprc"] = np.nanmean(auprc[:, self.scored], axis=1) if self.scored else np.full(len(w), np.nan)
+        out["per_class_auroc"] = auroc
         ntp, nfp, nfn, _ = np.einsum("bn,cnk->cbk", w, self.normalised)
         f_beta, g_beta = beta_measures(ntp, nfp, nfn)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -20,7 +20,7 @@ from ecgtool.data.store import open_store
 from ecgtool.errors import EcgtoolError
 from ecgtool.eval import bootstrap, challenge
 from ecgtool.eval.metrics import classification_report, predict_labels
-from ecgtool.eval.predict import predict, windows_for
+from ecgtool.eval.predict import default_aggregate, predict, windows_for
 from ecgtool.eval.thresholds import tune_thresholds
 from ecgtool.outputs import atomic_output
 from ecgtool.provenance import fingerprint, make_entry
@@ -41,14 +41,23 @@ class EvalOptions:
     level: float = 0.95
     resamples: str | None = None  # .npy of resample ids to reuse
     window_stride: int | None = None
-    aggregate: str = "max"
+    aggregate: str | None = None  # default: max for multi-label, mean for multi-class (probabilities sum to 1)
+
+
+def _windows(ckpt: dict, store, opts: EvalOptions):
+    samples = ckpt["input"]["samples"]
+    windows = windows_for(samples, store.n_samples, opts.window_stride, opts.aggregate or default_aggregate(ckpt["multi_label"]))
+    if windows is None and (opts.window_stride or opts.aggregate):
+        raise EcgtoolError(f"--window-stride/--aggregate: {store.path}'s records are as long as the model's input ({samples} samples); there are no windows")
+    if windows is not None and windows.stride > windows.length:
+        raise EcgtoolError(f"--window-stride {windows.stride} is longer than the {windows.length}-sample window: samples would go unseen")
+    return windows
 
 
 def _probabilities(ckpt: dict, store, device, opts: EvalOptions) -> tuple[np.ndarray, np.ndarray, dict | None]:
     import torch
 
-    check_store_fits(ckpt, store, windows=True)
-    windows = windows_for(ckpt["input"]["samples"], store.n_samples, opts.window_stride, opts.aggregate)
+    windows = _windows(ckpt, store, opts)
     model = build_model(ckpt).to(device)
     spec = InputSpec(store, leads=ckpt["input"]["leads"], normalisation=ckpt["input"]["normalisation"], view=ckpt["input"]["view"])
     loader = ChunkLoader(store, opts.batch_size, spec=spec, pin_memory=torch.device(device).type == "cuda")
@@ -60,27 +69,73 @@ def _same_store(a, b) -> bool:
     return os.path.realpath(a) == os.path.realpath(b) or fingerprint(a) == fingerprint(b)
 
 
-def _thresholds(ckpt: dict, store_path, y, probs, device, opts: EvalOptions) -> tuple[np.ndarray | None, str]:
+def _describe(windows: dict | None) -> str:
+    return "whole records" if windows is None else \
+        f"{windows['length']}-sample windows, stride {windows['stride']}, {windows['aggregate']} of the window probabilities"
+
+
+def _thresholds(ckpt: dict, store, y, probs, windows, device, opts: EvalOptions) -> tuple[np.ndarray | None, str]:
     """The decision thresholds and a sentence saying where they came from."""
-    tuning = opts.val is not None or opts.tune_on_eval_store
     if not ckpt["multi_label"]:
-        if tuning:
+        if opts.val is not None or opts.tune_on_eval_store:
             raise EcgtoolError("thresholds apply to multi-label tasks; this model decides by argmax")
         return None, "argmax (multi-class)"
     how = f"{'per class' if opts.scope == 'class' else 'one global threshold'}, max {'F1' if opts.objective == 'f1' else 'Youden J'}"
+    if opts.tune_on_eval_store:
+        return tune_thresholds(y, probs, opts.objective, opts.scope), f"tuned on the evaluated store itself ({how}; optimistic)"
     if opts.val is not None:
-        if _same_store(opts.val, store_path) and not opts.tune_on_eval_store:
-            raise EcgtoolError(f"--val {opts.val} is the store being evaluated; tuning thresholds on it would "
-                               "inflate every thresholded metric (pass --tune-on-eval-store to do it anyway)")
         val = open_store(opts.val)
         val_probs, val_rows, _ = _probabilities(ckpt, val, device, opts)
         values = tune_thresholds(val.labels[val_rows], val_probs, opts.objective, opts.scope)
         return values, f"tuned now on validation store {opts.val} ({how})"
-    if opts.tune_on_eval_store:
-        return tune_thresholds(y, probs, opts.objective, opts.scope), f"tuned on the evaluated store itself ({how}; optimistic)"
-    if ckpt["thresholds"] is None:
+    thresholds = ckpt["thresholds"]
+    if thresholds is None:
         return np.full(len(ckpt["classes"]), 0.5), "default 0.5 (the checkpoint has no tuned thresholds)"
-    return np.asarray(ckpt["thresholds"]["values"]), f"checkpoint: {ckpt['thresholds']['source']}"
+    tuned_on = _checkpoint_inputs(ckpt)[1:2]
+    if tuned_on and tuned_on[0] == fingerprint(store.path):
+        raise EcgtoolError(f"the checkpoint's thresholds were tuned on {store.path} itself (train --val); give --val with "
+                           "another store, or --tune-on-eval-store to accept optimistic thresholds")
+    if thresholds.get("windows") != windows:
+        raise EcgtoolError(f"the checkpoint's thresholds were tuned on {_describe(thresholds.get('windows'))}; here the model "
+                           f"runs on {_describe(windows)}: give --val to tune them for this")
+    return np.asarray(thresholds["values"]), f"checkpoint: {thresholds['source']}"
+
+
+def _checkpoint_inputs(ckpt: dict) -> list[str]:
+    """Fingerprints of the stores the checkpoint was trained on: ``[train, val]`` (val when given)."""
+    entry = ckpt["provenance"][-1] if ckpt.get("provenance") else {}
+    return [i.get("fingerprint") for i in entry.get("inputs", [])] if entry.get("step") == "train" else []
+
+
+def check_eval_inputs(ckpt_path, store, opts: EvalOptions, compare: str | None = None) -> list[str]:
+    """Everything about the inputs that can be refused before any inference; returns warnings."""
+    ckpt = load_checkpoint(ckpt_path)
+    check_store_fits(ckpt, store, windows=True)
+    _windows(ckpt, store, opts)
+    if opts.val is not None and opts.tune_on_eval_store:
+        raise EcgtoolError("--val and --tune-on-eval-store both choose where thresholds are tuned; give one")
+    if opts.val is not None:
+        if _same_store(opts.val, store.path):
+            raise EcgtoolError(f"--val {opts.val} is the store being evaluated; tuning thresholds on it would inflate "
+                               "every thresholded metric (pass --tune-on-eval-store instead to do it anyway)")
+        val = open_store(opts.val)
+        check_store_fits(ckpt, val, "validation store", windows=True)
+        shared = np.intersect1d(val.record_id[:], store.record_id[:])
+        if len(shared):
+            raise EcgtoolError(f"--val {opts.val} shares {len(shared)} record(s) with {store.path} (e.g. {shared[0]}); "
+                               "thresholds must come from records that are not evaluated")
+    if compare is not None:
+        other = load_checkpoint(compare)
+        check_store_fits(other, store, windows=True)
+        if list(other["classes"]) != list(ckpt["classes"]):
+            raise EcgtoolError(f"--compare {compare} predicts other classes than {ckpt_path}")
+    if opts.resamples:
+        _load_resamples(opts.resamples, len(store))
+    warnings = []
+    for path, c in ((ckpt_path, ckpt),) + (((compare, other),) if compare else ()):
+        if _checkpoint_inputs(c)[:1] == [fingerprint(store.path)]:
+            warnings.append(f"{store.path} is the store {path} was trained on: these are training-set metrics")
+    return warnings
 
 
 def _challenge_mapping(store):
@@ -93,7 +148,7 @@ def evaluate_checkpoint(ckpt_path, store, device, opts: EvalOptions) -> dict:
     ckpt = load_checkpoint(ckpt_path)
     probs, rows, windows = _probabilities(ckpt, store, device, opts)
     y = store.labels[rows]
-    thresholds, source = _thresholds(ckpt, store.path, y, probs, device, opts)
+    thresholds, source = _thresholds(ckpt, store, y, probs, windows, device, opts)
     report = classification_report(y, probs, ckpt["classes"], ckpt["multi_label"], thresholds)
     mapping = _challenge_mapping(store)
     yhat = predict_labels(probs, ckpt["multi_label"], thresholds)
@@ -118,32 +173,31 @@ def evaluate_checkpoint(ckpt_path, store, device, opts: EvalOptions) -> dict:
             "mapping": mapping, "multi_label": ckpt["multi_label"]}
 
 
-def _resample_ids(y: np.ndarray, opts: EvalOptions) -> np.ndarray:
-    if opts.resamples:
-        try:
-            ids = np.load(opts.resamples, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise EcgtoolError(f"--resamples {opts.resamples}: not a .npy array of resample ids ({e})") from None
-        if ids.ndim != 2 or ids.shape[1] != len(y) or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= len(y):
-            raise EcgtoolError(f"--resamples {opts.resamples}: expected integer ids [resamples, {len(y)}] below {len(y)}, got {ids.dtype} {ids.shape}")
-        return ids
-    return bootstrap.resample_ids(y, opts.bootstrap, opts.seed)
+def _load_resamples(path, records: int) -> np.ndarray:
+    try:
+        ids = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise EcgtoolError(f"--resamples {path}: not a .npy array of resample ids ({e})") from None
+    if not isinstance(ids, np.ndarray) or ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] != records \
+            or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= records:
+        shape = getattr(ids, "shape", type(ids).__name__)
+        raise EcgtoolError(f"--resamples {path}: expected integer ids [resamples, {records}] below {records}, got {shape}")
+    return ids
 
 
 def run_eval(ckpt_path, store_path, device, opts: EvalOptions | None = None, compare: str | None = None) -> dict:
     opts = opts or EvalOptions()
     store = open_store(store_path)
+    warnings = check_eval_inputs(ckpt_path, store, opts, compare)
     result = evaluate_checkpoint(ckpt_path, store, device, opts)
     report = result["report"]
-    report.update({"store": str(store_path), "store_fingerprint": fingerprint(store_path)})
+    report.update({"store": str(store_path), "store_fingerprint": fingerprint(store_path), "warnings": warnings})
     other = None
     if compare:
         other = evaluate_checkpoint(compare, store, device, opts)
-        if other["report"]["classes"] != report["classes"]:
-            raise EcgtoolError(f"--compare {compare} predicts other classes than {ckpt_path}")
     ids = None
     if opts.bootstrap or opts.resamples:
-        ids = _resample_ids(result["y"], opts)
+        ids = _load_resamples(opts.resamples, len(store)) if opts.resamples else bootstrap.resample_ids(result["y"], opts.bootstrap, opts.seed)
         resampled = bootstrap.resampled_metrics(_headline(result), ids)
         report["bootstrap"] = {
             "resamples": int(len(ids)), "seed": None if opts.resamples else opts.seed, "level": opts.level,
@@ -155,7 +209,7 @@ def run_eval(ckpt_path, store_path, device, opts: EvalOptions | None = None, com
         o = other["report"]
         report["comparison"] = {
             "checkpoint": str(compare), "checkpoint_fingerprint": o["checkpoint_fingerprint"], "model": o["model"],
-            "threshold_source": o["threshold_source"], "macro": o["macro"],
+            "threshold_source": o["threshold_source"], "windows": o["windows"], "macro": o["macro"],
         }
         if ids is not None:
             report["comparison"]["difference"] = bootstrap.paired_difference(

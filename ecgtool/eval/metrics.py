@@ -22,8 +22,6 @@ Beyond scikit-learn:
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from sklearn import metrics as skm
 
@@ -118,42 +116,48 @@ def fmax(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     return float(value), float(threshold)
 
 
-def _ratio(a, b) -> float:
-    return float(a / b) if b else 0.0
+def count_ratios(tp, fp, fn, tn) -> dict[str, np.ndarray]:
+    """Sensitivity, specificity, precision and F1 from 2x2 counts (arrays); NaN where a ratio is
+    undefined (no positives, no negatives, nothing predicted, or none of these for F1), as the
+    CinC evaluation code does, so that macro means skip those classes instead of counting 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "sensitivity": np.where(tp + fn > 0, tp / (tp + fn), np.nan),
+            "specificity": np.where(tn + fp > 0, tn / (tn + fp), np.nan),
+            "precision": np.where(tp + fp > 0, tp / (tp + fp), np.nan),
+            "f1": np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan),
+        }
+
+
+def _value(v) -> float | None:
+    return None if np.isnan(v) else float(v)
 
 
 def classification_report(y: np.ndarray, p: np.ndarray, classes: list[str], multi_label: bool, thresholds) -> dict:
-    """Every number ``eval`` prints: per class and macro (unweighted mean over classes)."""
+    """Every number ``eval`` prints: per class, and macro (unweighted mean over the classes where a
+    value is defined)."""
     yhat = predict_labels(p, multi_label, thresholds)
     auc, ap = per_class_auc(y, p), per_class_ap(y, p)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zero-division cases are set to 0 explicitly below
-        precision, recall, f1, support = skm.precision_recall_fscore_support(y, yhat, average=None, zero_division=0)
+    (tn, fp), (fn, tp) = np.moveaxis(skm.multilabel_confusion_matrix(y, yhat), 0, -1)
+    ratios = count_ratios(tp, fp, fn, tn)
     per_class = []
     for k, c in enumerate(classes):
-        tn, fp, fn, tp = (int(v) for v in skm.confusion_matrix(y[:, k], yhat[:, k], labels=[0, 1]).ravel())
         per_class.append({
             "class": c,
-            "support": int(support[k]),
-            "auroc": None if np.isnan(auc[k]) else float(auc[k]),
-            "auprc": None if np.isnan(ap[k]) else float(ap[k]),
-            "f1": float(f1[k]),
-            "precision": float(precision[k]),
-            "sensitivity": float(recall[k]),
-            "specificity": _ratio(tn, tn + fp),
-            "accuracy": float((tp + tn) / len(y)),
+            "support": int(tp[k] + fn[k]),
+            "auroc": _value(auc[k]),
+            "auprc": _value(ap[k]),
+            **{name: _value(v[k]) for name, v in ratios.items()},
+            "accuracy": float((tp[k] + tn[k]) / len(y)),
             "threshold": None if not multi_label else 0.5 if thresholds is None else float(thresholds[k]),
-            "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+            "confusion": {"tp": int(tp[k]), "fp": int(fp[k]), "fn": int(fn[k]), "tn": int(tn[k])},
         })
     f_beta, g_beta = fbeta_gbeta(y, yhat)
     macro = {
         "auroc": nanmean_or_none(auc),
         "auroc_classes": int(np.isfinite(auc).sum()),
         "auprc": nanmean_or_none(ap),
-        "f1": float(np.mean(f1)),
-        "precision": float(np.mean(precision)),
-        "sensitivity": float(np.mean(recall)),
-        "specificity": float(np.mean([c["specificity"] for c in per_class])),
+        **{name: nanmean_or_none(v) for name, v in ratios.items()},
         "f_beta2": f_beta,
         "g_beta2": g_beta,
     }

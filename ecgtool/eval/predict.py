@@ -6,7 +6,8 @@ are aggregated per record by their mean or maximum, as the PTB-XL benchmark
 does (helme/ecg_ptbxl_benchmarking ``fastai_model.py``: windows of the training
 input size, stride half of it, ``aggregate_fn`` max by default). A last window
 is aligned to the record's end when the stride does not reach it, so every
-sample is seen.
+sample is seen. Multi-class models default to the mean, so that a record's
+probabilities still sum to 1.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class Windows:
         return asdict(self)
 
 
+def default_aggregate(multi_label: bool) -> str:
+    return "max" if multi_label else "mean"
+
+
 def windows_for(model_samples: int, store_samples: int, stride: int | None = None, aggregate: str = "max") -> Windows | None:
     """Sliding windows when the store's records are longer than the model's input, else None."""
     if store_samples <= model_samples:
@@ -48,10 +53,12 @@ def probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
 
 
 def window_probabilities(model: torch.nn.Module, x: torch.Tensor, windows: Windows, multi_label: bool) -> torch.Tensor:
-    """``[B, K]`` aggregated probabilities of the windows of ``x [B, C, T]``."""
+    """``[B, K]`` aggregated probabilities of the windows of ``x [B, C, T]``; the model sees at
+    most ``B`` windows at a time, so memory stays that of a batch of records."""
     starts = windows.starts(x.shape[-1])
-    crops = torch.stack([x[..., s:s + windows.length] for s in starts], dim=1)  # [B, W, C, L]
-    p = probabilities(model(crops.flatten(0, 1)).float(), multi_label).unflatten(0, (len(x), len(starts)))
+    crops = torch.stack([x[..., s:s + windows.length] for s in starts], dim=1).flatten(0, 1)  # [B * W, C, L]
+    logits = torch.cat([model(part) for part in crops.split(len(x))])
+    p = probabilities(logits.float(), multi_label).unflatten(0, (len(x), len(starts)))
     return p.amax(dim=1) if windows.aggregate == "max" else p.mean(dim=1)
 
 

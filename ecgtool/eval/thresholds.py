@@ -7,7 +7,10 @@ every class, maximising the macro mean of the objective).
 
 Per-class thresholds sit at the midpoint between the chosen score and the next
 lower distinct score, so that the decision does not hinge on a tie at the
-boundary; a class with no positives (or no negatives, for Youden) keeps 0.5.
+boundary; a class with no positives (or no negatives, for Youden) keeps 0.5 and
+is left out of the global objective. Scores are compared in float64: the
+midpoint of two adjacent float32 probabilities (saturated sigmoids near 1) is
+not representable in float32 and would round onto one of them.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ def _best_threshold(y: np.ndarray, p: np.ndarray, objective: str) -> float | Non
 
 
 def _global_objective(y: np.ndarray, p: np.ndarray, t: float, objective: str) -> float:
+    """Macro mean of the objective over the classes it is defined for (positives, and negatives for Youden)."""
+    pos = y.sum(0)
+    keep = (pos > 0) & ((pos < len(y)) | (objective == "f1"))
+    y, p = y[:, keep], p[:, keep]
     yhat = p >= t
     tp = (yhat & (y == 1)).sum(0)
     fp = (yhat & (y == 0)).sum(0)
@@ -55,6 +62,7 @@ def tune_thresholds(y: np.ndarray, p: np.ndarray, objective: str = "f1", scope: 
     """Thresholds ``[K]`` maximising ``objective`` on ``(y, p)``."""
     if objective not in OBJECTIVES or scope not in SCOPES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, scope one of {SCOPES}")
+    p = np.asarray(p, dtype=np.float64)
     if scope == "global":
         # Candidates: the midpoints between consecutive distinct scores (quantiles when there are many).
         distinct = np.unique(p)

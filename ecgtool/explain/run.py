@@ -103,6 +103,10 @@ def prepare(ckpt_path, store_path, options: ExplainOptions, device):
         raise EcgtoolError(f"unknown method {options.method!r}; choose one of {', '.join(METHODS)}")
     ckpt = load_checkpoint(ckpt_path)
     store = open_store(store_path)
+    if store.n_samples > ckpt["input"]["samples"]:  # a model trained on crops: eval windows it, a map needs one input
+        raise EcgtoolError(f"{store.path} has {store.n_samples} samples per record and the model takes {ckpt['input']['samples']} "
+                           f"(trained on crops); explain needs records of the model's input length: prep a store with "
+                           f"--seconds {ckpt['input']['samples'] / ckpt['input']['fs']:g}")
     check_store_fits(ckpt, store)
     classes = list(ckpt["classes"])
     if options.class_name is not None and options.class_name not in classes:

@@ -44,7 +44,7 @@ from ecgtool.data.store import open_store
 from ecgtool.data.views import data_view
 from ecgtool.errors import EcgtoolError
 from ecgtool.eval.metrics import macro_auc
-from ecgtool.eval.predict import predict, windows_for
+from ecgtool.eval.predict import default_aggregate, predict, windows_for
 from ecgtool.eval.thresholds import tune_thresholds
 from ecgtool.models import create_model, model_info
 from ecgtool.outputs import check_new_output
@@ -170,7 +170,7 @@ class Trainer:
         if self.val_store is not None:
             check_store_fits({"classes": s.classes, "multi_label": s.multi_label, "input": self.input}, self.val_store,
                              "validation store", windows=True)
-            self.windows = windows_for(self.input["samples"], self.val_store.n_samples)
+            self.windows = windows_for(self.input["samples"], self.val_store.n_samples, aggregate=default_aggregate(s.multi_label))
         if not self.multi_label:
             for store in filter(None, (s, self.val_store)):
                 if (store.labels.sum(axis=1) != 1).any():
@@ -390,7 +390,9 @@ class Trainer:
                 source = f"tuned on validation store {self.val_store.path} (per class, max F1, epoch {self.best['epoch']})"
             else:
                 values, source = np.full(len(self.train_store.classes), 0.5), "default 0.5 (no validation store)"
-            thresholds = {"values": values.tolist(), "source": source}
+            # the windows they were tuned under: eval refuses them for another aggregation
+            thresholds = {"values": values.tolist(), "source": source,
+                          "windows": None if self.windows is None else self.windows.to_dict()}
         best_record = next(h for h in self.history if h["epoch"] == self.best["epoch"])
         ckpt = {
             **self._base_checkpoint(),
