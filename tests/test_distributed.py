@@ -151,3 +151,35 @@ def test_two_gloo_processes_train_the_same_model_as_one(store, tmp_path):
     for ha, hb in zip(a["history"], b["history"]):
         assert hb["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-5)
         assert hb["val_macro_auc"] == pytest.approx(ha["val_macro_auc"], abs=1e-6)
+
+
+def test_sigterm_to_torchrun_leaves_a_resume_checkpoint_that_continues_exactly(store, tmp_path):
+    """SIGTERM to torchrun reaches both ranks; they stop at the same step, rank 0 writes the resume
+    checkpoint before anyone exits, and the resumed 2-process run ends where an uninterrupted run does."""
+    import time
+
+    common = ["train", "dprnn", str(store), "--epochs", "6", "--batch-size", "8", "--seed", "0", "--device", "cpu",
+              "--threads", "1", "--model-arg", "channels=8", "--model-arg", "hidden_size=8", "--model-arg", "num_blocks=1",
+              "--model-arg", "head_dropout=0", "--model-arg", "chunk_size=20"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "ecgtool"]
+    out = tmp_path / "m.ckpt"
+    run = subprocess.Popen([*torchrun, *common, "-o", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not resume_path(out).exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # the first epoch has ended once the resume checkpoint exists
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode != 0 and not out.exists(), err
+    assert "rerun with --resume" in err
+    resumed = subprocess.run([*torchrun, *common, "-o", str(out), "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    one = subprocess.run([sys.executable, "-m", "ecgtool", *common, "-o", str(tmp_path / "one.ckpt")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    a, b = load_checkpoint(tmp_path / "one.ckpt"), load_checkpoint(out)
+    for k, v in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][k], v, rtol=1e-4, atol=1e-5, msg=k)
+    assert [h["train_loss"] for h in b["history"]] == pytest.approx([h["train_loss"] for h in a["history"]], rel=1e-5)

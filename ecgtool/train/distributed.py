@@ -92,6 +92,14 @@ def all_sum(values: list[float], device) -> list[float]:
     return t.tolist()
 
 
+def barrier() -> None:
+    """Wait for every rank (e.g. until rank 0 has written a checkpoint the others must not outrun)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def any_rank(flag: bool, device) -> bool:
     """True on every rank when it is true on any (a pre-emption signal may reach only some)."""
     return all_sum([float(flag)], device)[0] > 0

@@ -252,6 +252,8 @@ class Trainer:
         """One epoch (from ``self.position`` when resuming mid-epoch); the mean loss over all ranks."""
         self.net.train()
         start, total, count = self.position["batch"], self.position["loss_total"], self.position["loss_count"]
+        if not self.env.is_main:
+            total, count = 0.0, 0  # the saved partial sums are every rank's together: rank 0 carries them
         self.position = {"batch": 0, "loss_total": 0.0, "loss_count": 0}
         self.loader.set_epoch(epoch, start)
         crop = self.args.crop
@@ -275,7 +277,10 @@ class Trainer:
             count += len(x)
             self.on_step(epoch, step + 1, len(self.loader), total / count)
             if step + 1 < len(self.loader) and self._stop():
-                self._save_resume(epoch, {"batch": step + 1, "loss_total": total, "loss_count": count})
+                partial = distributed.all_sum([total, count], self.device) if self.env.active else (total, count)
+                self._save_resume(epoch, {"batch": step + 1, "loss_total": partial[0], "loss_count": partial[1]})
+                # a launcher tears the job down when the first rank exits: none may leave before rank 0 has written
+                distributed.barrier()
                 raise Preempted(f"stopped by a signal at epoch {epoch + 1}, step {step + 1}")
         total, count = distributed.all_sum([total, count], self.device) if self.env.active else (total, count)
         return total / max(count, 1)
@@ -314,6 +319,7 @@ class Trainer:
             for epoch in range(self.start_epoch, self.args.epochs):
                 self._run_epoch(epoch)
                 if epoch + 1 < self.args.epochs and self._stop():
+                    distributed.barrier()
                     raise Preempted(f"stopped by a signal after epoch {epoch + 1}")
         return self._finish()
 
@@ -405,6 +411,7 @@ class Trainer:
         if self.env.is_main:
             save_checkpoint(self.out, ckpt, overwrite=self.overwrite)
             resume_path(self.out).unlink(missing_ok=True)
+        distributed.barrier()
         return ckpt
 
 
