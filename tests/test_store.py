@@ -124,3 +124,23 @@ def test_missing_array_is_refused(tmp_path):
     shutil.rmtree(tmp_path / "s.zarr" / "fold")
     with pytest.raises(StoreError, match="lacks the array"):
         open_store(tmp_path / "s.zarr")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_direct_chunk_decoding_equals_zarr(tmp_path, dtype):
+    """read_chunk decodes the chunk files itself (numcodecs Blosc); it must return exactly what
+    Zarr returns, the partial last chunk included, and fall back to Zarr for other codecs."""
+    import zarr
+
+    from ecgtool.data.store import _direct_decoder
+
+    sig, _ = write(tmp_path / "s.zarr", dtype=dtype)
+    s = open_store(tmp_path / "s.zarr")
+    assert _direct_decoder(s.signals) is not None
+    for start, stop in s.chunk_bounds():
+        got = s.read_chunk(start, stop)
+        assert got.dtype == np.dtype(dtype) and np.array_equal(got, np.asarray(s.signals[start:stop]))
+    np.testing.assert_array_equal(s.read_chunk(20, 23), sig[20:23].astype(dtype))
+    g = zarr.open_group(tmp_path / "plain.zarr", mode="w", zarr_format=3)
+    plain = g.create_array("signals", data=sig, chunks=(5, 2, 50), compressors=None)
+    assert _direct_decoder(plain) is None

@@ -173,7 +173,10 @@ class ChunkLoader:
 
     def _decode(self, chunk: tuple[int, int, np.ndarray]) -> np.ndarray:
         start, stop, rows = chunk
-        return self.spec(np.asarray(self.store.signals[start:stop])[rows - start])
+        block = self.store.read_chunk(start, stop)
+        if len(rows) < stop - start:  # a whole chunk needs no row selection (and no copy)
+            block = block[rows - start]
+        return self.spec(block)
 
     def _decode_many(self, chunks: list) -> list[np.ndarray]:
         """Decode chunks, in ``workers`` threads when there are several (Blosc releases the GIL)."""
@@ -186,10 +189,19 @@ class ChunkLoader:
 
     # -- the two modes --------------------------------------------------------------------
     def _load_all(self) -> np.ndarray:
+        """The selected records, decoded once into one preallocated array (peak memory: the array)."""
         if self._cache is None:
-            blocks = self._decode_many(self._selected_chunks())
-            shape = (0, self.spec.channels, self.store.n_samples)
-            self._cache = np.concatenate(blocks) if blocks else np.zeros(shape, np.float32)
+            chunks = self._selected_chunks()
+            cache = np.empty((len(self.indices), self.spec.channels, self.store.n_samples), np.float32)
+            offsets = np.cumsum([0] + [len(rows) for _, _, rows in chunks])
+            from concurrent.futures import ThreadPoolExecutor
+
+            def fill(i: int) -> None:
+                cache[offsets[i] : offsets[i + 1]] = self._decode(chunks[i])
+
+            with ThreadPoolExecutor(self.workers) as pool:
+                list(pool.map(fill, range(len(chunks))))
+            self._cache = cache
         return self._cache
 
     def _memory_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -207,25 +219,28 @@ class ChunkLoader:
         order = self._rng().permutation(len(chunks)) if self.shuffle else np.arange(len(chunks))
         for w in range(0, len(order), self.window_chunks):
             window = [chunks[c] for c in sorted(order[w : w + self.window_chunks])]
-            yield np.concatenate(self._decode_many(window)), np.concatenate([rows for _, _, rows in window])
+            yield self._decode_many(window), np.concatenate([rows for _, _, rows in window])
 
     def _stream_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         rng = self._rng()
         carry_x = np.empty((0, self.spec.channels, self.store.n_samples), np.float32)
         carry_rows = np.empty(0, np.int64)
         g, done = self.global_batch, 0  # global batches formed so far; the first start_batch are skipped
-        for x, rows in _background(self._windows()):
+        for blocks, rows in _background(self._windows()):
+            # One copy joins the carried-over records and the window; each batch is then gathered
+            # once in the shuffled order (the carry first, as it was drawn earlier).
+            x = np.concatenate([carry_x, *blocks])
+            order = np.arange(len(x))
             if self.shuffle:
-                perm = rng.permutation(len(rows))
-                x, rows = x[perm], rows[perm]
-            x, rows = np.concatenate([carry_x, x]), np.concatenate([carry_rows, rows])
+                order[len(carry_rows):] = len(carry_rows) + rng.permutation(len(rows))
+            rows = np.concatenate([carry_rows, rows])[order]
             n_full = len(rows) // g * g
             for b in range(0, n_full, g):
                 if done >= self.start_batch:
                     mine = self._mine(rows[b : b + g])
-                    yield x[b : b + g][mine], rows[b : b + g][mine]
+                    yield x[order[b : b + g][mine]], rows[b : b + g][mine]
                 done += 1
-            carry_x, carry_rows = x[n_full:], rows[n_full:]
+            carry_x, carry_rows = x[order[n_full:]], rows[n_full:]
         if len(carry_rows) and not self.drop_last and done >= self.start_batch:
             mine = self._mine(carry_rows)
             yield carry_x[mine], carry_rows[mine]

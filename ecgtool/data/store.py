@@ -113,6 +113,27 @@ class EcgStore:
         c, n = self.chunk_records, len(self)
         return [(s, min(s + c, n)) for s in range(0, n, c)]
 
+    def read_chunk(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of one signals chunk (``start`` on a chunk boundary).
+
+        A store written by ecgtool keeps each chunk as one file of Blosc-compressed
+        little-endian bytes; decoding that file directly with numcodecs (which
+        releases the GIL) runs about three times faster than Zarr's read path on two
+        threads, and is what the loader's epochs spend their time on. Any other
+        layout (a remote store, other codecs, a chunk never written) goes through Zarr.
+        """
+        direct = _direct_decoder(self.signals)
+        if direct is not None:
+            path = Path(self.path) / "signals" / "c" / str(start // self.chunk_records) / "0" / "0"
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                raw = None
+            if raw is not None:
+                chunk = np.frombuffer(direct.decode(raw), dtype=self.signals.dtype.newbyteorder("<"))
+                return chunk.reshape(self.signals.chunks)[: stop - start]
+        return np.asarray(self.signals[start:stop])
+
     def read_rows(self, indices: np.ndarray) -> np.ndarray:
         """Signals of arbitrary rows, read chunk-wise (each touched chunk is decoded once)."""
         indices = np.asarray(indices, dtype=np.int64)
@@ -126,7 +147,7 @@ class EcgStore:
         for chunk in np.unique(chunk_of):
             sel = chunk_of == chunk
             start = int(chunk) * c
-            block = np.asarray(self.signals[start : min(start + c, len(self))])
+            block = self.read_chunk(start, min(start + c, len(self)))
             out[order[sel]] = block[sorted_idx[sel] - start]
         return out
 
@@ -160,6 +181,22 @@ class EcgStore:
             "content_hash": self.attrs.get("content_hash"),
             "provenance": self.attrs["provenance"],
         }
+
+
+def _direct_decoder(signals):
+    """A numcodecs Blosc decoder when ``signals`` is exactly ``bytes(little) → blosc`` on a local
+    directory with default "/" chunk keys (what StoreWriter writes), else None."""
+    meta = signals.metadata
+    codecs = [c.to_dict() for c in getattr(meta, "codecs", ())]
+    key = getattr(meta, "chunk_key_encoding", None)
+    local = type(signals.store).__name__ == "LocalStore"
+    if not (local and len(codecs) == 2 and codecs[0].get("name") == "bytes" and codecs[1].get("name") == "blosc"
+            and codecs[0].get("configuration", {}).get("endian", "little") == "little"
+            and getattr(key, "separator", None) == "/" and type(key).__name__ == "DefaultChunkKeyEncoding"):
+        return None
+    from numcodecs import Blosc
+
+    return Blosc()  # Blosc frames carry their own codec, level, shuffle and type size
 
 
 def open_store(path: str | os.PathLike) -> EcgStore:
