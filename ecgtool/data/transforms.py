@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 import numpy as np
 from scipy import signal as sps
@@ -28,6 +29,16 @@ def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     return sps.resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
 
 
+@lru_cache(maxsize=32)
+def _butter(order: int, low: float | None, high: float | None, fs: float) -> np.ndarray:
+    """The filter's second-order sections; designed once per setting, not once per record."""
+    if low is not None and high is not None:
+        return sps.butter(order, [low, high], btype="bandpass", fs=fs, output="sos")
+    if low is not None:
+        return sps.butter(order, low, btype="highpass", fs=fs, output="sos")
+    return sps.butter(order, high, btype="lowpass", fs=fs, output="sos")
+
+
 def bandpass(x: np.ndarray, fs: float, low: float | None, high: float | None, order: int = 3) -> np.ndarray:
     """Butterworth band-pass (or high-/low-pass when one edge is None); edges at or above Nyquist are dropped."""
     nyq = fs / 2
@@ -35,12 +46,7 @@ def bandpass(x: np.ndarray, fs: float, low: float | None, high: float | None, or
     low = low if low is not None and low > 0 else None
     if low is None and high is None:
         return x
-    if low is not None and high is not None:
-        sos = sps.butter(order, [low, high], btype="bandpass", fs=fs, output="sos")
-    elif low is not None:
-        sos = sps.butter(order, low, btype="highpass", fs=fs, output="sos")
-    else:
-        sos = sps.butter(order, high, btype="lowpass", fs=fs, output="sos")
+    sos = _butter(order, low, high, fs)
     # Reflect-pad by one period of the high-pass edge (2 s at 0.5 Hz), not scipy's
     # few samples: the start-up transient of a 0.5 Hz high-pass otherwise spans
     # seconds of a 10-second record.
