@@ -50,7 +50,7 @@ def _list_models(ctx, param, value):
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default).")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Loader threads decoding store chunks.")
 @click.option("--loader", "loader_mode", type=click.Choice(["auto", "memory", "stream"]), default="auto", show_default=True,
-              help="Hold the training store in memory, or stream it chunk by chunk (auto: memory when it fits in 4 GiB per process).")
+              help="Hold the training store in memory, or stream it chunk by chunk (auto: memory when the decoded store fits in half the available RAM, shared among the node's processes).")
 @click.option("--crop", type=click.IntRange(0), default=0, help="Train on random crops of this many samples (validation and eval then use sliding windows); 0: whole records.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Mixed precision: autocast to bf16, or fp16 with a grad scaler (for CUDA).")

@@ -31,7 +31,18 @@ import numpy as np
 from ecgtool.data.store import EcgStore
 from ecgtool.data.views import apply_view, extra_channels
 
-DEFAULT_MEMORY_BUDGET = 4 << 30  # bytes of decoded signals kept in RAM in "auto" mode
+FALLBACK_MEMORY_BUDGET = 4 << 30  # where the available memory cannot be read
+
+
+def auto_memory_budget(share: int = 1) -> int:
+    """Bytes of decoded signals "auto" mode may hold in RAM: half the memory available now
+    (Linux ``MemAvailable``), divided among ``share`` processes on this node."""
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        available = 2 * FALLBACK_MEMORY_BUDGET
+    return available // 2 // max(1, share)
 
 
 def input_spec(store: EcgStore, view: dict | None = None) -> dict:
@@ -117,7 +128,7 @@ class ChunkLoader:
         seed: int = 0,
         drop_last: bool = False,
         mode: str = "auto",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        memory_budget: int | None = None,
         window_chunks: int = 8,
         pin_memory: bool = False,
         workers: int = 2,
@@ -138,7 +149,8 @@ class ChunkLoader:
         self.start_batch = 0
         row_bytes = int(np.prod(store.signals.shape[1:])) * 4
         if mode == "auto":
-            mode = "memory" if row_bytes * len(self.indices) <= memory_budget else "stream"
+            budget = auto_memory_budget() if memory_budget is None else memory_budget
+            mode = "memory" if row_bytes * len(self.indices) <= budget else "stream"
         if mode not in ("memory", "stream"):
             raise ValueError(f"unknown loader mode {mode!r}")
         self.mode = mode

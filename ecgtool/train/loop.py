@@ -39,7 +39,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ecgtool.data.loader import DEFAULT_MEMORY_BUDGET, ChunkLoader, InputSpec, check_store_fits, input_spec
+from ecgtool.data.loader import ChunkLoader, InputSpec, auto_memory_budget, check_store_fits, input_spec
 from ecgtool.data.store import open_store
 from ecgtool.data.views import data_view
 from ecgtool.errors import EcgtoolError
@@ -188,7 +188,7 @@ class Trainer:
         self.loader = ChunkLoader(s, args.batch_size // env.world_size, spec=InputSpec(s, view=self.input["view"]), shuffle=True,
                                   seed=args.seed, drop_last=len(s) > args.batch_size or env.active, pin_memory=pin,
                                   workers=args.workers, rank=env.rank, world_size=env.world_size, mode=args.loader,
-                                  memory_budget=DEFAULT_MEMORY_BUDGET // env.local_world_size)
+                                  memory_budget=auto_memory_budget(env.local_world_size))
         self.val_loader = (
             ChunkLoader(self.val_store, max(args.batch_size, 256), pin_memory=pin, workers=args.workers,
                         indices=np.arange(len(self.val_store))[env.rank::env.world_size],  # each rank predicts its share
