@@ -277,12 +277,12 @@ class Trainer:
             count += len(x)
             self.on_step(epoch, step + 1, len(self.loader), total / count)
             if step + 1 < len(self.loader) and self._stop():
-                partial = distributed.all_sum([total, count], self.device) if self.env.active else (total, count)
-                self._save_resume(epoch, {"batch": step + 1, "loss_total": partial[0], "loss_count": partial[1]})
+                everyone = distributed.all_sum([total, count], self.device)  # the partial sums of all ranks
+                self._save_resume(epoch, {"batch": step + 1, "loss_total": everyone[0], "loss_count": everyone[1]})
                 # a launcher tears the job down when the first rank exits: none may leave before rank 0 has written
                 distributed.barrier()
                 raise Preempted(f"stopped by a signal at epoch {epoch + 1}, step {step + 1}")
-        total, count = distributed.all_sum([total, count], self.device) if self.env.active else (total, count)
+        total, count = distributed.all_sum([total, count], self.device)
         return total / max(count, 1)
 
     def validate(self) -> tuple[dict, np.ndarray | None]:
@@ -294,7 +294,8 @@ class Trainer:
         return {"val_loss": _prob_loss(probs, y, self.multi_label), "val_macro_auc": macro_auc(y, probs)}, probs
 
     def _stop(self) -> bool:
-        """Whether a pre-emption signal reached this process, or under DDP any rank."""
+        """Whether a pre-emption signal reached this process, or under DDP any rank (a collective
+        per step only when there are ranks to ask: it synchronises the GPU)."""
         return distributed.any_rank(self.stop_requested, self.device) if self.env.active else self.stop_requested
 
     @contextmanager
