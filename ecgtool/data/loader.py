@@ -105,6 +105,11 @@ class InputSpec:
             if len(self.mean) != len(leads):
                 self.mean, self.std = self.mean[self.lead_index], self.std[self.lead_index]
 
+    @classmethod
+    def for_model(cls, store: EcgStore, inp: dict) -> "InputSpec":
+        """What a model (a checkpoint's ``input``) was trained on, applied to ``store``."""
+        return cls(store, leads=inp["leads"], normalisation=inp["normalisation"], view=inp["view"])
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if not self.all_leads:
             x = x[:, self.lead_index]
@@ -165,9 +170,9 @@ class ChunkLoader:
         n = len(self.indices)
         return n // self.global_batch if self.drop_last else -(-n // self.global_batch)
 
-    def _mine(self, rows: np.ndarray) -> slice:
-        """This rank's part of a global batch of ``len(rows)`` records."""
-        bounds = np.linspace(0, len(rows), self.world_size + 1).round().astype(int)
+    def rank_slice(self, n: int) -> slice:
+        """This rank's part of a global batch of ``n`` records."""
+        bounds = np.linspace(0, n, self.world_size + 1).round().astype(int)
         return slice(bounds[self.rank], bounds[self.rank + 1])
 
     def _rng(self) -> np.random.Generator:
@@ -222,7 +227,7 @@ class ChunkLoader:
         g = self.global_batch
         for b in range(self.start_batch, len(self)):
             batch = order[b * g : (b + 1) * g]
-            pos = batch[self._mine(batch)]  # in batch order, so a rank's records hold the same places as in one process
+            pos = batch[self.rank_slice(len(batch))]  # in batch order, so a rank's records hold the same places as in one process
             yield data[pos], self.indices[pos]
 
     def _windows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -249,12 +254,12 @@ class ChunkLoader:
             n_full = len(rows) // g * g
             for b in range(0, n_full, g):
                 if done >= self.start_batch:
-                    mine = self._mine(rows[b : b + g])
+                    mine = self.rank_slice(len(rows[b : b + g]))
                     yield x[order[b : b + g][mine]], rows[b : b + g][mine]
                 done += 1
             carry_x, carry_rows = x[order[n_full:]], rows[n_full:]
         if len(carry_rows) and not self.drop_last and done >= self.start_batch:
-            mine = self._mine(carry_rows)
+            mine = self.rank_slice(len(carry_rows))
             yield carry_x[mine], carry_rows[mine]
 
     def __iter__(self):

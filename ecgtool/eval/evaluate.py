@@ -59,8 +59,7 @@ def _probabilities(ckpt: dict, store, device, opts: EvalOptions) -> tuple[np.nda
 
     windows = _windows(ckpt, store, opts)
     model = build_model(ckpt).to(device)
-    spec = InputSpec(store, leads=ckpt["input"]["leads"], normalisation=ckpt["input"]["normalisation"], view=ckpt["input"]["view"])
-    loader = ChunkLoader(store, opts.batch_size, spec=spec, pin_memory=torch.device(device).type == "cuda")
+    loader = ChunkLoader(store, opts.batch_size, spec=InputSpec.for_model(store, ckpt["input"]), pin_memory=torch.device(device).type == "cuda")
     probs, rows = predict(model, loader, torch.device(device), ckpt["multi_label"], windows)
     return probs, rows, None if windows is None else windows.to_dict()
 
@@ -107,9 +106,10 @@ def _checkpoint_inputs(ckpt: dict) -> list[str]:
     return [i.get("fingerprint") for i in entry.get("inputs", [])] if entry.get("step") == "train" else []
 
 
-def check_eval_inputs(ckpt_path, store, opts: EvalOptions, compare: str | None = None) -> list[str]:
-    """Everything about the inputs that can be refused before any inference; returns warnings."""
-    ckpt = load_checkpoint(ckpt_path)
+def check_eval_inputs(checkpoints: dict, store, opts: EvalOptions) -> list[str]:
+    """Everything about the inputs (``{path: checkpoint}``, the evaluated one first) that can be
+    refused before any inference; returns warnings."""
+    (ckpt_path, ckpt), *others = checkpoints.items()
     check_store_fits(ckpt, store, windows=True)
     _windows(ckpt, store, opts)
     if opts.val is not None and opts.tune_on_eval_store:
@@ -124,15 +124,14 @@ def check_eval_inputs(ckpt_path, store, opts: EvalOptions, compare: str | None =
         if len(shared):
             raise EcgtoolError(f"--val {opts.val} shares {len(shared)} record(s) with {store.path} (e.g. {shared[0]}); "
                                "thresholds must come from records that are not evaluated")
-    if compare is not None:
-        other = load_checkpoint(compare)
+    for compare, other in others:
         check_store_fits(other, store, windows=True)
         if list(other["classes"]) != list(ckpt["classes"]):
             raise EcgtoolError(f"--compare {compare} predicts other classes than {ckpt_path}")
     if opts.resamples:
         _load_resamples(opts.resamples, len(store))
     warnings = []
-    for path, c in ((ckpt_path, ckpt),) + (((compare, other),) if compare else ()):
+    for path, c in checkpoints.items():
         if _checkpoint_inputs(c)[:1] == [fingerprint(store.path)]:
             warnings.append(f"{store.path} is the store {path} was trained on: these are training-set metrics")
     return warnings
@@ -143,9 +142,8 @@ def _challenge_mapping(store):
     return None if not codes else challenge.weights_for(codes, store.attrs.get("task", ""))
 
 
-def evaluate_checkpoint(ckpt_path, store, device, opts: EvalOptions) -> dict:
-    """Predictions, decisions and the point report of one checkpoint on an open store."""
-    ckpt = load_checkpoint(ckpt_path)
+def evaluate_checkpoint(ckpt_path, ckpt: dict, store, device, opts: EvalOptions) -> dict:
+    """Predictions, decisions and the point report of one (loaded) checkpoint on an open store."""
     probs, rows, windows = _probabilities(ckpt, store, device, opts)
     y = store.labels[rows]
     thresholds, source = _thresholds(ckpt, store, y, probs, windows, device, opts)
@@ -188,13 +186,14 @@ def _load_resamples(path, records: int) -> np.ndarray:
 def run_eval(ckpt_path, store_path, device, opts: EvalOptions | None = None, compare: str | None = None) -> dict:
     opts = opts or EvalOptions()
     store = open_store(store_path)
-    warnings = check_eval_inputs(ckpt_path, store, opts, compare)
-    result = evaluate_checkpoint(ckpt_path, store, device, opts)
+    checkpoints = {ckpt_path: load_checkpoint(ckpt_path)} | ({compare: load_checkpoint(compare)} if compare else {})
+    warnings = check_eval_inputs(checkpoints, store, opts)
+    result = evaluate_checkpoint(ckpt_path, checkpoints[ckpt_path], store, device, opts)
     report = result["report"]
     report.update({"store": str(store_path), "store_fingerprint": fingerprint(store_path), "warnings": warnings})
     other = None
     if compare:
-        other = evaluate_checkpoint(compare, store, device, opts)
+        other = evaluate_checkpoint(compare, checkpoints[compare], store, device, opts)
     ids = None
     if opts.bootstrap or opts.resamples:
         ids = _load_resamples(opts.resamples, len(store)) if opts.resamples else bootstrap.resample_ids(result["y"], opts.bootstrap, opts.seed)

@@ -118,9 +118,7 @@ def prepare(ckpt_path, store_path, options: ExplainOptions, device):
     if options.layer is not None and options.method != "gradcam":
         raise EcgtoolError(f"--layer applies to --method gradcam, not {options.method}")
     layer = resolve_layer(model, options.layer)[0] if options.method == "gradcam" else None
-    inp = ckpt["input"]
-    spec = InputSpec(store, leads=inp["leads"], normalisation=inp["normalisation"], view=inp["view"])
-    return ckpt, store, model, spec, layer
+    return ckpt, store, model, InputSpec.for_model(store, ckpt["input"]), layer
 
 
 def run_explain(ckpt_path, store_path, output, *, records: list[str] | None = None, first: int | None = None,

@@ -192,8 +192,7 @@ class Trainer:
         self.val_loader = (
             ChunkLoader(self.val_store, max(args.batch_size, 256), pin_memory=pin, workers=args.workers,
                         indices=np.arange(len(self.val_store))[env.rank::env.world_size],  # each rank predicts its share
-                        spec=InputSpec(self.val_store, leads=self.input["leads"], normalisation=self.input["normalisation"],
-                                       view=self.input["view"]))
+                        spec=InputSpec.for_model(self.val_store, self.input))
             if self.val_store else None
         )
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -259,7 +258,7 @@ class Trainer:
         crop = self.args.crop
         for step, (x, y, _) in enumerate(self.loader, start=start):
             if crop and crop < x.shape[-1]:
-                x = random_crop(x, crop, *((self.args.batch_size, self.loader._mine(np.arange(self.args.batch_size)))
+                x = random_crop(x, crop, *((self.args.batch_size, self.loader.rank_slice(self.args.batch_size))
                                            if self.env.active else ()))
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
