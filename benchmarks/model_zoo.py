@@ -69,7 +69,7 @@ def bench_model(name: str, splits: Path, work: Path, epochs: int, batch_size: in
     start = time.perf_counter()
     Trainer(args, splits / "train.zarr", splits / "val.zarr", out, overwrite=True).run()
     seconds = time.perf_counter() - start
-    auc = run_eval(out, splits / "test.zarr", "cpu", EvalOptions(bootstrap=0))["report"]["macro"]["auroc"]
+    auc = run_eval(out, splits / "test.zarr", "cpu", EvalOptions(bootstrap=0)).report["macro"]["auroc"]
     return {"model": name, "params": params, "macs": macs, "train_records_per_s": epochs * len(store) / seconds,
             "train_seconds": seconds, "test_macro_auc": auc}
 

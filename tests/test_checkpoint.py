@@ -1,18 +1,26 @@
-"""The checkpoint contract: weights-only loading, validation, atomic writes."""
+"""The checkpoint contract: weights-only loading, validation, atomic writes, typed fields."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
+from ecgtool.checkpoint import CKPT_VERSION, Checkpoint, CheckpointError
+from ecgtool.data.inputs import InputSpec
 from ecgtool.errors import EcgtoolError
 from ecgtool.models import create_model
-from ecgtool.train.checkpoint import CKPT_VERSION, CheckpointError, build_model, load_checkpoint, save_checkpoint
+
+DATA = Path(__file__).parent / "data"
 
 
-def make_ckpt(model=None, **over):
-    model = model or create_model("resnet18", num_classes=3, num_leads=2, num_samples=200)
+def make_doc(net=None, **over) -> dict:
+    """The on-disk dict of a small classifier checkpoint."""
+    model = net or create_model("resnet18", num_classes=3, num_leads=2, num_samples=200)
     doc = {
+        "format": "ecgtool.checkpoint", "format_version": CKPT_VERSION,
         "kind": "classifier",
         "model": {"name": "resnet18", "kwargs": model.model_kwargs},
         "state_dict": model.state_dict(),
@@ -30,6 +38,17 @@ def make_ckpt(model=None, **over):
     return doc
 
 
+def make_ckpt(net=None, **over) -> Checkpoint:
+    return Checkpoint.from_dict(make_doc(net, **over))
+
+
+def save_checkpoint(path, ckpt: Checkpoint, overwrite: bool = False) -> None:
+    ckpt.save(path, overwrite=overwrite)
+
+
+load_checkpoint = Checkpoint.load
+
+
 def test_round_trip_rebuilds_the_same_model(tmp_path):
     torch.manual_seed(0)
     model = create_model("resnet18", num_classes=3, num_leads=2, num_samples=200).eval()
@@ -38,16 +57,16 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
     raw = torch.load(tmp_path / "m.ckpt", weights_only=True)
     assert raw["format_version"] == CKPT_VERSION
     ckpt = load_checkpoint(tmp_path / "m.ckpt")
-    rebuilt = build_model(ckpt).eval()
+    assert isinstance(ckpt.input, InputSpec) and ckpt.input.leads == ("I", "II") and ckpt.classes == ("A", "B", "C")
+    assert ckpt.path == tmp_path / "m.ckpt" and ckpt.threshold_values == [0.5, 0.4, 0.3]
+    rebuilt = ckpt.build_model().eval()
     x = torch.randn(2, 2, 200)
     torch.testing.assert_close(rebuilt(x), model(x))
 
 
 def test_numpy_values_become_plain(tmp_path):
-    import numpy as np
-
     save_checkpoint(tmp_path / "m.ckpt", make_ckpt(metrics={"auc": np.float64(0.8), "per": np.arange(3)}))
-    assert load_checkpoint(tmp_path / "m.ckpt")["metrics"] == {"auc": 0.8, "per": [0, 1, 2]}
+    assert load_checkpoint(tmp_path / "m.ckpt").metrics == {"auc": 0.8, "per": [0, 1, 2]}
 
 
 def test_refuses_code_carrying_pickles(tmp_path):
@@ -57,8 +76,9 @@ def test_refuses_code_carrying_pickles(tmp_path):
 
     with open(tmp_path / "evil.ckpt", "wb") as f:
         torch.save({"format": "ecgtool.checkpoint", "payload": Evil()}, f)
-    with pytest.raises(CheckpointError, match="not a readable ecgtool checkpoint"):
+    with pytest.raises(CheckpointError, match="not an ecgtool checkpoint: it holds objects other than tensors") as e:
         load_checkpoint(tmp_path / "evil.ckpt")
+    assert "weights_only" not in str(e.value) and "Re-running" not in str(e.value)  # never relay torch's advice to load it unsafely
 
 
 @pytest.mark.parametrize(
@@ -67,13 +87,17 @@ def test_refuses_code_carrying_pickles(tmp_path):
         ({"format_version": CKPT_VERSION + 1}, "newer than this ecgtool"),
         ({"thresholds": {"values": [0.5], "source": "x"}}, "1 thresholds for 3 classes"),
         ({"kind": "banana"}, "unknown checkpoint kind"),
+        ({"input": {"fs": 100.0, "leads": ["I"], "samples": 200, "normalisation": {"method": "zscore"}}}, "input spec lacks view"),
+        ({"input": {"fs": -1, "leads": ["I"], "samples": 200, "normalisation": {"method": "zscore"}, "view": {"name": "raw"}}},
+         "fs must be a positive number"),
+        ({"input": {"fs": 100, "leads": ["I"], "samples": 200, "normalisation": {"method": "zscore"}, "view": {"name": "x"}}},
+         "unknown input view"),
+        ({"model": {"name": "resnet18"}}, "'model' must hold a name and constructor kwargs"),
+        ({"classes": "ABC"}, "'classes' must be a list"),
     ],
 )
 def test_malformed_checkpoints_are_refused(tmp_path, over, message):
-    doc = make_ckpt()
-    doc.update({"format": "ecgtool.checkpoint", "format_version": CKPT_VERSION})
-    doc.update(over)
-    torch.save(doc, tmp_path / "m.ckpt")
+    torch.save(make_doc(**over), tmp_path / "m.ckpt")
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(tmp_path / "m.ckpt")
 
@@ -101,4 +125,45 @@ def test_weights_that_do_not_fit_are_refused(tmp_path):
     other = create_model("resnet34", num_classes=3, num_leads=2, num_samples=200)
     save_checkpoint(tmp_path / "m.ckpt", make_ckpt(state_dict=other.state_dict()))
     with pytest.raises(CheckpointError, match="do not fit resnet18"):
-        build_model(load_checkpoint(tmp_path / "m.ckpt"))
+        load_checkpoint(tmp_path / "m.ckpt").build_model()
+
+
+def test_an_unknown_model_names_the_checkpoint(tmp_path):
+    save_checkpoint(tmp_path / "m.ckpt", make_ckpt(model={"name": "resnet99", "kwargs": {"num_classes": 3}}))
+    with pytest.raises(CheckpointError, match=r"m\.ckpt: Unknown model 'resnet99'"):
+        load_checkpoint(tmp_path / "m.ckpt").build_model()
+
+
+def test_the_file_keeps_its_keys(tmp_path):
+    """The typed form changes nothing on disk: the same keys a plain torch.load reader sees."""
+    save_checkpoint(tmp_path / "m.ckpt", make_ckpt())
+    raw = torch.load(tmp_path / "m.ckpt", weights_only=True)
+    assert set(raw) == {"format", "format_version", "kind", "model", "state_dict", "classes", "class_descriptions", "task",
+                        "multi_label", "input", "thresholds", "train_args", "metrics", "history", "provenance"}
+    assert raw["input"] == make_doc()["input"] and raw["model"]["name"] == "resnet18"
+
+
+def test_a_checkpoint_written_before_the_typed_contract_loads():
+    """tests/data/checkpoint-v1-mamil.ckpt was written by `ecgtool train mamil` (1 epoch, synthetic data) with the
+    dict-based checkpoint code of commit bbbb91c; the logits beside it were computed then, on a fixed input."""
+    ckpt = load_checkpoint(DATA / "checkpoint-v1-mamil.ckpt")
+    assert ckpt.kind == "classifier" and ckpt.model.name == "mamil" and ckpt.format_version == 1
+    assert ckpt.input.view == {"name": "rpeaks", "lead": "auto"} and ckpt.input.channels == 13 and ckpt.input.samples == 1000
+    assert len(ckpt.classes) == 9 and ckpt.multi_label and ckpt.thresholds["windows"] is None
+    assert ckpt.trained_on() and ckpt.history and ckpt.resume is None
+    x = torch.randn(2, 13, 1000, generator=torch.Generator().manual_seed(0))
+    x[:, -1] = 0
+    x[:, -1, 50::80] = 1  # R-peak marks
+    with torch.no_grad():
+        logits = ckpt.build_model().eval()(x)
+    np.testing.assert_allclose(logits.numpy(), np.load(DATA / "checkpoint-v1-mamil-logits.npy"), atol=1e-5)
+    # and it is written back with the same contents
+    again = Checkpoint.from_dict(ckpt.to_dict())
+    assert again.input == ckpt.input and again.model == ckpt.model and again.thresholds == ckpt.thresholds
+
+
+def test_garbage_bytes_are_not_called_code(tmp_path):
+    (tmp_path / "text.ckpt").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"is not a readable ecgtool checkpoint \(Unsupported operand") as e:
+        load_checkpoint(tmp_path / "text.ckpt")
+    assert "weights_only" not in str(e.value)

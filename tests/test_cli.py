@@ -139,7 +139,7 @@ def test_eval_refuses_a_foreign_file(synthetic_splits, tmp_path):
     from click.testing import CliRunner
 
     from ecgtool.cli import cli
-    from ecgtool.train.checkpoint import CheckpointError
+    from ecgtool.checkpoint import CheckpointError
 
     r = CliRunner().invoke(cli, ["--debug", "eval", str(tmp_path / "x.ckpt"), str(synthetic_splits / "test.zarr")])
     assert isinstance(r.exception, CheckpointError)  # --debug lets the exception (and its traceback) through

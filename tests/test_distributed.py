@@ -19,7 +19,7 @@ from ecgtool.data.readers import open_reader
 from ecgtool.data.store import open_store
 from ecgtool.data.transforms import PrepConfig
 from ecgtool.train import loop
-from ecgtool.train.checkpoint import load_checkpoint
+from ecgtool.checkpoint import Checkpoint
 from ecgtool.train.distributed import DistEnv, detect
 from ecgtool.train.loop import Preempted, TrainArgs, Trainer, resume_path
 
@@ -93,15 +93,15 @@ def test_sigterm_mid_epoch_then_resume_is_exact(store, tmp_path, mode):
     with pytest.raises(Preempted):
         b.run()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or signal.getsignal(signal.SIGTERM) == signal.default_int_handler
-    r = load_checkpoint(resume_path(tmp_path / "b.ckpt"))["resume"]
+    r = Checkpoint.load(resume_path(tmp_path / "b.ckpt")).resume
     assert r["epoch"] == 1 and r["position"]["batch"] == 2 and not (tmp_path / "b.ckpt").exists()
     c = Trainer(_args(loader=mode), store, store, tmp_path / "b.ckpt", on_step=lambda e, s, n, loss: losses_b.append((e, s, loss)))
     assert c.resume() and c.start_epoch == 1 and c.position["batch"] == 2
     ckpt_b = c.run()
     assert losses_b == losses_a  # the running mean loss of every step, resumed mid-epoch included
-    assert [h["train_loss"] for h in ckpt_b["history"]] == [h["train_loss"] for h in ckpt_a["history"]]
-    for k, v in ckpt_a["state_dict"].items():
-        assert torch.equal(v, ckpt_b["state_dict"][k]), k
+    assert [h["train_loss"] for h in ckpt_b.history] == [h["train_loss"] for h in ckpt_a.history]
+    for k, v in ckpt_a.state_dict.items():
+        assert torch.equal(v, ckpt_b.state_dict[k]), k
     assert not resume_path(tmp_path / "b.ckpt").exists()
 
 
@@ -124,8 +124,8 @@ def test_cli_exits_75_on_preemption_and_resumes(store, tmp_path, monkeypatch):
 
 def test_bf16_autocast_trains_on_cpu(store, tmp_path):
     ckpt = Trainer(_args(epochs=1, precision="bf16"), store, None, tmp_path / "m.ckpt").run()
-    assert np.isfinite(ckpt["history"][0]["train_loss"])
-    assert all(v.dtype == torch.float32 for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert np.isfinite(ckpt.history[0]["train_loss"])
+    assert all(v.dtype == torch.float32 for v in ckpt.state_dict.values() if v.is_floating_point())
 
 
 def test_two_gloo_processes_train_the_same_model_as_one(store, tmp_path):
@@ -145,10 +145,10 @@ def test_two_gloo_processes_train_the_same_model_as_one(store, tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stderr
     assert two.stdout.strip() == str(tmp_path / "two.ckpt")  # rank 0 alone prints and writes
-    a, b = load_checkpoint(tmp_path / "one.ckpt"), load_checkpoint(tmp_path / "two.ckpt")
-    for k, v in a["state_dict"].items():
-        torch.testing.assert_close(b["state_dict"][k], v, rtol=1e-4, atol=1e-5, msg=k)
-    for ha, hb in zip(a["history"], b["history"]):
+    a, b = Checkpoint.load(tmp_path / "one.ckpt"), Checkpoint.load(tmp_path / "two.ckpt")
+    for k, v in a.state_dict.items():
+        torch.testing.assert_close(b.state_dict[k], v, rtol=1e-4, atol=1e-5, msg=k)
+    for ha, hb in zip(a.history, b.history):
         assert hb["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-5)
         assert hb["val_macro_auc"] == pytest.approx(ha["val_macro_auc"], abs=1e-6)
 
@@ -179,7 +179,7 @@ def test_sigterm_to_torchrun_leaves_a_resume_checkpoint_that_continues_exactly(s
     one = subprocess.run([sys.executable, "-m", "ecgtool", *common, "-o", str(tmp_path / "one.ckpt")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr
-    a, b = load_checkpoint(tmp_path / "one.ckpt"), load_checkpoint(out)
-    for k, v in a["state_dict"].items():
-        torch.testing.assert_close(b["state_dict"][k], v, rtol=1e-4, atol=1e-5, msg=k)
-    assert [h["train_loss"] for h in b["history"]] == pytest.approx([h["train_loss"] for h in a["history"]], rel=1e-5)
+    a, b = Checkpoint.load(tmp_path / "one.ckpt"), Checkpoint.load(out)
+    for k, v in a.state_dict.items():
+        torch.testing.assert_close(b.state_dict[k], v, rtol=1e-4, atol=1e-5, msg=k)
+    assert [h["train_loss"] for h in b.history] == pytest.approx([h["train_loss"] for h in a.history], rel=1e-5)

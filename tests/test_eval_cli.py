@@ -94,13 +94,13 @@ def test_crop_training_and_windowed_eval(synthetic_splits, tmp_path):
     # the probabilities are the maximum over the windows of the model's outputs
     import zarr
 
-    from ecgtool.data.loader import InputSpec
+    from ecgtool.checkpoint import Checkpoint
     from ecgtool.data.store import open_store
-    from ecgtool.train.checkpoint import build_model, load_checkpoint
 
-    model = build_model(load_checkpoint(ckpt)).eval()
+    loaded = Checkpoint.load(ckpt)
+    model = loaded.build_model().eval()
     store = open_store(test)
-    x = torch.from_numpy(InputSpec(store)(store.signals[:2]))
+    x = torch.from_numpy(loaded.input.reader(store)(store.signals[:2]))
     with torch.no_grad():
         expected = torch.stack([torch.sigmoid(model(x[..., s:s + 400])) for s in (0, 200, 400, 600)]).amax(0)
     got = zarr.open_group(tmp_path / "p.zarr", mode="r")["probabilities"][:2]

@@ -11,7 +11,8 @@ import pytest
 import torch
 from conftest import run_cli
 
-from ecgtool.data.loader import InputSpec, input_spec
+from ecgtool.checkpoint import Checkpoint, ModelSpec
+from ecgtool.data.inputs import InputSpec
 from ecgtool.data.store import open_store
 from ecgtool.data.views import data_view
 from ecgtool.explain import chart
@@ -21,7 +22,6 @@ from ecgtool.explain.run import file_names, open_saliency
 from ecgtool.explain.sanity import rank_correlation, sanity_check
 from ecgtool.explain.timeaxis import spread
 from ecgtool.models import create_model, model_info
-from ecgtool.train.checkpoint import build_model, load_checkpoint, save_checkpoint
 
 
 def make_checkpoint(path, store_path, name, **kwargs):
@@ -29,21 +29,21 @@ def make_checkpoint(path, store_path, name, **kwargs):
     store = open_store(store_path)
     torch.manual_seed(0)
     model = create_model(name, num_classes=len(store.classes), num_leads=len(store.leads), num_samples=store.n_samples, **kwargs)
-    save_checkpoint(path, {
-        "kind": "classifier", "model": {"name": name, "kwargs": model.model_kwargs}, "state_dict": model.state_dict(),
-        "classes": store.classes, "class_descriptions": {}, "task": store.attrs["task"], "multi_label": store.multi_label,
-        "input": input_spec(store, data_view(model_info(name)["input_view"])), "thresholds": None,
-        "train_args": {}, "metrics": {}, "provenance": [],
-    })
+    Checkpoint(
+        kind="classifier", model=ModelSpec(name, model.model_kwargs), state_dict=model.state_dict(),
+        classes=tuple(store.classes), task=store.attrs["task"], multi_label=store.multi_label,
+        input=InputSpec.of_store(store, data_view(model_info(name)["input_view"])), thresholds=None,
+        train_args={}, metrics={}, provenance=[],
+    ).save(path)
     return path
 
 
 def model_input(ckpt_path, store_path, rows):
     """The model and its input for ``rows``, rebuilt the way eval does."""
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = Checkpoint.load(ckpt_path)
     store = open_store(store_path)
-    spec = InputSpec(store, ckpt["input"]["leads"], ckpt["input"]["normalisation"], ckpt["input"]["view"])
-    return build_model(ckpt).eval(), torch.from_numpy(spec(store.read_rows(np.asarray(rows)))), store
+    read = ckpt.input.reader(store)
+    return ckpt.build_model().eval(), torch.from_numpy(read(store.read_rows(np.asarray(rows)))), store
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +192,57 @@ def test_msse_attention_per_head_and_rollout():
     assert e.maps.shape == (2, 3, 500) and abs(e.maps.mean() - 1.0) < 0.05  # relative to uniform attention
 
 
+class _PooledWindows(torch.nn.Module):
+    """A model unknown to explain/: attention pooling over 4 fixed windows of 100 samples, declared the
+    models/explainable.py way (the first user of this contract beyond part 1's models)."""
+
+    def __init__(self):
+        super().__init__()
+        self.score = torch.nn.Conv1d(2, 1, 100, stride=100)
+        self.head = torch.nn.Linear(2, 3)
+        self.default_cam_layer = "score"
+
+    def weights(self, x):
+        return torch.softmax(self.score(x)[:, 0], dim=1)  # (B, 4)
+
+    def forward(self, x):
+        windows = x.unfold(-1, 100, 100).mean(-1)  # (B, C, 4)
+        return self.head((windows * self.weights(x)[:, None]).sum(-1))
+
+
+def test_a_new_model_needs_no_change_in_explain():
+    from ecgtool.models.explainable import Attention, PoolingAttention, Spans
+    from ecgtool.models.layers import EcgClassifier
+
+    class Declared(EcgClassifier, _PooledWindows):
+        def positions(self, layer_name, layer, x, shape):
+            return Spans(np.arange(4) * 100, 100) if layer_name == "score" else None
+
+        def attention(self, x):
+            return Attention([PoolingAttention(self.weights(x), Spans(np.arange(4) * 100, 100))], info={"attention": "windows"})
+
+        forward = _PooledWindows.forward
+
+    torch.manual_seed(0)
+    model, x = Declared().eval(), torch.randn(2, 2, 400)
+    e = attention(model, x, n_leads=2)
+    w = model.weights(x).detach().numpy()
+    np.testing.assert_allclose(e.maps[:, 0, ::100], w * 4, rtol=1e-5)  # each window's weight on its span, 1 = uniform
+    assert e.maps.shape == (2, 2, 400) and e.info == {"attention": "windows"}
+    cam = gradcam(model, x, torch.tensor([0, 1]), n_leads=2)  # one value per window, on its span
+    assert (cam.maps[:, 0, :100] == cam.maps[:, 0, :1]).all() and cam.maps.shape == (2, 2, 400)
+
+
+def test_explain_imports_no_model_family():
+    """explain/ reaches models only through the declared interface (models.explainable, layers.EcgClassifier)."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).parent.parent / "ecgtool" / "explain"
+    found = {p.name: re.findall(r"ecgtool\.models\.(\w+)", p.read_text()) for p in root.glob("*.py")}
+    assert {m for ms in found.values() for m in ms} <= {"explainable", "layers"}, found
+
+
 def test_mina_attention_levels():
     torch.manual_seed(0)
     model = create_model("mina", num_classes=2, num_leads=1, num_samples=500, fs=100.0).eval()
@@ -206,7 +257,7 @@ def test_mina_attention_levels():
 def test_mamil_attention_and_gradcam_through_the_rpeaks_view(test_store, tmp_path):
     """The rpeaks view adds a channel: the maps keep only the 12 signal leads."""
     ckpt = make_checkpoint(tmp_path / "mamil.ckpt", test_store, "mamil", fs=100.0)
-    assert load_checkpoint(ckpt)["input"]["view"]["name"] == "rpeaks"
+    assert Checkpoint.load(ckpt).input.view["name"] == "rpeaks"
     out = tmp_path / "att"
     run_cli("explain", ckpt, test_store, "--first", 2, "-o", out, "--method", "attention", "--dpi", 60)
     g = open_saliency(out / "saliency.zarr")

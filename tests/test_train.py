@@ -15,7 +15,7 @@ from ecgtool.data.transforms import PrepConfig
 from ecgtool.errors import EcgtoolError
 from ecgtool.eval.evaluate import EvalOptions, run_eval
 from ecgtool.eval.thresholds import tune_thresholds
-from ecgtool.train.checkpoint import load_checkpoint
+from ecgtool.checkpoint import Checkpoint
 from ecgtool.train.loop import TrainArgs, Trainer, lr_factor, resume_path
 
 ON_VAL = EvalOptions(bootstrap=0, tune_on_eval_store=True)  # evaluating on the validation store, knowingly
@@ -40,18 +40,18 @@ def args(**kw):
 def test_loss_falls_and_checkpoint_suffices_for_eval(stores, tmp_path):
     train, val = stores
     ckpt = Trainer(args(epochs=4), train, val, tmp_path / "m.ckpt").run()
-    losses = [h["train_loss"] for h in ckpt["history"]]
+    losses = [h["train_loss"] for h in ckpt.history]
     assert losses[-1] < losses[0]
-    assert ckpt["metrics"]["val_macro_auc"] > 0.9
+    assert ckpt.metrics["val_macro_auc"] > 0.9
     assert not resume_path(tmp_path / "m.ckpt").exists()
-    saved = load_checkpoint(tmp_path / "m.ckpt")
-    assert saved["thresholds"]["source"].startswith("tuned on validation store")
+    saved = Checkpoint.load(tmp_path / "m.ckpt")
+    assert saved.thresholds["source"].startswith("tuned on validation store")
     # eval needs nothing but the checkpoint and a store (here the validation store itself, whose
     # AUROC train reported: its thresholds would be optimistic, which eval must be told explicitly)
     with pytest.raises(EcgtoolError, match="itself"):
         run_eval(tmp_path / "m.ckpt", val, "cpu", EvalOptions(bootstrap=0))
     result = run_eval(tmp_path / "m.ckpt", val, "cpu", ON_VAL)
-    assert result["report"]["macro"]["auroc"] == pytest.approx(ckpt["metrics"]["val_macro_auc"], abs=1e-6)
+    assert result.report["macro"]["auroc"] == pytest.approx(ckpt.metrics["val_macro_auc"], abs=1e-6)
 
 
 def test_resume_continues_exactly(stores, tmp_path):
@@ -72,9 +72,9 @@ def test_resume_continues_exactly(stores, tmp_path):
     trainer = Trainer(args(), train, val, tmp_path / "cut.ckpt")
     assert trainer.resume() and trainer.start_epoch == 1
     resumed = trainer.run()
-    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"]]
-    for k, v in full["state_dict"].items():
-        torch.testing.assert_close(resumed["state_dict"][k], v, rtol=0, atol=0)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    for k, v in full.state_dict.items():
+        torch.testing.assert_close(resumed.state_dict[k], v, rtol=0, atol=0)
 
 
 def test_resume_refuses_other_options(stores, tmp_path):
@@ -142,8 +142,8 @@ def test_multiclass_task_uses_cross_entropy_and_argmax(stores, tmp_path):
     trainer = Trainer(args(epochs=2), *paths, tmp_path / "m.ckpt")
     assert isinstance(trainer.criterion, torch.nn.CrossEntropyLoss)
     ckpt = trainer.run()
-    assert ckpt["thresholds"] is None and not ckpt["multi_label"]
-    report = run_eval(tmp_path / "m.ckpt", paths[1], "cpu", EvalOptions(bootstrap=0))["report"]
+    assert ckpt.thresholds is None and not ckpt.multi_label
+    report = run_eval(tmp_path / "m.ckpt", paths[1], "cpu", EvalOptions(bootstrap=0)).report
     assert report["threshold_source"].startswith("argmax") and "confusion_matrix" in report and 0 <= report["macro"]["accuracy"] <= 1 and "exact_match" not in report["macro"]
 
 
@@ -151,6 +151,6 @@ def test_multiclass_task_uses_cross_entropy_and_argmax(stores, tmp_path):
 def test_every_model_round_trips_through_train_and_eval(stores, tmp_path, name):
     train, val = stores
     ckpt = Trainer(args(model=name, epochs=1, batch_size=16, model_kwargs={}), train, val, tmp_path / "m.ckpt").run()
-    report = run_eval(tmp_path / "m.ckpt", val, "cpu", ON_VAL)["report"]
-    assert report["macro"]["auroc"] == pytest.approx(ckpt["metrics"]["val_macro_auc"], abs=1e-6)
-    assert load_checkpoint(tmp_path / "m.ckpt")["model"]["name"] == name
+    report = run_eval(tmp_path / "m.ckpt", val, "cpu", ON_VAL).report
+    assert report["macro"]["auroc"] == pytest.approx(ckpt.metrics["val_macro_auc"], abs=1e-6)
+    assert Checkpoint.load(tmp_path / "m.ckpt").model.name == name

@@ -75,8 +75,8 @@ def eval_(checkpoint, store_path, val_store, threshold_objective, threshold_scop
                        scope=threshold_scope, bootstrap=n_bootstrap, seed=seed, level=level, resamples=resamples,
                        window_stride=window_stride, aggregate=aggregate)
     result = run_eval(checkpoint, store_path, resolve_device(device), opts, compare)
-    report = result["report"]
-    for warning in report["warnings"]:
+    report = result.report
+    for warning in result.warnings:
         stderr_console().print(f"[yellow]warning: {warning}")
     if predictions:
         write_predictions(predictions, result, overwrite)
@@ -85,13 +85,14 @@ def eval_(checkpoint, store_path, val_store, threshold_objective, threshold_scop
 
         with atomic_output(save_resamples, overwrite) as tmp:
             with open(tmp, "wb") as f:
-                np.save(f, result["resample_ids"].astype(np.int32))
+                np.save(f, result.resample_ids.astype(np.int32))
     if plots:
         from ecgtool.eval.plots import write_report_plots
 
         with atomic_output(plots, overwrite, directory=True) as tmp:
-            write_report_plots(Path(tmp), result["y"], result["probs"], report["classes"], report["multi_label"],
-                               result["thresholds"], title=f"{report['model']} on {Path(store_path).name}")
+            main = result.main
+            write_report_plots(Path(tmp), main.y, main.probs, list(main.checkpoint.classes), main.checkpoint.multi_label,
+                               main.thresholds, title=f"{main.checkpoint.model.name} on {Path(store_path).name}")
     if as_json:
         emit_json(report)
     else:

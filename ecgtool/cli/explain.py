@@ -45,14 +45,14 @@ def explain(checkpoint, store_path, output, records, first, method, layer, class
                              charts=charts, dpi=dpi, sanity=sanity, seed=seed)
     console = stderr_console()
     with LazyProgress(console) as bar:
-        summary = run_explain(checkpoint, store_path, output, records=list(records), first=first, options=options,
+        result = run_explain(checkpoint, store_path, output, records=list(records), first=first, options=options,
                               device=resolve_device(device), overwrite=overwrite, progress=bar.update)
-    if summary["sanity"]:
-        console.print(sanity_table(summary["sanity"], method))
+    if result.sanity:
+        console.print(sanity_table(result.sanity, method))
     if as_json:
-        emit_json(summary)
+        emit_json(result.to_dict())
     else:
-        click.echo(summary["output"])
+        click.echo(result.output)
 
 
 def sanity_table(rows: list[dict], method: str):

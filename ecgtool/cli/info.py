@@ -21,10 +21,9 @@ def info(path, as_json):
 
         summary = open_store(path).summary()
     else:
-        from ecgtool.train.checkpoint import load_checkpoint
-        from ecgtool.train.checkpoint import summary as ckpt_summary
+        from ecgtool.checkpoint import Checkpoint
 
-        summary = ckpt_summary(load_checkpoint(path), path)
+        summary = Checkpoint.load(path).summary()
     if as_json:
         emit_json(summary)
     else:

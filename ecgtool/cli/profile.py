@@ -61,12 +61,12 @@ def profile(target, leads, samples, classes, batches, repeats, threads, list_, d
     if threads:
         torch.set_num_threads(threads)
     if Path(target).is_file():
-        from ecgtool.train.checkpoint import build_model, load_checkpoint
+        from ecgtool.checkpoint import Checkpoint
 
-        ckpt = load_checkpoint(target)
-        model = build_model(ckpt)
-        leads, samples, name = len(ckpt["input"]["leads"]), ckpt["input"]["samples"], ckpt["model"]["name"]
-        view = ckpt["input"]["view"]
+        ckpt = Checkpoint.load(target)
+        model = ckpt.build_model()
+        leads, samples, name = len(ckpt.input.leads), ckpt.input.samples, ckpt.model.name
+        view = ckpt.input.view
     else:
         try:
             model = create_model(target, num_classes=classes, num_leads=leads, num_samples=samples)

@@ -131,6 +131,6 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
     if not main:
         return
     if as_json:
-        emit_json({"checkpoint": output, "metrics": ckpt["metrics"], "thresholds": ckpt["thresholds"]})
+        emit_json({"checkpoint": output, "metrics": ckpt.metrics, "thresholds": ckpt.thresholds})
     else:
         click.echo(output)

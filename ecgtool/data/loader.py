@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from ecgtool.data.store import EcgStore
-from ecgtool.data.views import apply_view, extra_channels
+from ecgtool.data.inputs import InputSpec
 
 FALLBACK_MEMORY_BUDGET = 4 << 30  # where the available memory cannot be read
 
@@ -43,80 +43,6 @@ def auto_memory_budget(share: int = 1) -> int:
     except (OSError, StopIteration, ValueError):
         available = 2 * FALLBACK_MEMORY_BUDGET
     return available // 2 // max(1, share)
-
-
-def input_spec(store: EcgStore, view: dict | None = None) -> dict:
-    """The model input a store provides, as recorded in a checkpoint's ``input``."""
-    return {"fs": store.fs, "leads": store.leads, "samples": store.n_samples,
-            "normalisation": store.attrs["normalisation"], "view": view or {"name": "raw"}}
-
-
-def check_store_fits(expected: dict, store: EcgStore, what: str = "store", windows: bool = False) -> None:
-    """``store`` must match what a model was (or is being) trained on: ``expected`` holds its
-    ``classes``, ``multi_label`` and ``input`` (a checkpoint, or the training store's spec).
-    With ``windows`` longer records are accepted: the caller applies the model to sliding windows."""
-    from ecgtool.errors import EcgtoolError
-
-    inp = expected["input"]
-    if store.classes != list(expected["classes"]):
-        raise EcgtoolError(f"{what} {store.path} has classes {store.classes}, the model {list(expected['classes'])}")
-    if store.multi_label != expected["multi_label"]:
-        kind = "multi-label" if store.multi_label else "multi-class"
-        raise EcgtoolError(f"{what} {store.path} is {kind}, the model's task is not")
-    if store.fs != inp["fs"]:
-        raise EcgtoolError(f"{what} {store.path} is sampled at {store.fs} Hz, the model at {inp['fs']} Hz; rerun prep with --fs {inp['fs']:g}")
-    if store.n_samples < inp["samples"] or (store.n_samples > inp["samples"] and not windows):
-        raise EcgtoolError(f"{what} {store.path} has {store.n_samples} samples per record, the model expects {inp['samples']}")
-    method, wanted = store.attrs["normalisation"]["method"], inp["normalisation"]["method"]
-    if method != wanted:
-        raise EcgtoolError(f"{what} {store.path} is normalised by {method}, the model's training data by {wanted}; rerun prep with --normalise {wanted}")
-    missing = [lead for lead in inp["leads"] if lead not in store.leads]
-    if missing:
-        raise EcgtoolError(f"{what} {store.path} lacks lead(s) {', '.join(missing)} that the model needs")
-
-
-class InputSpec:
-    """How raw store rows become model input: lead selection and load-time normalisation.
-
-    It is recorded in the checkpoint (``input``), so eval applies exactly what
-    training applied, whichever store it reads.
-    """
-
-    def __init__(self, store: EcgStore, leads: list[str] | None = None, normalisation: dict | None = None,
-                 view: dict | None = None):
-        leads = leads or store.leads
-        self.leads, self.fs = list(leads), store.fs
-        self.view = view or {"name": "raw"}
-        self.channels = len(leads) + extra_channels(self.view)
-        missing = [lead for lead in leads if lead not in store.leads]
-        if missing:
-            from ecgtool.errors import EcgtoolError
-
-            raise EcgtoolError(f"{store.path} lacks lead(s) {', '.join(missing)} that the model needs")
-        self.lead_index = [store.leads.index(lead) for lead in leads]
-        self.all_leads = self.lead_index == list(range(len(store.leads)))
-        norm = normalisation or store.attrs["normalisation"]
-        self.mean = self.std = None
-        if norm.get("method") == "dataset":
-            # Statistics come per lead of the store they were computed on (the training store's,
-            # via the checkpoint), in the order of ``leads``.
-            self.mean = np.asarray(norm["mean"], np.float32)[:, None]
-            self.std = np.asarray(norm["std"], np.float32)[:, None]
-            if len(self.mean) != len(leads):
-                self.mean, self.std = self.mean[self.lead_index], self.std[self.lead_index]
-
-    @classmethod
-    def for_model(cls, store: EcgStore, inp: dict) -> "InputSpec":
-        """What a model (a checkpoint's ``input``) was trained on, applied to ``store``."""
-        return cls(store, leads=inp["leads"], normalisation=inp["normalisation"], view=inp["view"])
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        if not self.all_leads:
-            x = x[:, self.lead_index]
-        x = x.astype(np.float32, copy=False)
-        if self.mean is not None:
-            x = (x - self.mean) / self.std
-        return apply_view(self.view, x, self.fs, self.leads)
 
 
 class ChunkLoader:
@@ -142,7 +68,8 @@ class ChunkLoader:
     ):
         self.store = store
         self.batch_size = batch_size
-        self.spec = spec or InputSpec(store)
+        self.spec = spec or InputSpec.of_store(store)
+        self.transform = self.spec.reader(store)  # raw rows -> model input
         self.indices = np.arange(len(store)) if indices is None else np.sort(np.asarray(indices, dtype=np.int64))
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.window_chunks = window_chunks
@@ -193,7 +120,7 @@ class ChunkLoader:
         block = self.store.read_chunk(start, stop)
         if len(rows) < stop - start:  # a whole chunk needs no row selection (and no copy)
             block = block[rows - start]
-        return self.spec(block)
+        return self.transform(block)
 
     def _decode_many(self, chunks: list) -> list[np.ndarray]:
         """Decode chunks, in ``workers`` threads when there are several (Blosc releases the GIL)."""

@@ -2,8 +2,8 @@
 
 Most models compute their views (spectrograms, lead groups, windows) inside
 ``forward``. A view that needs a well-kept non-torch algorithm — R-peak
-detection for beat-based models — is computed here, inside the loader's
-``InputSpec``, so train, eval and profile rebuild it from the checkpoint's
+detection for beat-based models — is computed here, by the reader of the model's
+``InputSpec`` (``inputs.py``) in the loader, so train, eval and profile rebuild it from the checkpoint's
 ``input.view`` and the loader's in-memory cache holds it once per run.
 
 Views keep the one-tensor model input ``(batch, channels, samples)``:

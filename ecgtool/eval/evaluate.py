@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ecgtool.data.loader import ChunkLoader, InputSpec, check_store_fits
-from ecgtool.data.store import open_store
+from ecgtool.checkpoint import Checkpoint
+from ecgtool.data.loader import ChunkLoader
+from ecgtool.data.store import EcgStore, open_store
 from ecgtool.errors import EcgtoolError
 from ecgtool.eval import bootstrap, challenge
 from ecgtool.eval.metrics import classification_report, predict_labels
@@ -24,7 +25,6 @@ from ecgtool.eval.predict import default_aggregate, predict, windows_for
 from ecgtool.eval.thresholds import tune_thresholds
 from ecgtool.outputs import atomic_output
 from ecgtool.provenance import fingerprint, make_entry
-from ecgtool.train.checkpoint import build_model, load_checkpoint
 
 PREDICTIONS_FORMAT = "ecgtool.predictions"
 
@@ -44,9 +44,42 @@ class EvalOptions:
     aggregate: str | None = None  # default: max for multi-label, mean for multi-class (probabilities sum to 1)
 
 
-def _windows(ckpt: dict, store, opts: EvalOptions):
-    samples = ckpt["input"]["samples"]
-    windows = windows_for(samples, store.n_samples, opts.window_stride, opts.aggregate or default_aggregate(ckpt["multi_label"]))
+@dataclass
+class CheckpointResult:
+    """One checkpoint applied to a store: record-level outputs and the point report (the JSON document)."""
+
+    checkpoint: Checkpoint
+    probs: np.ndarray  # (records, classes) probabilities
+    rows: np.ndarray  # store rows, in the order of ``probs``
+    y: np.ndarray  # labels of those rows
+    yhat: np.ndarray  # decisions (multi-hot, or one-hot by argmax)
+    thresholds: np.ndarray | None  # None: argmax (multi-class)
+    mapping: tuple | None  # the CinC challenge weights, where the store's classes carry SNOMED codes
+    report: dict
+
+    def headline(self) -> bootstrap.HeadlineMetrics:
+        return bootstrap.HeadlineMetrics(self.y, self.probs, self.yhat, self.checkpoint.multi_label, self.mapping)
+
+
+@dataclass
+class EvalResult:
+    """``eval``'s outcome: the evaluated checkpoint's result (``report`` completed with the store,
+    bootstrap intervals and the comparison), the compared one's, and the resample ids used."""
+
+    store: EcgStore
+    main: CheckpointResult
+    other: CheckpointResult | None = None
+    resample_ids: np.ndarray | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def report(self) -> dict:
+        return self.main.report
+
+
+def _windows(ckpt: Checkpoint, store, opts: EvalOptions):
+    samples = ckpt.input.samples
+    windows = windows_for(samples, store.n_samples, opts.window_stride, opts.aggregate or default_aggregate(ckpt.multi_label))
     if windows is None and (opts.window_stride or opts.aggregate):
         raise EcgtoolError(f"--window-stride/--aggregate: {store.path}'s records are as long as the model's input ({samples} samples); there are no windows")
     if windows is not None and windows.stride > windows.length:
@@ -54,13 +87,13 @@ def _windows(ckpt: dict, store, opts: EvalOptions):
     return windows
 
 
-def _probabilities(ckpt: dict, store, device, opts: EvalOptions) -> tuple[np.ndarray, np.ndarray, dict | None]:
+def _probabilities(ckpt: Checkpoint, store, device, opts: EvalOptions) -> tuple[np.ndarray, np.ndarray, dict | None]:
     import torch
 
     windows = _windows(ckpt, store, opts)
-    model = build_model(ckpt).to(device)
-    loader = ChunkLoader(store, opts.batch_size, spec=InputSpec.for_model(store, ckpt["input"]), pin_memory=torch.device(device).type == "cuda")
-    probs, rows = predict(model, loader, torch.device(device), ckpt["multi_label"], windows)
+    model = ckpt.build_model().to(device)
+    loader = ChunkLoader(store, opts.batch_size, spec=ckpt.input, pin_memory=torch.device(device).type == "cuda")
+    probs, rows = predict(model, loader, torch.device(device), ckpt.multi_label, windows)
     return probs, rows, None if windows is None else windows.to_dict()
 
 
@@ -73,9 +106,9 @@ def _describe(windows: dict | None) -> str:
         f"{windows['length']}-sample windows, stride {windows['stride']}, {windows['aggregate']} of the window probabilities"
 
 
-def _thresholds(ckpt: dict, store, y, probs, windows, device, opts: EvalOptions) -> tuple[np.ndarray | None, str]:
+def _thresholds(ckpt: Checkpoint, store, y, probs, windows, device, opts: EvalOptions) -> tuple[np.ndarray | None, str]:
     """The decision thresholds and a sentence saying where they came from."""
-    if not ckpt["multi_label"]:
+    if not ckpt.multi_label:
         if opts.val is not None or opts.tune_on_eval_store:
             raise EcgtoolError("thresholds apply to multi-label tasks; this model decides by argmax")
         return None, "argmax (multi-class)"
@@ -87,10 +120,10 @@ def _thresholds(ckpt: dict, store, y, probs, windows, device, opts: EvalOptions)
         val_probs, val_rows, _ = _probabilities(ckpt, val, device, opts)
         values = tune_thresholds(val.labels[val_rows], val_probs, opts.objective, opts.scope)
         return values, f"tuned now on validation store {opts.val} ({how})"
-    thresholds = ckpt["thresholds"]
+    thresholds = ckpt.thresholds
     if thresholds is None:
-        return np.full(len(ckpt["classes"]), 0.5), "default 0.5 (the checkpoint has no tuned thresholds)"
-    tuned_on = _checkpoint_inputs(ckpt)[1:2]
+        return np.full(len(ckpt.classes), 0.5), "default 0.5 (the checkpoint has no tuned thresholds)"
+    tuned_on = ckpt.trained_on()[1:2]
     if tuned_on and tuned_on[0] == fingerprint(store.path):
         raise EcgtoolError(f"the checkpoint's thresholds were tuned on {store.path} itself (train --val); give --val with "
                            "another store, or --tune-on-eval-store to accept optimistic thresholds")
@@ -100,17 +133,11 @@ def _thresholds(ckpt: dict, store, y, probs, windows, device, opts: EvalOptions)
     return np.asarray(thresholds["values"]), f"checkpoint: {thresholds['source']}"
 
 
-def _checkpoint_inputs(ckpt: dict) -> list[str]:
-    """Fingerprints of the stores the checkpoint was trained on: ``[train, val]`` (val when given)."""
-    entry = ckpt["provenance"][-1] if ckpt.get("provenance") else {}
-    return [i.get("fingerprint") for i in entry.get("inputs", [])] if entry.get("step") == "train" else []
-
-
-def check_eval_inputs(checkpoints: dict, store, opts: EvalOptions) -> list[str]:
-    """Everything about the inputs (``{path: checkpoint}``, the evaluated one first) that can be
+def check_eval_inputs(checkpoints: list[Checkpoint], store, opts: EvalOptions) -> list[str]:
+    """Everything about the inputs (the evaluated checkpoint first, then the compared one) that can be
     refused before any inference; returns warnings."""
-    (ckpt_path, ckpt), *others = checkpoints.items()
-    check_store_fits(ckpt, store, windows=True)
+    ckpt, *others = checkpoints
+    ckpt.check_store(store, windows=True)
     _windows(ckpt, store, opts)
     if opts.val is not None and opts.tune_on_eval_store:
         raise EcgtoolError("--val and --tune-on-eval-store both choose where thresholds are tuned; give one")
@@ -119,21 +146,21 @@ def check_eval_inputs(checkpoints: dict, store, opts: EvalOptions) -> list[str]:
             raise EcgtoolError(f"--val {opts.val} is the store being evaluated; tuning thresholds on it would inflate "
                                "every thresholded metric (pass --tune-on-eval-store instead to do it anyway)")
         val = open_store(opts.val)
-        check_store_fits(ckpt, val, "validation store", windows=True)
+        ckpt.check_store(val, "validation store", windows=True)
         shared = np.intersect1d(val.record_id[:], store.record_id[:])
         if len(shared):
             raise EcgtoolError(f"--val {opts.val} shares {len(shared)} record(s) with {store.path} (e.g. {shared[0]}); "
                                "thresholds must come from records that are not evaluated")
-    for compare, other in others:
-        check_store_fits(other, store, windows=True)
-        if list(other["classes"]) != list(ckpt["classes"]):
-            raise EcgtoolError(f"--compare {compare} predicts other classes than {ckpt_path}")
+    for other in others:
+        other.check_store(store, windows=True)
+        if other.classes != ckpt.classes:
+            raise EcgtoolError(f"--compare {other.path} predicts other classes than {ckpt.path}")
     if opts.resamples:
         _load_resamples(opts.resamples, len(store))
     warnings = []
-    for path, c in checkpoints.items():
-        if _checkpoint_inputs(c)[:1] == [fingerprint(store.path)]:
-            warnings.append(f"{store.path} is the store {path} was trained on: these are training-set metrics")
+    for c in checkpoints:
+        if c.trained_on()[:1] == [fingerprint(store.path)]:
+            warnings.append(f"{store.path} is the store {c.path} was trained on: these are training-set metrics")
     return warnings
 
 
@@ -142,33 +169,33 @@ def _challenge_mapping(store):
     return None if not codes else challenge.weights_for(codes, store.attrs.get("task", ""))
 
 
-def evaluate_checkpoint(ckpt_path, ckpt: dict, store, device, opts: EvalOptions) -> dict:
+def evaluate_checkpoint(ckpt: Checkpoint, store, device, opts: EvalOptions) -> CheckpointResult:
     """Predictions, decisions and the point report of one (loaded) checkpoint on an open store."""
     probs, rows, windows = _probabilities(ckpt, store, device, opts)
     y = store.labels[rows]
     thresholds, source = _thresholds(ckpt, store, y, probs, windows, device, opts)
-    report = classification_report(y, probs, ckpt["classes"], ckpt["multi_label"], thresholds)
+    classes = list(ckpt.classes)
+    report = classification_report(y, probs, classes, ckpt.multi_label, thresholds)
     mapping = _challenge_mapping(store)
-    yhat = predict_labels(probs, ckpt["multi_label"], thresholds)
+    yhat = predict_labels(probs, ckpt.multi_label, thresholds)
     if mapping is not None:
         report["macro"]["challenge"] = challenge.challenge_metric(y, yhat, mapping)
     report.update({
-        "checkpoint": str(ckpt_path),
-        "checkpoint_fingerprint": fingerprint(ckpt_path),
-        "model": ckpt["model"]["name"],
-        "task": ckpt["task"],
-        "multi_label": ckpt["multi_label"],
-        "classes": ckpt["classes"],
+        "checkpoint": str(ckpt.path),
+        "checkpoint_fingerprint": fingerprint(ckpt.path),
+        "model": ckpt.model.name,
+        "task": ckpt.task,
+        "multi_label": ckpt.multi_label,
+        "classes": classes,
         "threshold_source": source,
         "windows": windows,
         "challenge": None if mapping is None else {
             "year": mapping[2], "classes_scored": int((mapping[0] >= 0).sum()),
             "definition": f"PhysioNet/CinC Challenge {mapping[2]} metric, published weights",
         },
-        "checkpoint_provenance": ckpt["provenance"],
+        "checkpoint_provenance": ckpt.provenance,
     })
-    return {"report": report, "probs": probs, "rows": rows, "y": y, "yhat": yhat, "thresholds": thresholds,
-            "mapping": mapping, "multi_label": ckpt["multi_label"]}
+    return CheckpointResult(ckpt, probs, rows, y, yhat, thresholds, mapping, report)
 
 
 def _load_resamples(path, records: int) -> np.ndarray:
@@ -183,21 +210,19 @@ def _load_resamples(path, records: int) -> np.ndarray:
     return ids
 
 
-def run_eval(ckpt_path, store_path, device, opts: EvalOptions | None = None, compare: str | None = None) -> dict:
+def run_eval(ckpt_path, store_path, device, opts: EvalOptions | None = None, compare: str | None = None) -> EvalResult:
     opts = opts or EvalOptions()
     store = open_store(store_path)
-    checkpoints = {ckpt_path: load_checkpoint(ckpt_path)} | ({compare: load_checkpoint(compare)} if compare else {})
+    checkpoints = [Checkpoint.load(ckpt_path)] + ([Checkpoint.load(compare)] if compare else [])
     warnings = check_eval_inputs(checkpoints, store, opts)
-    result = evaluate_checkpoint(ckpt_path, checkpoints[ckpt_path], store, device, opts)
-    report = result["report"]
+    main = evaluate_checkpoint(checkpoints[0], store, device, opts)
+    report = main.report
     report.update({"store": str(store_path), "store_fingerprint": fingerprint(store_path), "warnings": warnings})
-    other = None
-    if compare:
-        other = evaluate_checkpoint(compare, checkpoints[compare], store, device, opts)
+    other = evaluate_checkpoint(checkpoints[1], store, device, opts) if compare else None
     ids = None
     if opts.bootstrap or opts.resamples:
-        ids = _load_resamples(opts.resamples, len(store)) if opts.resamples else bootstrap.resample_ids(result["y"], opts.bootstrap, opts.seed)
-        resampled = bootstrap.resampled_metrics(_headline(result), ids)
+        ids = _load_resamples(opts.resamples, len(store)) if opts.resamples else bootstrap.resample_ids(main.y, opts.bootstrap, opts.seed)
+        resampled = bootstrap.resampled_metrics(main.headline(), ids)
         report["bootstrap"] = {
             "resamples": int(len(ids)), "seed": None if opts.resamples else opts.seed, "level": opts.level,
             "method": "percentile; resamples missing a class's positives or negatives redrawn (PTB-XL benchmark)",
@@ -205,40 +230,36 @@ def run_eval(ckpt_path, store_path, device, opts: EvalOptions | None = None, com
             "intervals": bootstrap.summarise(resampled, opts.level, report["classes"]),
         }
     if other is not None:
-        o = other["report"]
+        o = other.report
         report["comparison"] = {
             "checkpoint": str(compare), "checkpoint_fingerprint": o["checkpoint_fingerprint"], "model": o["model"],
             "threshold_source": o["threshold_source"], "windows": o["windows"], "macro": o["macro"],
         }
         if ids is not None:
             report["comparison"]["difference"] = bootstrap.paired_difference(
-                resampled, bootstrap.resampled_metrics(_headline(other), ids), report["macro"], o["macro"], opts.level)
-    result.update({"store": store, "resample_ids": ids, "other": other})
-    return result
+                resampled, bootstrap.resampled_metrics(other.headline(), ids), report["macro"], o["macro"], opts.level)
+    return EvalResult(store, main, other, ids, warnings)
 
 
-def _headline(result: dict) -> bootstrap.HeadlineMetrics:
-    return bootstrap.HeadlineMetrics(result["y"], result["probs"], result["yhat"], result["multi_label"], result["mapping"])
-
-
-def write_predictions(path: str | os.PathLike, result: dict, overwrite: bool) -> None:
+def write_predictions(path: str | os.PathLike, result: EvalResult, overwrite: bool) -> None:
     """Probabilities, decisions, labels, record ids (and resample ids) as a small Zarr group, written atomically."""
     import zarr
 
-    store, rows, report = result["store"], result["rows"], result["report"]
+    store, main, report = result.store, result.main, result.report
+    rows = main.rows
     with atomic_output(path, overwrite, directory=False) as tmp:
         g = zarr.open_group(tmp, mode="w", zarr_format=3)
-        g.create_array("probabilities", data=result["probs"].astype(np.float32))
-        g.create_array("decisions", data=result["yhat"].astype(np.uint8))
+        g.create_array("probabilities", data=main.probs.astype(np.float32))
+        g.create_array("decisions", data=main.yhat.astype(np.uint8))
         g.create_array("labels", data=store.labels[rows])
         ids = g.create_array("record_id", shape=(len(rows),), dtype=str)  # variable-length strings, as in the ECG store
         ids[:] = store.record_id[rows]
-        if result["resample_ids"] is not None:
-            g.create_array("resample_ids", data=result["resample_ids"].astype(np.int32))
+        if result.resample_ids is not None:
+            g.create_array("resample_ids", data=result.resample_ids.astype(np.int32))
         g.attrs.update({
             "format": PREDICTIONS_FORMAT, "format_version": 1, "classes": report["classes"],
             "multi_label": report["multi_label"], "threshold_source": report["threshold_source"],
-            "thresholds": None if result["thresholds"] is None else [float(t) for t in result["thresholds"]],
+            "thresholds": None if main.thresholds is None else [float(t) for t in main.thresholds],
             "windows": report["windows"],
             "provenance": [make_entry("eval", [report["checkpoint"], report["store"]])], "complete": True,
         })

@@ -30,14 +30,15 @@ from __future__ import annotations
 
 import difflib
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ecgtool.errors import EcgtoolError
+from ecgtool.explain.explanation import Explanation
 from ecgtool.explain.timeaxis import interpolate, spread
+from ecgtool.models.explainable import Instances, Spans
 
 METHODS = ("gradcam", "attention", "ig", "saliency")
 METHOD_NAMES = {"gradcam": "Grad-CAM", "attention": "attention", "ig": "integrated gradients", "saliency": "saliency"}
@@ -53,15 +54,6 @@ MEANING = {
     "saliency": "absolute gradient of the class logit with respect to each input sample",
     "attention": "attention mass per sample relative to uniform attention (1 = uniform), class-independent",
 }
-
-
-@dataclass
-class Explanation:
-    """``maps`` ``(B, leads, samples)``; ``arrays`` extra per-record results ``(B, ...)``; ``info`` JSON facts."""
-
-    maps: np.ndarray
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    info: dict = field(default_factory=dict)
 
 
 @contextmanager
@@ -89,20 +81,6 @@ def resolve_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
     )
 
 
-def _is_leads_by_time(model: nn.Module, act: torch.Tensor, n_leads: int, samples: int) -> bool:
-    """Does a 4D activation ``(B, C, H, W)`` keep the leads on H?
-
-    The ECG-as-image models never pool across leads; a map at full input resolution
-    (MINA's filter bank) does too. Other 4D maps (spectrogram streams) have frequency on H.
-    """
-    from ecgtool.models.im_ecg import IMECG
-    from ecgtool.models.se_ecgnet import SEECGNet
-
-    if act.shape[2] != n_leads:
-        return False
-    return isinstance(model, (IMECG, SEECGNet)) or act.shape[3] == samples
-
-
 def _cam(act: torch.Tensor, grad: torch.Tensor, pool_dims: tuple[int, ...]) -> torch.Tensor:
     """Grad-CAM: channel weights = mean gradient over ``pool_dims``; ReLU of the weighted channel sum (dim 1)."""
     weights = grad.mean(dim=pool_dims, keepdim=True)
@@ -111,47 +89,31 @@ def _cam(act: torch.Tensor, grad: torch.Tensor, pool_dims: tuple[int, ...]) -> t
 
 def _cam_on_time(model: nn.Module, layer_name: str, layer: nn.Module, act: torch.Tensor, grad: torch.Tensor,
                  x: torch.Tensor, n_leads: int) -> np.ndarray:
-    """Grad-CAM of one layer as ``(B, leads or 1, samples)``, by how that layer's positions map onto the record."""
-    from ecgtool.models.mamil import MAMIL
-    from ecgtool.models.mina import _SegmentConv
-    from ecgtool.models.msse_transformer import EncoderLayer, MultiScaleSETransformer, ScaleEncoder
-
+    """Grad-CAM of one layer as ``(B, leads or 1, samples)``, by where the model says the layer's positions lie."""
     b, samples = x.shape[0], x.shape[-1]
     shape = tuple(act.shape)
-    if isinstance(model, MAMIL) and layer_name.startswith("beat_encoder") and act.dim() == 3 and shape[0] != b:
-        # One row per heartbeat instance: weights pooled over every beat of the record, each beat's map
-        # stretched to its window and put at its R peak.
-        from ecgtool.explain.attention import mamil_beat_windows
-
+    where = model.positions(layer_name, layer, x, shape)
+    if isinstance(where, Instances):
+        # K instances per record: weights pooled over every instance of the record, each instance's
+        # map stretched to its window and put where the window starts.
         k = shape[0] // b
         a, g = act.reshape(b, k, *shape[1:]), grad.reshape(b, k, *shape[1:])
         cam = _cam(a.transpose(1, 2), g.transpose(1, 2), (2, 3))  # (B, K, W')
-        starts, valid = mamil_beat_windows(model, x)
-        profile = interpolate(cam.detach().cpu().numpy(), model.width)
-        return spread(profile, starts, model.width, samples, valid)[:, None]
-    if isinstance(model, MultiScaleSETransformer) and isinstance(layer, (ScaleEncoder, EncoderLayer)):
-        # Token maps: one value per window of this layer's scale.
-        from ecgtool.explain.attention import msse_windows
-
-        scale = int(layer_name.split(".")[1])
-        if isinstance(layer, EncoderLayer):  # (B, n, d) -> (B, d, n)
-            act, grad = act.transpose(1, 2), grad.transpose(1, 2)
-        cam = _cam(act, grad, (2,)).detach().cpu().numpy()
-        starts, width = msse_windows(model, samples)[scale]
-        return spread(cam, starts, width, samples)[:, None]
+        profile = interpolate(cam.detach().cpu().numpy(), where.width)
+        return spread(profile, where.starts, where.width, samples, where.valid)[:, None]
     if shape[0] != b or act.dim() not in (3, 4):
         raise EcgtoolError(
             f"layer {layer_name!r} gives activations of shape {list(shape)} for {b} record(s); Grad-CAM needs "
             f"(batch, channels, time) or (batch, channels, leads, time) — choose a layer such as {model.default_cam_layer!r}"
         )
-    if isinstance(layer, _SegmentConv):
-        # MINA's per-segment convolution: position p of segment s covers s*L + p*stride + [0, kernel).
-        from ecgtool.explain.attention import segment_spans
-
-        starts, width = segment_spans(layer, shape[-1])
-        return spread(_cam(act, grad, (2,)).detach().cpu().numpy(), starts, width, samples)[:, None]
+    if isinstance(where, Spans):
+        # one value per window, segment or token: put on its span of the record
+        if where.channels_last:  # (B, n, d) -> (B, d, n)
+            act, grad = act.transpose(1, 2), grad.transpose(1, 2)
+        return spread(_cam(act, grad, (2,)).detach().cpu().numpy(), where.starts, where.width, samples)[:, None]
     if act.dim() == 4:
-        if _is_leads_by_time(model, act, n_leads, samples):
+        # Leads on H: the ECG-as-image models (declared), or a map at full input resolution (MINA's filter bank).
+        if shape[2] == n_leads and (model.cam_leads_axis or shape[3] == samples):
             return interpolate(_cam(act, grad, (2, 3)).detach().cpu().numpy(), samples)
         # e.g. a spectrogram stream (B, C, freq, frames): one time profile, weights over freq and time
         return interpolate(_cam(act, grad, (2, 3)).mean(dim=1).detach().cpu().numpy(), samples)[:, None]

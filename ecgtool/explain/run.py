@@ -1,7 +1,7 @@
 """``explain``: records of a store → attribution maps (a saliency store) and clinical charts.
 
 The model input is rebuilt exactly as ``eval`` builds it — the checkpoint's
-leads, load-time normalisation and data-side view through ``InputSpec`` — while
+leads, load-time normalisation and data-side view through its ``InputSpec`` — while
 the charts plot the store's own signal for those leads (mV, or z-scores for a
 store prepared with per-record ``zscore``), never the normalised model input.
 
@@ -48,6 +48,41 @@ class ExplainOptions:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class ExplainedRecord:
+    """One explained record: which class was explained, why that one, and its chart's file name."""
+
+    record_id: str
+    row: int
+    target: str  # the explained class
+    probability: float  # the model's probability of it
+    selection: str  # "chosen", "predicted", or why another class was taken
+    chart: str | None  # PNG file name in the output directory
+
+    def to_dict(self) -> dict:
+        return {"record_id": self.record_id, "row": self.row, "class": self.target, "probability": self.probability,
+                "selection": self.selection, "chart": self.chart}
+
+
+@dataclass
+class ExplainResult:
+    """What ``run_explain`` did (``to_dict`` is the ``--json`` summary)."""
+
+    method: str
+    layer: str | None
+    records: list[ExplainedRecord]
+    method_info: dict
+    classes: list[str]
+    leads: list[str]
+    sanity: list[dict] | None = None
+    output: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "layer": self.layer, "records": [r.to_dict() for r in self.records],
+                "method_info": self.method_info, "classes": self.classes, "leads": self.leads,
+                "sanity": self.sanity, "output": self.output}
+
+
 def select_rows(store, records: list[str] | None, first: int | None) -> np.ndarray:
     """Store rows for ``--records`` (comma-separated ids, in the order given) or ``--first N``."""
     if first is not None:
@@ -75,10 +110,6 @@ def file_names(record_ids: list[str], rows: np.ndarray) -> list[str]:
     return [f"{s}.png" if counts[s.lower()] == 1 else f"{s}_row{row}.png" for s, row in zip(safe, rows.tolist())]
 
 
-def _thresholds(ckpt: dict) -> list[float] | None:
-    return ckpt["thresholds"]["values"] if ckpt.get("thresholds") else None
-
-
 def _predicted_text(probs: np.ndarray, classes: list[str], multi_label: bool, thresholds: list[float] | None) -> str:
     if not multi_label:
         k = int(np.argmax(probs))
@@ -93,37 +124,36 @@ def _predicted_text(probs: np.ndarray, classes: list[str], multi_label: bool, th
 
 def prepare(ckpt_path, store_path, options: ExplainOptions, device):
     """Load and check everything a run needs, before any output is created: a one-line error for each misuse."""
-    from ecgtool.data.loader import InputSpec, check_store_fits
+    from ecgtool.checkpoint import Checkpoint
     from ecgtool.data.store import open_store
-    from ecgtool.explain.attention import SUPPORTED, has_attention
+    from ecgtool.explain.attention import has_attention
     from ecgtool.explain.methods import METHODS, resolve_layer
-    from ecgtool.train.checkpoint import build_model, load_checkpoint
 
     if options.method not in METHODS:
         raise EcgtoolError(f"unknown method {options.method!r}; choose one of {', '.join(METHODS)}")
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = Checkpoint.load(ckpt_path)
     store = open_store(store_path)
-    if store.n_samples > ckpt["input"]["samples"]:  # a model trained on crops: eval windows it, a map needs one input
-        raise EcgtoolError(f"{store.path} has {store.n_samples} samples per record and the model takes {ckpt['input']['samples']} "
+    if store.n_samples > ckpt.input.samples:  # a model trained on crops: eval windows it, a map needs one input
+        raise EcgtoolError(f"{store.path} has {store.n_samples} samples per record and the model takes {ckpt.input.samples} "
                            f"(trained on crops); explain needs records of the model's input length: prep a store with "
-                           f"--seconds {ckpt['input']['samples'] / ckpt['input']['fs']:g}")
-    check_store_fits(ckpt, store)
-    classes = list(ckpt["classes"])
+                           f"--seconds {ckpt.input.seconds:g}")
+    ckpt.check_store(store)
+    classes = list(ckpt.classes)
     if options.class_name is not None and options.class_name not in classes:
         raise EcgtoolError(f"unknown class {options.class_name!r}; {ckpt_path} has classes {', '.join(classes)}")
-    model = build_model(ckpt).to(device).eval()
+    model = ckpt.build_model().to(device).eval()
     if options.method == "attention" and not has_attention(model):
-        raise EcgtoolError(f"--method attention: {ckpt['model']['name']} has no attention over time positions "
-                           f"(it works for {SUPPORTED}); use gradcam, ig or saliency")
+        raise EcgtoolError(f"--method attention: {ckpt.model.name} has no attention over time positions; "
+                           "use gradcam, ig or saliency")
     if options.layer is not None and options.method != "gradcam":
         raise EcgtoolError(f"--layer applies to --method gradcam, not {options.method}")
     layer = resolve_layer(model, options.layer)[0] if options.method == "gradcam" else None
-    return ckpt, store, model, InputSpec.for_model(store, ckpt["input"]), layer
+    return ckpt, store, model, ckpt.input.reader(store), layer
 
 
 def run_explain(ckpt_path, store_path, output, *, records: list[str] | None = None, first: int | None = None,
                 options: ExplainOptions | None = None, device="cpu", overwrite: bool = False,
-                progress: Callable[[int, int], None] | None = None) -> dict:
+                progress: Callable[[int, int], None] | None = None) -> ExplainResult:
     """Explain the selected records; write ``output/saliency.zarr`` and the charts; return a summary."""
     import torch
 
@@ -135,11 +165,12 @@ def run_explain(ckpt_path, store_path, output, *, records: list[str] | None = No
     ckpt, store, model, spec, layer = prepare(ckpt_path, store_path, options, device)
     rows = select_rows(store, records, first)
     with atomic_output(output, overwrite, directory=True) as tmp:
-        summary = _explain_rows(ckpt, store, model, spec, layer, rows, options, device, Path(tmp), progress)
-        summary["sanity"] = _sanity(model, store, spec, rows, options, layer, device, _thresholds(ckpt)) if options.sanity else None
-        _finish_store(Path(tmp) / "saliency.zarr", ckpt, ckpt_path, store, store_path, summary, options)
-    summary["output"] = str(output)
-    return summary
+        result = _explain_rows(ckpt, store, model, spec, layer, rows, options, device, Path(tmp), progress)
+        if options.sanity:
+            result.sanity = _sanity(model, store, spec, rows, options, layer, device, ckpt.threshold_values)
+        _finish_store(Path(tmp) / "saliency.zarr", ckpt, store, store_path, result, options)
+    result.output = str(output)
+    return result
 
 
 def _targets(probs: np.ndarray, classes: list[str], options: ExplainOptions, multi_label: bool,
@@ -160,14 +191,14 @@ def _targets(probs: np.ndarray, classes: list[str], options: ExplainOptions, mul
     return targets.astype(np.int64), why
 
 
-def _explain_rows(ckpt, store, model, spec, layer, rows, options, device, out: Path, progress) -> dict:
+def _explain_rows(ckpt, store, model, spec, layer, rows, options, device, out: Path, progress) -> ExplainResult:
     import torch
     import zarr
 
     from ecgtool.eval.predict import probabilities
     from ecgtool.explain.methods import explain
 
-    classes, multi = list(ckpt["classes"]), bool(ckpt["multi_label"])
+    classes, multi = list(ckpt.classes), ckpt.multi_label
     n, leads, samples = len(rows), list(spec.leads), store.n_samples
     group = zarr.open_group(out / "saliency.zarr", mode="w", zarr_format=3)
     group.attrs.update({"format": SALIENCY_FORMAT, "format_version": SALIENCY_VERSION, "complete": False})
@@ -180,7 +211,7 @@ def _explain_rows(ckpt, store, model, spec, layer, rows, options, device, out: P
     ids = group.create_array("record_id", shape=(n,), dtype=str)
     ids[:] = store.record_id[rows]
     names = file_names(store.record_id[rows].tolist(), rows)
-    thresholds = _thresholds(ckpt)
+    thresholds = ckpt.threshold_values
     extra_arrays: dict = {}
     info: dict = {}
     records = []
@@ -205,29 +236,28 @@ def _explain_rows(ckpt, store, model, spec, layer, rows, options, device, out: P
         signal = raw[:, spec.lead_index].astype(np.float32)
         for i in range(len(batch)):
             j = start + i
-            record = {"record_id": str(store.record_id[batch[i]]), "row": int(batch[i]), "class": classes[targets[i]],
-                      "probability": float(probs[i, targets[i]]), "selection": why[i], "chart": names[j] if options.charts else None}
+            record = ExplainedRecord(str(store.record_id[batch[i]]), int(batch[i]), classes[targets[i]],
+                                     float(probs[i, targets[i]]), why[i], names[j] if options.charts else None)
             if options.charts:
                 _chart(out / names[j], signal[i], e.maps[i], store, ckpt, leads, record, probs[i], thresholds, options, layer)
             records.append(record)
         if progress:
             progress(stop, n)
-    return {"method": options.method, "layer": layer, "records": records, "method_info": info,
-            "classes": classes, "leads": leads}
+    return ExplainResult(options.method, layer, records, info, classes, leads)
 
 
-def _chart(path: Path, signal, saliency, store, ckpt, leads, record, probs, thresholds, options, layer) -> None:
+def _chart(path: Path, signal, saliency, store, ckpt, leads, record: ExplainedRecord, probs, thresholds, options, layer) -> None:
     from ecgtool.explain.chart import DISPLAY_PERCENTILE, save_chart
     from ecgtool.explain.methods import METHOD_NAMES
 
-    classes = list(ckpt["classes"])
-    truth = ", ".join(c for c, y in zip(classes, store.labels[record["row"]]) if y) or "none"
-    title = (f"{record['record_id']}    true: {truth}    "
-             f"predicted: {_predicted_text(probs, classes, bool(ckpt['multi_label']), thresholds)}")
+    classes = list(ckpt.classes)
+    truth = ", ".join(c for c, y in zip(classes, store.labels[record.row]) if y) or "none"
+    title = (f"{record.record_id}    true: {truth}    "
+             f"predicted: {_predicted_text(probs, classes, ckpt.multi_label, thresholds)}")
     method = METHOD_NAMES[options.method] + (f" at {layer}" if layer else "")
-    target = (f"(class-independent; the model's top class is {record['class']}, p = {record['probability']:.2f})"
-              if options.method == "attention" else f"for {record['class']} ({record['selection']}, p = {record['probability']:.2f})")
-    subtitle = f"{method} {target} — {ckpt['model']['name']}"
+    target = (f"(class-independent; the model's top class is {record.target}, p = {record.probability:.2f})"
+              if options.method == "attention" else f"for {record.target} ({record.selection}, p = {record.probability:.2f})")
+    subtitle = f"{method} {target} — {ckpt.model.name}"
     mv = store.attrs.get("units") == "mV"
     footer = "" if mv else "   amplitudes are per-record z-scores (store normalised by prep), not mV"
     save_chart(path, signal, leads, store.fs, saliency, title, subtitle, dpi=options.dpi, units="mV" if mv else "SD",
@@ -257,7 +287,7 @@ def _sanity(model, store, spec, rows, options, layer, device, thresholds) -> lis
     return sanity_check(model, x, targets, maps, mode=options.sanity, seed=options.seed)
 
 
-def _finish_store(path: Path, ckpt: dict, ckpt_path, store, store_path, summary: dict, options: ExplainOptions) -> None:
+def _finish_store(path: Path, ckpt, store, store_path, result: ExplainResult, options: ExplainOptions) -> None:
     import zarr
 
     from ecgtool.explain.methods import CITATIONS, MEANING, METHOD_NAMES
@@ -269,21 +299,21 @@ def _finish_store(path: Path, ckpt: dict, ckpt_path, store, store_path, summary:
         "method_name": METHOD_NAMES[options.method],
         "citation": CITATIONS[options.method],
         "meaning": MEANING[options.method],
-        "method_details": summary["method_info"],
-        "layer": summary["layer"],
-        "class": [r["class"] for r in summary["records"]],
-        "class_selection": [r["selection"] for r in summary["records"]],
-        "classes": summary["classes"],
-        "multi_label": bool(ckpt["multi_label"]),
-        "leads": summary["leads"],
+        "method_details": result.method_info,
+        "layer": result.layer,
+        "class": [r.target for r in result.records],
+        "class_selection": [r.selection for r in result.records],
+        "classes": result.classes,
+        "multi_label": ckpt.multi_label,
+        "leads": result.leads,
         "fs": store.fs,
         "signal_units": store.attrs["units"],
         "options": {k: v for k, v in asdict(options).items() if k not in ("charts", "dpi")},
-        "sanity": _json_safe(summary["sanity"]),
-        "checkpoint": {"path": str(ckpt_path), "fingerprint": fingerprint(ckpt_path), "model": ckpt["model"],
-                       "provenance": ckpt["provenance"]},
+        "sanity": _json_safe(result.sanity),
+        "checkpoint": {"path": str(ckpt.path), "fingerprint": fingerprint(ckpt.path), "model": ckpt.model.to_dict(),
+                       "provenance": ckpt.provenance},
         "store": {"path": str(store_path), "fingerprint": fingerprint(store_path)},
-        "provenance": [make_entry("explain", [ckpt_path, store_path], method=options.method)],
+        "provenance": [make_entry("explain", [ckpt.path, store_path], method=options.method)],
     })
     group.attrs["complete"] = True  # last: a reader trusts nothing before it
 

@@ -116,6 +116,8 @@ class MultiBranch(nn.Module):
 class IMECG(EcgClassifier):
     """IM-ECG over ``(batch, num_leads, num_samples)``; the image view ``(B, 1, leads, T)`` is made in ``forward``."""
 
+    cam_leads_axis = True  # the image never pools across leads: Grad-CAM gives a profile per lead
+
     def __init__(
         self,
         num_classes: int,

@@ -183,7 +183,22 @@ class EcgClassifier(nn.Module):
     Subclasses implement ``forward_features(x) -> (batch, num_features)`` and own a
     ``head`` module; pretraining, distillation and explanation reach the features
     through ``forward_features`` and the logits through ``forward_head``.
+
+    What explain needs to know of a model (``models/explainable.py``) is declared
+    here with defaults a model overrides: ``default_cam_layer`` (set in each
+    ``__init__``), ``cam_leads_axis``, ``positions`` and ``attention``.
     """
+
+    cam_leads_axis = False  # 4D activations (B, C, H, W) keep the leads on H
+
+    def positions(self, layer_name: str, layer: nn.Module, x: torch.Tensor, shape: tuple):
+        """Where the activation (of ``shape``) of ``layer`` for input ``x`` lies on the record:
+        ``explainable.Spans``/``Instances``, or None for evenly along the time axis."""
+        return None
+
+    def attention(self, x: torch.Tensor):
+        """``explainable.Attention`` of one forward pass over ``x``, or None (no attention over time)."""
+        return None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -31,10 +31,12 @@ What was designed here:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .explainable import Attention, Instances, PoolingAttention, Spans, capture, check_recomputed
 from .layers import EcgClassifier
 from .registry import register_model
 
@@ -78,13 +80,18 @@ class TopInstanceFusion(nn.Module):
         self.score = nn.Linear(dim, 1)
         self.project = nn.Linear(2 * dim, dim)
 
-    def forward(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def weights(self, h: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The pooling weights over instances ``(B, K)``, the top instance's index ``(B,)`` and its feature."""
         scores = self.score(h).squeeze(-1).masked_fill(~valid, -1e9)  # (B, K)
         top_index = scores.argmax(dim=1)
         rows = torch.arange(h.shape[0], device=h.device)
         top = h[rows, top_index] * torch.sigmoid(scores[rows, top_index]).unsqueeze(-1)
         corr = F.cosine_similarity(h, top.unsqueeze(1), dim=-1).masked_fill(~valid, -1e9)  # (B, K)
-        pooled = (torch.softmax(corr, dim=1).unsqueeze(-1) * h).sum(dim=1)
+        return torch.softmax(corr, dim=1), top_index, top
+
+    def forward(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        weights, _, top = self.weights(h, valid)
+        pooled = (weights.unsqueeze(-1) * h).sum(dim=1)
         return torch.relu(self.project(torch.cat([top, pooled], dim=-1)))
 
 
@@ -150,6 +157,54 @@ class MAMIL(EcgClassifier):
         all_valid = torch.ones(patches.shape[:2], dtype=torch.bool, device=x.device)
         gaf_bag = self.gaf_fusion(self.gaf_encoder(patches), all_valid)
         return torch.cat([beat_bag, gaf_bag], dim=1)
+
+    # -- what explain needs (models/explainable.py) --------------------------------------------
+    def beat_windows(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """First sample ``(B, K)`` of each beat window the model cuts, and whether it holds a beat ``(B, K)``.
+
+        ``beats`` is applied to a signal holding each sample's index + 1, so the windows
+        are exactly the model's (a window of zeros is an empty instance).
+        """
+        b, _, samples = x.shape
+        marks = x[:, -1] if x.shape[1] == self.num_leads + 1 else None
+        index = torch.arange(1, samples + 1, dtype=torch.float64, device=x.device).expand(b, 1, samples)
+        windows, valid = self.beats(index, None if marks is None else marks.double())
+        peak = windows[:, :, 0, self.pre]  # index + 1 of the R peak; 0 for an empty instance
+        placed = (valid & (peak > 0)).cpu().numpy()
+        return (peak.long() - 1 - self.pre).cpu().numpy(), placed
+
+    def positions(self, layer_name, layer, x, shape):
+        """Inside the beat encoder the batch axis holds every record's beat instances."""
+        if layer_name.startswith("beat_encoder") and len(shape) == 3 and shape[0] != x.shape[0]:
+            starts, placed = self.beat_windows(x)
+            return Instances(starts, self.width, placed)
+        return None
+
+    def attention(self, x):
+        """The instance softmax of the top-instance correlation pooling, over heartbeats (on their windows)
+        and over GASF patches (kept as an array: a patch pairs two stretches of the record)."""
+        captured: dict = {}
+
+        def hook_for(name):
+            def hook(module, inputs, out):
+                h, valid = inputs
+                weights, top_index, top = module.weights(h, valid)
+                pooled = (weights.unsqueeze(-1) * h).sum(dim=1)
+                check_recomputed(f"mamil {name}", torch.relu(module.project(torch.cat([top, pooled], dim=-1))), out)
+                captured[name] = weights, top_index
+            return hook
+
+        capture(self, x, [(self.beat_fusion, hook_for("beat_fusion"), False), (self.gaf_fusion, hook_for("gaf_fusion"), False)])
+        beats, top_beat = captured["beat_fusion"]
+        patches, top_patch = captured["gaf_fusion"]
+        starts, placed = self.beat_windows(x)
+        arrays = {"attention_beats": beats.cpu().numpy(), "beat_peak": np.where(placed, starts + self.pre, -1),
+                  "top_beat": top_beat.cpu().numpy(), "attention_patches": patches.cpu().numpy(),
+                  "top_patch": top_patch.cpu().numpy()}
+        info = {"attention": "instance softmax of top-instance correlation pooling (beats, GASF patches)",
+                "beat_window": self.width, "beat_pre": self.pre,
+                "gasf": {"lead": self.gaf_lead, "size": self.gaf_size, "patch": self.patch}}
+        return Attention([PoolingAttention(beats, Spans(starts, self.width), placed)], arrays, info)
 
 
 @register_model(default_cfg=dict(

@@ -67,6 +67,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .explainable import Attention, PoolingAttention, Spans, capture, check_recomputed
 from .layers import EcgClassifier
 from .registry import register_model
 
@@ -171,11 +172,13 @@ class _KnowledgeAttention(nn.Module):
         self.W = nn.Parameter(torch.randn(feat_dim + 1, att_dim))
         self.v = nn.Parameter(torch.randn(att_dim, 1))
 
+    def weights(self, h: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The attention over dim 1 ``(N, S, 1)``."""
+        return torch.softmax(torch.tanh(torch.cat([h, k], dim=-1) @ self.W) @ self.v, dim=1)
+
     def forward(self, h: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """``h``: ``(N, S, D)``, ``k``: ``(N, S, 1)`` -> pooled ``(N, D)``."""
-        e = torch.tanh(torch.cat([h, k], dim=-1) @ self.W) @ self.v
-        a = torch.softmax(e, dim=1)
-        return (a * h).sum(dim=1)
+        return (self.weights(h, k) * h).sum(dim=1)
 
 
 class _SegmentConv(nn.Module):
@@ -194,6 +197,13 @@ class _SegmentConv(nn.Module):
         y = F.relu(self.conv(seg))  # (B*S, C', P)
         p = y.shape[-1]
         return y.reshape(b, s, -1, p).permute(0, 2, 1, 3).reshape(b, -1, s * p)
+
+    def spans(self, positions: int) -> Spans:
+        """Position p of segment s covers ``s*L + p*stride + [0, kernel)``."""
+        k, stride = self.conv.kernel_size[0], self.conv.stride[0]
+        per_seg = (self.segment_len - k) // stride + 1
+        n_seg = positions // per_seg
+        return Spans((np.arange(n_seg)[:, None] * self.segment_len + np.arange(per_seg)[None] * stride).ravel(), k)
 
 
 class MinaBranch(nn.Module):
@@ -306,6 +316,42 @@ class MINA(EcgClassifier):
         k_freq = periodogram_power(xs, self.fs).mean(dim=2, keepdim=True)  # (B, F, 1)
         feats = self.branches(xs)  # (B, F, D)
         return self.freq_attention(feats, k_freq)
+
+    # -- what explain needs (models/explainable.py) --------------------------------------------
+    def positions(self, layer_name, layer, x, shape):
+        return layer.spans(shape[-1]) if isinstance(layer, _SegmentConv) else None
+
+    def attention(self, x):
+        """Knowledge-guided attention at three levels: over conv positions within each segment (beat),
+        over segments (rhythm), over frequency channels; their product weighs each position."""
+        captured: dict = {}
+
+        def hook_for(key):
+            def hook(module, inputs, out):
+                h, k = inputs
+                a = module.weights(h, k)[..., 0]
+                check_recomputed(f"mina {key[0]} attention", (a.unsqueeze(-1) * h).sum(dim=1), out)
+                captured[key] = a
+            return hook
+
+        branches = self.branches.branches
+        hooks = [(self.freq_attention.att, hook_for(("frequency",)), False)]
+        for f, branch in enumerate(branches):
+            hooks += [(branch.beat_att, hook_for(("beat", f)), False), (branch.rhythm_att, hook_for(("rhythm", f)), False)]
+        capture(self, x, hooks)
+        b = x.shape[0]
+        freq = captured[("frequency",)]  # (B, F)
+        rhythm = torch.stack([captured[("rhythm", f)] for f in range(len(branches))], dim=1)  # (B, F, S)
+        n_seg = rhythm.shape[-1]
+        beat = torch.stack([captured[("beat", f)].reshape(b, n_seg, -1) for f in range(len(branches))], dim=1)  # (B, F, S, P)
+        weight = (freq[:, :, None, None] * rhythm[..., None] * beat).sum(dim=1).reshape(b, -1)  # sums to 1 per record
+        arrays = {"attention_beat": beat.cpu().numpy(), "attention_rhythm": rhythm.cpu().numpy(),
+                  "attention_frequency": freq.cpu().numpy()}
+        info = {"attention": "knowledge-guided: beat (positions within a segment), rhythm (segments), frequency (channels)",
+                "combined": "product of the three levels, summed over frequency channels",
+                "frequency_channels": ["raw"] + [f"{lo}-{hi} Hz" for lo, hi in self.filter_bank.bands],
+                "segment": branches[0].segment_len}
+        return Attention([PoolingAttention(weight, branches[0].conv.spans(weight.shape[-1]))], arrays, info)
 
 
 @register_model(

@@ -51,6 +51,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ecgtool.models.explainable import Attention, SelfAttention, Spans, capture, check_recomputed
 from ecgtool.models.layers import EcgClassifier
 from ecgtool.models.registry import register_model
 
@@ -220,6 +221,54 @@ class MultiScaleSETransformer(EcgClassifier):
             tokens.append(self.extractor(win.reshape(b * n, c, w)).reshape(b, n, -1))
         maps = [enc(tok) for enc, tok in zip(self.encoders, tokens)]
         return self.fusion(maps)
+
+    # -- what explain needs (models/explainable.py) --------------------------------------------
+    def window_spans(self, samples: int) -> list[Spans]:
+        """Where each scale's windows lie (tokens, in order), read off the model's own sampler."""
+        index = torch.arange(samples, dtype=torch.float64).view(1, 1, samples)
+        return [Spans(w[0, :, 0, 0].long().numpy(), int(w.shape[-1]), channels_last=True) for w in self.sampler(index)]
+
+    def positions(self, layer_name, layer, x, shape):
+        """A scale's encoder gives one value per window: ``(B, d, n)`` after it, ``(B, n, d)`` inside it."""
+        if isinstance(layer, (ScaleEncoder, EncoderLayer)):
+            spans = self.window_spans(x.shape[-1])[int(layer_name.split(".")[1])]
+            spans.channels_last = isinstance(layer, EncoderLayer)
+            return spans
+        return None
+
+    def attention(self, x):
+        """Multi-head self-attention over each scale's windows: every head of every layer."""
+        captured: dict = {}
+
+        def on_qkv(key, heads):
+            def hook(module, inputs, out):
+                b, n, three_d = out.shape
+                d = three_d // 3
+                q, k, v = out.reshape(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+                captured[key] = (torch.softmax((q @ k.transpose(-2, -1)) / math.sqrt(d // heads), dim=-1), v)
+            return hook
+
+        def on_proj(key):
+            def hook(module, args):  # the projection's input is attention @ values: check the recomputation on it
+                attn, v = captured[key]
+                b, h, n, dh = v.shape
+                check_recomputed(f"msse_transformer encoders.{key[0]}.layers.{key[1]}",
+                                 (attn @ v).transpose(1, 2).reshape(b, n, h * dh), args[0])
+            return hook
+
+        hooks = []
+        for s, encoder in enumerate(self.encoders):
+            for i, layer in enumerate(encoder.layers):
+                hooks += [(layer.qkv, on_qkv((s, i), layer.num_heads), False), (layer.proj, on_proj((s, i)), True)]
+        capture(self, x, hooks)
+        groups, arrays, scales = [], {}, []
+        for s, spans in enumerate(self.window_spans(x.shape[-1])):
+            layers = [captured[(s, i)][0] for i in range(len(self.encoders[s].layers))]
+            groups.append(SelfAttention(layers, spans, name=f"scale{s}"))
+            arrays[f"attention_scale{s}"] = torch.stack(layers, dim=1).cpu().numpy()  # (B, layers, heads, n, n)
+            scales.append({"window": spans.width, "starts": spans.starts.tolist(), "layers": len(layers),
+                           "heads": int(layers[0].shape[1])})
+        return Attention(groups, arrays, {"attention": "multi-head self-attention over windows, per scale", "scales": scales})
 
 
 @register_model(default_cfg=dict(family="msse_transformer", paper=_PAPER, source=_SOURCE,

@@ -192,6 +192,8 @@ class MultiScale(nn.Module):
 class SEECGNet(EcgClassifier):
     """SE-ECGNet over ``(batch, num_leads, num_samples)``; the 2D view ``(B, 1, leads, T)`` is made in ``forward``."""
 
+    cam_leads_axis = True  # the image never pools across leads: Grad-CAM gives a profile per lead
+
     def __init__(
         self,
         num_classes: int,

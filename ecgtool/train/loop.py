@@ -39,7 +39,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ecgtool.data.loader import ChunkLoader, InputSpec, auto_memory_budget, check_store_fits, input_spec
+from ecgtool.checkpoint import Checkpoint, ModelSpec
+from ecgtool.data.inputs import InputSpec, check_labels
+from ecgtool.data.loader import ChunkLoader, auto_memory_budget
 from ecgtool.data.store import open_store
 from ecgtool.data.views import data_view
 from ecgtool.errors import EcgtoolError
@@ -50,7 +52,6 @@ from ecgtool.models import create_model, model_info
 from ecgtool.outputs import check_new_output
 from ecgtool.provenance import make_entry
 from ecgtool.train import distributed
-from ecgtool.train.checkpoint import load_checkpoint, save_checkpoint
 
 SCHEDULES = ("cosine", "step", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -161,16 +162,14 @@ class Trainer:
         if env.active and len(s) < args.batch_size:
             raise EcgtoolError(f"{s.path} has {len(s)} records, fewer than one global batch of {args.batch_size}")
         self.multi_label = s.multi_label
-        self.input = input_spec(s, data_view(model_info(args.model)["input_view"]))
-        if args.crop:
-            if args.crop > s.n_samples:
-                raise EcgtoolError(f"--crop {args.crop} is longer than the {s.n_samples} samples of {s.path}'s records")
-            self.input["samples"] = args.crop
+        if args.crop > s.n_samples:
+            raise EcgtoolError(f"--crop {args.crop} is longer than the {s.n_samples} samples of {s.path}'s records")
+        self.input = InputSpec.of_store(s, data_view(model_info(args.model)["input_view"]), samples=args.crop or None)
         self.windows = None
         if self.val_store is not None:
-            check_store_fits({"classes": s.classes, "multi_label": s.multi_label, "input": self.input}, self.val_store,
-                             "validation store", windows=True)
-            self.windows = windows_for(self.input["samples"], self.val_store.n_samples, aggregate=default_aggregate(s.multi_label))
+            check_labels(self.val_store, s.classes, s.multi_label, "validation store")
+            self.input.check(self.val_store, "validation store", windows=True)
+            self.windows = windows_for(self.input.samples, self.val_store.n_samples, aggregate=default_aggregate(s.multi_label))
         if not self.multi_label:
             for store in filter(None, (s, self.val_store)):
                 if (store.labels.sum(axis=1) != 1).any():
@@ -180,19 +179,19 @@ class Trainer:
         if "fs" in model_info(args.model)["default_kwargs"]:
             kwargs.setdefault("fs", s.fs)  # models whose filters or windows are in seconds get the store's rate
         self.model = create_model(args.model, num_classes=len(s.classes), num_leads=len(s.leads),
-                                  num_samples=self.input["samples"], **kwargs).to(self.device)
+                                  num_samples=self.input.samples, **kwargs).to(self.device)
         distributed.init(env, self.device.type)
         self.net = self._training_module()
         pin = self.device.type == "cuda"
         # drop_last keeps BatchNorm away from a final batch of one record, and every DDP rank at the same step count.
-        self.loader = ChunkLoader(s, args.batch_size // env.world_size, spec=InputSpec(s, view=self.input["view"]), shuffle=True,
+        self.loader = ChunkLoader(s, args.batch_size // env.world_size, spec=self.input, shuffle=True,
                                   seed=args.seed, drop_last=len(s) > args.batch_size or env.active, pin_memory=pin,
                                   workers=args.workers, rank=env.rank, world_size=env.world_size, mode=args.loader,
                                   memory_budget=auto_memory_budget(env.local_world_size))
         self.val_loader = (
             ChunkLoader(self.val_store, max(args.batch_size, 256), pin_memory=pin, workers=args.workers,
                         indices=np.arange(len(self.val_store))[env.rank::env.world_size],  # each rank predicts its share
-                        spec=InputSpec.for_model(self.val_store, self.input))
+                        spec=self.input)
             if self.val_store else None
         )
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -224,15 +223,15 @@ class Trainer:
         path = resume_path(self.out)
         if not path.exists():
             return False
-        ckpt = load_checkpoint(path)
-        if ckpt["train_args"] != _args_for_checkpoint(self.args):
+        ckpt = Checkpoint.load(path)
+        if ckpt.train_args != _args_for_checkpoint(self.args):
             raise EcgtoolError(f"{path} was written with different training options; rerun with them or without --resume")
-        before = [i["fingerprint"] for i in ckpt["provenance"][-1]["inputs"]]
+        before = [i["fingerprint"] for i in ckpt.provenance[-1]["inputs"]]
         now = [i["fingerprint"] for i in self._provenance()[-1]["inputs"]]
         if before != now:
             raise EcgtoolError(f"{path} was trained on other stores than the ones given now; resume with the same --val and training store")
-        r = ckpt["resume"]
-        self.model.load_state_dict(ckpt["state_dict"])
+        r = ckpt.resume
+        self.model.load_state_dict(ckpt.state_dict)
         self.optimizer.load_state_dict(r["optimizer"])
         self.scheduler.load_state_dict(r["scheduler"])
         self.scaler.load_state_dict(r["scaler"])
@@ -314,7 +313,7 @@ class Trainer:
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
-    def run(self) -> dict:
+    def run(self) -> Checkpoint:
         with self._preemptible():
             for epoch in range(self.start_epoch, self.args.epochs):
                 self._run_epoch(epoch)
@@ -336,18 +335,14 @@ class Trainer:
         self.on_epoch(record, self.best["epoch"])
         self._save_resume(epoch + 1, {"batch": 0, "loss_total": 0.0, "loss_count": 0})
 
-    def _base_checkpoint(self) -> dict:
+    def _checkpoint(self, state_dict: dict, thresholds: dict | None, metrics: dict, resume: dict | None = None) -> Checkpoint:
         s = self.train_store
-        return {
-            "kind": "classifier",
-            "model": {"name": self.args.model, "kwargs": self.model.model_kwargs},
-            "classes": s.classes,
-            "class_descriptions": s.attrs.get("class_descriptions", {}),
-            "task": s.attrs["task"],
-            "multi_label": self.multi_label,
-            "input": self.input,
-            "train_args": _args_for_checkpoint(self.args),
-        }
+        return Checkpoint(
+            kind="classifier", model=ModelSpec(self.args.model, self.model.model_kwargs), state_dict=state_dict,
+            classes=tuple(s.classes), class_descriptions=s.attrs.get("class_descriptions", {}), task=s.attrs["task"],
+            multi_label=self.multi_label, input=self.input, thresholds=thresholds, train_args=_args_for_checkpoint(self.args),
+            metrics=metrics, history=self.history, provenance=self._provenance(), resume=resume,
+        )
 
     def _provenance(self) -> list[dict]:
         inputs = [self.train_store.path] + ([self.val_store.path] if self.val_store else [])
@@ -358,29 +353,23 @@ class Trainer:
         if not self.env.is_main:
             return
         best_probs = self.best["val_probs"]
-        save_checkpoint(resume_path(self.out), {
-            **self._base_checkpoint(),
-            "state_dict": self.model.state_dict(),
-            "thresholds": None,
-            "metrics": self.history[-1] if self.history else {},
+        resume = {
+            "epoch": epoch,
+            "position": position,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(self.device),
             "history": self.history,
-            "provenance": self._provenance(),
-            "resume": {
-                "epoch": epoch,
-                "position": position,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "rng": rng_state(self.device),
-                "history": self.history,
-                "best_metric": self.best["metric"],
-                "best_epoch": self.best["epoch"],
-                "best_state": self.best["state"],
-                "best_val_probs": None if best_probs is None else torch.from_numpy(best_probs),
-            },
-        }, overwrite=True)
+            "best_metric": self.best["metric"],
+            "best_epoch": self.best["epoch"],
+            "best_state": self.best["state"],
+            "best_val_probs": None if best_probs is None else torch.from_numpy(best_probs),
+        }
+        latest = self.history[-1] if self.history else {}
+        self._checkpoint(self.model.state_dict(), None, latest, resume=resume).save(resume_path(self.out), overwrite=True)
 
-    def _finish(self) -> dict:
+    def _finish(self) -> Checkpoint:
         if not self.history:
             raise EcgtoolError("training ran no epoch")
         if self.best["state"] is None:
@@ -400,16 +389,9 @@ class Trainer:
             thresholds = {"values": values.tolist(), "source": source,
                           "windows": None if self.windows is None else self.windows.to_dict()}
         best_record = next(h for h in self.history if h["epoch"] == self.best["epoch"])
-        ckpt = {
-            **self._base_checkpoint(),
-            "state_dict": self.best["state"],
-            "thresholds": thresholds,
-            "metrics": {**best_record, "best_epoch": self.best["epoch"]},
-            "history": self.history,
-            "provenance": self._provenance(),
-        }
+        ckpt = self._checkpoint(self.best["state"], thresholds, {**best_record, "best_epoch": self.best["epoch"]})
         if self.env.is_main:
-            save_checkpoint(self.out, ckpt, overwrite=self.overwrite)
+            ckpt.save(self.out, overwrite=self.overwrite)
             resume_path(self.out).unlink(missing_ok=True)
         distributed.barrier()
         return ckpt

@@ -1,0 +1,277 @@
+"""The checkpoint contract: one file holding a model and everything needed to use it.
+
+On disk a checkpoint is a ``torch.save`` of a dict made only of tensors,
+strings, numbers, booleans, None, lists and dicts, so it loads with
+``torch.load(path, weights_only=True)``: opening a stranger's checkpoint never
+executes code. Keys (README "The checkpoint"):
+
+    format, format_version    "ecgtool.checkpoint", 1
+    kind                      "classifier" | "encoder" (pretrain) | "student" (distill)
+    model                     {"name": registry name, "kwargs": constructor arguments}
+    state_dict                the weights
+    classes, class_descriptions, task, multi_label
+    input                     {"fs", "leads", "samples", "normalisation", "view"}  (data.inputs.InputSpec)
+    thresholds                {"values": [per class], "source": where they came from, "windows": ...} | None
+    train_args, metrics, history, provenance
+    resume                    optional: optimiser/scheduler/RNG state for --resume
+
+In memory it is a :class:`Checkpoint`, a frozen dataclass validated once when
+it is made (:meth:`Checkpoint.load`, or by the code that trains it), so its
+consumers — train's resume, eval, explain, profile, info, and the pretrain and
+distill commands — read typed fields instead of digging in a dict. Every
+train, pretrain or distill output is a checkpoint of this format.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ecgtool.data.inputs import InputSpec, check_labels
+from ecgtool.errors import EcgtoolError
+from ecgtool.outputs import atomic_output
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from ecgtool.data.store import EcgStore
+
+CKPT_FORMAT = "ecgtool.checkpoint"
+CKPT_VERSION = 1
+CKPT_KINDS = ("classifier", "encoder", "student")
+REQUIRED_KEYS = (
+    "kind", "model", "state_dict", "classes", "task", "multi_label", "input",
+    "thresholds", "train_args", "metrics", "provenance",
+)
+
+
+class CheckpointError(EcgtoolError):
+    """A checkpoint that is missing, foreign, newer than this tool, or malformed."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry name and the constructor arguments that rebuild the model."""
+
+    name: str
+    kwargs: dict = field(default_factory=dict, hash=False)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kwargs": dict(self.kwargs)}
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """A checkpoint's contents; ``path`` is where it was loaded from (None for one made in memory)."""
+
+    kind: str
+    model: ModelSpec
+    state_dict: dict
+    classes: tuple[str, ...]
+    task: str
+    multi_label: bool
+    input: InputSpec
+    thresholds: dict | None
+    train_args: dict
+    metrics: dict
+    provenance: list
+    history: list = field(default_factory=list)
+    class_descriptions: dict = field(default_factory=dict)
+    resume: dict | None = None
+    format_version: int = CKPT_VERSION
+    path: Path | None = None
+
+    def __post_init__(self):
+        where = str(self.path) if self.path else "checkpoint"
+        if self.kind not in CKPT_KINDS:
+            raise CheckpointError(f"{where}: unknown checkpoint kind {self.kind!r}")
+        if not isinstance(self.model, ModelSpec) or not isinstance(self.model.name, str) or not isinstance(self.model.kwargs, dict):
+            raise CheckpointError(f"{where}: 'model' must hold a name and constructor kwargs")
+        if not isinstance(self.input, InputSpec):
+            raise CheckpointError(f"{where}: 'input' must be an input spec")
+        if not all(isinstance(c, str) for c in self.classes):
+            raise CheckpointError(f"{where}: class names must be strings")
+        values = (self.thresholds or {}).get("values", []) if isinstance(self.thresholds, dict) else None
+        if self.thresholds is not None and (values is None or len(values) != len(self.classes)):
+            raise CheckpointError(f"{where}: {len(values or [])} thresholds for {len(self.classes)} classes")
+
+    # -- the file ------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, doc, path: str | os.PathLike | None = None) -> Checkpoint:
+        """Validate the on-disk dict (format, version, keys, types) and type it."""
+        where = Path(path) if path is not None else None
+        name = str(where) if where else "checkpoint"
+        if not isinstance(doc, dict) or doc.get("format") != CKPT_FORMAT:
+            raise CheckpointError(f"{name} is not an ecgtool checkpoint")
+        version = doc.get("format_version")
+        if not isinstance(version, int) or version > CKPT_VERSION:
+            raise CheckpointError(
+                f"{name} has checkpoint format version {version}, newer than this ecgtool understands ({CKPT_VERSION}); upgrade ecgtool"
+            )
+        missing = [k for k in REQUIRED_KEYS if k not in doc]
+        if missing:
+            raise CheckpointError(f"{name} lacks {', '.join(missing)}")
+        model = doc["model"]
+        if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not isinstance(model.get("kwargs"), dict):
+            raise CheckpointError(f"{name}: 'model' must hold a name and constructor kwargs")
+        if not isinstance(doc["state_dict"], dict):
+            raise CheckpointError(f"{name}: 'state_dict' must map tensor names to tensors")
+        if not isinstance(doc["classes"], (list, tuple)):
+            raise CheckpointError(f"{name}: 'classes' must be a list of class names")
+        try:
+            spec = InputSpec.from_dict(doc["input"], f"{name}: the input spec")
+        except CheckpointError:
+            raise
+        except EcgtoolError as e:
+            raise CheckpointError(str(e)) from None
+        return cls(
+            kind=doc["kind"], model=ModelSpec(model["name"], dict(model["kwargs"])), state_dict=doc["state_dict"],
+            classes=tuple(doc["classes"]), task=doc["task"], multi_label=bool(doc["multi_label"]), input=spec,
+            thresholds=doc["thresholds"], train_args=doc["train_args"], metrics=doc["metrics"],
+            provenance=list(doc["provenance"]), history=list(doc.get("history") or []),
+            class_descriptions=dict(doc.get("class_descriptions") or {}), resume=doc.get("resume"),
+            format_version=version, path=where,
+        )
+
+    def to_dict(self) -> dict:
+        """The on-disk dict (plain values and CPU tensors only)."""
+        doc = {
+            "format": CKPT_FORMAT, "format_version": CKPT_VERSION, "kind": self.kind, "model": self.model.to_dict(),
+            "state_dict": self.state_dict, "classes": list(self.classes), "class_descriptions": self.class_descriptions,
+            "task": self.task, "multi_label": self.multi_label, "input": self.input.to_dict(),
+            "thresholds": self.thresholds, "train_args": self.train_args, "metrics": self.metrics,
+            "history": self.history, "provenance": self.provenance,
+        }
+        if self.resume is not None:
+            doc["resume"] = self.resume
+        return _plain(doc)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Checkpoint:
+        """Load with ``weights_only=True`` and validate; tensors land on the CPU."""
+        import pickle
+
+        import torch
+
+        p = Path(path)
+        if not p.is_file():
+            raise CheckpointError(f"{p}: no such checkpoint file")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's advice on refusal is to load unsafely: never relay it
+                doc = torch.load(p, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            # torch's message advises loading with weights_only=False — the one thing not to do with a stranger's file
+            if "Unsupported global" in str(e):
+                raise CheckpointError(f"{p} is not an ecgtool checkpoint: it holds objects other than tensors and plain "
+                                      "values (such files can carry code; nothing of it was run)") from None
+            detail = next((line.strip() for line in str(e).splitlines() if line.strip().startswith("Unsupported")), "corrupt")
+            raise CheckpointError(f"{p} is not a readable ecgtool checkpoint ({detail})") from None
+        except Exception as e:  # the unpickler raises many types on foreign or corrupt bytes
+            raise CheckpointError(f"{p} is not a readable ecgtool checkpoint ({_first_line(e)})") from None
+        return cls.from_dict(doc, p)
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Write atomically (temporary sibling, fsync, rename)."""
+        import torch
+
+        doc = self.to_dict()
+        with atomic_output(path, overwrite) as tmp:
+            with open(tmp, "wb") as f:
+                torch.save(doc, f)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def replace(self, **changes: Any) -> Checkpoint:
+        return replace(self, **changes)
+
+    # -- using it ------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """How messages name this checkpoint: its file, else its model."""
+        return str(self.path) if self.path else self.model.name
+
+    def build_model(self, *, load_weights: bool = True) -> nn.Module:
+        """Recreate the model from its registry name and kwargs, and load the weights."""
+        from ecgtool.models import create_model
+        from ecgtool.models.registry import UnknownModelError
+
+        try:
+            model = create_model(self.model.name, **self.model.kwargs)
+        except UnknownModelError as e:
+            raise CheckpointError(f"{self.name}: {e}") from None
+        except TypeError as e:  # constructor arguments this ecgtool's model does not take
+            raise CheckpointError(f"{self.name}: its model arguments do not fit {self.model.name} ({e})") from None
+        if load_weights:
+            missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+            if missing or unexpected:
+                raise CheckpointError(
+                    f"checkpoint weights do not fit {self.model.name}: "
+                    f"{len(missing)} missing and {len(unexpected)} unexpected tensors"
+                )
+        return model
+
+    def check_store(self, store: EcgStore, what: str = "store", windows: bool = False) -> None:
+        """``store`` fits this model: its classes and task, and the input spec (``InputSpec.check``)."""
+        check_labels(store, self.classes, self.multi_label, what)
+        self.input.check(store, what, windows)
+
+    @property
+    def threshold_values(self) -> list[float] | None:
+        return None if self.thresholds is None else list(self.thresholds["values"])
+
+    def trained_on(self) -> list[str]:
+        """Fingerprints of the stores the model was trained on: ``[train, val]`` (val when given)."""
+        entry = self.provenance[-1] if self.provenance else {}
+        return [i.get("fingerprint") for i in entry.get("inputs", [])] if entry.get("step") == "train" else []
+
+    def summary(self) -> dict:
+        n_params = sum(int(t.numel()) for t in self.state_dict.values() if hasattr(t, "numel"))
+        return {
+            "path": str(self.path),
+            "kind": "checkpoint",
+            "format": CKPT_FORMAT,
+            "format_version": self.format_version,
+            "checkpoint_kind": self.kind,
+            "model": self.model.to_dict(),
+            "state_tensors": len(self.state_dict),
+            "state_values": n_params,
+            "task": self.task,
+            "multi_label": self.multi_label,
+            "classes": list(self.classes),
+            "input": self.input.to_dict(),
+            "thresholds": self.thresholds,
+            "metrics": self.metrics,
+            "train_args": self.train_args,
+            "resumable": self.resume is not None,
+            "provenance": self.provenance,
+        }
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _plain(value, where: str = "checkpoint"):
+    """Convert numpy scalars/arrays to plain Python so that weights_only loading accepts them."""
+    import numpy as np
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        # int keys stay int: an optimiser's state is keyed by parameter index
+        return {k if isinstance(k, (str, int)) else str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, where) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value  # NaN and inf floats included: torch.save keeps them
+    raise CheckpointError(f"{where}: {type(value).__name__} cannot be stored in a weights-only checkpoint")

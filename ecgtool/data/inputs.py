@@ -1,0 +1,146 @@
+"""The model input: what a model was trained on, and how a store's rows become it.
+
+:class:`InputSpec` is the one description of a model's input — sampling rate,
+leads (by name, in order), samples per input, load-time normalisation and
+data-side view (``views.py``). ``train`` takes it from the training store, a
+checkpoint records it under ``input``, and ``eval``, ``explain``, ``profile``
+(and pretrain/distill) read it back. :meth:`InputSpec.reader` binds it to a
+store: the callable the loader applies to raw store rows (lead selection by
+name, dataset normalisation with the training store's statistics, the view).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ecgtool.data.views import VIEWS, apply_view, extra_channels
+from ecgtool.errors import EcgtoolError
+
+if TYPE_CHECKING:
+    from ecgtool.data.store import EcgStore
+
+INPUT_KEYS = ("fs", "leads", "samples", "normalisation", "view")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A model's input. ``normalisation`` and ``view`` are the store's/checkpoint's JSON dicts."""
+
+    fs: float
+    leads: tuple[str, ...]
+    samples: int
+    normalisation: dict = field(hash=False)
+    view: dict = field(default_factory=lambda: {"name": "raw"}, hash=False)
+
+    @classmethod
+    def of_store(cls, store: EcgStore, view: dict | None = None, samples: int | None = None) -> InputSpec:
+        """The input a store provides: all its leads, its normalisation, ``samples`` (default: whole records)."""
+        return cls(fs=float(store.fs), leads=tuple(store.leads), samples=int(samples or store.n_samples),
+                   normalisation=dict(store.attrs["normalisation"]), view=dict(view or {"name": "raw"}))
+
+    @classmethod
+    def from_dict(cls, d, where: str = "input spec") -> InputSpec:
+        """Read and validate the JSON form (a checkpoint's ``input``); ``where`` names it in errors."""
+        if not isinstance(d, dict):
+            raise EcgtoolError(f"{where} is not a mapping")
+        missing = [k for k in INPUT_KEYS if k not in d]
+        if missing:
+            raise EcgtoolError(f"{where} lacks {', '.join(missing)}")
+        fs, leads, samples, norm, view = (d[k] for k in INPUT_KEYS)
+        if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not fs > 0:
+            raise EcgtoolError(f"{where}: fs must be a positive number, not {fs!r}")
+        if not isinstance(leads, (list, tuple)) or not leads or not all(isinstance(lead, str) for lead in leads):
+            raise EcgtoolError(f"{where}: leads must be a non-empty list of lead names")
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise EcgtoolError(f"{where}: samples must be a positive whole number, not {samples!r}")
+        if not isinstance(norm, dict) or not isinstance(norm.get("method"), str):
+            raise EcgtoolError(f"{where}: normalisation must name its method")
+        if norm["method"] == "dataset":
+            for key in ("mean", "std"):
+                stats = norm.get(key)
+                if not isinstance(stats, (list, tuple)) or len(stats) < len(leads):
+                    raise EcgtoolError(f"{where}: dataset normalisation needs a {key} per lead")
+        if not isinstance(view, dict) or view.get("name", "raw") not in VIEWS:
+            raise EcgtoolError(f"{where}: unknown input view {view!r}; this ecgtool knows {', '.join(VIEWS)}")
+        return cls(fs=float(fs), leads=tuple(leads), samples=samples, normalisation=dict(norm), view=dict(view))
+
+    def to_dict(self) -> dict:
+        """The JSON form, as a checkpoint stores it."""
+        return {"fs": self.fs, "leads": list(self.leads), "samples": self.samples,
+                "normalisation": self.normalisation, "view": self.view}
+
+    def with_samples(self, samples: int) -> InputSpec:
+        """The same input cut to ``samples`` per record (a model trained on random crops)."""
+        from dataclasses import replace
+
+        return replace(self, samples=int(samples))
+
+    @property
+    def channels(self) -> int:
+        """Channels of the model input: the leads plus what the view adds."""
+        return len(self.leads) + extra_channels(self.view)
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.fs
+
+    def check(self, store: EcgStore, what: str = "store", windows: bool = False) -> None:
+        """``store`` can feed this input: same fs and normalisation, the leads (by name), the length.
+        With ``windows`` longer records are accepted: the caller applies the model to sliding windows."""
+        if store.fs != self.fs:
+            raise EcgtoolError(f"{what} {store.path} is sampled at {store.fs:g} Hz, the model at {self.fs:g} Hz; "
+                               f"rerun prep with --fs {self.fs:g}")
+        if store.n_samples < self.samples or (store.n_samples > self.samples and not windows):
+            raise EcgtoolError(f"{what} {store.path} has {store.n_samples} samples per record, the model expects {self.samples}")
+        method, wanted = store.attrs["normalisation"]["method"], self.normalisation["method"]
+        if method != wanted:
+            raise EcgtoolError(f"{what} {store.path} is normalised by {method}, the model's training data by {wanted}; "
+                               f"rerun prep with --normalise {wanted}")
+        missing = [lead for lead in self.leads if lead not in store.leads]
+        if missing:
+            raise EcgtoolError(f"{what} {store.path} lacks lead(s) {', '.join(missing)} that the model needs")
+
+    def reader(self, store: EcgStore) -> StoreReader:
+        """The callable turning raw rows of ``store`` into this input (leads found by name in ``store``)."""
+        return StoreReader(self, store)
+
+
+class StoreReader:
+    """Raw store rows ``(B, store leads, S)`` → model input ``(B, channels, S)`` for one spec and store."""
+
+    def __init__(self, spec: InputSpec, store: EcgStore):
+        missing = [lead for lead in spec.leads if lead not in store.leads]
+        if missing:
+            raise EcgtoolError(f"{store.path} lacks lead(s) {', '.join(missing)} that the model needs")
+        self.spec, self.fs, self.leads, self.view = spec, store.fs, list(spec.leads), spec.view
+        self.lead_index = [store.leads.index(lead) for lead in spec.leads]
+        self.all_leads = self.lead_index == list(range(len(store.leads)))
+        norm = spec.normalisation
+        self.mean = self.std = None
+        if norm.get("method") == "dataset":
+            # Statistics come per lead of the store they were computed on (the training store's,
+            # via the checkpoint): in the order of ``leads``, or of all that store's leads.
+            self.mean = np.asarray(norm["mean"], np.float32)[:, None]
+            self.std = np.asarray(norm["std"], np.float32)[:, None]
+            if len(self.mean) != len(self.leads):
+                self.mean, self.std = self.mean[self.lead_index], self.std[self.lead_index]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if not self.all_leads:
+            x = x[:, self.lead_index]
+        x = x.astype(np.float32, copy=False)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return apply_view(self.view, x, self.fs, self.leads)
+
+
+def check_labels(store: EcgStore, classes, multi_label: bool, what: str = "store") -> None:
+    """``store`` is labelled with ``classes`` (same order) for the same kind of task."""
+    if store.classes != list(classes):
+        raise EcgtoolError(f"{what} {store.path} has classes {store.classes}, the model {list(classes)}")
+    if store.multi_label != multi_label:
+        kind = "multi-label" if store.multi_label else "multi-class"
+        raise EcgtoolError(f"{what} {store.path} is {kind}, the model's task is not")
