@@ -275,6 +275,7 @@ def test_submit_prep_chains_merge_after_the_array(stubs, tmp_path):
                           f"sbatch --dependency=afterok:123 {SLURM / 'merge.sbatch'}"]
 
 
+@pytest.mark.slow  # three real ecgtool processes, ~5 s
 def test_prep_array_and_merge_scripts_build_a_store(tmp_path):
     """The array's tasks and the merge job, run one after another with the real ecgtool."""
     raw = write_wfdb_dir(tmp_path / "raw", n=7, fs=250, seconds=4.0)
