@@ -276,10 +276,58 @@ def test_json_output_is_strict(tmp_path):
     assert _finite({"a": float("nan"), "b": [1.0, float("inf")]}) == {"a": None, "b": [1.0, None]}
 
 
-def test_profile_list_prints_the_registry():
+def _registry_rows(out: str) -> dict[str, list[str]]:
+    """`profile --list`'s table rows: model name -> [family, params, MACs (M)]."""
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if len(cells) == 4 and cells[0] and cells[0] != "model":
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _thop_macs(name: str) -> float:
+    """MACs of a fresh default model (12 leads × 1000 samples, 9 classes) by thop itself, not ecgtool's wrapper."""
+    import warnings
+
+    import torch
+
+    from ecgtool.models import create_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import thop
+    model = create_model(name, num_classes=9).eval()
+    macs, _ = thop.profile(model, inputs=(torch.zeros(1, 12, 1000),), verbose=False)
+    return macs
+
+
+def test_profile_list_prints_the_registry_numbers(monkeypatch):
+    """The defaults' figures for two models: published ones, and thop's own count (a subset, to stay cheap)."""
+    monkeypatch.setattr("ecgtool.models.list_models", lambda: ["mobilenet_v2", "resnet18"])
+    out = run_cli("profile", "--list").stdout
+    assert "registered models at 12 leads × 1000 samples, 9 classes" in " ".join(out.split())  # the title may wrap
+    rows = _registry_rows(out)
+    assert list(rows) == ["mobilenet_v2", "resnet18"]
+    # resnet18: 3.85 M parameters and 176.57 M MACs in the research notebook (NOTEBOOK-RESULTS.md), README's count
+    assert rows["resnet18"] == ["resnet1d", "3,853,449", "176.6"]
+    # mobilenet_v2: the notebook's 2.19 M parameters; MACs as thop counts the model directly
+    assert rows["mobilenet_v2"][:2] == ["mobilenet1d", "2,192,873"]
+    assert rows["mobilenet_v2"][2] == f"{_thop_macs('mobilenet_v2') / 1e6:,.1f}"
+
+
+@pytest.mark.slow  # builds and counts every registered model, ~5 s
+def test_profile_list_covers_every_registered_model():
     from ecgtool.models import list_models
 
     out = run_cli("profile", "--list", "--leads", 1, "--samples", 500, "--classes", 3).stdout
-    assert "1 leads × 500 samples, 3 classes" in out
-    assert all(name in out for name in list_models())
-    run_cli("profile", expect=2)
+    assert "registered models at 1 leads × 500 samples, 3 classes" in " ".join(out.split())
+    rows = _registry_rows(out)
+    assert list(rows) == list_models()
+    for name, (_, params, macs) in rows.items():
+        assert int(params.replace(",", "")) > 0 and float(macs.replace(",", "")) > 0, name
+
+
+def test_profile_needs_a_target():
+    r = run_cli("profile", expect=2)
+    assert r.stderr.splitlines()[-1] == "Error: give a MODEL name or a CHECKPOINT file (or --list)"
