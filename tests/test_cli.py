@@ -76,7 +76,7 @@ def test_prep_errors_are_one_line(tmp_path):
     r = run_cli("prep", tmp_path / "absent", "-o", tmp_path / "s.zarr", expect=1)
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
     r = run_cli("prep", tmp_path, "-o", tmp_path / "s.zarr", "--crop", "middle", expect=2)
-    assert "--crop" in r.stderr
+    assert r.stderr.splitlines()[-1].startswith("Error: Invalid value for '--crop': 'middle' is not one of 'start'")
 
 
 def test_split_json(synthetic_store, tmp_path):
@@ -259,9 +259,14 @@ def test_prep_choices_match_the_transforms():
 
 
 def test_prep_option_ranges_are_usage_errors(synthetic_raw, tmp_path):
-    for args in (["--limit", "-5"], ["--seconds", "-1"], ["--fs", "0"], ["--lowcut", "60", "--highcut", "0"]):
+    for args, message in (
+        (["--limit", "-5"], "Invalid value for '--limit': -5 is not in the range x>=1."),
+        (["--seconds", "-1"], "Invalid value for '--seconds': -1.0 is not in the range x>=0."),
+        (["--fs", "0"], "Invalid value for '--fs': 0.0 is not in the range x>0."),
+        (["--lowcut", "60", "--highcut", "0"], "Invalid value for --lowcut: 60 Hz is not below the Nyquist frequency of --fs 100"),
+    ):
         r = run_cli("prep", synthetic_raw, "-o", tmp_path / "s.zarr", *args, expect=2)
-        assert "Error" in r.stderr and not (tmp_path / "s.zarr").exists()
+        assert r.stderr.splitlines()[-1] == f"Error: {message}" and not (tmp_path / "s.zarr").exists()
 
 
 def test_eval_refuses_an_existing_predictions_path_before_evaluating(trained_checkpoint, synthetic_splits, tmp_path):
