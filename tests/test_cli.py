@@ -201,7 +201,7 @@ def test_train_lists_its_models():
 # (case, arguments, exit status, stderr's last line, or its start where it ends in "…"); {store}, {out}, {tmp} filled in
 TRAIN_ERRORS = [
     ("unknown model", ["resnet19", "{store}", "-o", "{out}"], 2,
-     "Error: Invalid value for MODEL: Unknown model 'resnet19'. Did you mean: resnet18, resnet34…"),
+     "Error: Invalid value for MODEL: Unknown model 'resnet19'. Did you mean: resnet18…"),
     ("no output", ["resnet18", "{store}"], 2, "Error: Missing option '-o' / '--output'."),
     ("missing store", ["resnet18", "{tmp}/absent.zarr", "-o", "{out}"], 2,
      "Error: Invalid value for 'TRAIN_STORE': Directory '{tmp}/absent.zarr' does not exist."),
