@@ -263,7 +263,8 @@ def test_prep_option_ranges_are_usage_errors(synthetic_raw, tmp_path):
         (["--limit", "-5"], "Invalid value for '--limit': -5 is not in the range x>=1."),
         (["--seconds", "-1"], "Invalid value for '--seconds': -1.0 is not in the range x>=0."),
         (["--fs", "0"], "Invalid value for '--fs': 0.0 is not in the range x>0."),
-        (["--lowcut", "60", "--highcut", "0"], "Invalid value for --lowcut: 60 Hz is not below the Nyquist frequency of --fs 100"),
+        (["--lowcut", "60", "--highcut", "0"],
+         "Invalid value for --lowcut: 60 Hz is not below the Nyquist frequency of --fs 100"),
     ):
         r = run_cli("prep", synthetic_raw, "-o", tmp_path / "s.zarr", *args, expect=2)
         assert r.stderr.splitlines()[-1] == f"Error: {message}" and not (tmp_path / "s.zarr").exists()

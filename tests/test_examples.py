@@ -38,7 +38,8 @@ def readme_slurm_scripts() -> list[str]:
 def test_the_slurm_examples_are_there_runnable_and_documented():
     """(Parsing and the subcommands they use: test_script_parses, test_ecgtool_invocation_exists.)"""
     on_disk = sorted(p.name for p in SLURM.iterdir())
-    assert {"train-1gpu.sbatch", "train-ddp-multinode.sbatch", "prep-array.sbatch", "merge.sbatch", "submit-prep.sh"} <= set(on_disk)
+    expected = {"train-1gpu.sbatch", "train-ddp-multinode.sbatch", "prep-array.sbatch", "merge.sbatch", "submit-prep.sh"}
+    assert expected <= set(on_disk)
     assert sorted(readme_slurm_scripts()) == on_disk  # every script has its README row, every row its script
     for name in on_disk:
         path = SLURM / name
