@@ -76,7 +76,7 @@ def test_prep_errors_are_one_line(tmp_path):
     r = run_cli("prep", tmp_path / "absent", "-o", tmp_path / "s.zarr", expect=1)
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
     r = run_cli("prep", tmp_path, "-o", tmp_path / "s.zarr", "--crop", "middle", expect=2)
-    assert "--crop" in r.stderr
+    assert r.stderr.splitlines()[-1].startswith("Error: Invalid value for '--crop': 'middle' is not one of 'start'")
 
 
 def test_split_json(synthetic_store, tmp_path):
@@ -88,48 +88,154 @@ def test_split_json(synthetic_store, tmp_path):
     run_cli("split", synthetic_store, "-o", tmp_path / "sp", expect=1)
 
 
-def test_train_eval_profile(trained_checkpoint, synthetic_splits, tmp_path):
-    ckpt = trained_checkpoint
-    info = json.loads(run_cli("info", ckpt, "--json").stdout)
-    assert info["checkpoint_kind"] == "classifier" and info["model"]["name"] == "resnet18"
-    assert len(info["thresholds"]["values"]) == 9 and [p["step"] for p in info["provenance"]] == ["fetch", "prep", "split", "train"]
+# -- train → info, eval, profile on the session's trained checkpoint (trained once, in conftest) ------
 
-    r = run_cli("eval", ckpt, synthetic_splits / "test.zarr", "--json", "--predictions", tmp_path / "pred.zarr")
-    report = json.loads(r.stdout)
+
+@pytest.fixture(scope="module")
+def eval_run(trained_checkpoint, synthetic_splits, tmp_path_factory):
+    """One `eval --json --predictions` of the trained checkpoint on the test split: (report, predictions path)."""
+    pred = tmp_path_factory.mktemp("eval") / "pred.zarr"
+    r = run_cli("eval", trained_checkpoint, synthetic_splits / "test.zarr", "--json", "--predictions", pred)
+    return json.loads(r.stdout), pred
+
+
+def test_info_describes_the_trained_checkpoint(trained_checkpoint):
+    info = json.loads(run_cli("info", trained_checkpoint, "--json").stdout)
+    assert info["checkpoint_kind"] == "classifier" and info["model"]["name"] == "resnet18"
+    assert info["model"]["kwargs"]["base_width"] == 16  # --model-arg reached the constructor
+    assert len(info["thresholds"]["values"]) == 9
+    assert [p["step"] for p in info["provenance"]] == ["fetch", "prep", "split", "train"]
+    assert info["train_args"]["epochs"] == 2 and info["train_args"]["batch_size"] == 16 and info["train_args"]["seed"] == 0
+
+
+def test_eval_json_reports_every_record_and_class(eval_run, synthetic_splits):
+    report, _ = eval_run
     assert report["records"] == len(open_store(synthetic_splits / "test.zarr"))
-    assert [c["class"] for c in report["per_class"]] == report["classes"]
-    assert "tuned on validation store" in report["threshold_source"] and report["bootstrap"]["resamples"] == 1000
+    assert len(report["classes"]) == 9 and [c["class"] for c in report["per_class"]] == report["classes"]
+
+
+def test_eval_uses_the_checkpoints_thresholds_and_bootstraps_by_default(eval_run, trained_checkpoint):
+    report, _ = eval_run
+    info = json.loads(run_cli("info", trained_checkpoint, "--json").stdout)
+    assert "tuned on validation store" in report["threshold_source"]
+    assert [c["threshold"] for c in report["per_class"]] == pytest.approx(info["thresholds"]["values"])
+    assert report["bootstrap"]["resamples"] == 1000
+
+
+def test_eval_predictions_store_matches_the_report(eval_run, synthetic_splits):
     import zarr
 
-    pred = zarr.open_group(tmp_path / "pred.zarr", mode="r")
-    assert pred["probabilities"].shape == (report["records"], 9)
-    table = run_cli("eval", ckpt, synthetic_splits / "test.zarr").stdout
-    assert "macro" in table and "AF" in table
+    report, path = eval_run
+    pred, store = zarr.open_group(path, mode="r"), open_store(synthetic_splits / "test.zarr")
+    probs = pred["probabilities"][:]
+    assert probs.shape == (report["records"], 9) and ((probs >= 0) & (probs <= 1)).all()
+    assert pred["record_id"][:].tolist() == store.record_id.tolist()
+    np.testing.assert_array_equal(pred["labels"][:], store.labels[:])
+    thresholds = np.asarray(pred.attrs["thresholds"])  # float64, as eval compares them
+    np.testing.assert_array_equal(pred["decisions"][:], (probs >= thresholds).astype(np.uint8))
+    assert pred.attrs["classes"] == report["classes"]
 
-    prof = json.loads(run_cli("profile", ckpt, "--json", "--repeats", 2, "--batch", 1).stdout)
+
+def test_eval_prints_a_table_without_json(trained_checkpoint, synthetic_splits):
+    r = run_cli("eval", trained_checkpoint, synthetic_splits / "test.zarr", "--bootstrap", 0)
+    assert "macro" in r.stdout and "AF" in r.stdout
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(r.stdout)
+
+
+def test_profile_of_a_checkpoint_uses_its_input_shape(trained_checkpoint):
+    prof = json.loads(run_cli("profile", trained_checkpoint, "--json", "--repeats", 1, "--batch", 1).stdout)
+    assert prof["model"] == "resnet18" and prof["input_shape"] == [12, 1000]
     assert prof["parameters"]["total"] > 1e5 and prof["flops"] == 2 * prof["macs"]
     assert sum(s["macs"] for s in prof["stages"]) == prof["macs"]
-    assert "layer4" in run_cli("profile", "resnet18", "--repeats", 1, "--batch", 1).stdout
+    assert [x["batch"] for x in prof["latency"]] == [1]
 
 
-def test_train_options_from_environment(synthetic_splits, tmp_path):
-    out = tmp_path / "m.ckpt"
-    env = {"ECGTOOL_TRAIN_EPOCHS": "1", "ECGTOOL_TRAIN_BATCH_SIZE": "32"}
-    r = run_cli("train", "mobilenet_v2", synthetic_splits / "train.zarr", "--val", synthetic_splits / "val.zarr",
-                "-o", out, "--json", "--model-arg", "width_mult=0.25", env=env)
-    doc = json.loads(r.stdout)
-    assert doc["metrics"]["epoch"] == 1
-    info = json.loads(run_cli("info", out, "--json").stdout)
-    assert info["train_args"]["epochs"] == 1 and info["train_args"]["batch_size"] == 32
+def test_profile_of_a_model_name_prints_its_stages():
+    out = run_cli("profile", "resnet18", "--repeats", 1, "--batch", 1).stdout
+    assert "resnet18" in out and "12 leads × 1000 samples" in out and "layer4" in out
 
 
-def test_train_usage_errors(synthetic_splits, tmp_path):
+def test_train_options_from_environment(synthetic_splits, tmp_path, monkeypatch):
+    """ECGTOOL_TRAIN_<OPTION> reaches the option, is validated like the command line, and loses to it; nothing trains."""
+    from click.core import ParameterSource
+
+    from ecgtool.cli import cli
+
+    train, out = synthetic_splits / "train.zarr", tmp_path / "m.ckpt"
+    # valid values are seen: the output path and the --resume flag come from the environment alone
+    # (--resume with nothing to resume stops before training, whichever way this test fails)
+    env = {"ECGTOOL_TRAIN_OUTPUT": str(out), "ECGTOOL_TRAIN_RESUME": "1"}
+    r = run_cli("train", "resnet18", train, env=env, expect=1)
+    assert r.stderr == f"error: --resume: there is no {out}.resume to continue from\n"
+    # an invalid value from the environment is the usage error naming the option, as on the command line
+    r = run_cli("train", "resnet18", train, env={**env, "ECGTOOL_TRAIN_EPOCHS": "0"}, expect=2)
+    assert r.stderr.splitlines()[-1] == "Error: Invalid value for '--epochs': 0 is not in the range x>=1."
+    # the command line wins: --epochs 1 overrides the environment's invalid 0, and -o the environment's path
+    r = run_cli("train", "resnet18", train, "-o", tmp_path / "cli.ckpt", "--epochs", 1,
+                env={**env, "ECGTOOL_TRAIN_EPOCHS": "0"}, expect=1)
+    assert r.stderr == f"error: --resume: there is no {tmp_path / 'cli.ckpt'}.resume to continue from\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # and arrive typed, from the environment (parsed by the real group's train command, not run)
+    monkeypatch.setenv("ECGTOOL_TRAIN_BATCH_SIZE", "32")
+    monkeypatch.setenv("ECGTOOL_TRAIN_LR", "3e-4")
+    monkeypatch.setenv("ECGTOOL_TRAIN_SCHEDULE", "step")
+    with cli.make_context("ecgtool", ["train"]) as root:
+        command = cli.get_command(root, "train")
+        with command.make_context("train", ["resnet18", str(train), "-o", str(out), "--lr", "1e-2"], parent=root) as ctx:
+            assert (ctx.params["batch_size"], ctx.params["schedule"], ctx.params["lr"]) == (32, "step", 1e-2)
+            assert ctx.get_parameter_source("batch_size") is ParameterSource.ENVIRONMENT
+            assert ctx.get_parameter_source("lr") is ParameterSource.COMMANDLINE
+            assert ctx.get_parameter_source("epochs") is ParameterSource.DEFAULT
+
+
+def test_train_lists_its_models():
+    from ecgtool.models import list_models
+
     listing = run_cli("train", "--list-models").stdout
-    assert "resnet18" in listing and "mobilenet_v2" in listing
-    r = run_cli("train", "resnet19", synthetic_splits / "train.zarr", "-o", tmp_path / "m.ckpt", expect=2)
-    assert "resnet18" in r.stderr  # did-you-mean
-    r = run_cli("train", "resnet18", synthetic_splits / "train.zarr", "-o", tmp_path / "m.ckpt", "--resume", expect=1)
-    assert "no" in r.stderr and ".resume" in r.stderr
+    assert [line.split("\t")[0] for line in listing.splitlines()] == list_models()
+    # the eager flag needs no arguments, and can come from the environment too
+    assert run_cli("train", env={"ECGTOOL_TRAIN_LIST_MODELS": "1"}).stdout == listing
+
+
+# (case, arguments, exit status, stderr's last line, or its start where it ends in "…"); {store}, {out}, {tmp} filled in
+TRAIN_ERRORS = [
+    ("unknown model", ["resnet19", "{store}", "-o", "{out}"], 2,
+     "Error: Invalid value for MODEL: Unknown model 'resnet19'. Did you mean: resnet18…"),
+    ("no output", ["resnet18", "{store}"], 2, "Error: Missing option '-o' / '--output'."),
+    ("missing store", ["resnet18", "{tmp}/absent.zarr", "-o", "{out}"], 2,
+     "Error: Invalid value for 'TRAIN_STORE': Directory '{tmp}/absent.zarr' does not exist."),
+    ("missing val store", ["resnet18", "{store}", "--val", "{tmp}/absent.zarr", "-o", "{out}"], 2,
+     "Error: Invalid value for '--val': Directory '{tmp}/absent.zarr' does not exist."),
+    ("epochs out of range", ["resnet18", "{store}", "-o", "{out}", "--epochs", "0"], 2,
+     "Error: Invalid value for '--epochs': 0 is not in the range x>=1."),
+    ("model-arg without =", ["resnet18", "{store}", "-o", "{out}", "--model-arg", "width"], 2,
+     "Error: Invalid value for '--model-arg': 'width': write KEY=VALUE"),
+    ("unknown schedule", ["resnet18", "{store}", "-o", "{out}", "--schedule", "linear"], 2,
+     "Error: Invalid value for '--schedule': 'linear' is not one of 'cosine', 'step', 'constant'."),
+    ("resume without a resume file", ["resnet18", "{store}", "-o", "{out}", "--resume"], 1,
+     "error: --resume: there is no {out}.resume to continue from"),
+    ("existing output", ["resnet18", "{store}", "-o", "{tmp}/old.ckpt"], 1,
+     "error: {tmp}/old.ckpt already exists; pass --overwrite to replace it"),
+    ("interrupted run left behind", ["resnet18", "{store}", "-o", "{tmp}/cut.ckpt"], 1,
+     "error: {tmp}/cut.ckpt.resume holds an interrupted run; pass --resume to continue it or --overwrite to start again"),
+]
+
+
+@pytest.mark.parametrize("args, status, message", [c[1:] for c in TRAIN_ERRORS], ids=[c[0] for c in TRAIN_ERRORS])
+def test_train_usage_errors(synthetic_splits, tmp_path, args, status, message):
+    """Exit 2 for usage errors, 1 for failures, with the one message naming the option or file at fault."""
+    (tmp_path / "old.ckpt").write_bytes(b"a checkpoint")
+    (tmp_path / "cut.ckpt.resume").write_bytes(b"an interrupted run")
+    before = sorted(tmp_path.iterdir())
+    fill = {"store": synthetic_splits / "train.zarr", "out": tmp_path / "m.ckpt", "tmp": tmp_path}
+    r = run_cli("train", *[a.format(**fill) for a in args], expect=status)
+    last, expected = r.stderr.splitlines()[-1], message.format(**fill)
+    assert last.startswith(expected[:-1]) if expected.endswith("…") else last == expected
+    assert r.stdout == "" and "Traceback" not in r.stderr
+    assert sorted(tmp_path.iterdir()) == before  # nothing written, nothing removed
+    if status == 1:
+        assert r.stderr.count("\n") == 1  # one line, no usage text
 
 
 def test_eval_refuses_a_foreign_file(synthetic_splits, tmp_path):
@@ -153,9 +259,15 @@ def test_prep_choices_match_the_transforms():
 
 
 def test_prep_option_ranges_are_usage_errors(synthetic_raw, tmp_path):
-    for args in (["--limit", "-5"], ["--seconds", "-1"], ["--fs", "0"], ["--lowcut", "60", "--highcut", "0"]):
+    for args, message in (
+        (["--limit", "-5"], "Invalid value for '--limit': -5 is not in the range x>=1."),
+        (["--seconds", "-1"], "Invalid value for '--seconds': -1.0 is not in the range x>=0."),
+        (["--fs", "0"], "Invalid value for '--fs': 0.0 is not in the range x>0."),
+        (["--lowcut", "60", "--highcut", "0"],
+         "Invalid value for --lowcut: 60 Hz is not below the Nyquist frequency of --fs 100"),
+    ):
         r = run_cli("prep", synthetic_raw, "-o", tmp_path / "s.zarr", *args, expect=2)
-        assert "Error" in r.stderr and not (tmp_path / "s.zarr").exists()
+        assert r.stderr.splitlines()[-1] == f"Error: {message}" and not (tmp_path / "s.zarr").exists()
 
 
 def test_eval_refuses_an_existing_predictions_path_before_evaluating(trained_checkpoint, synthetic_splits, tmp_path):
@@ -170,10 +282,58 @@ def test_json_output_is_strict(tmp_path):
     assert _finite({"a": float("nan"), "b": [1.0, float("inf")]}) == {"a": None, "b": [1.0, None]}
 
 
-def test_profile_list_prints_the_registry():
+def _registry_rows(out: str) -> dict[str, list[str]]:
+    """`profile --list`'s table rows: model name -> [family, params, MACs (M)]."""
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if len(cells) == 4 and cells[0] and cells[0] != "model":
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _thop_macs(name: str) -> float:
+    """MACs of a fresh default model (12 leads × 1000 samples, 9 classes) by thop itself, not ecgtool's wrapper."""
+    import warnings
+
+    import torch
+
+    from ecgtool.models import create_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import thop
+    model = create_model(name, num_classes=9).eval()
+    macs, _ = thop.profile(model, inputs=(torch.zeros(1, 12, 1000),), verbose=False)
+    return macs
+
+
+def test_profile_list_prints_the_registry_numbers(monkeypatch):
+    """The defaults' figures for two models: published ones, and thop's own count (a subset, to stay cheap)."""
+    monkeypatch.setattr("ecgtool.models.list_models", lambda: ["mobilenet_v2", "resnet18"])
+    out = run_cli("profile", "--list").stdout
+    assert "registered models at 12 leads × 1000 samples, 9 classes" in " ".join(out.split())  # the title may wrap
+    rows = _registry_rows(out)
+    assert list(rows) == ["mobilenet_v2", "resnet18"]
+    # resnet18: 3.85 M parameters and 176.57 M MACs in the research notebook (NOTEBOOK-RESULTS.md), README's count
+    assert rows["resnet18"] == ["resnet1d", "3,853,449", "176.6"]
+    # mobilenet_v2: the notebook's 2.19 M parameters; MACs as thop counts the model directly
+    assert rows["mobilenet_v2"][:2] == ["mobilenet1d", "2,192,873"]
+    assert rows["mobilenet_v2"][2] == f"{_thop_macs('mobilenet_v2') / 1e6:,.1f}"
+
+
+@pytest.mark.slow  # builds and counts every registered model, ~5 s
+def test_profile_list_covers_every_registered_model():
     from ecgtool.models import list_models
 
     out = run_cli("profile", "--list", "--leads", 1, "--samples", 500, "--classes", 3).stdout
-    assert "1 leads × 500 samples, 3 classes" in out
-    assert all(name in out for name in list_models())
-    run_cli("profile", expect=2)
+    assert "registered models at 1 leads × 500 samples, 3 classes" in " ".join(out.split())
+    rows = _registry_rows(out)
+    assert list(rows) == list_models()
+    for name, (_, params, macs) in rows.items():
+        assert int(params.replace(",", "")) > 0 and float(macs.replace(",", "")) > 0, name
+
+
+def test_profile_needs_a_target():
+    r = run_cli("profile", expect=2)
+    assert r.stderr.splitlines()[-1] == "Error: give a MODEL name or a CHECKPOINT file (or --list)"

@@ -128,6 +128,7 @@ def test_bf16_autocast_trains_on_cpu(store, tmp_path):
     assert all(v.dtype == torch.float32 for v in ckpt.state_dict.values() if v.is_floating_point())
 
 
+@pytest.mark.slow  # two torchrun launches, ~18 s
 def test_two_gloo_processes_train_the_same_model_as_one(store, tmp_path):
     """torchrun with 2 CPU processes (gloo) and global batch 8 == one process with batch 8, on a
     model without batch statistics or dropout (dprnn, head dropout off)."""
@@ -153,6 +154,7 @@ def test_two_gloo_processes_train_the_same_model_as_one(store, tmp_path):
         assert hb["val_macro_auc"] == pytest.approx(ha["val_macro_auc"], abs=1e-6)
 
 
+@pytest.mark.slow  # three torchrun launches, ~30 s
 def test_sigterm_to_torchrun_leaves_a_resume_checkpoint_that_continues_exactly(store, tmp_path):
     """SIGTERM to torchrun reaches both ranks; they stop at the same step, rank 0 writes the resume
     checkpoint before anyone exits, and the resumed 2-process run ends where an uninterrupted run does."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import run_cli
 
 
+@pytest.mark.slow  # the whole pipeline on 400 records, ~13 s
 def test_quickstart_pipeline_learns(tmp_path):
     raw, store, splits, ckpt = tmp_path / "raw", tmp_path / "syn.zarr", tmp_path / "splits", tmp_path / "m.ckpt"
     run_cli("fetch", "synthetic", "-o", raw, "--records", 400, "--fs", 100, "--seed", 11)

@@ -86,6 +86,7 @@ def test_single_valued_classes_do_not_crash(tmp_path):
     assert len(write_report_plots(mc, yc, pc, ["a", "b", "absent"], False, None)) == 4
 
 
+@pytest.mark.slow  # nine 30-class figures, ~5 s
 def test_many_classes_split_into_pages(tmp_path):
     y, p = multi_label_data(n=60, k=30, seed=2, empty=(7,))
     names = [f"class {i}" for i in range(30)]

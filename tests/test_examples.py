@@ -29,10 +29,24 @@ COMMENTED_COMMAND = re.compile(r"^\s*#\s*(srun|torchrun|ecgtool)\b")
 SHELL_OPERATORS = set(";&|<>()")
 
 
-def test_the_slurm_examples_are_there():
-    names = {p.name for p in SLURM.iterdir()}
-    assert {"train-1gpu.sbatch", "train-ddp-multinode.sbatch", "prep-array.sbatch", "merge.sbatch", "submit-prep.sh"} <= names
-    assert not (EXAMPLES / "slurm-train.sbatch").exists()  # one way to do each thing
+def readme_slurm_scripts() -> list[str]:
+    """The scripts named in the first column of the README's "On a Slurm cluster" table."""
+    section = (ROOT / "README.md").read_text().split("\n## On a Slurm cluster\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([\w.-]+)` \|", section, flags=re.MULTILINE)
+
+
+def test_the_slurm_examples_are_there_runnable_and_documented():
+    """(Parsing and the subcommands they use: test_script_parses, test_ecgtool_invocation_exists.)"""
+    on_disk = sorted(p.name for p in SLURM.iterdir())
+    expected = {"train-1gpu.sbatch", "train-ddp-multinode.sbatch", "prep-array.sbatch", "merge.sbatch", "submit-prep.sh"}
+    assert expected <= set(on_disk)
+    assert sorted(readme_slurm_scripts()) == on_disk  # every script has its README row, every row its script
+    for name in on_disk:
+        path = SLURM / name
+        assert path.is_file() and os.access(path, os.X_OK), f"{name} is not an executable file"
+        assert path.read_text().startswith("#!/usr/bin/env bash\n"), f"{name}: no bash shebang"
+    # one place for Slurm scripts (one way to do each thing): no batch script elsewhere under examples/
+    assert [p.parent for p in EXAMPLES.rglob("*.sbatch")] == [SLURM] * sum(n.endswith(".sbatch") for n in on_disk)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(EXAMPLES)))
@@ -275,6 +289,7 @@ def test_submit_prep_chains_merge_after_the_array(stubs, tmp_path):
                           f"sbatch --dependency=afterok:123 {SLURM / 'merge.sbatch'}"]
 
 
+@pytest.mark.slow  # three real ecgtool processes, ~5 s
 def test_prep_array_and_merge_scripts_build_a_store(tmp_path):
     """The array's tasks and the merge job, run one after another with the real ecgtool."""
     raw = write_wfdb_dir(tmp_path / "raw", n=7, fs=250, seconds=4.0)

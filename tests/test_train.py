@@ -147,7 +147,11 @@ def test_multiclass_task_uses_cross_entropy_and_argmax(stores, tmp_path):
     assert report["threshold_source"].startswith("argmax") and "confusion_matrix" in report and 0 <= report["macro"]["accuracy"] <= 1 and "exact_match" not in report["macro"]
 
 
-@pytest.mark.parametrize("name", __import__("ecgtool.models", fromlist=["list_models"]).list_models())
+SLOW_MODELS = {"two_stream"}  # ~4 s here on 2 CPU cores; the others take 0.5-2 s
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_MODELS else n
+                                  for n in __import__("ecgtool.models", fromlist=["list_models"]).list_models()])
 def test_every_model_round_trips_through_train_and_eval(stores, tmp_path, name):
     train, val = stores
     ckpt = Trainer(args(model=name, epochs=1, batch_size=16, model_kwargs={}), train, val, tmp_path / "m.ckpt").run()
