@@ -70,9 +70,8 @@ def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_w
     its own; `ecgtool merge` joins all N parts into the store one unsharded run
     writes (same records, order, attributes and --normalise dataset statistics).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from ecgtool.cli.options import stderr_console
+    from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.data.prep import default_workers, run_prep
     from ecgtool.data.readers import open_reader
     from ecgtool.data.transforms import PrepConfig
@@ -102,14 +101,11 @@ def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_w
         notch=notch or None, normalisation=normalisation, leads=leads, beat_window=window,
     )
     console = stderr_console()
-    # No bar where stderr is not a terminal (a Slurm log): rich would leave an empty line there.
-    with Progress(TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True,
-                  disable=not console.is_terminal) as bar:
-        task = bar.add_task("prep", total=None)
+    with ProgressDisplay("prep", console=console) as progress:
         report = run_prep(
             source, output, cfg, workers=workers or default_workers(), on_error=on_error,
             keep_unlabelled=keep_unlabelled, dtype=dtype, overwrite=overwrite, limit=limit, shard=shard,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=progress,
         )
     for rid, why in report.skipped[:20]:
         console.print(f"[yellow]skipped[/] {rid}: {why}")

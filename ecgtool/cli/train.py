@@ -72,9 +72,8 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
     writes. SIGTERM or SIGUSR1 writes OUTPUT.resume after the current step and
     exits with status 75; rerun with --resume to continue exactly.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ecgtool.cli.options import emit_json, resolve_device, stderr_console
+    from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.errors import EcgtoolError
     from ecgtool.models import model_info
     from ecgtool.train import distributed
@@ -93,12 +92,10 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
     env = distributed.detect()
     main = env.is_main  # only rank 0 talks
     console = stderr_console()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("loss {task.fields[loss]:.4f}"), console=console, transient=True, disable=not main)
-    task = progress.add_task("epoch", total=None, loss=float("nan"))
+    progress = ProgressDisplay("epoch", unit="steps", console=console, enabled=main)
 
     def on_step(epoch, step, steps, loss):
-        progress.update(task, description=f"epoch {epoch + 1}/{epochs}", completed=step, total=steps, loss=loss)
+        progress(step, steps, label=f"epoch {epoch + 1}/{epochs}", note=f"loss {loss:.4f}")
 
     def on_epoch(record, best_epoch):
         parts = [f"epoch {record['epoch']:>3}/{epochs}", f"train loss {record['train_loss']:.4f}"]
