@@ -5,11 +5,7 @@ from __future__ import annotations
 import click
 
 from ecgtool.cli.options import output_option, overwrite_option
-
-# Kept here rather than imported from ecgtool.data.transforms, which loads scipy:
-# `prep --help` and TAB completion must stay instant. A test checks they agree.
-CROP_POLICIES = ("start", "center")
-NORMALISATIONS = ("zscore", "dataset", "none")
+from ecgtool.data.choices import CROP_POLICIES, NORMALISATIONS, ON_ERROR, PTBXL_RATES, SIGNAL_DTYPES
 
 
 def _leads(ctx, param, value):
@@ -36,7 +32,7 @@ def _shard(ctx, param, value):
 @output_option
 @click.option("--reader", default="auto", show_default=True, help="Dataset reader (auto detects the layout).")
 @click.option("--task", default=None, help="Label task of the dataset (PTB-XL: all, diagnostic, subdiagnostic, superdiagnostic, form, rhythm; CinC: scored, scored2020, all; Chapman: merged, rhythm).")
-@click.option("--rate", type=click.Choice(["100", "500"]), default=None, help="Which of a dataset's sampling rates to read (PTB-XL: 100 or 500 Hz files).")
+@click.option("--rate", type=click.Choice([str(r) for r in PTBXL_RATES]), default=None, help="Which of a dataset's sampling rates to read (PTB-XL: 100 or 500 Hz files).")
 @click.option("--min-likelihood", type=click.FloatRange(0, 100), default=None, help="PTB-XL: count a statement only at this likelihood or above (default: any, as the benchmark).")
 @click.option("--keep-paced", is_flag=True, default=None, help="MIT-BIH: keep the paced records 102, 104, 107, 217 (left out by default, as AAMI recommends).")
 @click.option("--beat-window", default=None, metavar="PRE,POST", help="Seconds before and after each annotated beat: one store row per beat (MIT-BIH), e.g. 0.25,0.4.")
@@ -50,9 +46,9 @@ def _shard(ctx, param, value):
 @click.option("--normalise", "normalisation", type=click.Choice(NORMALISATIONS), default="zscore", show_default=True,
               help="zscore: per record and lead; dataset: per-lead mean/std stored in attrs and applied when loading; none.")
 @click.option("--leads", callback=_leads, help="Comma-separated leads to keep, in this order (default: all).")
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(SIGNAL_DTYPES), default="float32", show_default=True)
 @click.option("--workers", type=click.IntRange(1), default=None, help="Worker processes (default: CPU count, at most 8).")
-@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True, help="What to do with a record that cannot be read.")
+@click.option("--on-error", type=click.Choice(ON_ERROR), default="fail", show_default=True, help="What to do with a record that cannot be read.")
 @click.option("--keep-unlabelled", is_flag=True, help="Keep records with none of the task's classes (dropped by default).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N records (for a quick look).")
 @click.option("--shard", callback=_shard, metavar="I/N",

@@ -8,6 +8,8 @@ import sys
 import click
 
 from ecgtool.cli.options import device_option, json_option, overwrite_option, seed_option
+from ecgtool.data.choices import LOADER_MODES
+from ecgtool.train.choices import PRECISIONS, SCHEDULES
 
 
 def _model_args(ctx, param, values):
@@ -42,17 +44,17 @@ def _list_models(ctx, param, value):
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True, help="Peak learning rate (AdamW).")
 @click.option("--weight-decay", type=click.FloatRange(0), default=1e-2, show_default=True)
-@click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True, help="Learning-rate schedule, stepped per batch.")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default="cosine", show_default=True, help="Learning-rate schedule, stepped per batch.")
 @click.option("--warmup-epochs", type=click.FloatRange(0), default=0.0, show_default=True, help="Linear warm-up length.")
 @click.option("--step-size", type=click.IntRange(1), default=10, show_default=True, help="Epochs between decays (step schedule).")
 @click.option("--gamma", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Decay factor (step schedule).")
 @click.option("--model-arg", "model_kwargs", multiple=True, callback=_model_args, metavar="KEY=VALUE", help="Extra model constructor argument (JSON value); repeatable.")
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default).")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Loader threads decoding store chunks.")
-@click.option("--loader", "loader_mode", type=click.Choice(["auto", "memory", "stream"]), default="auto", show_default=True,
+@click.option("--loader", "loader_mode", type=click.Choice(LOADER_MODES), default="auto", show_default=True,
               help="Hold the training store in memory, or stream it chunk by chunk (auto: memory when the decoded store fits in half the available RAM, shared among the node's processes).")
 @click.option("--crop", type=click.IntRange(0), default=0, help="Train on random crops of this many samples (validation and eval then use sliding windows); 0: whole records.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Mixed precision: autocast to bf16, or fp16 with a grad scaler (for CUDA).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model for training (for CUDA).")
 @click.option("--sync-bn", is_flag=True, help="Synchronise BatchNorm statistics across DDP ranks (CUDA).")

@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from ecgtool.data.choices import ON_ERROR
 from ecgtool.data.readers import DatasetReader
 from ecgtool.data.readers.base import read_fetch_provenance
 from ecgtool.data.store import StoreWriter
@@ -186,6 +187,8 @@ def run_prep(
     run writes. A shard may end up empty (every record skipped or unlabelled): its part is
     an empty store, and merge fails only if all parts are.
     """
+    if on_error not in ON_ERROR:
+        raise EcgtoolError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
     all_ids = reader.record_ids()[:limit] if limit else reader.record_ids()
     ids = all_ids
     leads = tuple(cfg.leads) if cfg.leads else tuple(reader.leads)

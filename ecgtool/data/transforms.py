@@ -15,9 +15,6 @@ from scipy import signal as sps
 
 from ecgtool.errors import EcgtoolError
 
-CROP_POLICIES = ("start", "center")
-NORMALISATIONS = ("zscore", "dataset", "none")
-
 
 def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     """Polyphase resampling (anti-aliasing FIR included) by the exact rational ratio."""

@@ -50,10 +50,9 @@ from ecgtool.models import create_model, model_info
 from ecgtool.outputs import check_new_output
 from ecgtool.provenance import make_entry
 from ecgtool.train import distributed
+from ecgtool.train.choices import PRECISIONS, SCHEDULES
 from ecgtool.train.checkpoint import load_checkpoint, save_checkpoint
 
-SCHEDULES = ("cosine", "step", "constant")
-PRECISIONS = ("fp32", "bf16", "fp16")
 PREEMPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later"; requeue scripts look for it
 
@@ -153,6 +152,8 @@ class Trainer:
             torch.set_num_threads(args.threads)
         if args.precision not in PRECISIONS:
             raise EcgtoolError(f"unknown precision {args.precision!r}; choose from {', '.join(PRECISIONS)}")
+        if args.schedule not in SCHEDULES:
+            raise EcgtoolError(f"unknown schedule {args.schedule!r}; choose from {', '.join(SCHEDULES)}")
         s = self.train_store
         if len(s) == 0:
             raise EcgtoolError(f"{s.path} has no records")
