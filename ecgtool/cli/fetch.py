@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ecgtool.cli.options import output_option, overwrite_option
+from ecgtool.cli.options import LibraryCommand, output_option, overwrite_option
 
 
 @click.group(invoke_without_command=True)
@@ -25,7 +25,7 @@ def fetch(ctx, list_):
         ctx.exit(2)
 
 
-@fetch.command()
+@fetch.command(cls=LibraryCommand)
 @output_option
 @click.option("--records", type=click.IntRange(1), default=2000, show_default=True, help="Number of records.")
 @click.option("--fs", type=click.IntRange(50), default=500, show_default=True, help="Sampling rate in Hz.")
@@ -51,9 +51,6 @@ def synthetic(output, records, fs, seconds, leads, snr, powerline, seed, overwri
     from ecgtool.provenance import make_entry
 
     lead_names = tuple(x.strip() for x in leads.split(",") if x.strip())
-    unknown = [x for x in lead_names if x not in syn.LEADS_12]
-    if unknown:
-        raise click.BadParameter(f"unknown lead(s) {', '.join(unknown)}", param_hint="--leads")
     out = Path(output)
     cfg = syn.SyntheticConfig(
         n_records=records, fs=fs, duration=seconds, leads=lead_names, snr_db=snr, powerline_hz=float(powerline), seed=seed,

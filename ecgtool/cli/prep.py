@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ecgtool.cli.options import output_option, overwrite_option
+from ecgtool.cli.options import LibraryCommand, output_option, overwrite_option
 from ecgtool.data.choices import CROP_POLICIES, NORMALISATIONS, ON_ERROR, PTBXL_RATES, SIGNAL_DTYPES
 
 
@@ -13,21 +13,26 @@ def _leads(ctx, param, value):
 
 
 def _shard(ctx, param, value):
-    """``I/N`` → ``(I, N)``, 0-based: Slurm's ``--array=0-(N-1)`` gives ``$SLURM_ARRAY_TASK_ID/N``."""
+    """``I/N`` → ``(I, N)``, 0-based: Slurm's ``--array=0-(N-1)`` gives ``$SLURM_ARRAY_TASK_ID/N``; run_prep checks the range."""
     if value is None:
         return None
     parts = value.strip().split("/")
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
         raise click.BadParameter(f"{value!r} is not I/N, e.g. 0/16 (shard I of N, counted from 0)")
-    index, count = int(parts[0]), int(parts[1])
-    if count < 1:
-        raise click.BadParameter(f"{value!r}: N must be at least 1")
-    if index >= count:
-        raise click.BadParameter(f"{value!r}: shards are numbered from 0 to {count - 1} (e.g. Slurm --array=0-{count - 1})")
-    return index, count
+    return int(parts[0]), int(parts[1])
 
 
-@click.command()
+def _beat_window(ctx, param, value):
+    """``PRE,POST`` → ``(PRE, POST)`` seconds; PrepConfig checks the values."""
+    if not value:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not PRE,POST seconds, e.g. 0.25,0.4") from None
+
+
+@click.command(cls=LibraryCommand)
 @click.argument("raw_dir", type=click.Path(file_okay=False))
 @output_option
 @click.option("--reader", default="auto", show_default=True, help="Dataset reader (auto detects the layout).")
@@ -35,7 +40,7 @@ def _shard(ctx, param, value):
 @click.option("--rate", type=click.Choice([str(r) for r in PTBXL_RATES]), default=None, help="Which of a dataset's sampling rates to read (PTB-XL: 100 or 500 Hz files).")
 @click.option("--min-likelihood", type=click.FloatRange(0, 100), default=None, help="PTB-XL: count a statement only at this likelihood or above (default: any, as the benchmark).")
 @click.option("--keep-paced", is_flag=True, default=None, help="MIT-BIH: keep the paced records 102, 104, 107, 217 (left out by default, as AAMI recommends).")
-@click.option("--beat-window", default=None, metavar="PRE,POST", help="Seconds before and after each annotated beat: one store row per beat (MIT-BIH), e.g. 0.25,0.4.")
+@click.option("--beat-window", callback=_beat_window, metavar="PRE,POST", help="Seconds before and after each annotated beat: one store row per beat (MIT-BIH), e.g. 0.25,0.4.")
 @click.option("--labels", "label_csv", type=click.Path(dir_okay=False), help="Label CSV (record_id, labels[, patient_id, age, sex, fold]) for a generic WFDB directory.")
 @click.option("--fs", type=click.FloatRange(0, min_open=True), default=100.0, show_default=True, help="Target sampling rate in Hz (polyphase resampling).")
 @click.option("--seconds", type=click.FloatRange(0), default=10.0, show_default=True, help="Fixed record length; 0 keeps the longest record's length and zero-pads the rest.")
@@ -72,30 +77,19 @@ def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_w
     from ecgtool.data.readers import open_reader
     from ecgtool.data.transforms import PrepConfig
 
-    if lowcut and highcut and lowcut >= highcut:
-        raise click.BadParameter(f"--lowcut {lowcut:g} must be below --highcut {highcut:g}", param_hint="--lowcut")
-    if lowcut and lowcut >= fs / 2:
-        raise click.BadParameter(f"{lowcut:g} Hz is not below the Nyquist frequency of --fs {fs:g}", param_hint="--lowcut")
+    # The values are checked by PrepConfig and run_prep (LibraryCommand names the flag at fault).
+    cfg = PrepConfig(
+        fs=fs, seconds=seconds or None, crop=crop, lowcut=lowcut or None, highcut=highcut or None,
+        notch=notch or None, normalisation=normalisation, leads=leads, beat_window=beat_window,
+    )
+    if shard and not seconds and not beat_window:  # before reading the dataset, in the flags' own words
+        raise click.BadParameter("needs a fixed --seconds > 0: with --seconds 0 each part would pad to its own longest record",
+                                 param_hint="--shard")
     options = {k: v for k, v in {
         "labels": label_csv, "task": task, "rate": int(rate) if rate else None, "min_likelihood": min_likelihood,
         "keep_paced": keep_paced,
     }.items() if v is not None}
-    window = None
-    if beat_window:
-        try:
-            window = tuple(float(v) for v in beat_window.split(","))
-        except ValueError:
-            window = ()
-        if len(window) != 2 or min(window) < 0 or sum(window) <= 0:
-            raise click.BadParameter("write two non-negative seconds, e.g. 0.25,0.4", param_hint="--beat-window")
-    if shard and not seconds and not window:
-        raise click.BadParameter("needs a fixed --seconds > 0: with --seconds 0 each part would pad to its own longest record",
-                                 param_hint="--shard")
     source = open_reader(raw_dir, reader, **options)
-    cfg = PrepConfig(
-        fs=fs, seconds=seconds or None, crop=crop, lowcut=lowcut or None, highcut=highcut or None,
-        notch=notch or None, normalisation=normalisation, leads=leads, beat_window=window,
-    )
     console = stderr_console()
     with ProgressDisplay("prep", console=console) as progress:
         report = run_prep(

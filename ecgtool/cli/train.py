@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ecgtool.cli.options import device_option, json_option, overwrite_option, seed_option
+from ecgtool.cli.options import LibraryCommand, device_option, json_option, overwrite_option, seed_option
 from ecgtool.data.choices import LOADER_MODES
 from ecgtool.train.choices import PRECISIONS, SCHEDULES
 
@@ -35,7 +35,7 @@ def _list_models(ctx, param, value):
     ctx.exit(0)
 
 
-@click.command()
+@click.command(cls=LibraryCommand)
 @click.argument("model_name", metavar="MODEL")
 @click.argument("train_store", type=click.Path(exists=True, file_okay=False))
 @click.option("--val", "val_store", type=click.Path(exists=True, file_okay=False), help="Validation store: best epoch by macro AUC, thresholds tuned on it.")

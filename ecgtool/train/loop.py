@@ -42,7 +42,7 @@ import torch
 from ecgtool.data.loader import ChunkLoader, InputSpec, auto_memory_budget, check_store_fits, input_spec
 from ecgtool.data.store import open_store
 from ecgtool.data.views import data_view
-from ecgtool.errors import EcgtoolError
+from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.eval.metrics import macro_auc
 from ecgtool.eval.predict import default_aggregate, predict, windows_for
 from ecgtool.eval.thresholds import tune_thresholds
@@ -151,21 +151,22 @@ class Trainer:
         if args.threads:
             torch.set_num_threads(args.threads)
         if args.precision not in PRECISIONS:
-            raise EcgtoolError(f"unknown precision {args.precision!r}; choose from {', '.join(PRECISIONS)}")
+            raise ConfigError(f"unknown precision {args.precision!r}; choose from {', '.join(PRECISIONS)}", "precision")
         if args.schedule not in SCHEDULES:
-            raise EcgtoolError(f"unknown schedule {args.schedule!r}; choose from {', '.join(SCHEDULES)}")
+            raise ConfigError(f"unknown schedule {args.schedule!r}; choose from {', '.join(SCHEDULES)}", "schedule")
         s = self.train_store
         if len(s) == 0:
             raise EcgtoolError(f"{s.path} has no records")
         if args.batch_size % env.world_size:
-            raise EcgtoolError(f"--batch-size {args.batch_size} is the global batch; it must divide evenly over {env.world_size} processes")
+            raise ConfigError(f"batch_size {args.batch_size} is the global batch; it must divide evenly over {env.world_size} processes",
+                              "batch_size")
         if env.active and len(s) < args.batch_size:
             raise EcgtoolError(f"{s.path} has {len(s)} records, fewer than one global batch of {args.batch_size}")
         self.multi_label = s.multi_label
         self.input = input_spec(s, data_view(model_info(args.model)["input_view"]))
         if args.crop:
             if args.crop > s.n_samples:
-                raise EcgtoolError(f"--crop {args.crop} is longer than the {s.n_samples} samples of {s.path}'s records")
+                raise ConfigError(f"crop {args.crop} is longer than the {s.n_samples} samples of {s.path}'s records", "crop")
             self.input["samples"] = args.crop
         self.windows = None
         if self.val_store is not None:

@@ -8,6 +8,7 @@ import numpy as np
 
 from ecgtool.data.synthetic.labels import _patient_label_sets, _sorted_labels
 from ecgtool.data.synthetic.leads import LEADS_12
+from ecgtool.errors import ConfigError
 
 # Stream tags keep the independent random streams apart.
 _TAG_PLAN, _TAG_PATIENT, _TAG_RECORD, _TAG_SIGNAL = 101, 202, 303, 404
@@ -27,12 +28,16 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         unknown = [lead for lead in self.leads if lead not in LEADS_12]
         if unknown or not self.leads or len(set(self.leads)) != len(self.leads):
-            raise ValueError(f"leads must be distinct names from {LEADS_12}, got {self.leads}")
+            raise ConfigError(f"leads must be distinct names from {', '.join(LEADS_12)}, got {', '.join(self.leads) or 'none'}", "leads")
         lo, hi = self.records_per_patient
         if not 1 <= lo <= hi:
-            raise ValueError("records_per_patient must be (lo, hi) with 1 <= lo <= hi")
-        if self.n_records < 0 or self.fs <= 0 or self.duration <= 0:
-            raise ValueError("n_records must be >= 0, fs and duration > 0")
+            raise ConfigError("records_per_patient must be (lo, hi) with 1 <= lo <= hi", "records_per_patient")
+        if self.n_records < 0:
+            raise ConfigError(f"n_records must be >= 0, not {self.n_records}", "n_records")
+        if self.fs <= 0:
+            raise ConfigError(f"fs must be positive, not {self.fs} Hz", "fs")
+        if self.duration <= 0:
+            raise ConfigError(f"duration must be positive, not {self.duration} s", "duration")
 
 
 @dataclass(frozen=True)
