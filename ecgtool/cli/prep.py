@@ -13,7 +13,7 @@ def _leads(ctx, param, value):
 
 
 def _shard(ctx, param, value):
-    """``I/N`` → ``(I, N)``, 0-based: Slurm's ``--array=0-(N-1)`` gives ``$SLURM_ARRAY_TASK_ID/N``; run_prep checks the range."""
+    """``I/N`` → ``(I, N)``, 0-based: Slurm's ``--array=0-(N-1)`` gives ``$SLURM_ARRAY_TASK_ID/N``; run_prep checks it."""
     if value is None:
         return None
     parts = value.strip().split("/")

@@ -203,15 +203,16 @@ def run_prep(
         if count < 1:
             raise ConfigError(f"shard {index}/{count}: the number of shards must be at least 1", "shard")
         if not 0 <= index < count:
-            raise ConfigError(f"shard {index}/{count}: shards are numbered from 0 to {count - 1} (a Slurm array 0-{count - 1})", "shard")
+            raise ConfigError(f"shard {index}/{count}: shards are numbered from 0 to {count - 1} (a Slurm array 0-{count - 1})",
+                              "shard")
         if cfg.samples is None and not beats:
             raise ConfigError("a shard needs a fixed record length in seconds: with seconds None each part would pad "
                               "to its own longest record", "shard")
         start, stop = shard_range(len(all_ids), index, count)
         ids = all_ids[start:stop]
     if keep_unlabelled and not reader.multi_label:
-        raise ConfigError(f"{reader.task} is multi-class, so every record needs exactly one label: unlabelled records cannot be kept",
-                          "keep_unlabelled")
+        raise ConfigError(f"{reader.task} is multi-class, so every record needs exactly one label: "
+                          "unlabelled records cannot be kept", "keep_unlabelled")
     if beats:
         n_samples = cfg.beat_samples
     else:

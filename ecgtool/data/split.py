@@ -43,7 +43,8 @@ def parse_folds(text: str) -> list[int]:
 def folds_for_ratios(ratios: list[float], max_folds: int = 100) -> tuple[int, dict[str, list[int]]]:
     """The smallest K such that each ratio is a whole number of K folds, and the fold lists."""
     if len(ratios) != 3 or any(r < 0 for r in ratios) or not math.isclose(sum(ratios), 1.0, abs_tol=1e-6):
-        raise ConfigError(f"ratios must be three non-negative numbers (train, val, test) that sum to 1, e.g. 0.8,0.1,0.1, not {ratios}", "ratios")
+        raise ConfigError(f"ratios must be three non-negative numbers (train, val, test) that sum to 1, e.g. 0.8,0.1,0.1, "
+                          f"not {ratios}", "ratios")
     for k in range(2, max_folds + 1):
         counts = [r * k for r in ratios]
         if all(abs(c - round(c)) < 1e-6 for c in counts):

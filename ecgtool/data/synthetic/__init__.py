@@ -104,7 +104,8 @@ from ecgtool.data.synthetic.labels import CLASS_DESCRIPTIONS, CLASSES, SNOMED
 from ecgtool.data.synthetic.leads import DOWER, INVERSE_DOWER, LEADS_12
 from ecgtool.data.synthetic.plan import RecordSpec, SyntheticConfig, sample_patients_and_labels
 from ecgtool.data.synthetic.render import generate_record
-from ecgtool.data.synthetic.writer import _write_record, _write_record_wfdb, write_dataset  # noqa: F401  (private writers: the tests compare their bytes)
+# the private writers too: the tests compare their bytes
+from ecgtool.data.synthetic.writer import _write_record, _write_record_wfdb, write_dataset  # noqa: F401
 
 __all__ = [
     "CLASSES",

@@ -28,7 +28,8 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         unknown = [lead for lead in self.leads if lead not in LEADS_12]
         if unknown or not self.leads or len(set(self.leads)) != len(self.leads):
-            raise ConfigError(f"leads must be distinct names from {', '.join(LEADS_12)}, got {', '.join(self.leads) or 'none'}", "leads")
+            raise ConfigError(f"leads must be distinct names from {', '.join(LEADS_12)}, got {', '.join(self.leads) or 'none'}",
+                              "leads")
         lo, hi = self.records_per_patient
         if not 1 <= lo <= hi:
             raise ConfigError("records_per_patient must be (lo, hi) with 1 <= lo <= hi", "records_per_patient")
