@@ -8,3 +8,16 @@ class EcgtoolError(Exception):
     that escapes a command is a bug and is reported the same way, with the hint to
     rerun with ``--debug`` for the traceback.
     """
+
+
+class ConfigError(EcgtoolError, ValueError):
+    """A parameter of a library call or configuration has a value it cannot take.
+
+    The message speaks of the parameter, and ``parameter`` names it, so that the
+    CLI can report the error as a usage error (exit 2) of the flag that set it.
+    A ``ValueError`` too, for callers that catch that.
+    """
+
+    def __init__(self, message: str, parameter: str):
+        super().__init__(message)
+        self.parameter = parameter

@@ -14,8 +14,11 @@ def test_fetch_unpack_and_prep(tmp_path):
     upstream = make_cinc2017(tmp_path / "upstream")
     out = tmp_path / "cinc2017"
     with FileServer(serve_tree(upstream)) as srv:
-        run_cli("fetch", "cinc2017", "-o", out, "--mirror", srv.url)
+        listed = run_cli("fetch", "cinc2017", "-o", out, "--mirror", srv.url, "--dry-run")
+        assert not out.exists() and "training2017.zip\t" in listed.stdout
+        r = run_cli("fetch", "cinc2017", "-o", out, "--mirror", srv.url)
     assert (out / "training2017" / "A00004.mat").exists()
+    assert r.stdout == f"{out}\n" and "unpacking training2017.zip" in r.stderr  # the library's log, on stderr
     run_cli("prep", out, "-o", tmp_path / "s.zarr", "--fs", 300, "--seconds", 30, "--highcut", 40, "--workers", 1)
     s = open_store(tmp_path / "s.zarr")
     assert s.classes == ["Normal", "AF", "Other", "Noisy"] and not s.multi_label and s.leads == ["ECG"]

@@ -251,13 +251,6 @@ def test_eval_refuses_a_foreign_file(synthetic_splits, tmp_path):
     assert isinstance(r.exception, CheckpointError)  # --debug lets the exception (and its traceback) through
 
 
-def test_prep_choices_match_the_transforms():
-    from ecgtool.cli import prep as prep_cli
-    from ecgtool.data import transforms
-
-    assert prep_cli.CROP_POLICIES == transforms.CROP_POLICIES and prep_cli.NORMALISATIONS == transforms.NORMALISATIONS
-
-
 def test_prep_option_ranges_are_usage_errors(synthetic_raw, tmp_path):
     for args, message in (
         (["--limit", "-5"], "Invalid value for '--limit': -5 is not in the range x>=1."),

@@ -70,7 +70,7 @@ def test_unreadable_record_skip_or_fail(raw, tmp_path):
 
 
 def test_unknown_lead_is_a_clear_error(raw, tmp_path):
-    with pytest.raises(EcgtoolError, match="--leads: aVR not among"):
+    with pytest.raises(EcgtoolError, match="leads: aVR not among"):  # the parameter; the CLI names --leads
         run_prep(open_reader(raw), tmp_path / "s.zarr", PrepConfig(leads=("aVR",)))
 
 

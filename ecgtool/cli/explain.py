@@ -37,6 +37,7 @@ def explain(checkpoint, store_path, output, records, first, method, layer, class
     summary as JSON with --json); --sanity prints the randomisation check on stderr.
     """
     from ecgtool.cli.options import emit_json, resolve_device, stderr_console
+    from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.explain.run import ExplainOptions, run_explain
 
     if bool(records) == (first is not None):
@@ -44,9 +45,9 @@ def explain(checkpoint, store_path, output, records, first, method, layer, class
     options = ExplainOptions(method=method, layer=layer, class_name=class_name, steps=steps, batch_size=batch_size,
                              charts=charts, dpi=dpi, sanity=sanity, seed=seed)
     console = stderr_console()
-    with LazyProgress(console) as bar:
+    with ProgressDisplay("explain", console=console) as progress:
         result = run_explain(checkpoint, store_path, output, records=list(records), first=first, options=options,
-                              device=resolve_device(device), overwrite=overwrite, progress=bar.update)
+                             device=resolve_device(device), overwrite=overwrite, progress=progress)
     if result.sanity:
         console.print(sanity_table(result.sanity, method))
     if as_json:
@@ -71,27 +72,3 @@ def sanity_table(rows: list[dict], method: str):
                       f(r["spearman_abs"]), f(r["spearman"]))
     return table
 
-
-class LazyProgress:
-    """A progress bar on stderr that appears with the first finished batch, so that an error
-    found while checking the inputs stays the only line on stderr."""
-
-    def __init__(self, console):
-        self.console, self.bar, self.task = console, None, None
-
-    def update(self, done: int, total: int) -> None:
-        if self.bar is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("explain"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                console=self.console, transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("explain", total=total)
-        self.bar.update(self.task, completed=done, total=total)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ecgtool.cli.options import output_option, overwrite_option
+from ecgtool.cli.options import LibraryCommand, output_option, overwrite_option
 
 
 @click.group(invoke_without_command=True)
@@ -25,7 +25,7 @@ def fetch(ctx, list_):
         ctx.exit(2)
 
 
-@fetch.command()
+@fetch.command(cls=LibraryCommand)
 @output_option
 @click.option("--records", type=click.IntRange(1), default=2000, show_default=True, help="Number of records.")
 @click.option("--fs", type=click.IntRange(50), default=500, show_default=True, help="Sampling rate in Hz.")
@@ -44,26 +44,20 @@ def synthetic(output, records, fs, seconds, leads, snr, powerline, seed, overwri
     """
     from dataclasses import asdict
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from ecgtool.cli.options import stderr_console
+    from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.data import synthetic as syn
     from ecgtool.data.readers.base import write_fetch_provenance
     from ecgtool.outputs import atomic_output
     from ecgtool.provenance import make_entry
 
     lead_names = tuple(x.strip() for x in leads.split(",") if x.strip())
-    unknown = [x for x in lead_names if x not in syn.LEADS_12]
-    if unknown:
-        raise click.BadParameter(f"unknown lead(s) {', '.join(unknown)}", param_hint="--leads")
     out = Path(output)
     cfg = syn.SyntheticConfig(
         n_records=records, fs=fs, duration=seconds, leads=lead_names, snr_db=snr, powerline_hz=float(powerline), seed=seed,
     )
     with atomic_output(out, overwrite, directory=True) as tmp:
-        with Progress(TextColumn("synthetic"), BarColumn(), MofNCompleteColumn(), console=stderr_console(), transient=True) as bar:
-            task = bar.add_task("synthetic", total=records)
-            syn.write_dataset(tmp, cfg, progress=lambda done: bar.update(task, completed=done))
+        with ProgressDisplay("synthetic") as progress:
+            syn.write_dataset(tmp, cfg, progress=lambda done: progress(done, records))
         write_fetch_provenance(tmp, make_entry("fetch", dataset="synthetic", config=asdict(cfg)))
     click.echo(str(out))
 
@@ -84,10 +78,22 @@ def _source_command(name: str) -> click.Command:
     @click.option("--retries", type=click.IntRange(0), default=5, show_default=True, help="Retries per file after a dropped connection.")
     @click.option("--dry-run", is_flag=True, help="List the files that would be downloaded, and stop.")
     def command(output, variant, mirror, connections, retries, dry_run):
+        from ecgtool.cli.options import stderr_console
+        from ecgtool.cli.progress import ProgressDisplay
         from ecgtool.data.fetching import fetch_source
 
-        fetch_source(src, Path(output), variant=variant, mirror=mirror, connections=connections, retries=retries, dry_run=dry_run)
-        if not dry_run:
+        console = stderr_console()
+
+        def log(line: str) -> None:  # plain text: a URL or a file name is not rich markup
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+        with ProgressDisplay(name, unit="bytes", console=console) as progress:
+            files = fetch_source(src, Path(output), variant=variant, mirror=mirror, connections=connections, retries=retries,
+                                 dry_run=dry_run, progress=progress, log=log)
+        if dry_run:
+            for f in files:
+                click.echo(f"{f.path}\t{f.sha256 or '-'}\t{f.url}")
+        else:
             click.echo(output)
 
     return command

@@ -21,18 +21,13 @@ def merge(parts, output, overwrite):
     statistics. Missing, duplicate or mismatched parts are refused. Prints the
     store path.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from ecgtool.cli.options import stderr_console
+    from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.data.merge import merge_parts
 
     console = stderr_console()
-    # No bar where stderr is not a terminal (a Slurm log): rich would leave an empty line there.
-    with Progress(TextColumn("merge"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True,
-                  disable=not console.is_terminal) as bar:
-        task = bar.add_task("merge", total=None)
-        report = merge_parts(list(parts), output, overwrite=overwrite,
-                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+    with ProgressDisplay("merge", console=console) as progress:
+        report = merge_parts(list(parts), output, overwrite=overwrite, progress=progress)
     console.print(
         f"merged {report.parts} parts: {report.written} records to {output}"
         + (f"; {report.skipped} skipped" if report.skipped else "")

@@ -8,6 +8,26 @@ import sys
 
 import click
 
+from ecgtool.errors import ConfigError
+
+class LibraryCommand(click.Command):
+    """A command that reports a library's ``ConfigError`` as a usage error (exit 2) of the flag that set the value.
+
+    The library names its parameter; the flag is the option whose click name is the
+    parameter's (e.g. ``lowcut`` → ``--lowcut``, ``normalisation`` → ``--normalise``),
+    and without one the error is a usage error of the command.
+    """
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as e:
+            param = next((p for p in self.params if p.name == e.parameter), None)
+            if param is None:
+                raise click.UsageError(str(e), ctx=ctx) from None
+            raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+
+
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 seed_option = click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Random seed; the same seed repeats the run.")

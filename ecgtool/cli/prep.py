@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ecgtool.cli.options import output_option, overwrite_option
-
-# Kept here rather than imported from ecgtool.data.transforms, which loads scipy:
-# `prep --help` and TAB completion must stay instant. A test checks they agree.
-CROP_POLICIES = ("start", "center")
-NORMALISATIONS = ("zscore", "dataset", "none")
+from ecgtool.cli.options import LibraryCommand, output_option, overwrite_option
+from ecgtool.data.choices import CROP_POLICIES, NORMALISATIONS, ON_ERROR, PTBXL_RATES, SIGNAL_DTYPES
 
 
 def _leads(ctx, param, value):
@@ -17,29 +13,34 @@ def _leads(ctx, param, value):
 
 
 def _shard(ctx, param, value):
-    """``I/N`` → ``(I, N)``, 0-based: Slurm's ``--array=0-(N-1)`` gives ``$SLURM_ARRAY_TASK_ID/N``."""
+    """``I/N`` → ``(I, N)``, 0-based: Slurm's ``--array=0-(N-1)`` gives ``$SLURM_ARRAY_TASK_ID/N``; run_prep checks it."""
     if value is None:
         return None
     parts = value.strip().split("/")
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
         raise click.BadParameter(f"{value!r} is not I/N, e.g. 0/16 (shard I of N, counted from 0)")
-    index, count = int(parts[0]), int(parts[1])
-    if count < 1:
-        raise click.BadParameter(f"{value!r}: N must be at least 1")
-    if index >= count:
-        raise click.BadParameter(f"{value!r}: shards are numbered from 0 to {count - 1} (e.g. Slurm --array=0-{count - 1})")
-    return index, count
+    return int(parts[0]), int(parts[1])
 
 
-@click.command()
+def _beat_window(ctx, param, value):
+    """``PRE,POST`` → ``(PRE, POST)`` seconds; PrepConfig checks the values."""
+    if not value:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not PRE,POST seconds, e.g. 0.25,0.4") from None
+
+
+@click.command(cls=LibraryCommand)
 @click.argument("raw_dir", type=click.Path(file_okay=False))
 @output_option
 @click.option("--reader", default="auto", show_default=True, help="Dataset reader (auto detects the layout).")
 @click.option("--task", default=None, help="Label task of the dataset (PTB-XL: all, diagnostic, subdiagnostic, superdiagnostic, form, rhythm; CinC: scored, scored2020, all; Chapman: merged, rhythm).")
-@click.option("--rate", type=click.Choice(["100", "500"]), default=None, help="Which of a dataset's sampling rates to read (PTB-XL: 100 or 500 Hz files).")
+@click.option("--rate", type=click.Choice([str(r) for r in PTBXL_RATES]), default=None, help="Which of a dataset's sampling rates to read (PTB-XL: 100 or 500 Hz files).")
 @click.option("--min-likelihood", type=click.FloatRange(0, 100), default=None, help="PTB-XL: count a statement only at this likelihood or above (default: any, as the benchmark).")
 @click.option("--keep-paced", is_flag=True, default=None, help="MIT-BIH: keep the paced records 102, 104, 107, 217 (left out by default, as AAMI recommends).")
-@click.option("--beat-window", default=None, metavar="PRE,POST", help="Seconds before and after each annotated beat: one store row per beat (MIT-BIH), e.g. 0.25,0.4.")
+@click.option("--beat-window", callback=_beat_window, metavar="PRE,POST", help="Seconds before and after each annotated beat: one store row per beat (MIT-BIH), e.g. 0.25,0.4.")
 @click.option("--labels", "label_csv", type=click.Path(dir_okay=False), help="Label CSV (record_id, labels[, patient_id, age, sex, fold]) for a generic WFDB directory.")
 @click.option("--fs", type=click.FloatRange(0, min_open=True), default=100.0, show_default=True, help="Target sampling rate in Hz (polyphase resampling).")
 @click.option("--seconds", type=click.FloatRange(0), default=10.0, show_default=True, help="Fixed record length; 0 keeps the longest record's length and zero-pads the rest.")
@@ -50,9 +51,9 @@ def _shard(ctx, param, value):
 @click.option("--normalise", "normalisation", type=click.Choice(NORMALISATIONS), default="zscore", show_default=True,
               help="zscore: per record and lead; dataset: per-lead mean/std stored in attrs and applied when loading; none.")
 @click.option("--leads", callback=_leads, help="Comma-separated leads to keep, in this order (default: all).")
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(SIGNAL_DTYPES), default="float32", show_default=True)
 @click.option("--workers", type=click.IntRange(1), default=None, help="Worker processes (default: CPU count, at most 8).")
-@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True, help="What to do with a record that cannot be read.")
+@click.option("--on-error", type=click.Choice(ON_ERROR), default="fail", show_default=True, help="What to do with a record that cannot be read.")
 @click.option("--keep-unlabelled", is_flag=True, help="Keep records with none of the task's classes (dropped by default).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N records (for a quick look).")
 @click.option("--shard", callback=_shard, metavar="I/N",
@@ -70,46 +71,31 @@ def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_w
     its own; `ecgtool merge` joins all N parts into the store one unsharded run
     writes (same records, order, attributes and --normalise dataset statistics).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from ecgtool.cli.options import stderr_console
+    from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.data.prep import default_workers, run_prep
     from ecgtool.data.readers import open_reader
     from ecgtool.data.transforms import PrepConfig
 
-    if lowcut and highcut and lowcut >= highcut:
-        raise click.BadParameter(f"--lowcut {lowcut:g} must be below --highcut {highcut:g}", param_hint="--lowcut")
-    if lowcut and lowcut >= fs / 2:
-        raise click.BadParameter(f"{lowcut:g} Hz is not below the Nyquist frequency of --fs {fs:g}", param_hint="--lowcut")
+    # The values are checked by PrepConfig and run_prep (LibraryCommand names the flag at fault).
+    cfg = PrepConfig(
+        fs=fs, seconds=seconds or None, crop=crop, lowcut=lowcut or None, highcut=highcut or None,
+        notch=notch or None, normalisation=normalisation, leads=leads, beat_window=beat_window,
+    )
+    if shard and not seconds and not beat_window:  # before reading the dataset, in the flags' own words
+        raise click.BadParameter("needs a fixed --seconds > 0: with --seconds 0 each part would pad to its own longest record",
+                                 param_hint="--shard")
     options = {k: v for k, v in {
         "labels": label_csv, "task": task, "rate": int(rate) if rate else None, "min_likelihood": min_likelihood,
         "keep_paced": keep_paced,
     }.items() if v is not None}
-    window = None
-    if beat_window:
-        try:
-            window = tuple(float(v) for v in beat_window.split(","))
-        except ValueError:
-            window = ()
-        if len(window) != 2 or min(window) < 0 or sum(window) <= 0:
-            raise click.BadParameter("write two non-negative seconds, e.g. 0.25,0.4", param_hint="--beat-window")
-    if shard and not seconds and not window:
-        raise click.BadParameter("needs a fixed --seconds > 0: with --seconds 0 each part would pad to its own longest record",
-                                 param_hint="--shard")
     source = open_reader(raw_dir, reader, **options)
-    cfg = PrepConfig(
-        fs=fs, seconds=seconds or None, crop=crop, lowcut=lowcut or None, highcut=highcut or None,
-        notch=notch or None, normalisation=normalisation, leads=leads, beat_window=window,
-    )
     console = stderr_console()
-    # No bar where stderr is not a terminal (a Slurm log): rich would leave an empty line there.
-    with Progress(TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True,
-                  disable=not console.is_terminal) as bar:
-        task = bar.add_task("prep", total=None)
+    with ProgressDisplay("prep", console=console) as progress:
         report = run_prep(
             source, output, cfg, workers=workers or default_workers(), on_error=on_error,
             keep_unlabelled=keep_unlabelled, dtype=dtype, overwrite=overwrite, limit=limit, shard=shard,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=progress,
         )
     for rid, why in report.skipped[:20]:
         console.print(f"[yellow]skipped[/] {rid}: {why}")

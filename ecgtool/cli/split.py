@@ -6,17 +6,27 @@ from pathlib import Path
 
 import click
 
-from ecgtool.cli.options import json_option, overwrite_option, seed_option
+from ecgtool.cli.options import LibraryCommand, json_option, overwrite_option, seed_option
 
 
-@click.command()
+def _ratios(ctx, param, value):
+    """``0.7,0.15,0.15`` → floats; folds_for_ratios checks the values."""
+    if not value:
+        return None
+    try:
+        return [float(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not three comma-separated fractions, e.g. 0.7,0.15,0.15") from None
+
+
+@click.command(cls=LibraryCommand)
 @click.argument("store_path", metavar="STORE", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Directory for train.zarr, val.zarr, test.zarr (created if needed).")
 @click.option("--folds", "k", type=click.IntRange(3, 100), default=10, show_default=True, help="Number of stratified folds when the store has no official folds.")
 @click.option("--train", "train_folds", default=None, help="Folds for training, e.g. 1-8 (default: all but the last two).")
 @click.option("--val", "val_folds", default=None, help="Folds for validation (default: the second to last).")
 @click.option("--test", "test_folds", default=None, help="Folds for testing (default: the last).")
-@click.option("--ratios", default=None, help="train,val,test fractions instead of fold lists, e.g. 0.7,0.15,0.15.")
+@click.option("--ratios", callback=_ratios, help="train,val,test fractions instead of fold lists, e.g. 0.7,0.15,0.15.")
 @click.option("--ignore-official", is_flag=True, help="Stratify anew even where the store has official folds.")
 @seed_option
 @overwrite_option
@@ -41,7 +51,7 @@ def split(store_path, output, k, train_folds, val_folds, test_folds, ratios, ign
     if ratios:
         if train_folds or val_folds or test_folds:
             raise click.UsageError("give either --ratios or fold lists, not both")
-        k, fold_lists = folds_for_ratios([float(r) for r in ratios.split(",")])
+        k, fold_lists = folds_for_ratios(ratios)
         ignore_official = True
     elif train_folds or val_folds or test_folds:
         if not (train_folds and val_folds and test_folds):

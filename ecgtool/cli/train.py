@@ -7,7 +7,9 @@ import sys
 
 import click
 
-from ecgtool.cli.options import device_option, json_option, overwrite_option, seed_option
+from ecgtool.cli.options import LibraryCommand, device_option, json_option, overwrite_option, seed_option
+from ecgtool.data.choices import LOADER_MODES
+from ecgtool.train.choices import PRECISIONS, SCHEDULES
 
 
 def _model_args(ctx, param, values):
@@ -33,7 +35,7 @@ def _list_models(ctx, param, value):
     ctx.exit(0)
 
 
-@click.command()
+@click.command(cls=LibraryCommand)
 @click.argument("model_name", metavar="MODEL")
 @click.argument("train_store", type=click.Path(exists=True, file_okay=False))
 @click.option("--val", "val_store", type=click.Path(exists=True, file_okay=False), help="Validation store: best epoch by macro AUC, thresholds tuned on it.")
@@ -42,17 +44,17 @@ def _list_models(ctx, param, value):
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True, help="Peak learning rate (AdamW).")
 @click.option("--weight-decay", type=click.FloatRange(0), default=1e-2, show_default=True)
-@click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True, help="Learning-rate schedule, stepped per batch.")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default="cosine", show_default=True, help="Learning-rate schedule, stepped per batch.")
 @click.option("--warmup-epochs", type=click.FloatRange(0), default=0.0, show_default=True, help="Linear warm-up length.")
 @click.option("--step-size", type=click.IntRange(1), default=10, show_default=True, help="Epochs between decays (step schedule).")
 @click.option("--gamma", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Decay factor (step schedule).")
 @click.option("--model-arg", "model_kwargs", multiple=True, callback=_model_args, metavar="KEY=VALUE", help="Extra model constructor argument (JSON value); repeatable.")
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default).")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Loader threads decoding store chunks.")
-@click.option("--loader", "loader_mode", type=click.Choice(["auto", "memory", "stream"]), default="auto", show_default=True,
+@click.option("--loader", "loader_mode", type=click.Choice(LOADER_MODES), default="auto", show_default=True,
               help="Hold the training store in memory, or stream it chunk by chunk (auto: memory when the decoded store fits in half the available RAM, shared among the node's processes).")
 @click.option("--crop", type=click.IntRange(0), default=0, help="Train on random crops of this many samples (validation and eval then use sliding windows); 0: whole records.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Mixed precision: autocast to bf16, or fp16 with a grad scaler (for CUDA).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model for training (for CUDA).")
 @click.option("--sync-bn", is_flag=True, help="Synchronise BatchNorm statistics across DDP ranks (CUDA).")
@@ -72,9 +74,8 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
     writes. SIGTERM or SIGUSR1 writes OUTPUT.resume after the current step and
     exits with status 75; rerun with --resume to continue exactly.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ecgtool.cli.options import emit_json, resolve_device, stderr_console
+    from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.errors import EcgtoolError
     from ecgtool.models import model_info
     from ecgtool.train import distributed
@@ -93,12 +94,10 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
     env = distributed.detect()
     main = env.is_main  # only rank 0 talks
     console = stderr_console()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("loss {task.fields[loss]:.4f}"), console=console, transient=True, disable=not main)
-    task = progress.add_task("epoch", total=None, loss=float("nan"))
+    progress = ProgressDisplay("epoch", unit="steps", console=console, enabled=main)
 
     def on_step(epoch, step, steps, loss):
-        progress.update(task, description=f"epoch {epoch + 1}/{epochs}", completed=step, total=steps, loss=loss)
+        progress(step, steps, label=f"epoch {epoch + 1}/{epochs}", note=f"loss {loss:.4f}")
 
     def on_epoch(record, best_epoch):
         parts = [f"epoch {record['epoch']:>3}/{epochs}", f"train loss {record['train_loss']:.4f}"]

@@ -228,25 +228,29 @@ def download_all(
     connections: int = 4,
     retries: int = 5,
     timeout: float = 60,
-    progress: "Progress | None" = None,  # noqa: F821  (rich.progress.Progress)
+    progress: Callable[[int, int], None] | None = None,
     backoff: float = 1.0,
 ) -> dict[str, int]:
-    """Download ``files`` with at most ``connections`` in parallel; the first failure stops the rest."""
+    """Download ``files`` with at most ``connections`` in parallel; the first failure stops the rest.
+
+    ``progress(done, total)`` counts bytes; ``total`` grows as the downloads learn their sizes.
+    """
     root.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(root)
-    task = progress.add_task("download", total=0) if progress else None
-    lock = threading.Lock()
-    totals = {"bytes": 0}
+    lock = threading.Lock()  # the callbacks come from every download thread
+    totals = {"done": 0, "total": 0}
 
     def on_size(n: int) -> None:
         if progress:
             with lock:
-                totals["bytes"] += n
-                progress.update(task, total=totals["bytes"])
+                totals["total"] += n
+                progress(totals["done"], totals["total"])
 
     def on_bytes(n: int) -> None:
         if progress:
-            progress.advance(task, n)
+            with lock:
+                totals["done"] += n
+                progress(totals["done"], totals["total"])
 
     counts = {"downloaded": 0, "skipped": 0}
     stop = threading.Event()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
-from ecgtool.data.download import download_all, extract_archive
+from ecgtool.data.download import Ledger, download_all, extract_archive
 from ecgtool.data.readers.base import write_fetch_provenance
 from ecgtool.data.sources import Source
 from ecgtool.errors import EcgtoolError
@@ -26,31 +27,28 @@ def _extract_once(archive: Path, dest: Path, sha256: str) -> None:
 
 
 def fetch_source(src: Source, out: Path, *, variant: str | None = None, mirror: str | None = None,
-                 connections: int = 4, retries: int = 5, dry_run: bool = False, progress: bool = True) -> list:
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+                 connections: int = 4, retries: int = 5, dry_run: bool = False,
+                 progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None) -> list:
+    """Download ``src`` into ``out``, verify it and unpack its archives; return its files.
 
-    from ecgtool.cli.options import stderr_console
-    from ecgtool.data.download import Ledger
-
+    ``dry_run`` only lists the files. ``progress(done, total)`` counts bytes; ``log`` receives
+    one line at each stage (what is fetched from where, the counts, each archive unpacked).
+    """
+    log = log or (lambda line: None)
     if out.exists() and not out.is_dir():
         raise EcgtoolError(f"{out} exists and is not a directory")
     files = src.remote_files(variant, base_url=mirror)
     if dry_run:
-        for f in files:
-            print(f"{f.path}\t{f.sha256 or '-'}\t{f.url}")
         return files
     out.mkdir(parents=True, exist_ok=True)
-    console = stderr_console()
-    console.print(f"{src.name}: {len(files)} files from {mirror or src.base_url} ({src.licence}; {src.access})")
-    columns = (TextColumn(src.name), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True, disable=not progress) as bar:
-        counts = download_all(files, out, connections=connections, retries=retries, progress=bar)
-    console.print(f"{counts['downloaded']} downloaded, {counts['skipped']} already verified")
+    log(f"{src.name}: {len(files)} files from {mirror or src.base_url} ({src.licence}; {src.access})")
+    counts = download_all(files, out, connections=connections, retries=retries, progress=progress)
+    log(f"{counts['downloaded']} downloaded, {counts['skipped']} already verified")
     ledger = Ledger(out).entries
     for name in src.archives:
         archive = out / name
         if archive.exists():
-            console.print(f"unpacking {name}")
+            log(f"unpacking {name}")
             _extract_once(archive, out, ledger[name]["sha256"])
     write_fetch_provenance(out, make_entry(
         "fetch", dataset=src.name, variant=variant or src.default_variant, source=mirror or src.base_url,

@@ -28,6 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ecgtool.data.choices import LOADER_MODES
 from ecgtool.data.store import EcgStore
 from ecgtool.data.inputs import InputSpec
 
@@ -79,12 +80,12 @@ class ChunkLoader:
         self.global_batch = batch_size * world_size
         self.epoch = 0
         self.start_batch = 0
+        if mode not in LOADER_MODES:
+            raise ValueError(f"mode must be one of {', '.join(LOADER_MODES)}, not {mode!r}")
         row_bytes = int(np.prod(store.signals.shape[1:])) * 4
         if mode == "auto":
             budget = auto_memory_budget() if memory_budget is None else memory_budget
             mode = "memory" if row_bytes * len(self.indices) <= budget else "stream"
-        if mode not in ("memory", "stream"):
-            raise ValueError(f"unknown loader mode {mode!r}")
         self.mode = mode
         self._cache: np.ndarray | None = None
 

@@ -19,11 +19,12 @@ from typing import Callable
 
 import numpy as np
 
+from ecgtool.data.choices import ON_ERROR
 from ecgtool.data.readers import DatasetReader
 from ecgtool.data.readers.base import read_fetch_provenance
 from ecgtool.data.store import StoreWriter
 from ecgtool.data.transforms import PrepConfig, beat_windows, preprocess
-from ecgtool.errors import EcgtoolError
+from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.provenance import make_entry
 
 BATCH = 16  # records per task sent to a worker: amortises inter-process overhead
@@ -130,7 +131,7 @@ def _prep_one(reader: DatasetReader, job: _Job, record_id: str) -> tuple:
             n_valid = min(job.n_samples, int(round(rec.signal.shape[-1] * job.cfg.fs / rec.fs)))
             return record_id, None, _Rows(signals, np.array([n_valid]), _multi_hot(rec.labels, index)[None], **meta)
         if rec.beats is None:
-            raise EcgtoolError("has no beat annotations (--beat-window needs a beat-annotated dataset)")
+            raise EcgtoolError("has no beat annotations (a beat window needs a beat-annotated dataset)")
         signals, positions, keep = beat_windows(x, rec.fs, rec.beats[0], job.cfg)
         symbols = [s for s, k in zip(rec.beats[1], keep) if k]
         labels = np.stack([_multi_hot([s], index) for s in symbols]) if symbols else np.zeros((0, len(index)), np.uint8)
@@ -186,25 +187,32 @@ def run_prep(
     run writes. A shard may end up empty (every record skipped or unlabelled): its part is
     an empty store, and merge fails only if all parts are.
     """
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}", "on_error")
     all_ids = reader.record_ids()[:limit] if limit else reader.record_ids()
     ids = all_ids
     leads = tuple(cfg.leads) if cfg.leads else tuple(reader.leads)
     unknown = [lead for lead in leads if lead not in reader.leads]
     if unknown:
-        raise EcgtoolError(f"--leads: {', '.join(unknown)} not among the dataset's leads {', '.join(reader.leads)}")
+        raise ConfigError(f"leads: {', '.join(unknown)} not among the dataset's leads {', '.join(reader.leads)}", "leads")
     if not all_ids:
         raise EcgtoolError(f"{getattr(reader, 'root', 'the dataset')}: no records to read")
     beats = cfg.beat_window is not None
     if shard is not None:
         index, count = shard
+        if count < 1:
+            raise ConfigError(f"shard {index}/{count}: the number of shards must be at least 1", "shard")
         if not 0 <= index < count:
-            raise EcgtoolError(f"--shard {index}/{count}: the shard index must be from 0 to {count - 1}")
+            raise ConfigError(f"shard {index}/{count}: shards are numbered from 0 to {count - 1} (a Slurm array 0-{count - 1})",
+                              "shard")
         if cfg.samples is None and not beats:
-            raise EcgtoolError("--shard needs a fixed --seconds > 0 (with --seconds 0 each part would pad to its own longest record)")
+            raise ConfigError("a shard needs a fixed record length in seconds: with seconds None each part would pad "
+                              "to its own longest record", "shard")
         start, stop = shard_range(len(all_ids), index, count)
         ids = all_ids[start:stop]
     if keep_unlabelled and not reader.multi_label:
-        raise EcgtoolError(f"--keep-unlabelled: {reader.task} is multi-class, so every record needs exactly one label")
+        raise ConfigError(f"{reader.task} is multi-class, so every record needs exactly one label: "
+                          "unlabelled records cannot be kept", "keep_unlabelled")
     if beats:
         n_samples = cfg.beat_samples
     else:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgtool.data.store import EcgStore, StoreWriter
-from ecgtool.errors import EcgtoolError
+from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.outputs import check_new_output, remove, replace_path
 from ecgtool.provenance import make_entry
 
@@ -43,13 +43,14 @@ def parse_folds(text: str) -> list[int]:
 def folds_for_ratios(ratios: list[float], max_folds: int = 100) -> tuple[int, dict[str, list[int]]]:
     """The smallest K such that each ratio is a whole number of K folds, and the fold lists."""
     if len(ratios) != 3 or any(r < 0 for r in ratios) or not math.isclose(sum(ratios), 1.0, abs_tol=1e-6):
-        raise EcgtoolError("--ratios needs three non-negative numbers that sum to 1, e.g. 0.8,0.1,0.1")
+        raise ConfigError(f"ratios must be three non-negative numbers (train, val, test) that sum to 1, e.g. 0.8,0.1,0.1, "
+                          f"not {ratios}", "ratios")
     for k in range(2, max_folds + 1):
         counts = [r * k for r in ratios]
         if all(abs(c - round(c)) < 1e-6 for c in counts):
             bounds = np.cumsum([0] + [round(c) for c in counts])
             return k, {s: list(range(bounds[i] + 1, bounds[i + 1] + 1)) for i, s in enumerate(SPLITS)}
-    raise EcgtoolError(f"--ratios {ratios} cannot be expressed in at most {max_folds} folds")
+    raise ConfigError(f"ratios {ratios} cannot be expressed in at most {max_folds} folds", "ratios")
 
 
 def patient_table(store: EcgStore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

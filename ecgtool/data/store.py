@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgtool.data.choices import SIGNAL_DTYPES
 from ecgtool.errors import EcgtoolError
 from ecgtool.outputs import check_new_output, remove, replace_path, temporary_sibling
 
@@ -38,7 +39,6 @@ REQUIRED_ARRAYS = ("signals", "labels", "record_id", "patient_id", "fold")
 OPTIONAL_ARRAYS = {"age": "float32", "sex": str, "source": str, "beat_sample": "int64"}
 MISSING_VALUE = {"float32": np.nan, "int64": -1}  # what a row without the optional value holds (str: "")
 REQUIRED_ATTRS = ("fs", "leads", "units", "classes", "task", "multi_label", "normalisation", "provenance")
-SIGNAL_DTYPES = ("float32", "float16")
 # Target size of one signals chunk: whole records, a few MB, so that a loader
 # reading a chunk at a time amortises decompression and I/O.
 CHUNK_BYTES = 4 << 20

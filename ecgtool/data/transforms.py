@@ -13,10 +13,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import signal as sps
 
-from ecgtool.errors import EcgtoolError
-
-CROP_POLICIES = ("start", "center")
-NORMALISATIONS = ("zscore", "dataset", "none")
+from ecgtool.data.choices import CROP_POLICIES, NORMALISATIONS
+from ecgtool.errors import ConfigError, EcgtoolError
 
 
 def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
@@ -94,6 +92,32 @@ class PrepConfig:
     normalisation: str = "zscore"
     leads: tuple[str, ...] | None = None  # None: every lead of the dataset, in its order
     beat_window: tuple[float, float] | None = None  # seconds before and after each annotated beat: a beat store
+
+    def __post_init__(self) -> None:
+        # Checked here, where the values live, for library callers and the CLI alike;
+        # each error names its parameter, and the CLI names the flag that set it.
+        if not self.fs > 0:
+            raise ConfigError(f"fs must be positive, not {self.fs:g} Hz", "fs")
+        if self.seconds is not None and not self.seconds > 0:
+            raise ConfigError(f"seconds must be positive (None keeps the longest record's length), not {self.seconds:g}", "seconds")
+        if self.crop not in CROP_POLICIES:
+            raise ConfigError(f"crop must be one of {', '.join(CROP_POLICIES)}, not {self.crop!r}", "crop")
+        if self.normalisation not in NORMALISATIONS:
+            raise ConfigError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, not {self.normalisation!r}", "normalisation")
+        for name, what in (("lowcut", "band-pass low cut-off"), ("highcut", "band-pass high cut-off"), ("notch", "notch frequency")):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{what} {value:g} Hz must not be negative (0 or None: none)", name)
+        if self.lowcut and self.highcut and self.lowcut >= self.highcut:
+            raise ConfigError(f"band-pass low cut-off {self.lowcut:g} Hz must be below the high cut-off {self.highcut:g} Hz", "lowcut")
+        if self.lowcut and self.lowcut >= self.fs / 2:
+            raise ConfigError(f"band-pass low cut-off {self.lowcut:g} Hz must be below the Nyquist frequency "
+                              f"{self.fs / 2:g} Hz of the sampling rate fs {self.fs:g} Hz", "lowcut")
+        if self.beat_window is not None:
+            window = tuple(self.beat_window)
+            if len(window) != 2 or min(window) < 0 or sum(window) <= 0:
+                raise ConfigError(f"beat window must be two non-negative seconds (before, after the beat) that are not both 0, "
+                                  f"not {self.beat_window}", "beat_window")
 
     @property
     def samples(self) -> int | None:

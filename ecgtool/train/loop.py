@@ -44,7 +44,7 @@ from ecgtool.data.inputs import InputSpec, check_labels
 from ecgtool.data.loader import ChunkLoader, auto_memory_budget
 from ecgtool.data.store import open_store
 from ecgtool.data.views import data_view
-from ecgtool.errors import EcgtoolError
+from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.eval.metrics import macro_auc
 from ecgtool.eval.predict import default_aggregate, predict, windows_for
 from ecgtool.eval.thresholds import tune_thresholds
@@ -52,9 +52,8 @@ from ecgtool.models import create_model, model_info
 from ecgtool.outputs import check_new_output
 from ecgtool.provenance import make_entry
 from ecgtool.train import distributed
+from ecgtool.train.choices import PRECISIONS, SCHEDULES
 
-SCHEDULES = ("cosine", "step", "constant")
-PRECISIONS = ("fp32", "bf16", "fp16")
 PREEMPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later"; requeue scripts look for it
 
@@ -153,17 +152,20 @@ class Trainer:
         if args.threads:
             torch.set_num_threads(args.threads)
         if args.precision not in PRECISIONS:
-            raise EcgtoolError(f"unknown precision {args.precision!r}; choose from {', '.join(PRECISIONS)}")
+            raise ConfigError(f"unknown precision {args.precision!r}; choose from {', '.join(PRECISIONS)}", "precision")
+        if args.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {args.schedule!r}; choose from {', '.join(SCHEDULES)}", "schedule")
         s = self.train_store
         if len(s) == 0:
             raise EcgtoolError(f"{s.path} has no records")
         if args.batch_size % env.world_size:
-            raise EcgtoolError(f"--batch-size {args.batch_size} is the global batch; it must divide evenly over {env.world_size} processes")
+            raise ConfigError(f"batch_size {args.batch_size} is the global batch; it must divide evenly over {env.world_size} processes",
+                              "batch_size")
         if env.active and len(s) < args.batch_size:
             raise EcgtoolError(f"{s.path} has {len(s)} records, fewer than one global batch of {args.batch_size}")
         self.multi_label = s.multi_label
         if args.crop > s.n_samples:
-            raise EcgtoolError(f"--crop {args.crop} is longer than the {s.n_samples} samples of {s.path}'s records")
+            raise ConfigError(f"crop {args.crop} is longer than the {s.n_samples} samples of {s.path}'s records", "crop")
         self.input = InputSpec.of_store(s, data_view(model_info(args.model)["input_view"]), samples=args.crop or None)
         self.windows = None
         if self.val_store is not None:

@@ -25,12 +25,12 @@ import ast
 import csv
 from pathlib import Path
 
+from ecgtool.data.choices import PTBXL_RATES
 from ecgtool.data.readers.base import DatasetReader, RawRecord
 from ecgtool.data.readers.wfdb_dir import STANDARD_LEADS, canonical_lead, parse_age, parse_sex, physical_mv
 from ecgtool.errors import EcgtoolError
 
 TASKS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
-RATES = (100, 500)
 SUPERCLASS_DESCRIPTIONS = {
     "NORM": "normal ECG",
     "MI": "myocardial infarction",
@@ -78,7 +78,7 @@ class PtbxlReader(DatasetReader):
 
     def __init__(self, root, task: str = "superdiagnostic", rate: int = 100, min_likelihood: float | None = None):
         self.root = Path(root)
-        if rate not in RATES:
+        if rate not in PTBXL_RATES:
             raise EcgtoolError(f"PTB-XL has records at 100 or 500 Hz, not {rate}")
         self._task, self.rate, self.min_likelihood = task, rate, min_likelihood
         self.statements = read_statements(self.root / "scp_statements.csv")
