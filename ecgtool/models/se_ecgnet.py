@@ -38,8 +38,13 @@ Generalised / designed here (the official code leaves it open)
 -------------------------------------------------------------
 * The official 1D width is hard-coded to 256 = 32 channels x 8 leads (its data,
   the Hefei/Tianchi competition ECGs, have 8 leads I, II, V1-V6 at 500 Hz x
-  5000 samples, 34 classes). Here the 1D width is ``32 * num_leads`` (identical
-  to the official network for ``num_leads=8``).
+  5000 samples, 34 classes). The official loader (``dataset.py`` ``transform``
+  with ``config.target_point_num = 2048``) resamples every record to 2048
+  samples (``scipy.signal.resample``) before the network sees it, so the
+  official network is trained and evaluated at 8 x 2048, not 8 x 5000; the
+  parameter count does not depend on the length (global pooling). Here the 1D
+  width is ``32 * num_leads`` (identical to the official network for
+  ``num_leads=8``).
 * The official ``padding=(0, i+1)`` for the i-th scale equals ``k // 2`` for the
   default kernels 3/5/7; ``k // 2`` is used for any ``struct``.
 * Inputs shorter than the stem kernel (50 samples) are zero-padded on the right
