@@ -47,9 +47,9 @@ Deliberate differences / design choices (configurable):
   whole records, batch 1); mixup of each batch with a shuffled copy of itself
   (lambda ~ Beta(1, 1)); a large-margin softmax loss (``LargeMarginSoftmaxV1``,
   lambda 0.3: cross-entropy plus a term pushing the non-target softmax towards
-  uniform); AdamW at 1e-3 halved on a 5-epoch validation-loss plateau, gradient
-  clipping 5, early stopping after 15 epochs, 5-fold stratified cross-validation
-  (``train.py``, ``config.py``, ``loss_set.py``). Models trained here see
+  uniform); AdamW at 1e-3 decayed by 0.92 per epoch (``ExponentialLR``), early
+  stopping after 15 epochs without a lower validation loss, 5-fold stratified
+  cross-validation (``train.py``, ``model.py``, ``config.py``, ``loss_set.py``). Models trained here see
   whatever crops, augmentation and loss ``ecgtool train`` uses.
 
 Input view: raw signal; the segmentation into chunks and the overlap-add are
