@@ -66,7 +66,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import EcgClassifier
+from .layers import EcgClassifier, SqueezeExcite
 from .registry import register_model
 
 __all__ = ["SEECGNet", "se_ecgnet"]
@@ -79,22 +79,6 @@ _SOURCE = (
     "https://github.com/Amadeuszhao/SE-ECGNet models/SE_ECGNet.py "
     "(read for reference, re-implemented)"
 )
-
-
-class SqueezeExcite(nn.Module):
-    """SE channel attention over 1D ``(B, C, T)`` or 2D ``(B, C, H, W)`` maps (linear layers with bias)."""
-
-    def __init__(self, channels: int, ratio: int = 16):
-        super().__init__()
-        hidden = max(1, channels // ratio)
-        self.fc1 = nn.Linear(channels, hidden)
-        self.act = nn.ReLU()
-        self.fc2 = nn.Linear(hidden, channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.flatten(2).mean(dim=2)
-        s = torch.sigmoid(self.fc2(self.act(self.fc1(s))))
-        return x * s.view(*s.shape, *([1] * (x.dim() - 2)))
 
 
 class _PreActConv(nn.Sequential):
