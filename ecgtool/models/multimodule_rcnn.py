@@ -61,7 +61,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .layers import BasicBlock1d, BasicBlock2d
+from .layers import BasicBlock1d, BasicBlock2d, EcgClassifier
 from .registry import register_model
 
 __all__ = ["MultiModuleRCNN", "multimodule_rcnn"]
@@ -229,7 +229,7 @@ class TokenFusion(nn.Module):
         return self.encoder(tokens).mean(dim=1)
 
 
-class MultiModuleRCNN(nn.Module):
+class MultiModuleRCNN(EcgClassifier):
     """Spectrogram ResNet+BiLSTM and raw-segment ResNet1D+LSTM tokens fused by a transformer.
 
     Top-level submodules in forward order (see ``stages``): ``spectrogram``,
@@ -304,12 +304,9 @@ class MultiModuleRCNN(nn.Module):
             tokens.append(self.demographics(age, sex))
         return self.fusion(torch.cat(tokens, dim=1))
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Fused features ``(batch, num_features)`` -> logits ``(batch, num_classes)``."""
-        return self.head(features)
-
     def forward(self, x: torch.Tensor, age: torch.Tensor | None = None,
                 sex: torch.Tensor | None = None) -> torch.Tensor:
+        # EcgClassifier's forward plus the optional demographics inputs
         return self.forward_head(self.forward_features(x, age, sex))
 
 
