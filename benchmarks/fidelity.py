@@ -82,7 +82,8 @@ def _randomise_batchnorm(model: nn.Module, gen: torch.Generator) -> None:
             m.running_mean.copy_(0.2 * torch.rand(m.running_mean.shape, generator=gen) - 0.1)
             m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
             if m.affine:
-                m.weight.data.copy_(0.1 + 0.4 * torch.rand(m.weight.shape, generator=gen))  # < 1: deep residual stacks stay finite
+                # gains below 1, so that 33 residual blocks (xresnet1d101) keep the logits of order 1
+                m.weight.data.copy_(0.1 + 0.4 * torch.rand(m.weight.shape, generator=gen))
                 m.bias.data.copy_(0.2 * torch.rand(m.bias.shape, generator=gen) - 0.1)
 
 
@@ -270,7 +271,8 @@ def check_mina(root: Path, gen):
                 key = {"conv": "conv.conv", "conv_k": "conv_k.conv"}.get(head, head) + "." + tail
             sd[pre + key] = v
         else:
-            sd[{"W_att_channel": "freq_attention.att.W", "v_att_channel": "freq_attention.att.v"}.get(k, k.replace("fc.", "head."))] = v
+            top = {"W_att_channel": "freq_attention.att.W", "v_att_channel": "freq_attention.att.v"}
+            sd[top.get(k, k.replace("fc.", "head."))] = v
     x = torch.randn(2, 1, 3000, generator=gen)
     with torch.no_grad():
         control = ours(x)  # before the copy

@@ -73,7 +73,8 @@ __all__ = ["ECGNet", "ecgnet", "ecgnet_lstm"]
 _PAPER = ("Murugesan, Ram, Preejith et al. ECGNet: Deep Network for Arrhythmia Classification. "
           "IEEE MeMeA 2018")
 _SOURCE = ("layer design of the community PyTorch ECGNet (struct [15,17,19,21], fixed kernel 17, 15 pre-activation "
-           "ResBlocks, LSTM 40 on the raw signal); read for reference, re-implemented")
+           "ResBlocks, LSTM 40 on the raw signal), as in https://github.com/Amadeuszhao/SE-ECGNet models/ECGNet.py; "
+           "read for reference, re-implemented")
 
 
 class ParallelKernelStem(nn.Module):
