@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from ecgtool.data.views import VIEWS
 from ecgtool.models import create_model, list_models, model_info, register_model
 from ecgtool.models import registry as registry_module
+from ecgtool.models.layers import EcgClassifier
 
 MODELS = list_models()
 
@@ -119,6 +120,7 @@ def test_determinism_under_seed(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_features_head_consistency(name):
     model = _build(name, num_classes=6).eval()
+    assert isinstance(model, EcgClassifier)  # every family's top module shares the interface
     x = torch.randn(2, 12, 1000)
     with torch.no_grad():
         feats = model.forward_features(x)

@@ -43,7 +43,8 @@ def se_ecgnet_reference_params(num_leads: int, num_classes: int, struct=(3, 5, 7
 
 @pytest.mark.parametrize("num_leads", [8, 12])
 def test_se_ecgnet_matches_official_parameter_count(num_leads):
-    # Official default: 34 classes (config.py), 5000 samples at 500 Hz; 8 leads in the official data.
+    # Official default: 34 classes (config.py); 8 leads in the official data (5000 samples at 500 Hz,
+    # resampled to 2048 by the official loader); the count does not depend on the length.
     model = create_model("se_ecgnet", num_classes=34, num_leads=num_leads, num_samples=5000)
     assert count_parameters(model)["total"] == se_ecgnet_reference_params(num_leads, 34)
 

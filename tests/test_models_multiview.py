@@ -196,6 +196,120 @@ def test_ecgnet_lstm_path_sees_the_raw_signal():
         assert torch.allclose(f[:, :-40], model.global_pool(model.post(model.blocks(model.stem(x)))))
 
 
+class _RefResBlock(nn.Module):
+    """A residual block in the layout of the reference ECGNet (Amadeuszhao/SE-ECGNet ``models/ECGNet.py``).
+
+    Written for this test after reading the reference: same module names and order (bn1, relu,
+    dropout, conv1, bn2, conv2, maxpool, downsample), floor-mode max-pool by 2 on the main path,
+    ``downsample`` = [1x1 conv,] max-pool on the shortcut.
+    """
+
+    def __init__(self, cin, cout, k, pool):
+        super().__init__()
+        self.bn1 = nn.BatchNorm1d(cin)
+        self.relu = nn.ReLU()
+        self.dropout = nn.Dropout(0.1)
+        self.conv1 = nn.Conv1d(cin, cout, k, padding=k // 2, bias=False)
+        self.bn2 = nn.BatchNorm1d(cout)
+        self.conv2 = nn.Conv1d(cout, cout, k, padding=k // 2, bias=False)
+        self.maxpool = nn.MaxPool1d(2, 2)
+        widen = [nn.Conv1d(cin, cout, 1, bias=False)] if cout != cin else []
+        self.downsample = nn.Sequential(*widen, nn.MaxPool1d(2, 2)) if pool else None
+
+    def forward(self, x):
+        h = self.conv1(self.dropout(self.relu(self.bn1(x))))
+        h = self.conv2(self.dropout(self.relu(self.bn2(h))))
+        if self.downsample is None:
+            return h + x
+        return self.maxpool(h) + self.downsample(x)
+
+
+class _RefECGNet(nn.Module):
+    """The reference ECGNet's layout and state-dict names: parallel_conv, bn1, conv1, block, bn2, avgpool, rnn, fc."""
+
+    def __init__(self, leads=8, classes=34, kernels=(15, 17, 19, 21), k=17, planes=16, blocks=15):
+        super().__init__()
+        self.parallel_conv = nn.ModuleList(nn.Conv1d(leads, planes, kk, bias=False) for kk in kernels)
+        self.bn1 = nn.BatchNorm1d(planes)
+        self.relu = nn.ReLU()
+        self.conv1 = nn.Conv1d(planes, planes, k, stride=2, padding=2, bias=False)
+        layers, c = [], planes
+        for i in range(blocks):
+            o = c + planes if (i + 1) % 4 == 0 else c
+            layers.append(_RefResBlock(c, o, k, pool=(i + 1) % 2 == 0))
+            c = o
+        self.block = nn.Sequential(*layers)
+        self.bn2 = nn.BatchNorm1d(c)
+        self.avgpool = nn.AvgPool1d(8, 8, padding=2)
+        self.rnn = nn.LSTM(leads, 40)  # sequence-first, as the reference calls it with x.permute(2, 0, 1)
+        self.fc = nn.Linear(c * 10 + 40, classes)
+
+    def forward(self, x):
+        h = self.relu(self.bn1(torch.cat([conv(x) for conv in self.parallel_conv], dim=2)))
+        h = self.block(self.conv1(h))
+        h = self.avgpool(self.relu(self.bn2(h))).flatten(1)
+        _, (hn, _) = self.rnn(x.permute(2, 0, 1))
+        return self.fc(torch.cat([h, hn[-1]], dim=1))
+
+
+def _reference_to_ecgtool(key: str) -> str:
+    parts = key.split(".")
+    head, rest = parts[0], ".".join(parts[1:])
+    if head == "parallel_conv":
+        return f"stem.branches.{rest}"
+    if head == "block":
+        i, sub = parts[1], ".".join(parts[2:])
+        return f"blocks.{i}.proj.weight" if sub == "downsample.0.weight" else f"blocks.{i}.{sub}"
+    return {"bn1": "stem.bn", "conv1": "stem.conv", "bn2": "post.0", "rnn": "lstm.lstm", "fc": "head"}[head] + "." + rest
+
+
+def test_ecgnet_reference_pooling_reproduces_the_reference_logits():
+    torch.manual_seed(0)
+    ref = _RefECGNet()
+    for m in ref.modules():  # non-trivial BatchNorm statistics and affine parameters
+        if isinstance(m, nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    ref.eval()
+    model = create_model("ecgnet_lstm", num_classes=34, num_leads=8, num_samples=5000, stem_concat="time",
+                         pooling="reference").eval()
+    mapped = {_reference_to_ecgtool(k): v for k, v in ref.state_dict().items()}
+    assert sorted(mapped) == sorted(model.state_dict())
+    model.load_state_dict(mapped)
+
+    lengths = []
+    for blk in model.blocks:
+        if blk.pool is not None:
+            blk.register_forward_hook(lambda m, i, o: lengths.append(o.shape[-1]))
+    x = torch.randn(2, 8, 5000)
+    with torch.no_grad():
+        expected, got = ref(x), model(x)
+    assert lengths == [4980, 2490, 1245, 622, 311, 155, 77]  # floor-mode pools, as the reference
+    assert (got - expected).abs().max().item() < 1e-5
+
+    # The default (adaptive) pooling is a different function of the same weights.
+    adaptive = create_model("ecgnet_lstm", num_classes=34, num_leads=8, num_samples=5000, stem_concat="time").eval()
+    adaptive.load_state_dict(mapped)
+    with torch.no_grad():
+        assert (adaptive(x) - expected).abs().max().item() > 1e-3
+
+
+def test_ecgnet_reference_pooling_features_follow_the_length():
+    assert create_model("ecgnet", num_classes=3, num_leads=8, num_samples=5000, stem_concat="time",
+                        pooling="reference").num_features == 640
+    # 2000 samples, channel stem: 1000 after the stem, 7 after seven floor halvings, one AvgPool1d(8, 8, 2) bin
+    model = create_model("ecgnet", num_classes=3, num_leads=12, num_samples=2000, pooling="reference").eval()
+    assert model.num_features == 64
+    with torch.no_grad():
+        assert model(torch.randn(2, 12, 2000)).shape == (2, 3)
+    with pytest.raises(ValueError, match="longer input"):
+        create_model("ecgnet", num_classes=3, num_samples=1000, pooling="reference")
+    with pytest.raises(ValueError, match="pooling"):
+        create_model("ecgnet", num_classes=3, pooling="nearest")
+
+
 # --------------------------------------------------------------------------- multi-scale SE-ResNet + transformer
 
 

@@ -41,8 +41,16 @@ Deliberate differences / design choices (configurable):
   mode; here an ``nn.Dropout`` is used, active only in training;
 * multi-lead input: the leads are the input channels of the front-end conv
   (with ``num_leads=1`` the parameter count equals the official model);
-* the training-side loss (large-margin softmax) and mixup are not part of the
-  model.
+* the official training recipe is not implemented (neither here nor in
+  ``ecgtool train``): each training record is tiled to at least 20 s and a
+  random 20 s crop at 300 Hz (6000 samples) is drawn per epoch (validation on
+  whole records, batch 1); mixup of each batch with a shuffled copy of itself
+  (lambda ~ Beta(1, 1)); a large-margin softmax loss (``LargeMarginSoftmaxV1``,
+  lambda 0.3: cross-entropy plus a term pushing the non-target softmax towards
+  uniform); AdamW at 1e-3 decayed by 0.92 per epoch (``ExponentialLR``), early
+  stopping after 15 epochs without a lower validation loss, 5-fold stratified
+  cross-validation (``train.py``, ``model.py``, ``config.py``, ``loss_set.py``). Models trained here see
+  whatever crops, augmentation and loss ``ecgtool train`` uses.
 
 Input view: raw signal; the segmentation into chunks and the overlap-add are
 computed inside ``forward``.

@@ -9,7 +9,9 @@ one summarised in MODELS.md) is that of the widely circulated PyTorch
 "ECGNet" (e.g. the Tianchi/Hefei 12-lead ECG challenge code; read for
 reference, re-implemented, nothing copied): ``ResBlock`` + ``ECGNet`` with
 ``struct=[15, 17, 19, 21]``, ``fixed_kernel_size=17``, 16 planes, 15 residual
-blocks and an LSTM(hidden 40) over the raw leads.
+blocks and an LSTM(hidden 40) over the raw leads. The copy used as the
+reference here is ``models/ECGNet.py`` of https://github.com/Amadeuszhao/SE-ECGNet
+(8 leads, 34 classes, its own test input 8 x 5000).
 
 What follows that reference:
 
@@ -36,11 +38,23 @@ What was fixed here, because the reference leaves it open or is length-bound
   Grad-CAM maps meaningful) followed by Conv1d(64 -> 16, k17, s2, padding 8);
   ``stem_concat="time"`` reproduces the reference (padding 0, concat on time,
   Conv1d(16 -> 16, k17, s2, padding 2));
-* the reference's AvgPool1d(8, stride 8, padding 2) + flatten only works for
-  its 5000-sample input; here an adaptive average pool to ``pool_bins=10`` bins
-  gives the same 64 x 10 = 640 features for any length;
-* the max-pools use ``ceil_mode=True`` (same as the reference for even
-  lengths) so that short inputs (e.g. 400 samples) never shrink to zero;
+* pooling (``pooling``): the reference max-pools by 2 in floor mode and ends
+  with AvgPool1d(8, stride 8, padding 2, zero padding counted in the mean) +
+  flatten, which gives its 64 x 10 = 640 features only for inputs near 5000
+  samples (8 x 5000: time lengths 4980, 2490, 1245, 622, 311, 155, 77 after
+  the seven pools, then 10 bins). The default ``pooling="adaptive"`` instead
+  max-pools in ``ceil_mode`` (lengths 623, 312, 156, 78 at 8 x 5000) so that
+  short inputs (e.g. 400 samples) never shrink to zero, and average-pools
+  adaptively to ``pool_bins=10`` bins: 640 features for any length.
+  ``pooling="reference"`` reproduces the reference's pooling exactly (with
+  ``stem_concat="time"`` it computes the reference's function: the same
+  logits from the same weights at 8 x 5000, tested); its feature count then
+  follows from ``num_samples`` (``pool_bins`` is unused), and lengths too
+  short for the seven floor-mode halvings are refused. The default stays
+  adaptive because with the reference pooling the classifier's input size is
+  tied to the record length (a model built for one length fails on another,
+  and it is 640 only near 5000 samples), which the registry's 12 x 1000
+  default, cropped training and short records cannot use;
 * activations and residual sums are not in-place (hook-safe).
 """
 
@@ -59,7 +73,8 @@ __all__ = ["ECGNet", "ecgnet", "ecgnet_lstm"]
 _PAPER = ("Murugesan, Ram, Preejith et al. ECGNet: Deep Network for Arrhythmia Classification. "
           "IEEE MeMeA 2018")
 _SOURCE = ("layer design of the community PyTorch ECGNet (struct [15,17,19,21], fixed kernel 17, 15 pre-activation "
-           "ResBlocks, LSTM 40 on the raw signal); read for reference, re-implemented")
+           "ResBlocks, LSTM 40 on the raw signal), as in https://github.com/Amadeuszhao/SE-ECGNet models/ECGNet.py; "
+           "read for reference, re-implemented")
 
 
 class ParallelKernelStem(nn.Module):
@@ -95,7 +110,7 @@ class PreActResBlock1d(nn.Module):
     """BN-ReLU-Dropout-Conv x2; optional widening (1x1 shortcut) and max-pool by 2 of both paths."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 17, downsample: bool = False,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, ceil_mode: bool = True):
         super().__init__()
         pad = kernel_size // 2
         self.bn1 = nn.BatchNorm1d(in_channels)
@@ -104,7 +119,7 @@ class PreActResBlock1d(nn.Module):
         self.conv2 = nn.Conv1d(out_channels, out_channels, kernel_size, padding=pad, bias=False)
         self.act = nn.ReLU()
         self.dropout = nn.Dropout(dropout)
-        self.pool = nn.MaxPool1d(2, stride=2, ceil_mode=True) if downsample else None
+        self.pool = nn.MaxPool1d(2, stride=2, ceil_mode=ceil_mode) if downsample else None
         self.proj = nn.Conv1d(in_channels, out_channels, 1, bias=False) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,28 +144,53 @@ class RawLSTM(nn.Module):
         return h[-1]
 
 
+def _reference_pool_bins(num_samples: int, kernel_sizes: Sequence[int], fixed_kernel_size: int, stem_concat: str,
+                         num_pools: int) -> int:
+    """Time bins after the reference pooling (floor-mode halvings, AvgPool1d(8, 8, padding 2)) for ``num_samples``."""
+    if stem_concat == "time":  # unpadded branches glued end to end, then conv k, stride 2, padding 2
+        length = sum(num_samples - k + 1 for k in kernel_sizes)
+        length = (length + 4 - fixed_kernel_size) // 2 + 1
+    else:  # "same" branches (cropped to the shortest), then conv k, stride 2, padding k // 2
+        length = min(num_samples + 2 * (k // 2) - k + 1 for k in kernel_sizes)
+        length = (length + 2 * (fixed_kernel_size // 2) - fixed_kernel_size) // 2 + 1
+    length >>= num_pools
+    bins = (length + 4 - 8) // 8 + 1
+    if length < 1 or bins < 1:
+        raise ValueError(f"pooling='reference' needs a longer input than {num_samples} samples "
+                         "(its floor-mode max-pools and AvgPool1d(8) leave nothing); use pooling='adaptive'.")
+    return bins
+
+
 class ECGNet(EcgClassifier):
     """Top-level children, in forward order: ``stem``, ``blocks``, ``post``, ``global_pool``[, ``lstm``], ``head``."""
 
     def __init__(self, num_classes: int, num_leads: int = 12, num_samples: int = 1000, use_lstm: bool = False,
                  kernel_sizes: Sequence[int] = (15, 17, 19, 21), fixed_kernel_size: int = 17, planes: int = 16,
                  num_blocks: int = 15, stem_concat: str = "channel", pool_bins: int = 10, lstm_hidden: int = 40,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, pooling: str = "adaptive"):
         super().__init__()
+        if pooling not in ("adaptive", "reference"):
+            raise ValueError(f"pooling must be 'adaptive' or 'reference', got {pooling!r}")
         self.num_classes, self.num_leads, self.num_samples = num_classes, num_leads, num_samples
         self.stem = ParallelKernelStem(num_leads, planes, kernel_sizes, fixed_kernel_size, stem_concat)
+        reference = pooling == "reference"
         blocks = []
         channels = planes
         for i in range(num_blocks):
             widen = (i + 1) % 4 == 0
             out_channels = channels + planes if widen else channels
             blocks.append(PreActResBlock1d(channels, out_channels, fixed_kernel_size,
-                                           downsample=(i + 1) % 2 == 0, dropout=dropout))
+                                           downsample=(i + 1) % 2 == 0, dropout=dropout, ceil_mode=not reference))
             channels = out_channels
         self.blocks = nn.Sequential(*blocks)
         self.post = nn.Sequential(nn.BatchNorm1d(channels), nn.ReLU())
-        self.global_pool = nn.Sequential(nn.AdaptiveAvgPool1d(pool_bins), nn.Flatten(1))
-        self.num_features = channels * pool_bins
+        if reference:
+            bins = _reference_pool_bins(num_samples, kernel_sizes, fixed_kernel_size, stem_concat, num_blocks // 2)
+            self.global_pool = nn.Sequential(nn.AvgPool1d(8, stride=8, padding=2), nn.Flatten(1))
+        else:
+            bins = pool_bins
+            self.global_pool = nn.Sequential(nn.AdaptiveAvgPool1d(pool_bins), nn.Flatten(1))
+        self.num_features = channels * bins
         if use_lstm:
             self.lstm = RawLSTM(num_leads, lstm_hidden)
             self.num_features += lstm_hidden

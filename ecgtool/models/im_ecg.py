@@ -43,32 +43,16 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import EcgClassifier
+from .layers import EcgClassifier, SqueezeExcite
 from .registry import register_model
 
-__all__ = ["IMECG", "DualKernelBlock", "MultiBranch", "SE2d", "im_ecg"]
+__all__ = ["IMECG", "DualKernelBlock", "MultiBranch", "im_ecg"]
 
 _PAPER = (
     "IM-ECG: an interpretable framework for arrhythmia detection using multi-lead ECG. "
     "Expert Systems with Applications, 2023"
 )
 _SOURCE = "No official code; re-implemented from the paper's description (design choices documented in im_ecg.py)"
-
-
-class SE2d(nn.Module):
-    """Squeeze-and-excitation over ``(B, C, H, W)``: avg pool -> FC (C/r) -> ReLU -> FC (C) -> sigmoid -> scale."""
-
-    def __init__(self, channels: int, ratio: int = 16):
-        super().__init__()
-        hidden = max(1, channels // ratio)
-        self.fc1 = nn.Linear(channels, hidden, bias=False)
-        self.act = nn.ReLU()
-        self.fc2 = nn.Linear(hidden, channels, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean(dim=(2, 3))
-        s = torch.sigmoid(self.fc2(self.act(self.fc1(s))))
-        return x * s[:, :, None, None]
 
 
 class DualKernelBlock(nn.Module):
@@ -83,7 +67,7 @@ class DualKernelBlock(nn.Module):
         self.relu = nn.ReLU()
         self.temporal = nn.Conv2d(cout, cout, (1, kernel), padding=(0, kernel // 2), bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.se = SE2d(cout, se_ratio)
+        self.se = SqueezeExcite(cout, se_ratio, bias=False)
         self.shortcut: nn.Module
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(

@@ -1,9 +1,12 @@
-"""Shared 1D building blocks for the ECG model families.
+"""Shared building blocks for the ECG model families.
 
-These are 1D ports of blocks in torchvision (https://github.com/pytorch/vision,
+Most are 1D ports of blocks in torchvision (https://github.com/pytorch/vision,
 ``torchvision/models/resnet.py`` and ``torchvision/models/mobilenetv2.py``,
 BSD-3-Clause): every ``Conv2d``/``BatchNorm2d`` becomes ``Conv1d``/``BatchNorm1d``
 with the same channel counts, kernel length, stride, padding and groups.
+``BasicBlock2d`` is torchvision's 2D ``BasicBlock`` itself (for the families
+that run a 2D ResNet on spectrograms), and ``SqueezeExcite`` is the
+squeeze-and-excitation gate (Hu et al., CVPR 2018) over 1D or 2D maps.
 
 One deliberate difference: activations are not in-place and the residual sum
 is ``out = out + identity`` rather than ``out += identity``. This changes no
@@ -22,6 +25,8 @@ __all__ = [
     "conv1d_k1",
     "ConvBnAct1d",
     "BasicBlock1d",
+    "BasicBlock2d",
+    "SqueezeExcite",
     "InvertedResidual1d",
     "ConcatPool1d",
     "mlp_head",
@@ -115,6 +120,54 @@ class BasicBlock1d(nn.Module):
             identity = self.downsample(x)
         out = out + identity
         return self.relu(out)
+
+
+class BasicBlock2d(nn.Module):
+    """ResNet basic block (two 3x3 convs, no bias), torchvision's 2D ``BasicBlock`` layout and key names.
+
+    The caller builds the projection shortcut (``downsample``), as in torchvision
+    and :class:`BasicBlock1d`.
+    """
+
+    expansion: int = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation over ``(B, C, T)`` or ``(B, C, H, W)``: mean over all but B and C,
+    Linear(C -> C // ratio) -> ReLU -> Linear(-> C) -> sigmoid, channels rescaled.
+
+    ``bias`` exists because the families differ: SE-ECGNet's official code has
+    biased linears, IM-ECG's design (no official code) unbiased ones; the hidden
+    width is ``max(1, C // ratio)`` in both.
+    """
+
+    def __init__(self, channels: int, ratio: int = 16, bias: bool = True):
+        super().__init__()
+        hidden = max(1, channels // ratio)
+        self.fc1 = nn.Linear(channels, hidden, bias=bias)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(hidden, channels, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean(dim=tuple(range(2, x.dim())))
+        s = torch.sigmoid(self.fc2(self.act(self.fc1(s))))
+        return x * s.view(*s.shape, *([1] * (x.dim() - 2)))
 
 
 class InvertedResidual1d(nn.Module):

@@ -8,7 +8,10 @@ Official code: https://github.com/hsd1503/MINA (``mina.py``: ``Net``/``BaseNet``
 ``filter_channel``). Read for reference and re-implemented here; no code copied.
 
 What follows the official code exactly (CinC 2017: 1 lead, 3000 samples at
-300 Hz, segments of ``n_split=50``, 4 frequency channels, 4 classes):
+300 Hz, segments of ``n_split=50``, 4 frequency channels, 2 classes: the
+official ``Net`` fixes ``n_class = 2``, AF against everything else, 115,274
+parameters; ``mina(num_classes=2, num_leads=1, num_samples=3000)`` has the same
+count):
 
 * per frequency channel a ``BaseNet``: the signal is cut into non-overlapping
   segments of ``segment_len`` (50) samples; ``Conv1d(1, 64, k=32, s=2)`` + ReLU
@@ -36,16 +39,16 @@ Deliberate differences / design choices (configurable):
 * **Frequency channels are computed inside the model** with fixed linear-phase
   FIR filters designed with ``scipy.signal.firwin`` at construction (stored as
   non-trainable buffers, applied with zero-padded 'same' convolution). The
-  reference pre-computes first-order Butterworth IIR outputs (``lfilter``) in
-  ``util.py``. Channels are: raw, 0.001-0.5 Hz (baseline wander), 0.5-50 Hz
-  (ECG band), >50 Hz (noise) as in the paper and project notes (``bands``).
-  Note that the reference's ``filter_channel`` returns [raw, P-wave 0.67-5,
-  QRS 10-50, wander, 0.5-50, >50] and ``Net`` uses the first 4 of these; we
-  follow the paper's bands instead. A band whose lower edge is below the FIR's
-  frequency resolution (``fs / numtaps``) is designed as a low-pass; a band with
-  no upper edge (``None``) or one at/above Nyquist as a high-pass; a band
-  starting at/above Nyquist gives an all-zero channel (4 channels kept). ``fs``
-  (default 300 Hz, CinC 2017) must be the sampling rate of the input.
+  reference pre-computes first-order Butterworth IIR outputs (``lfilter``,
+  causal, so with phase lag) in ``util.py``. Channels are the reference's
+  (``filter_channel`` since its "fix channel" commit of July 2019): raw,
+  0.001-0.5 Hz (baseline wander), 0.5-50 Hz (ECG band), >50 Hz (noise)
+  (``bands``); only the filter type differs. A band whose lower edge is below
+  the FIR's frequency resolution (``fs / numtaps``) is designed as a low-pass;
+  a band with no upper edge (``None``) or one at/above Nyquist as a high-pass;
+  a band starting at/above Nyquist gives an all-zero channel (4 channels
+  kept). ``fs`` (default 300 Hz, CinC 2017) must be the sampling rate of the
+  input.
 * The knowledge features (|first difference|, per-segment std, periodogram
   power) are computed in ``forward`` in torch from each frequency channel, so
   training, evaluation, explanation and profiling see them identically.
@@ -55,6 +58,13 @@ Deliberate differences / design choices (configurable):
   leads. With ``num_leads=1`` the parameter count equals the official model.
 * If ``num_samples`` is not a multiple of ``segment_len`` the trailing
   remainder is dropped (the reference requires divisibility).
+
+The official preprocessing (``util.make_data_physionet``) is not part of the
+model; to reproduce its setting, prepare the data the same way: each record is
+z-scored on its own (its mean and standard deviation), then cut into windows of
+3000 samples (10 s at 300 Hz) with a stride of 500 samples, 50 for AF records
+(``stride // 10``, which oversamples the minority class); labels are AF = 1,
+every other class = 0; records are split 75/10/15 % at random before cutting.
 
 Input view: raw signal; filter bank, segmentation and knowledge features are
 computed in the model.

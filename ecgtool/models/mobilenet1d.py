@@ -11,6 +11,12 @@ last conv, dropout 0.2 and initialisation as torchvision. Only the module
 layout differs: torchvision's flat ``features`` Sequential is grouped here into
 ``stem``, one ``stageN`` per row of the inverted-residual setting and
 ``final_conv``, so the profiler can report per-stage parameters/MACs.
+
+Global average pooling is a function call in ``forward_features`` (as
+torchvision's ``nn.functional.adaptive_avg_pool2d``), not a module: thop has
+a rule for an ``AdaptiveAvgPool1d`` module (42,240 ops at 12 x 1000) but does
+not see the function, so ``ecgtool profile`` reports torchvision's
+(and the research notebook's) 96.60M MACs at 12 x 1000, 9 classes.
 """
 
 from __future__ import annotations
@@ -46,8 +52,8 @@ class MobileNetV21d(EcgClassifier):
 
     Top-level submodules, in forward order (see ``stages``): ``stem`` (conv k3
     s2, 32 ch), ``stage1``..``stage7`` (inverted residual groups),
-    ``final_conv`` (1x1 conv to 1280 ch), ``global_pool`` and ``head``
-    (dropout + linear).
+    ``final_conv`` (1x1 conv to 1280 ch) and ``head`` (dropout + linear); the
+    global average pool between ``final_conv`` and ``head`` is functional.
     """
 
     def __init__(
@@ -87,10 +93,9 @@ class MobileNetV21d(EcgClassifier):
             self.add_module(f"stage{idx}", nn.Sequential(*blocks))
             self.stages.append(f"stage{idx}")
         self.final_conv = ConvBnAct1d(input_channel, last_channel, kernel_size=1, activation="relu6")
-        self.global_pool = nn.Sequential(nn.AdaptiveAvgPool1d(1), nn.Flatten(1))
         self.num_features = last_channel
         self.head = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(last_channel, num_classes))
-        self.stages += ["final_conv", "global_pool", "head"]
+        self.stages += ["final_conv", "head"]
         self.default_cam_layer = "final_conv"
 
         for m in self.modules():
@@ -107,9 +112,10 @@ class MobileNetV21d(EcgClassifier):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, num_leads, num_samples)`` -> pooled features ``(batch, num_features)``."""
-        for name in self.stages[:-1]:  # everything up to and including global_pool
+        for name in self.stages[:-1]:  # everything before the head
             x = getattr(self, name)(x)
-        return x
+        # functional, as torchvision: thop then counts no MACs for the pool (see module docstring)
+        return nn.functional.adaptive_avg_pool1d(x, 1).flatten(1)
 
 
 @register_model(default_cfg=dict(family="mobilenet1d", paper=_PAPER, source=_SOURCE))

@@ -60,9 +60,8 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .layers import BasicBlock1d
+from .layers import BasicBlock1d, BasicBlock2d, EcgClassifier
 from .registry import register_model
 
 __all__ = ["MultiModuleRCNN", "multimodule_rcnn"]
@@ -75,28 +74,6 @@ _SOURCE = (
     "Re-implemented after the official code https://github.com/Vidhiwar/multimodule-ecg-classification "
     "(models/resnet_lstm.py), read for reference"
 )
-
-
-class _BasicBlock2d(nn.Module):
-    """CIFAR/torchvision basic block (3x3 convs, BN, ReLU, residual); no in-place ops."""
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = None
-        if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + identity)
 
 
 def _split_segments(x: torch.Tensor, num_segments: int) -> torch.Tensor:
@@ -149,7 +126,12 @@ class SpectrogramResNet(nn.Module):
         for i, planes in enumerate([width, 2 * width, 4 * width]):
             blocks = []
             for j in range(n):
-                blocks.append(_BasicBlock2d(inplanes, planes, stride=2 if (i > 0 and j == 0) else 1))
+                stride = 2 if (i > 0 and j == 0) else 1
+                down = None
+                if stride != 1 or inplanes != planes:
+                    down = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False),
+                                         nn.BatchNorm2d(planes))
+                blocks.append(BasicBlock2d(inplanes, planes, stride, down))
                 inplanes = planes
             layers.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = layers
@@ -247,7 +229,7 @@ class TokenFusion(nn.Module):
         return self.encoder(tokens).mean(dim=1)
 
 
-class MultiModuleRCNN(nn.Module):
+class MultiModuleRCNN(EcgClassifier):
     """Spectrogram ResNet+BiLSTM and raw-segment ResNet1D+LSTM tokens fused by a transformer.
 
     Top-level submodules in forward order (see ``stages``): ``spectrogram``,
@@ -322,12 +304,9 @@ class MultiModuleRCNN(nn.Module):
             tokens.append(self.demographics(age, sex))
         return self.fusion(torch.cat(tokens, dim=1))
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Fused features ``(batch, num_features)`` -> logits ``(batch, num_classes)``."""
-        return self.head(features)
-
     def forward(self, x: torch.Tensor, age: torch.Tensor | None = None,
                 sex: torch.Tensor | None = None) -> torch.Tensor:
+        # EcgClassifier's forward plus the optional demographics inputs
         return self.forward_head(self.forward_features(x, age, sex))
 
 

@@ -147,7 +147,7 @@ class Res2Block1d(nn.Module):
         return self.act(out + self.shortcut(x))
 
 
-class MVMSViewNet(nn.Module):
+class MVMSViewNet(EcgClassifier):
     """The per-view network (official ``MyNet``): stem, two Res2Blocks, global average pool[, head].
 
     With ``num_classes=None`` it is a feature extractor (``single_view=True`` in the
@@ -176,10 +176,8 @@ class MVMSViewNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.global_pool(self.layer2(self.layer1(self.stem(x))))
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Without a head (a view of the multi-view teacher) the pooled features are the output.
         feats = self.forward_features(x)
         return self.forward_head(feats) if hasattr(self, "head") else feats
 

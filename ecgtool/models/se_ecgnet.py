@@ -38,8 +38,13 @@ Generalised / designed here (the official code leaves it open)
 -------------------------------------------------------------
 * The official 1D width is hard-coded to 256 = 32 channels x 8 leads (its data,
   the Hefei/Tianchi competition ECGs, have 8 leads I, II, V1-V6 at 500 Hz x
-  5000 samples, 34 classes). Here the 1D width is ``32 * num_leads`` (identical
-  to the official network for ``num_leads=8``).
+  5000 samples, 34 classes). The official loader (``dataset.py`` ``transform``
+  with ``config.target_point_num = 2048``) resamples every record to 2048
+  samples (``scipy.signal.resample``) before the network sees it, so the
+  official network is trained and evaluated at 8 x 2048, not 8 x 5000; the
+  parameter count does not depend on the length (global pooling). Here the 1D
+  width is ``32 * num_leads`` (identical to the official network for
+  ``num_leads=8``).
 * The official ``padding=(0, i+1)`` for the i-th scale equals ``k // 2`` for the
   default kernels 3/5/7; ``k // 2`` is used for any ``struct``.
 * Inputs shorter than the stem kernel (50 samples) are zero-padded on the right
@@ -61,7 +66,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import EcgClassifier
+from .layers import EcgClassifier, SqueezeExcite
 from .registry import register_model
 
 __all__ = ["SEECGNet", "se_ecgnet"]
@@ -74,22 +79,6 @@ _SOURCE = (
     "https://github.com/Amadeuszhao/SE-ECGNet models/SE_ECGNet.py "
     "(read for reference, re-implemented)"
 )
-
-
-class SqueezeExcite(nn.Module):
-    """SE channel attention over 1D ``(B, C, T)`` or 2D ``(B, C, H, W)`` maps (linear layers with bias)."""
-
-    def __init__(self, channels: int, ratio: int = 16):
-        super().__init__()
-        hidden = max(1, channels // ratio)
-        self.fc1 = nn.Linear(channels, hidden)
-        self.act = nn.ReLU()
-        self.fc2 = nn.Linear(hidden, channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.flatten(2).mean(dim=2)
-        s = torch.sigmoid(self.fc2(self.act(self.fc1(s))))
-        return x * s.view(*s.shape, *([1] * (x.dim() - 2)))
 
 
 class _PreActConv(nn.Sequential):

@@ -56,11 +56,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import EcgClassifier
+from .layers import BasicBlock2d, EcgClassifier
 from .registry import register_model
 from .resnet1d import ResNet1d
 
-__all__ = ["BasicBlock2d", "ResNet2dFeatures", "Spectrogram", "TwoStreamNet", "two_stream"]
+__all__ = ["ResNet2dFeatures", "Spectrogram", "TwoStreamNet", "two_stream"]
 
 _PAPER = (
     "Research notebook two-stream variant (time + per-lead STFT); backbones: He, Zhang, Ren, Sun. "
@@ -91,27 +91,6 @@ class Spectrogram(nn.Module):
         )
         mag = torch.log1p(spec.abs())
         return mag.reshape(b, leads, mag.shape[-2], mag.shape[-1])
-
-
-class BasicBlock2d(nn.Module):
-    """torchvision-layout ResNet basic block (two 3x3 convs), non-inplace."""
-
-    expansion = 1
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU()
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
 
 
 class ResNet2dFeatures(nn.Module):
