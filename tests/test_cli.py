@@ -257,7 +257,8 @@ def test_prep_option_ranges_are_usage_errors(synthetic_raw, tmp_path):
         (["--seconds", "-1"], "Invalid value for '--seconds': -1.0 is not in the range x>=0."),
         (["--fs", "0"], "Invalid value for '--fs': 0.0 is not in the range x>0."),
         (["--lowcut", "60", "--highcut", "0"],
-         "Invalid value for --lowcut: 60 Hz is not below the Nyquist frequency of --fs 100"),
+         "Invalid value for '--lowcut': band-pass low cut-off 60 Hz must be below the Nyquist frequency 50 Hz of the "
+         "sampling rate fs 100 Hz"),
     ):
         r = run_cli("prep", synthetic_raw, "-o", tmp_path / "s.zarr", *args, expect=2)
         assert r.stderr.splitlines()[-1] == f"Error: {message}" and not (tmp_path / "s.zarr").exists()
