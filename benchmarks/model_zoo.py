@@ -51,7 +51,8 @@ def build_data(work: Path, records: int, seed: int) -> Path:
 
 def bench_model(name: str, splits: Path, work: Path, epochs: int, batch_size: int, seed: int) -> dict:
     from ecgtool.data.store import open_store
-    from ecgtool.eval.evaluate import EvalOptions, run_eval
+    from ecgtool.eval.evaluate import run_eval
+    from ecgtool.eval.options import EvalOptions
     from ecgtool.models import create_model
     from ecgtool.profile.measure import count_macs, count_parameters
     from ecgtool.train.loop import TrainArgs, Trainer

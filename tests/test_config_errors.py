@@ -89,3 +89,38 @@ def test_train_names_the_flag_of_a_training_parameter(synthetic_splits, tmp_path
     r = run_cli("train", "resnet18", synthetic_splits / "train.zarr", "-o", tmp_path / "m.ckpt", "--crop", 100_000, expect=2)
     assert "Invalid value for '--crop'" in r.stderr and "crop 100000 is longer than" in r.stderr
     assert not (tmp_path / "m.ckpt").exists()
+
+
+@pytest.mark.parametrize("kwargs, parameter, words", [
+    ({"threshold_objective": "auc", "val": "v.zarr"}, "threshold_objective", "threshold_objective 'auc' is not one of f1, youden"),
+    ({"threshold_scope": "lead", "val": "v.zarr"}, "threshold_scope", "is not one of class, global"),
+    ({"threshold_scope": "global"}, "threshold_objective", "give a validation store"),
+    ({"val": "v.zarr", "tune_on_eval_store": True}, "tune_on_eval_store", "give one"),
+    ({"aggregate": "median"}, "aggregate", "is not one of max, mean"),
+    ({"bootstrap": -1}, "bootstrap", "bootstrap must be 0"),
+    ({"level": 1.0}, "level", r"must be in \[0.5, 1\)"),
+    ({"window_stride": 0}, "window_stride", "at least 1 sample"),
+    ({"batch_size": 0}, "batch_size", "at least 1"),
+])
+def test_eval_options_name_the_parameter(kwargs, parameter, words):
+    from ecgtool.eval.options import EvalOptions
+
+    with pytest.raises(ConfigError, match=words) as e:
+        EvalOptions(**kwargs)
+    assert e.value.parameter == parameter and "--" not in str(e.value)
+
+
+@pytest.mark.parametrize("kwargs, parameter, words", [
+    ({"method": "lime"}, "method", "unknown method 'lime'"),
+    ({"method": "ig", "layer": "layer4"}, "layer", "a layer applies to the gradcam method, not ig"),
+    ({"sanity": "half"}, "sanity", "is not one of cascade, full"),
+    ({"steps": 1}, "steps", "at least 2 steps"),
+    ({"dpi": 20}, "dpi", "between 50 and 1200"),
+])
+def test_explain_options_name_the_parameter(kwargs, parameter, words):
+    from ecgtool.explain.options import ExplainOptions
+
+    with pytest.raises(ConfigError, match=words) as e:
+        ExplainOptions(**kwargs)
+    assert e.value.parameter == parameter and "--" not in str(e.value)
+

@@ -35,10 +35,10 @@ def test_default_report_has_intervals_and_provenance(trained_checkpoint, synthet
 
 def test_thresholds_are_never_tuned_on_the_reported_store_by_accident(trained_checkpoint, synthetic_splits):
     test = synthetic_splits / "test.zarr"
-    r = run_cli("eval", trained_checkpoint, test, "--val", test, expect=1)
-    assert "is the store being evaluated" in r.stderr
+    r = run_cli("eval", trained_checkpoint, test, "--val", test, expect=2)
+    assert "Invalid value for '--val': the validation store" in r.stderr and "is the store being evaluated" in r.stderr
     r = run_cli("eval", trained_checkpoint, test, "--threshold-scope", "global", expect=2)
-    assert "give --val" in r.stderr
+    assert "Invalid value for '--threshold-objective'" in r.stderr and "give a validation store" in r.stderr
     rep = eval_json(trained_checkpoint, test, "--tune-on-eval-store", "--bootstrap", 0)
     assert "evaluated store itself" in rep["threshold_source"] and "bootstrap" not in rep
     rep = eval_json(trained_checkpoint, test, "--val", synthetic_splits / "val.zarr", "--threshold-objective", "youden",
@@ -58,7 +58,7 @@ def test_saved_resamples_reproduce_the_intervals_and_compare_is_paired(trained_c
     diff = b["comparison"]["difference"]["auroc"]
     assert diff["difference"] == 0 and diff["low"] == diff["high"] == 0
     np.save(tmp_path / "bad.npy", ids[:, :-1])
-    r = run_cli("eval", trained_checkpoint, test, "--resamples", tmp_path / "bad.npy", expect=1)
+    r = run_cli("eval", trained_checkpoint, test, "--resamples", tmp_path / "bad.npy", expect=2)
     assert "expected integer ids" in r.stderr
 
 
@@ -110,10 +110,10 @@ def test_crop_training_and_windowed_eval(synthetic_splits, tmp_path):
     assert "thresholds were tuned on 400-sample windows, stride 200, max" in r.stderr
     rep = eval_json(ckpt, test, "--bootstrap", 0, "--aggregate", "mean", "--window-stride", 300, "--val", val)
     assert rep["windows"] == {"length": 400, "stride": 300, "aggregate": "mean"}
-    r = run_cli("eval", ckpt, test, "--window-stride", 500, "--val", val, expect=1)
-    assert "samples would go unseen" in r.stderr
-    r = run_cli("train", "resnet18", synthetic_splits / "train.zarr", "-o", tmp_path / "x.ckpt", "--crop", 5000, expect=1)
-    assert "longer than" in r.stderr
+    r = run_cli("eval", ckpt, test, "--window-stride", 500, "--val", val, expect=2)
+    assert "Invalid value for '--window-stride'" in r.stderr and "samples would go unseen" in r.stderr
+    r = run_cli("train", "resnet18", synthetic_splits / "train.zarr", "-o", tmp_path / "x.ckpt", "--crop", 5000, expect=2)
+    assert "Invalid value for '--crop'" in r.stderr and "longer than" in r.stderr
 
 
 def test_thresholds_tuned_on_the_evaluated_store_are_refused(synthetic_splits, tmp_path):
@@ -126,13 +126,13 @@ def test_thresholds_tuned_on_the_evaluated_store_are_refused(synthetic_splits, t
     rep = eval_json(ckpt, test, "--bootstrap", 0, "--val", val)  # fresh thresholds from a disjoint store are fine
     assert "tuned now on validation store" in rep["threshold_source"]
     r = run_cli("eval", ckpt, test, "--val", val, "--tune-on-eval-store", expect=2)
-    assert "give one" in r.stderr
+    assert "Invalid value for '--tune-on-eval-store'" in r.stderr and "give one" in r.stderr
     rep = eval_json(ckpt, train, "--bootstrap", 0)
     assert any("trained on" in w for w in rep["warnings"])
 
 
 def test_val_sharing_records_with_the_store_is_refused(trained_checkpoint, synthetic_store, synthetic_splits):
-    r = run_cli("eval", trained_checkpoint, synthetic_splits / "test.zarr", "--val", synthetic_store, expect=1)
+    r = run_cli("eval", trained_checkpoint, synthetic_splits / "test.zarr", "--val", synthetic_store, expect=2)
     assert "shares" in r.stderr and "record(s)" in r.stderr
 
 
@@ -141,9 +141,9 @@ def test_bad_inputs_are_refused_before_inference(trained_checkpoint, synthetic_s
     np.save(tmp_path / "empty.npy", np.zeros((0, 3), dtype=np.int32))
     np.savez(tmp_path / "ids.npz", a=np.zeros((2, 3)))
     for bad in ("empty.npy", "ids.npz"):
-        r = run_cli("eval", trained_checkpoint, test, "--resamples", tmp_path / bad, expect=1)
-        assert r.stderr.startswith("error: --resamples") and len(r.stderr.strip().splitlines()) == 1
-    r = run_cli("eval", trained_checkpoint, test, "--window-stride", 10, expect=1)
+        r = run_cli("eval", trained_checkpoint, test, "--resamples", tmp_path / bad, expect=2)
+        assert r.stderr.splitlines()[-1].startswith(f"Error: Invalid value for '--resamples': resamples {tmp_path / bad}")
+    r = run_cli("eval", trained_checkpoint, test, "--window-stride", 10, expect=2)
     assert "there are no windows" in r.stderr
     r = run_cli("eval", trained_checkpoint, test, "--predictions", test, "--overwrite", expect=2)
     assert "none of them an input" in r.stderr

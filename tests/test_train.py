@@ -13,7 +13,8 @@ from ecgtool.data.readers import open_reader
 from ecgtool.data.store import open_store
 from ecgtool.data.transforms import PrepConfig
 from ecgtool.errors import EcgtoolError
-from ecgtool.eval.evaluate import EvalOptions, run_eval
+from ecgtool.eval.evaluate import run_eval
+from ecgtool.eval.options import EvalOptions
 from ecgtool.eval.thresholds import tune_thresholds
 from ecgtool.checkpoint import Checkpoint
 from ecgtool.train.loop import TrainArgs, Trainer, lr_factor, resume_path

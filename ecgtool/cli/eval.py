@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import click
 
-from ecgtool.cli.options import device_option, json_option, overwrite_option, seed_option
+from ecgtool.cli.options import LibraryCommand, device_option, json_option, overwrite_option, seed_option
+from ecgtool.eval.options import AGGREGATES, THRESHOLD_OBJECTIVES, THRESHOLD_SCOPES
 
 
-@click.command("eval")
+@click.command("eval", cls=LibraryCommand)
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.argument("store_path", metavar="STORE", type=click.Path(exists=True, file_okay=False))
-@click.option("--val", "val_store", type=click.Path(exists=True, file_okay=False),
+@click.option("--val", type=click.Path(exists=True, file_okay=False),
               help="Tune the decision thresholds now on this validation store (instead of the checkpoint's).")
-@click.option("--threshold-objective", type=click.Choice(["f1", "youden"]), default="f1", show_default=True,
+@click.option("--threshold-objective", type=click.Choice(THRESHOLD_OBJECTIVES), default="f1", show_default=True,
               help="What tuned thresholds maximise.")
-@click.option("--threshold-scope", type=click.Choice(["class", "global"]), default="class", show_default=True,
+@click.option("--threshold-scope", type=click.Choice(THRESHOLD_SCOPES), default="class", show_default=True,
               help="One threshold per class, or one for all classes.")
 @click.option("--tune-on-eval-store", is_flag=True,
               help="Tune thresholds on STORE itself (optimistic; the report says so).")
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(0), default=1000, show_default=True,
+@click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True,
               help="Bootstrap resamples for confidence intervals (0: none).")
 @click.option("--ci", "level", type=click.FloatRange(0.5, 1, max_open=True), default=0.95, show_default=True,
               help="Confidence level of the intervals.")
@@ -29,7 +30,7 @@ from ecgtool.cli.options import device_option, json_option, overwrite_option, se
               help="A second checkpoint: report the paired difference CHECKPOINT − COMPARE on the same resamples.")
 @click.option("--window-stride", type=click.IntRange(1),
               help="Stride of the sliding windows for records longer than the model's input [default: half the input].")
-@click.option("--aggregate", type=click.Choice(["max", "mean"]),
+@click.option("--aggregate", type=click.Choice(AGGREGATES),
               help="How window probabilities combine into a record's [default: max for multi-label, mean for multi-class].")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--predictions", type=click.Path(), help="Also write probabilities, decisions, labels, record and resample ids to this Zarr store.")
@@ -38,7 +39,7 @@ from ecgtool.cli.options import device_option, json_option, overwrite_option, se
 @device_option
 @json_option
 @overwrite_option
-def eval_(checkpoint, store_path, val_store, threshold_objective, threshold_scope, tune_on_eval_store, n_bootstrap, level,
+def eval_(checkpoint, store_path, val, threshold_objective, threshold_scope, tune_on_eval_store, bootstrap, level,
           resamples, save_resamples, compare, window_stride, aggregate, batch_size, predictions, plots, seed, device,
           as_json, overwrite):
     """Evaluate CHECKPOINT on STORE: AUROC, AUPRC, F1, Fmax, F/G-beta, sensitivity, specificity,
@@ -53,17 +54,17 @@ def eval_(checkpoint, store_path, val_store, threshold_objective, threshold_scop
     from pathlib import Path
 
     from ecgtool.cli.options import emit_json, resolve_device, stderr_console, stdout_console
-    from ecgtool.eval.evaluate import EvalOptions, run_eval, write_predictions
+    from ecgtool.eval.evaluate import run_eval, write_predictions
+    from ecgtool.eval.options import EvalOptions
     from ecgtool.outputs import atomic_output, check_new_output
 
-    if (threshold_objective != "f1" or threshold_scope != "class") and not (val_store or tune_on_eval_store):
-        raise click.UsageError("--threshold-objective/--threshold-scope choose how thresholds are tuned: give --val (or --tune-on-eval-store)")
-    if save_resamples and not (n_bootstrap or resamples):
+    opts = EvalOptions(batch_size=batch_size, val=val, tune_on_eval_store=tune_on_eval_store, threshold_objective=threshold_objective,
+                       threshold_scope=threshold_scope, bootstrap=bootstrap, seed=seed, level=level, resamples=resamples,
+                       window_stride=window_stride, aggregate=aggregate)
+    if save_resamples and not (bootstrap or resamples):
         raise click.UsageError("--save-resamples needs --bootstrap N > 0")
-    if val_store and tune_on_eval_store:
-        raise click.UsageError("--val and --tune-on-eval-store both say where thresholds are tuned; give one")
     outputs = [p for p in (predictions, plots, save_resamples) if p]
-    inputs = [p for p in (checkpoint, store_path, val_store, compare, resamples) if p]
+    inputs = [p for p in (checkpoint, store_path, val, compare, resamples) if p]
     real = [os.path.realpath(p) for p in outputs]
     if len(set(real)) < len(real) or set(real) & {os.path.realpath(p) for p in inputs}:
         raise click.UsageError("--predictions, --plots and --save-resamples need distinct paths, none of them an input")
@@ -71,9 +72,6 @@ def eval_(checkpoint, store_path, val_store, threshold_objective, threshold_scop
         check_new_output(path, overwrite)  # refuse before the evaluation, not after
     if tune_on_eval_store:
         stderr_console().print("[yellow]thresholds are tuned on the evaluated store: thresholded metrics are optimistic")
-    opts = EvalOptions(batch_size=batch_size, val=val_store, tune_on_eval_store=tune_on_eval_store, objective=threshold_objective,
-                       scope=threshold_scope, bootstrap=n_bootstrap, seed=seed, level=level, resamples=resamples,
-                       window_stride=window_stride, aggregate=aggregate)
     result = run_eval(checkpoint, store_path, resolve_device(device), opts, compare)
     report = result.report
     for warning in result.warnings:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import click
 
-from ecgtool.cli.options import device_option, json_option, overwrite_option, seed_option
+from ecgtool.cli.options import LibraryCommand, device_option, json_option, overwrite_option, seed_option
+from ecgtool.explain.options import METHODS, SANITY_MODES
 
-METHODS = ("gradcam", "attention", "ig", "saliency")  # ecgtool.explain.methods.METHODS, without importing torch
 
-
-@click.command()
+@click.command(cls=LibraryCommand)
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.argument("store_path", metavar="STORE", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Directory to write: saliency.zarr and one PNG per record.")
@@ -23,7 +22,7 @@ METHODS = ("gradcam", "attention", "ig", "saliency")  # ecgtool.explain.methods.
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--charts/--no-charts", default=True, show_default=True, help="Write the per-record PNG charts.")
 @click.option("--dpi", type=click.IntRange(50, 1200), default=150, show_default=True, help="Chart resolution; the grid is true to scale (25 mm/s, 10 mm/mV) at it.")
-@click.option("--sanity", type=click.Choice(["cascade", "full"]), help="Also run the weight-randomisation sanity check (Adebayo et al. 2018) and print its rank correlations.")
+@click.option("--sanity", type=click.Choice(SANITY_MODES), help="Also run the weight-randomisation sanity check (Adebayo et al. 2018) and print its rank correlations.")
 @seed_option
 @device_option
 @overwrite_option
@@ -38,7 +37,8 @@ def explain(checkpoint, store_path, output, records, first, method, layer, class
     """
     from ecgtool.cli.options import emit_json, resolve_device, stderr_console
     from ecgtool.cli.progress import ProgressDisplay
-    from ecgtool.explain.run import ExplainOptions, run_explain
+    from ecgtool.explain.options import ExplainOptions
+    from ecgtool.explain.run import run_explain
 
     if bool(records) == (first is not None):
         raise click.UsageError("give either --records ID[,ID…] or --first N")

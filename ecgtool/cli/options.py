@@ -10,6 +10,7 @@ import click
 
 from ecgtool.errors import ConfigError
 
+
 class LibraryCommand(click.Command):
     """A command that reports a library's ``ConfigError`` as a usage error (exit 2) of the flag that set the value.
 

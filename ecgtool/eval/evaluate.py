@@ -18,30 +18,16 @@ import numpy as np
 from ecgtool.checkpoint import Checkpoint
 from ecgtool.data.loader import ChunkLoader
 from ecgtool.data.store import EcgStore, open_store
-from ecgtool.errors import EcgtoolError
+from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.eval import bootstrap, challenge
 from ecgtool.eval.metrics import classification_report, predict_labels
+from ecgtool.eval.options import EvalOptions
 from ecgtool.eval.predict import default_aggregate, predict, windows_for
 from ecgtool.eval.thresholds import tune_thresholds
 from ecgtool.outputs import atomic_output
 from ecgtool.provenance import fingerprint, make_entry
 
 PREDICTIONS_FORMAT = "ecgtool.predictions"
-
-
-@dataclass
-class EvalOptions:
-    batch_size: int = 256
-    val: str | None = None  # validation store to tune thresholds on now
-    tune_on_eval_store: bool = False  # the user's explicit request to tune on the reported store
-    objective: str = "f1"
-    scope: str = "class"
-    bootstrap: int = 1000  # resamples; 0 = no intervals
-    seed: int = 0
-    level: float = 0.95
-    resamples: str | None = None  # .npy of resample ids to reuse
-    window_stride: int | None = None
-    aggregate: str | None = None  # default: max for multi-label, mean for multi-class (probabilities sum to 1)
 
 
 @dataclass
@@ -81,9 +67,11 @@ def _windows(ckpt: Checkpoint, store, opts: EvalOptions):
     samples = ckpt.input.samples
     windows = windows_for(samples, store.n_samples, opts.window_stride, opts.aggregate or default_aggregate(ckpt.multi_label))
     if windows is None and (opts.window_stride or opts.aggregate):
-        raise EcgtoolError(f"--window-stride/--aggregate: {store.path}'s records are as long as the model's input ({samples} samples); there are no windows")
+        what = "window_stride" if opts.window_stride else "aggregate"
+        raise ConfigError(f"{what}: {store.path}'s records are as long as the model's input ({samples} samples); there are no windows", what)
     if windows is not None and windows.stride > windows.length:
-        raise EcgtoolError(f"--window-stride {windows.stride} is longer than the {windows.length}-sample window: samples would go unseen")
+        raise ConfigError(f"a window stride of {windows.stride} is longer than the {windows.length}-sample window: samples would go unseen",
+                          "window_stride")
     return windows
 
 
@@ -110,15 +98,17 @@ def _thresholds(ckpt: Checkpoint, store, y, probs, windows, device, opts: EvalOp
     """The decision thresholds and a sentence saying where they came from."""
     if not ckpt.multi_label:
         if opts.val is not None or opts.tune_on_eval_store:
-            raise EcgtoolError("thresholds apply to multi-label tasks; this model decides by argmax")
+            raise ConfigError("thresholds apply to multi-label tasks; this model decides by argmax",
+                              "val" if opts.val is not None else "tune_on_eval_store")
         return None, "argmax (multi-class)"
-    how = f"{'per class' if opts.scope == 'class' else 'one global threshold'}, max {'F1' if opts.objective == 'f1' else 'Youden J'}"
+    how = opts.tuning
     if opts.tune_on_eval_store:
-        return tune_thresholds(y, probs, opts.objective, opts.scope), f"tuned on the evaluated store itself ({how}; optimistic)"
+        values = tune_thresholds(y, probs, opts.threshold_objective, opts.threshold_scope)
+        return values, f"tuned on the evaluated store itself ({how}; optimistic)"
     if opts.val is not None:
         val = open_store(opts.val)
         val_probs, val_rows, _ = _probabilities(ckpt, val, device, opts)
-        values = tune_thresholds(val.labels[val_rows], val_probs, opts.objective, opts.scope)
+        values = tune_thresholds(val.labels[val_rows], val_probs, opts.threshold_objective, opts.threshold_scope)
         return values, f"tuned now on validation store {opts.val} ({how})"
     thresholds = ckpt.thresholds
     if thresholds is None:
@@ -139,22 +129,20 @@ def check_eval_inputs(checkpoints: list[Checkpoint], store, opts: EvalOptions) -
     ckpt, *others = checkpoints
     ckpt.check_store(store, windows=True)
     _windows(ckpt, store, opts)
-    if opts.val is not None and opts.tune_on_eval_store:
-        raise EcgtoolError("--val and --tune-on-eval-store both choose where thresholds are tuned; give one")
     if opts.val is not None:
         if _same_store(opts.val, store.path):
-            raise EcgtoolError(f"--val {opts.val} is the store being evaluated; tuning thresholds on it would inflate "
-                               "every thresholded metric (pass --tune-on-eval-store instead to do it anyway)")
+            raise ConfigError(f"the validation store {opts.val} is the store being evaluated; tuning thresholds on it would "
+                              "inflate every thresholded metric (ask to tune on the evaluated store to do it anyway)", "val")
         val = open_store(opts.val)
         ckpt.check_store(val, "validation store", windows=True)
         shared = np.intersect1d(val.record_id[:], store.record_id[:])
         if len(shared):
-            raise EcgtoolError(f"--val {opts.val} shares {len(shared)} record(s) with {store.path} (e.g. {shared[0]}); "
-                               "thresholds must come from records that are not evaluated")
+            raise ConfigError(f"the validation store {opts.val} shares {len(shared)} record(s) with {store.path} (e.g. {shared[0]}); "
+                              "thresholds must come from records that are not evaluated", "val")
     for other in others:
         other.check_store(store, windows=True)
         if other.classes != ckpt.classes:
-            raise EcgtoolError(f"--compare {other.path} predicts other classes than {ckpt.path}")
+            raise ConfigError(f"the compared checkpoint {other.path} predicts other classes than {ckpt.path}", "compare")
     if opts.resamples:
         _load_resamples(opts.resamples, len(store))
     warnings = []
@@ -202,11 +190,11 @@ def _load_resamples(path, records: int) -> np.ndarray:
     try:
         ids = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise EcgtoolError(f"--resamples {path}: not a .npy array of resample ids ({e})") from None
+        raise ConfigError(f"resamples {path}: not a .npy array of resample ids ({e})", "resamples") from None
     if not isinstance(ids, np.ndarray) or ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] != records \
             or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= records:
         shape = getattr(ids, "shape", type(ids).__name__)
-        raise EcgtoolError(f"--resamples {path}: expected integer ids [resamples, {records}] below {records}, got {shape}")
+        raise ConfigError(f"resamples {path}: expected integer ids [resamples, {records}] below {records}, got {shape}", "resamples")
     return ids
 
 

@@ -4,8 +4,11 @@ Modules:
 
 * ``methods``  — Grad-CAM, integrated gradients and gradient saliency, each a map
   ``(records, leads, samples)`` on the model's input grid;
-* ``attention`` — attention maps captured from the models that have attention over
-  time (msse_transformer, mina, mamil), per head/level and rolled out;
+* ``attention`` — attention maps of the models that declare attention over time
+  (``models/explainable.py``; today msse_transformer, mina, mamil), rolled out or
+  spread over the record;
+* ``options``  — the run's options and their choices (import-light, for the CLI);
+* ``explanation`` — the ``Explanation`` every method returns;
 * ``timeaxis`` — where a value computed at a model's internal positions lies on the
   input's time axis (interpolation, windows, beats);
 * ``sanity``   — model-parameter randomisation test (Adebayo et al. 2018);

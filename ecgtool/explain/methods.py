@@ -35,12 +35,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ecgtool.errors import EcgtoolError
+from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.explain.explanation import Explanation
+from ecgtool.explain.options import METHODS
 from ecgtool.explain.timeaxis import interpolate, spread
 from ecgtool.models.explainable import Instances, Spans
 
-METHODS = ("gradcam", "attention", "ig", "saliency")
+
 METHOD_NAMES = {"gradcam": "Grad-CAM", "attention": "attention", "ig": "integrated gradients", "saliency": "saliency"}
 CITATIONS = {
     "gradcam": "Selvaraju et al. 2017, Grad-CAM, ICCV",
@@ -75,9 +76,9 @@ def resolve_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
         return name, modules[name]
     close = difflib.get_close_matches(name, [n for n in modules if n], n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise EcgtoolError(
+    raise ConfigError(
         f"unknown layer {name!r} in {getattr(model, 'model_name', type(model).__name__)}; {hint}"
-        f"layers are dotted module names under {', '.join(model.stages)} (default {model.default_cam_layer})"
+        f"layers are dotted module names under {', '.join(model.stages)} (default {model.default_cam_layer})", "layer"
     )
 
 
@@ -182,4 +183,4 @@ def explain(method: str, model: nn.Module, x: torch.Tensor, targets: torch.Tenso
         from ecgtool.explain.attention import attention
 
         return attention(model, x, n_leads)
-    raise EcgtoolError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}", "method")

@@ -28,24 +28,12 @@ from typing import Callable
 
 import numpy as np
 
-from ecgtool.errors import EcgtoolError
+from ecgtool.errors import ConfigError, EcgtoolError
+from ecgtool.explain.options import ExplainOptions
 
 SALIENCY_FORMAT = "ecgtool.saliency"
 SALIENCY_VERSION = 1
 SMOOTH_S = {"ig": 0.04, "saliency": 0.04}  # display smoothing of per-sample gradient maps (charts only)
-
-
-@dataclass
-class ExplainOptions:
-    method: str = "gradcam"
-    layer: str | None = None  # Grad-CAM only; default: the model's default_cam_layer
-    class_name: str | None = None  # None: each record's predicted (most probable) class
-    steps: int = 64  # integrated gradients
-    batch_size: int = 16
-    charts: bool = True
-    dpi: float = 150.0
-    sanity: str | None = None  # None, "cascade" or "full"
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,7 +78,7 @@ def select_rows(store, records: list[str] | None, first: int | None) -> np.ndarr
     wanted = [r.strip() for item in records or [] for r in item.split(",") if r.strip()]
     wanted = list(dict.fromkeys(wanted))  # repeated ids once, first mention first
     if not wanted:
-        raise EcgtoolError("no records to explain: give --records ID[,ID…] or --first N")
+        raise ConfigError("no records to explain: give record ids or a number of first records", "records")
     rows_of: dict[str, list[int]] = {}
     for row, rid in enumerate(store.record_id.tolist()):
         rows_of.setdefault(rid, []).append(row)
@@ -127,10 +115,8 @@ def prepare(ckpt_path, store_path, options: ExplainOptions, device):
     from ecgtool.checkpoint import Checkpoint
     from ecgtool.data.store import open_store
     from ecgtool.explain.attention import has_attention
-    from ecgtool.explain.methods import METHODS, resolve_layer
+    from ecgtool.explain.methods import resolve_layer
 
-    if options.method not in METHODS:
-        raise EcgtoolError(f"unknown method {options.method!r}; choose one of {', '.join(METHODS)}")
     ckpt = Checkpoint.load(ckpt_path)
     store = open_store(store_path)
     if store.n_samples > ckpt.input.samples:  # a model trained on crops: eval windows it, a map needs one input
@@ -140,13 +126,10 @@ def prepare(ckpt_path, store_path, options: ExplainOptions, device):
     ckpt.check_store(store)
     classes = list(ckpt.classes)
     if options.class_name is not None and options.class_name not in classes:
-        raise EcgtoolError(f"unknown class {options.class_name!r}; {ckpt_path} has classes {', '.join(classes)}")
+        raise ConfigError(f"unknown class {options.class_name!r}; {ckpt_path} has classes {', '.join(classes)}", "class_name")
     model = ckpt.build_model().to(device).eval()
     if options.method == "attention" and not has_attention(model):
-        raise EcgtoolError(f"--method attention: {ckpt.model.name} has no attention over time positions; "
-                           "use gradcam, ig or saliency")
-    if options.layer is not None and options.method != "gradcam":
-        raise EcgtoolError(f"--layer applies to --method gradcam, not {options.method}")
+        raise ConfigError(f"{ckpt.model.name} has no attention over time positions; use gradcam, ig or saliency", "method")
     layer = resolve_layer(model, options.layer)[0] if options.method == "gradcam" else None
     return ckpt, store, model, ckpt.input.reader(store), layer
 
