@@ -76,6 +76,23 @@ _SOURCE = (
 )
 
 
+def _cifar_stages(width: int, blocks_per_stage: int, conv, norm, block) -> tuple[list[nn.Sequential], int]:
+    """Three CIFAR-ResNet stages of basic blocks at ``width``, 2x and 4x (1D or 2D by ``conv``/``norm``/``block``):
+    the first block of stages 2 and 3 strides 2, with a 1x1 projection wherever the shape changes."""
+    stages, inplanes = [], width
+    for i, planes in enumerate([width, 2 * width, 4 * width]):
+        blocks = []
+        for j in range(blocks_per_stage):
+            stride = 2 if (i > 0 and j == 0) else 1
+            down = None
+            if stride != 1 or inplanes != planes:
+                down = nn.Sequential(conv(inplanes, planes, 1, stride=stride, bias=False), norm(planes))
+            blocks.append(block(inplanes, planes, stride, down))
+            inplanes = planes
+        stages.append(nn.Sequential(*blocks))
+    return stages, inplanes
+
+
 def _split_segments(x: torch.Tensor, num_segments: int) -> torch.Tensor:
     """``(B, L, N)`` -> ``(B * S, L, N // S)`` (trailing remainder dropped)."""
     b, l, n = x.shape
@@ -122,20 +139,7 @@ class SpectrogramResNet(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
         )
-        layers, inplanes = [], width
-        for i, planes in enumerate([width, 2 * width, 4 * width]):
-            blocks = []
-            for j in range(n):
-                stride = 2 if (i > 0 and j == 0) else 1
-                down = None
-                if stride != 1 or inplanes != planes:
-                    down = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False),
-                                         nn.BatchNorm2d(planes))
-                blocks.append(BasicBlock2d(inplanes, planes, stride, down))
-                inplanes = planes
-            layers.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3 = layers
-        self.out_dim = inplanes
+        (self.layer1, self.layer2, self.layer3), self.out_dim = _cifar_stages(width, n, nn.Conv2d, nn.BatchNorm2d, BasicBlock2d)
         self.pool = nn.AdaptiveAvgPool2d(1)
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
@@ -153,20 +157,8 @@ class RawSegmentResNet(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv1d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm1d(width), nn.ReLU()
         )
-        stages, inplanes = [], width
-        for i, planes in enumerate([width, 2 * width, 4 * width]):
-            blocks = []
-            for j in range(blocks_per_stage):
-                stride = 2 if (i > 0 and j == 0) else 1
-                down = None
-                if stride != 1 or inplanes != planes:
-                    down = nn.Sequential(nn.Conv1d(inplanes, planes, 1, stride=stride, bias=False),
-                                         nn.BatchNorm1d(planes))
-                blocks.append(BasicBlock1d(inplanes, planes, stride, down))
-                inplanes = planes
-            stages.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3 = stages
-        self.out_dim = inplanes
+        (self.layer1, self.layer2, self.layer3), self.out_dim = _cifar_stages(
+            width, blocks_per_stage, nn.Conv1d, nn.BatchNorm1d, BasicBlock1d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
