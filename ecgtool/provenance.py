@@ -55,13 +55,24 @@ def fingerprint(path: str | os.PathLike) -> str:
     """The fingerprint of any input: a store's content hash, a file's SHA-256, a directory's listing."""
     p = Path(path)
     if p.is_dir():
-        from ecgtool.data.store import STORE_FORMAT, read_store_attrs
-
-        attrs = read_store_attrs(p)
-        if attrs is not None and attrs.get("format") == STORE_FORMAT and "content_hash" in attrs:
-            return "store:" + attrs["content_hash"]
+        content_hash = _recorded_content_hash(p)
+        if content_hash is not None:
+            return "store:" + content_hash
         return "dir:" + directory_fingerprint(p)
     return "sha256:" + file_sha256(p)
+
+
+def _recorded_content_hash(path: Path) -> str | None:
+    """The ``content_hash`` an output recorded in its Zarr group attributes (the ECG store does:
+    ``data/store.py``), read from ``zarr.json`` directly so this module depends on no contract."""
+    import json
+
+    try:
+        doc = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    value = doc.get("attributes", {}).get("content_hash") if isinstance(doc, dict) and doc.get("node_type") == "group" else None
+    return value if isinstance(value, str) else None
 
 
 def make_entry(step: str, inputs: list[str | os.PathLike] = (), **details) -> dict:
