@@ -174,12 +174,12 @@ class Checkpoint:
             raise CheckpointError(f"{p} is not a readable ecgtool checkpoint ({_first_line(e)})") from None
         return cls.from_dict(doc, p)
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Write atomically (temporary sibling, fsync, rename)."""
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False, inputs=()) -> None:
+        """Write atomically (temporary sibling, fsync, rename); ``path`` may not be one of ``inputs``."""
         import torch
 
         doc = self.to_dict()
-        with atomic_output(path, overwrite) as tmp:
+        with atomic_output(path, overwrite, inputs=inputs) as tmp:
             with open(tmp, "wb") as f:
                 torch.save(doc, f)
                 f.flush()

@@ -1,33 +1,77 @@
 """All-or-nothing outputs, shared by every command that writes a file or directory.
 
-An output is written to a hidden temporary sibling and renamed into place only
-when complete, so a crash or Ctrl-C never leaves a half-written result under the
-real name; an existing output is replaced only when the user asked (--overwrite).
+Four promises, kept here once for every command:
+
+* An output is never one of the command's inputs, nor inside one, nor contains
+  one — with ``--overwrite`` or without (``check_new_output``): replacing it
+  would destroy the input.
+* An output is written to a hidden temporary sibling (``.NAME.partial-PID``)
+  and published under its real name only when complete, so a crash, Ctrl-C or
+  SIGKILL never leaves a half-written result under the real name.
+* Publishing never replaces what appeared under the real name meanwhile (a
+  concurrent run) unless the user asked (``--overwrite``): on Linux the rename
+  is ``renameat2(RENAME_NOREPLACE)``, atomic check and rename in one call.
+* Replacing an existing output leaves the old or the new one under the real
+  name at every instant: ``renameat2(RENAME_EXCHANGE)`` swaps them, then the old
+  one (now under the temporary name) is removed.
+
+Where ``renameat2`` is missing (not Linux, an old C library, a file system
+without the flags), publishing falls back to a hard link for files (which also
+refuses an existing name) and a check-then-rename for directories, and a
+replacement to moving the old output aside first. Siblings left by killed runs
+are removed by the next run that writes the same output, once their process is
+gone.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
+import glob
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from ecgtool.errors import EcgtoolError
 
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+_SIBLING_KINDS = ("partial", "old")
 
-def check_new_output(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse an existing output (unless ``overwrite``) or a missing parent directory, before any work."""
+
+def check_apart(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
+    """Refuse an output that is an input, lies inside one, or contains one (links resolved)."""
+    out = Path(os.path.realpath(output))
+    for given in inputs:
+        if given is None:
+            continue
+        inp = Path(os.path.realpath(given))
+        if out == inp or (out.exists() and inp.exists() and os.path.samefile(out, inp)):
+            raise EcgtoolError(f"the output {output} is the input {given}; writing it would destroy the input")
+        if inp in out.parents:
+            raise EcgtoolError(f"the output {output} lies inside the input {given}; write it elsewhere")
+        if out in inp.parents:
+            raise EcgtoolError(f"the output {output} contains the input {given}; replacing it would destroy the input")
+
+
+def check_new_output(path: str | os.PathLike, overwrite: bool, inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """Refuse, before any work: an output among the ``inputs``, an existing output (unless
+    ``overwrite``), or a missing parent directory."""
     path = Path(path)
-    if path.exists() and not overwrite:
+    check_apart(path, inputs)
+    if os.path.lexists(path) and not overwrite:
         raise EcgtoolError(f"{path} already exists; pass --overwrite to replace it")
-    if not path.parent.exists():
+    if not path.parent.is_dir():
         raise EcgtoolError(f"the directory {path.parent} for {path.name} does not exist")
     return path
 
 
-def temporary_sibling(final: Path) -> Path:
-    return final.with_name(f".{final.name}.partial-{os.getpid()}")
+def temporary_sibling(final: Path, kind: str = "partial") -> Path:
+    return final.with_name(f".{final.name}.{kind}-{os.getpid()}")
 
 
 def remove(path: Path) -> None:
@@ -37,12 +81,94 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def replace_path(tmp: Path, final: Path) -> None:
-    """Move a finished temporary output into place; an old output is removed only once the new one is there."""
-    if not final.exists():
-        os.replace(tmp, final)
-        return
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_siblings(final: Path) -> list[Path]:
+    """Remove the ``.NAME.partial-PID``/``.NAME.old-PID`` siblings of ``final`` whose process is gone
+    (a killed run's leftovers); return what was removed."""
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for kind in _SIBLING_KINDS:
+        for sibling in final.parent.glob(f".{glob.escape(final.name)}.{kind}-*"):
+            pid = sibling.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                remove(sibling)
+                removed.append(sibling)
+    return removed
+
+
+def _libc_renameat2():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2_fn = _libc_renameat2()
+
+
+def _renameat2(src: Path, dst: Path, flags: int) -> bool:
+    """``renameat2(src, dst, flags)``: True when done, False when this system cannot do it
+    (no such call, or flags the file system does not support); any other failure raises OSError."""
+    if _renameat2_fn is None:
+        return False
+    if _renameat2_fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(dst))
+
+
+def _appeared(final: Path) -> EcgtoolError:
+    return EcgtoolError(f"{final} appeared while this run was writing it (another run?); it was left as it is and "
+                        "this run's output discarded; pass --overwrite to replace it")
+
+
+def publish(tmp: Path, final: Path, overwrite: bool) -> None:
+    """Move a finished temporary output to its real name: atomically refused if something is
+    there and ``overwrite`` is off, atomically swapped in (old removed afterwards) if it is on."""
+    try:
+        if _renameat2(tmp, final, _RENAME_NOREPLACE):
+            return
+    except FileExistsError:
+        if not overwrite:
+            raise _appeared(final) from None
+        if _renameat2(tmp, final, _RENAME_EXCHANGE):
+            remove(tmp)  # the temporary name now holds the previous output
+            return
+    # Fallbacks where renameat2 cannot serve.
+    if os.path.lexists(final):
+        if not overwrite:
+            raise _appeared(final)
+        _replace_in_two_steps(tmp, final)
+    elif tmp.is_dir():
+        os.rename(tmp, final)  # onto a name that appeared meanwhile, this fails unless it is an empty directory
+    else:
+        try:
+            os.link(tmp, final)  # refuses an existing name atomically
+        except FileExistsError:
+            raise _appeared(final) from None
+        tmp.unlink()
+
+
+def _replace_in_two_steps(tmp: Path, final: Path) -> None:
+    """Replace without an atomic exchange: the old output is moved aside, the new one moved in,
+    the old one removed (a kill between the two renames leaves the old one in the ``.old-PID`` sibling)."""
+    old = temporary_sibling(final, "old")
     os.replace(final, old)
     try:
         os.replace(tmp, final)
@@ -53,16 +179,18 @@ def replace_path(tmp: Path, final: Path) -> None:
 
 
 @contextmanager
-def atomic_output(path: str | os.PathLike, overwrite: bool, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces ``path``, on failure it disappears."""
-    final = check_new_output(path, overwrite)
+def atomic_output(path: str | os.PathLike, overwrite: bool, directory: bool = False,
+                  inputs: Iterable[str | os.PathLike | None] = ()) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is published as ``path``, on failure it disappears."""
+    final = check_new_output(path, overwrite, inputs)
+    remove_stale_siblings(final)
     tmp = temporary_sibling(final)
     remove(tmp)
     if directory:
         tmp.mkdir()
     try:
         yield tmp
-        replace_path(tmp, final)
+        publish(tmp, final, overwrite)
     finally:
-        if tmp.exists():
+        if os.path.lexists(tmp):
             remove(tmp)

@@ -69,7 +69,7 @@ def eval_(checkpoint, store_path, val, threshold_objective, threshold_scope, tun
     if len(set(real)) < len(real) or set(real) & {os.path.realpath(p) for p in inputs}:
         raise click.UsageError("--predictions, --plots and --save-resamples need distinct paths, none of them an input")
     for path in outputs:
-        check_new_output(path, overwrite)  # refuse before the evaluation, not after
+        check_new_output(path, overwrite, inputs)  # refuse before the evaluation, not after
     if tune_on_eval_store:
         stderr_console().print("[yellow]thresholds are tuned on the evaluated store: thresholded metrics are optimistic")
     result = run_eval(checkpoint, store_path, resolve_device(device), opts, compare)
@@ -77,17 +77,17 @@ def eval_(checkpoint, store_path, val, threshold_objective, threshold_scope, tun
     for warning in result.warnings:
         stderr_console().print(f"[yellow]warning: {warning}")
     if predictions:
-        write_predictions(predictions, result, overwrite)
+        write_predictions(predictions, result, overwrite, inputs)
     if save_resamples:
         import numpy as np
 
-        with atomic_output(save_resamples, overwrite) as tmp:
+        with atomic_output(save_resamples, overwrite, inputs=inputs) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, result.resample_ids.astype(np.int32))
     if plots:
         from ecgtool.eval.plots import write_report_plots
 
-        with atomic_output(plots, overwrite, directory=True) as tmp:
+        with atomic_output(plots, overwrite, directory=True, inputs=inputs) as tmp:
             main = result.main
             write_report_plots(Path(tmp), main.y, main.probs, list(main.checkpoint.classes), main.checkpoint.multi_label,
                                main.thresholds, title=f"{main.checkpoint.model.name} on {Path(store_path).name}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from ecgtool.cli.options import LibraryCommand, json_option, overwrite_option, seed_option
@@ -21,7 +19,7 @@ def _ratios(ctx, param, value):
 
 @click.command(cls=LibraryCommand)
 @click.argument("store_path", metavar="STORE", type=click.Path(exists=True, file_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Directory for train.zarr, val.zarr, test.zarr (created if needed).")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Directory for train.zarr, val.zarr, test.zarr (created if needed; written and replaced as a whole).")
 @click.option("--folds", "k", type=click.IntRange(3, 100), default=10, show_default=True, help="Number of stratified folds when the store has no official folds.")
 @click.option("--train", "train_folds", default=None, help="Folds for training, e.g. 1-8 (default: all but the last two).")
 @click.option("--val", "val_folds", default=None, help="Folds for validation (default: the second to last).")
@@ -42,9 +40,8 @@ def split(store_path, output, k, train_folds, val_folds, test_folds, ratios, ign
     from rich.table import Table
 
     from ecgtool.cli.options import emit_json, stderr_console
-    from ecgtool.data.split import SPLITS, folds_for_ratios, parse_folds, plan_split, run_split
+    from ecgtool.data.split import SPLITS, check_split_dir, folds_for_ratios, parse_folds, plan_split, run_split
     from ecgtool.data.store import open_store
-    from ecgtool.errors import EcgtoolError
 
     store = open_store(store_path)
     fold_lists = None
@@ -57,13 +54,9 @@ def split(store_path, output, k, train_folds, val_folds, test_folds, ratios, ign
         if not (train_folds and val_folds and test_folds):
             raise click.UsageError("give all three of --train, --val and --test")
         fold_lists = {"train": parse_folds(train_folds), "val": parse_folds(val_folds), "test": parse_folds(test_folds)}
-    out_dir = Path(output)
-    existing = [str(out_dir / f"{s}.zarr") for s in SPLITS if (out_dir / f"{s}.zarr").exists()]
-    if existing and not overwrite:  # checked before the (possibly long) fold assignment
-        raise EcgtoolError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
+    check_split_dir(output, overwrite, (store_path,))  # before the (possibly long) fold assignment
     plan = plan_split(store, fold_lists, k, seed, use_official=not ignore_official)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = run_split(store, out_dir, plan, overwrite)
+    paths = run_split(store, output, plan, overwrite)
 
     table = Table(title=f"{store.path.name}: folds {plan.fold_source}")
     table.add_column("class")

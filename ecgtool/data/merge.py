@@ -129,10 +129,7 @@ def merge_parts(
     if not paths:
         raise EcgtoolError("no parts to merge")
     out = Path(out)
-    check_new_output(out, overwrite)
-    resolved = {Path(p).resolve() for p in paths}
-    if out.resolve() in resolved:
-        raise EcgtoolError(f"-o {out} is one of the parts; write the merged store elsewhere")
+    check_new_output(out, overwrite, paths)
     parts = _check_parts([_part(p) for p in paths])
     total = sum(p.records for p in parts)
     if total == 0:
@@ -158,6 +155,7 @@ def merge_parts(
     with StoreWriter(
         out, n_leads=n_leads, n_samples=n_samples, attrs=attrs, dtype=first.signature["signal dtype"],
         optional=tuple(first.signature["optional arrays"]), overwrite=overwrite, chunk_records=first.signature["chunk records"],
+        inputs=tuple(paths),
     ) as writer:
         for info in parts:
             part = open_store(info.path)

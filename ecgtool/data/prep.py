@@ -25,6 +25,7 @@ from ecgtool.data.readers.base import read_fetch_provenance
 from ecgtool.data.store import StoreWriter
 from ecgtool.data.transforms import PrepConfig, beat_windows, preprocess
 from ecgtool.errors import ConfigError, EcgtoolError
+from ecgtool.outputs import check_new_output
 from ecgtool.provenance import make_entry
 
 BATCH = 16  # records per task sent to a worker: amortises inter-process overhead
@@ -189,6 +190,7 @@ def run_prep(
     """
     if on_error not in ON_ERROR:
         raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}", "on_error")
+    check_new_output(out, overwrite, (getattr(reader, "root", None),))  # before reading a single record
     all_ids = reader.record_ids()[:limit] if limit else reader.record_ids()
     ids = all_ids
     leads = tuple(cfg.leads) if cfg.leads else tuple(reader.leads)
@@ -238,6 +240,7 @@ def run_prep(
     writer = StoreWriter(
         out, n_leads=len(leads), n_samples=n_samples, attrs=attrs, dtype=dtype,
         optional=("age", "sex", "source") + (("beat_sample",) if beats else ()), overwrite=overwrite,
+        inputs=(getattr(reader, "root", None),),
     )
     with writer:
         for i, (rid, error, result) in enumerate(_results(reader, job, ids, workers), 1):

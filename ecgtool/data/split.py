@@ -19,7 +19,7 @@ import numpy as np
 
 from ecgtool.data.store import EcgStore, StoreWriter
 from ecgtool.errors import ConfigError, EcgtoolError
-from ecgtool.outputs import check_new_output, remove, replace_path
+from ecgtool.outputs import check_apart, publish, remove, remove_stale_siblings, temporary_sibling
 from ecgtool.provenance import make_entry
 
 SPLITS = ("train", "val", "test")
@@ -137,6 +137,7 @@ def write_subset(store: EcgStore, indices: np.ndarray, out: Path, folds: np.ndar
     with StoreWriter(
         out, n_leads=len(store.leads), n_samples=store.n_samples, attrs=attrs, dtype=str(store.signals.dtype),
         optional=tuple(k for k in store.extras), overwrite=overwrite, chunk_records=store.chunk_records,
+        inputs=(store.path,),
     ) as w:
         for start, stop in store.chunk_bounds():
             sel = indices[(indices >= start) & (indices < stop)]
@@ -150,16 +151,40 @@ def write_subset(store: EcgStore, indices: np.ndarray, out: Path, folds: np.ndar
     return len(indices)
 
 
-def run_split(store: EcgStore, out_dir: Path, plan: SplitPlan, overwrite: bool) -> dict[str, Path]:
-    """Write the non-empty splits; all of them appear together, or none does.
+def check_split_dir(out_dir: str | os.PathLike, overwrite: bool, inputs=()) -> Path:
+    """Refuse, before any work, a split directory that cannot be (re)written as a unit: one among
+    the inputs, holding anything but a split's stores, or holding them without ``overwrite``."""
+    out_dir = Path(out_dir)
+    check_apart(out_dir, inputs)
+    if not os.path.lexists(out_dir):
+        return out_dir
+    if not out_dir.is_dir():
+        raise EcgtoolError(f"{out_dir} exists and is not a directory")
+    names = {f"{s}.zarr" for s in SPLITS}
+    others = sorted(p.name for p in out_dir.iterdir() if p.name not in names)
+    if others:
+        raise EcgtoolError(f"{out_dir} holds other files than a split's stores (e.g. {others[0]}); a split directory is "
+                           "replaced as a whole: give a new directory, or one holding only train/val/test.zarr")
+    existing = [str(out_dir / n) for n in sorted(names) if (out_dir / n).exists()]
+    if existing and not overwrite:
+        raise EcgtoolError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
+    return out_dir
 
-    With ``overwrite``, a split store left from an earlier run whose split is now
-    empty is removed, so the directory never mixes two runs.
+
+def run_split(store: EcgStore, out_dir: str | os.PathLike, plan: SplitPlan, overwrite: bool) -> dict[str, Path]:
+    """Write the non-empty splits into ``out_dir`` as one unit.
+
+    The whole directory is written beside it and published in one rename (swapped in,
+    with ``overwrite``), so at every instant ``out_dir`` holds all the stores of one run
+    — this one's or the previous one's — never a mix that could leak patients across sets.
     """
-    finals = {s: out_dir / f"{s}.zarr" for s in SPLITS}
-    for path in finals.values():
-        check_new_output(path, overwrite)
-    written: dict[str, Path] = {}
+    out_dir = check_split_dir(out_dir, overwrite, (store.path,))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_siblings(out_dir)
+    tmp = temporary_sibling(out_dir)
+    remove(tmp)
+    tmp.mkdir()
+    written = []
     try:
         for split in SPLITS:
             idx = plan.members[split]
@@ -168,20 +193,16 @@ def run_split(store: EcgStore, out_dir: Path, plan: SplitPlan, overwrite: bool) 
             provenance = list(store.attrs["provenance"]) + [
                 make_entry("split", [store.path], split=split, folds=plan.fold_lists[split], fold_source=plan.fold_source)
             ]
-            tmp = out_dir / f".{split}.zarr.new-{os.getpid()}"
             write_subset(
-                store, idx, tmp, plan.folds,
+                store, idx, tmp / f"{split}.zarr", plan.folds,
                 {"split": {"name": split, "folds": plan.fold_lists[split], "fold_source": plan.fold_source}, "provenance": provenance},
-                overwrite=True,
+                overwrite=False,
             )
-            written[split] = tmp
-    except BaseException:
-        for tmp in written.values():
+            written.append(split)
+        if out_dir.is_dir() and not overwrite and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # an empty directory the user made for the splits: publish in its place
+        publish(tmp, out_dir, overwrite)
+    finally:
+        if os.path.lexists(tmp):
             remove(tmp)
-        raise
-    for split, path in finals.items():
-        if split in written:
-            replace_path(written[split], path)
-        elif path.exists():
-            remove(path)
-    return {s: finals[s] for s in written}
+    return {s: out_dir / f"{s}.zarr" for s in written}

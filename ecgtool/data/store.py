@@ -31,7 +31,7 @@ import numpy as np
 
 from ecgtool.data.choices import SIGNAL_DTYPES
 from ecgtool.errors import EcgtoolError
-from ecgtool.outputs import check_new_output, remove, replace_path, temporary_sibling
+from ecgtool.outputs import check_new_output, publish, remove, remove_stale_siblings, temporary_sibling
 
 STORE_FORMAT = "ecgtool.ecg-store"
 STORE_VERSION = 1
@@ -294,7 +294,9 @@ class StoreWriter:
         optional: tuple[str, ...] = (),
         overwrite: bool = False,
         chunk_records: int | None = None,
+        inputs: tuple = (),
     ):
+        """``inputs``: what the store is made from; the store may be none of them, nor inside or contain one."""
         if dtype not in SIGNAL_DTYPES:
             raise EcgtoolError(f"signal dtype must be one of {', '.join(SIGNAL_DTYPES)}, not {dtype}")
         unknown = [o for o in optional if o not in OPTIONAL_ARRAYS]
@@ -311,6 +313,7 @@ class StoreWriter:
         self.attrs = {"provenance": [], **attrs}
         self.optional = tuple(optional)
         self.overwrite = overwrite
+        self.inputs = tuple(inputs)
         self.chunk = chunk_records or chunk_records_for(n_leads, n_samples, self.dtype.itemsize)
         self.count = 0
         self._buffer: list[dict] = []
@@ -324,7 +327,8 @@ class StoreWriter:
         import zarr
         from zarr.codecs import BloscCodec
 
-        check_new_output(self.path, self.overwrite)
+        check_new_output(self.path, self.overwrite, self.inputs)
+        remove_stale_siblings(self.path)
         self.tmp = temporary_sibling(self.path)
         remove(self.tmp)
         self.group = zarr.open_group(self.tmp, mode="w", zarr_format=3)
@@ -356,7 +360,7 @@ class StoreWriter:
         try:
             self._flush(final=True)
             self.group.attrs.update({**self._base_attrs(), "content_hash": self.content_hash(), "complete": True})
-            replace_path(self.tmp, self.path)
+            publish(self.tmp, self.path, self.overwrite)
         except BaseException:
             remove(self.tmp)
             raise

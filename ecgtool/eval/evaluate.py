@@ -229,13 +229,13 @@ def run_eval(ckpt_path, store_path, device, opts: EvalOptions | None = None, com
     return EvalResult(store, main, other, ids, warnings)
 
 
-def write_predictions(path: str | os.PathLike, result: EvalResult, overwrite: bool) -> None:
+def write_predictions(path: str | os.PathLike, result: EvalResult, overwrite: bool, inputs=()) -> None:
     """Probabilities, decisions, labels, record ids (and resample ids) as a small Zarr group, written atomically."""
     import zarr
 
     store, main, report = result.store, result.main, result.report
     rows = main.rows
-    with atomic_output(path, overwrite, directory=False) as tmp:
+    with atomic_output(path, overwrite, directory=False, inputs=inputs) as tmp:
         g = zarr.open_group(tmp, mode="w", zarr_format=3)
         g.create_array("probabilities", data=main.probs.astype(np.float32))
         g.create_array("decisions", data=main.yhat.astype(np.uint8))

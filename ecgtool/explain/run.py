@@ -144,10 +144,10 @@ def run_explain(ckpt_path, store_path, output, *, records: list[str] | None = No
 
     options = options or ExplainOptions()
     device = torch.device(device)
-    check_new_output(output, overwrite)  # refuse before the work, not after
+    check_new_output(output, overwrite, (ckpt_path, store_path))  # refuse before the work, not after
     ckpt, store, model, spec, layer = prepare(ckpt_path, store_path, options, device)
     rows = select_rows(store, records, first)
-    with atomic_output(output, overwrite, directory=True) as tmp:
+    with atomic_output(output, overwrite, directory=True, inputs=(ckpt_path, store_path)) as tmp:
         result = _explain_rows(ckpt, store, model, spec, layer, rows, options, device, Path(tmp), progress)
         if options.sanity:
             result.sanity = _sanity(model, store, spec, rows, options, layer, device, ckpt.threshold_values)

@@ -138,7 +138,9 @@ class Trainer:
         self.env = env = env or distributed.DistEnv()
         self.out = Path(out)
         self.overwrite = overwrite
-        check_new_output(self.out, overwrite)  # refuse before hours of training, not after
+        self.inputs = (train_path, val_path)
+        check_new_output(self.out, overwrite, self.inputs)  # refuse before hours of training, not after
+        check_new_output(resume_path(self.out), True, self.inputs)
         quiet = lambda *a: None  # noqa: E731
         # only rank 0 logs
         self.on_step, self.on_epoch = (on_step or quiet, on_epoch or quiet) if env.is_main else (quiet, quiet)
@@ -393,7 +395,7 @@ class Trainer:
         best_record = next(h for h in self.history if h["epoch"] == self.best["epoch"])
         ckpt = self._checkpoint(self.best["state"], thresholds, {**best_record, "best_epoch": self.best["epoch"]})
         if self.env.is_main:
-            ckpt.save(self.out, overwrite=self.overwrite)
+            ckpt.save(self.out, overwrite=self.overwrite, inputs=self.inputs)
             resume_path(self.out).unlink(missing_ok=True)
         distributed.barrier()
         return ckpt

@@ -1,0 +1,116 @@
+"""SIGKILL at seeded random moments of prep, merge, split, train and fetch, replacing an existing output.
+
+After every kill the real name holds the previous output byte for byte or a complete new one (for
+split: all three stores of one run), no partial sibling is accepted by ``info``, and a clean rerun
+succeeds and removes the killed runs' leftovers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ecgtool.cli import cli
+
+pytestmark = pytest.mark.slow
+
+KILLS = 5  # per command
+ROOT = Path(__file__).parent.parent
+
+
+def _digest(path: Path) -> str:
+    """A hash of every file's name and bytes under ``path`` (or of the file); '' when absent."""
+    if not path.exists():
+        return ""
+    h = hashlib.sha256()
+    for p in [path] if path.is_file() else sorted(path.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(path.parent)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def _info_ok(path: Path) -> bool:
+    return CliRunner().invoke(cli, ["info", str(path)]).exit_code == 0
+
+
+def _siblings(out: Path) -> list[Path]:
+    return [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+
+
+def _run(argv: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "ecgtool", *map(str, argv)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env, cwd=ROOT)
+
+
+def _complete(out: Path, kind: str) -> bool:
+    if kind == "split":
+        stores = [out / f"{s}.zarr" for s in ("train", "val", "test")]
+        if not all(_info_ok(s) for s in stores):
+            return False
+        from ecgtool.data.store import open_store
+
+        commands = {open_store(s).attrs["provenance"][-1]["command"] for s in stores}
+        return len(commands) == 1  # one run's stores, never a mix
+    if kind == "fetch":
+        return all((out / name).exists() for name in ("RECORDS", "labels.csv", "PROVENANCE.json"))
+    return _info_ok(out)
+
+
+@pytest.fixture(scope="module")
+def parts(synthetic_raw, tmp_path_factory):
+    d = tmp_path_factory.mktemp("parts")
+    for i in (0, 1):
+        p = _run(["prep", synthetic_raw, "-o", d / f"p{i}.zarr", "--fs", 100, "--seconds", 10, "--shard", f"{i}/2", "--workers", 1])
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    return [d / "p0.zarr", d / "p1.zarr"]
+
+
+def _argv(kind, out, seed, synthetic_raw, synthetic_store, synthetic_splits, parts):
+    return {
+        "prep": ["prep", synthetic_raw, "-o", out, "--fs", 100, "--workers", 1, "--seconds", 10 - seed % 3],
+        "merge": ["merge", *parts, "-o", out],
+        "split": ["split", synthetic_store, "-o", out, "--seed", seed, "--ratios", "0.6,0.2,0.2"],
+        "train": ["train", "resnet18", synthetic_splits / "train.zarr", "-o", out, "--epochs", 1, "--batch-size", 16,
+                  "--seed", seed, "--model-arg", "base_width=8", "--device", "cpu"],
+        "fetch": ["fetch", "synthetic", "-o", out, "--records", 60, "--fs", 100, "--seed", seed],
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["prep", "merge", "split", "train", "fetch"])
+def test_sigkill_leaves_the_old_or_the_new_output(kind, synthetic_raw, synthetic_store, synthetic_splits, parts, tmp_path):
+    rng = random.Random(f"kill-{kind}")
+    out = tmp_path / {"prep": "s.zarr", "merge": "m.zarr", "split": "splits", "train": "m.ckpt", "fetch": "raw"}[kind]
+    args = lambda seed: _argv(kind, out, seed, synthetic_raw, synthetic_store, synthetic_splits, parts)  # noqa: E731
+    start = time.monotonic()
+    first = _run(args(0))
+    assert first.wait(timeout=600) == 0, first.stderr.read()
+    duration = time.monotonic() - start
+    previous = _digest(out)
+    interrupted = 0
+    for i in range(1, KILLS + 1):
+        p = _run([*args(i), "--overwrite"])
+        time.sleep(rng.uniform(0.1, 1.1) * duration)  # from start-up to just after a normal finish
+        interrupted += p.poll() is None
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=60)
+        now = _digest(out)
+        assert now == previous or _complete(out, kind), f"kill {i}: {out} is neither the old output nor a complete new one"
+        previous = now
+        for sibling in _siblings(out):
+            if sibling.name.endswith(".resume") or kind == "fetch":
+                continue
+            assert not _info_ok(sibling), f"kill {i}: info accepts the partial output {sibling}"
+    assert interrupted >= 3, f"only {interrupted} of {KILLS} kills hit a running process"
+    rerun = _run([*args(KILLS + 1), "--overwrite"])
+    assert rerun.wait(timeout=600) == 0, rerun.stderr.read()
+    assert _complete(out, kind)
+    assert [s.name for s in _siblings(out) if not s.name.endswith(".resume")] == []  # leftovers of killed runs removed

@@ -1,0 +1,171 @@
+"""The promises of ecgtool/outputs.py: outputs apart from inputs, no silent replacement by a race,
+the old or the new output under the real name at every instant, and killed runs' leftovers cleaned."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from ecgtool import outputs
+from ecgtool.errors import EcgtoolError
+from ecgtool.outputs import atomic_output, check_apart, publish, remove_stale_siblings, temporary_sibling
+
+
+def _tree(path: Path) -> dict:
+    """Every file under ``path`` with its bytes (a file: itself)."""
+    path = Path(path)
+    if path.is_file():
+        return {".": path.read_bytes()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(params=["renameat2", "fallback"])
+def system(request, monkeypatch):
+    """Every publishing test runs with Linux's renameat2 and with the portable fallbacks."""
+    if request.param == "fallback":
+        monkeypatch.setattr(outputs, "_renameat2_fn", None)
+    elif outputs._renameat2_fn is None:
+        pytest.skip("this system's C library has no renameat2")
+    return request.param
+
+
+def test_an_output_may_not_be_an_input_inside_one_or_contain_one(tmp_path):
+    raw = tmp_path / "raw"
+    (raw / "sub").mkdir(parents=True)
+    (raw / "a.hea").write_text("x")
+    (tmp_path / "link").symlink_to(raw)
+    os.link(raw / "a.hea", tmp_path / "hard.hea")
+    for out, given, words in [(raw, raw, "is the input"), (tmp_path / "link", raw, "is the input"),
+                              (tmp_path / "hard.hea", raw / "a.hea", "is the input"),  # a hard link to an input file
+                              (raw / "sub" / "s.zarr", raw, "lies inside"), (tmp_path, raw, "contains the input")]:
+        with pytest.raises(EcgtoolError, match=words):
+            check_apart(out, [given])
+    check_apart(tmp_path / "s.zarr", [raw, None])  # a sibling is fine
+
+
+def test_overwrite_never_destroys_an_input(synthetic_raw, synthetic_store, tmp_path):
+    """The campaign's two cases: prep onto its raw directory, split onto its store, both with --overwrite."""
+    before_raw, before_store = _tree(synthetic_raw), _tree(synthetic_store)
+    r = run_cli("prep", synthetic_raw, "-o", synthetic_raw, "--overwrite", expect=1)
+    assert r.stderr.strip() == f"error: the output {synthetic_raw} is the input {synthetic_raw}; writing it would destroy the input"
+    r = run_cli("split", synthetic_store, "-o", synthetic_store, "--overwrite", expect=1)
+    assert "is the input" in r.stderr and r.stderr.count("\n") == 1
+    r = run_cli("prep", synthetic_raw, "-o", synthetic_raw / "inside.zarr", "--overwrite", expect=1)
+    assert "lies inside the input" in r.stderr
+    r = run_cli("split", synthetic_store, "-o", synthetic_store.parent, "--overwrite", expect=1)
+    assert "contains the input" in r.stderr
+    assert _tree(synthetic_raw) == before_raw and _tree(synthetic_store) == before_store
+
+
+def test_a_name_that_appears_meanwhile_is_never_replaced(tmp_path, system):
+    final = tmp_path / "out"
+    tmp = temporary_sibling(final)
+    tmp.write_text("mine")
+    final.write_text("theirs")  # another run published first
+    with pytest.raises(EcgtoolError, match="appeared while this run was writing it"):
+        publish(tmp, final, overwrite=False)
+    assert final.read_text() == "theirs"
+    # directories alike
+    final_dir, tmp_dir = tmp_path / "d", temporary_sibling(tmp_path / "d")
+    tmp_dir.mkdir()
+    (tmp_dir / "x").write_text("mine")
+    final_dir.mkdir()
+    (final_dir / "x").write_text("theirs")
+    with pytest.raises((EcgtoolError, OSError)):
+        publish(tmp_dir, final_dir, overwrite=False)
+    assert (final_dir / "x").read_text() == "theirs"
+
+
+def test_replacing_swaps_old_for_new_and_leaves_no_sibling(tmp_path, system):
+    for directory in (False, True):
+        final = tmp_path / ("d" if directory else "f")
+        for content in ("old", "new"):
+            with atomic_output(final, overwrite=True, directory=directory) as tmp:
+                (tmp / "x" if directory else tmp).write_text(content)
+        assert (final / "x" if directory else final).read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f"]
+
+
+def test_a_failed_write_leaves_the_old_output(tmp_path, system):
+    final = tmp_path / "f"
+    final.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_output(final, overwrite=True) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert final.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_two_writers_racing_for_one_store_the_second_fails(tmp_path, system):
+    """Both pass the up-front check; the first to finish publishes, the second is refused and leaves it."""
+    import numpy as np
+
+    from ecgtool.data.store import StoreWriter, open_store
+
+    attrs = {"fs": 100.0, "leads": ["I"], "units": "mV", "classes": ["A"], "class_descriptions": {}, "task": "t",
+             "multi_label": True, "normalisation": {"method": "none"}, "patient_ids": "real", "dataset": "d"}
+
+    def writer(value):
+        w = StoreWriter(tmp_path / "s.zarr", n_leads=1, n_samples=10, attrs=attrs)
+        w.__enter__()
+        w.append(np.full((2, 1, 10), value, np.float32), np.ones((2, 1), np.uint8), ["r1", "r2"], ["p1", "p2"], [0, 0])
+        return w
+
+    first, second = writer(1.0), writer(2.0)
+    first.__exit__(None, None, None)
+    with pytest.raises(EcgtoolError, match="appeared while this run was writing it"):
+        second.__exit__(None, None, None)
+    assert float(open_store(tmp_path / "s.zarr").signals[0, 0, 0]) == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
+
+
+def test_leftovers_of_killed_runs_are_removed_by_the_next_run(tmp_path):
+    final = tmp_path / "s.zarr"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    for name in (f".s.zarr.partial-{pid}", f".s.zarr.old-{pid}"):
+        (tmp_path / name).mkdir()
+    alive = tmp_path / f".s.zarr.partial-{os.getppid()}"  # a running process's work in progress stays
+    alive.mkdir()
+    removed = remove_stale_siblings(final)
+    assert sorted(p.name for p in removed) == [f".s.zarr.old-{pid}", f".s.zarr.partial-{pid}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name]
+
+
+def test_two_prep_runs_to_one_output_one_wins(synthetic_raw, tmp_path):
+    """The campaign's race: two prep to the same output at once used to both exit 0, the second
+    replacing the first. Now exactly one succeeds and the other fails in one line."""
+    out = tmp_path / "s.zarr"
+    cmd = [sys.executable, "-m", "ecgtool", "prep", str(synthetic_raw), "-o", str(out), "--fs", "100", "--workers", "1"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 1], results
+    loser = next(err for code, err in results if code == 1).strip().splitlines()
+    assert len(loser) == 1 and ("appeared while this run was writing it" in loser[0] or "already exists" in loser[0]), loser
+    run_cli("info", out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
+
+
+def test_split_is_published_as_a_unit(synthetic_store, tmp_path):
+    out = tmp_path / "splits"
+    run_cli("split", synthetic_store, "-o", out, "--seed", "0")
+    first = {n: _tree(out / n)["zarr.json"] for n in ("train.zarr", "val.zarr", "test.zarr")}
+    (out / "notes.txt").write_text("mine")
+    r = run_cli("split", synthetic_store, "-o", out, "--seed", "1", "--overwrite", expect=1)
+    assert "holds other files than a split's stores (e.g. notes.txt)" in r.stderr
+    (out / "notes.txt").unlink()
+    run_cli("split", synthetic_store, "-o", out, "--seed", "1", "--overwrite")
+    second = {n: _tree(out / n)["zarr.json"] for n in ("train.zarr", "val.zarr", "test.zarr")}
+    assert all(first[n] != second[n] for n in first)  # every store is the new run's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["splits"]
+    empty = tmp_path / "made-by-user"
+    empty.mkdir()
+    run_cli("split", synthetic_store, "-o", empty)  # an empty directory is a new output
+    assert sorted(p.name for p in empty.iterdir()) == ["test.zarr", "train.zarr", "val.zarr"]
