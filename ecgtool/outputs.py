@@ -147,6 +147,7 @@ def publish(tmp: Path, final: Path, overwrite: bool) -> None:
     except FileExistsError:
         if not overwrite:
             raise _appeared(final) from None
+        _check_same_kind(tmp, final)
         if _renameat2(tmp, final, _RENAME_EXCHANGE):
             remove(tmp)  # the temporary name now holds the previous output
             return
@@ -154,6 +155,7 @@ def publish(tmp: Path, final: Path, overwrite: bool) -> None:
     if os.path.lexists(final):
         if not overwrite:
             raise _appeared(final)
+        _check_same_kind(tmp, final)
         _replace_in_two_steps(tmp, final)
     elif tmp.is_dir():
         os.rename(tmp, final)  # onto a name that appeared meanwhile, this fails unless it is an empty directory
@@ -163,6 +165,13 @@ def publish(tmp: Path, final: Path, overwrite: bool) -> None:
         except FileExistsError:
             raise _appeared(final) from None
         tmp.unlink()
+
+
+def _check_same_kind(tmp: Path, final: Path) -> None:
+    """--overwrite replaces an output by one of its kind: a file never replaces a directory, nor the reverse."""
+    if tmp.is_dir() != (final.is_dir() and not final.is_symlink()):
+        kind = "a directory" if final.is_dir() else "a file"
+        raise EcgtoolError(f"{final} is {kind}; --overwrite replaces an output of the same kind only (remove it yourself)")
 
 
 def _replace_in_two_steps(tmp: Path, final: Path) -> None:

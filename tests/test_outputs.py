@@ -169,3 +169,13 @@ def test_split_is_published_as_a_unit(synthetic_store, tmp_path):
     empty.mkdir()
     run_cli("split", synthetic_store, "-o", empty)  # an empty directory is a new output
     assert sorted(p.name for p in empty.iterdir()) == ["test.zarr", "train.zarr", "val.zarr"]
+
+
+def test_overwrite_replaces_only_an_output_of_the_same_kind(tmp_path, system):
+    folder = tmp_path / "m.ckpt"
+    folder.mkdir()
+    (folder / "precious").write_text("x")
+    with pytest.raises(EcgtoolError, match="is a directory; --overwrite replaces an output of the same kind only"):
+        with atomic_output(folder, overwrite=True) as tmp:
+            tmp.write_text("checkpoint")
+    assert (folder / "precious").read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["m.ckpt"]
