@@ -123,9 +123,7 @@ class Checkpoint:
             raise CheckpointError(f"{name}: 'classes' must be a list of class names")
         try:
             spec = InputSpec.from_dict(doc["input"], f"{name}: the input spec")
-        except CheckpointError:
-            raise
-        except EcgtoolError as e:
+        except EcgtoolError as e:  # a checkpoint's fault, whatever the spec's own check calls it
             raise CheckpointError(str(e)) from None
         return cls(
             kind=doc["kind"], model=ModelSpec(model["name"], dict(model["kwargs"])), state_dict=doc["state_dict"],

@@ -5,7 +5,7 @@ Four promises, kept here once for every command:
 * An output is never one of the command's inputs, nor inside one, nor contains
   one — with ``--overwrite`` or without (``check_new_output``): replacing it
   would destroy the input.
-* An output is written to a hidden temporary sibling (``.NAME.partial-PID``)
+* An output is written to a hidden temporary sibling (``.NAME.partial-HOST-PID``)
   and published under its real name only when complete, so a crash, Ctrl-C or
   SIGKILL never leaves a half-written result under the real name.
 * Publishing never replaces what appeared under the real name meanwhile (a
@@ -31,6 +31,7 @@ import errno
 import glob
 import os
 import shutil
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -71,7 +72,9 @@ def check_new_output(path: str | os.PathLike, overwrite: bool, inputs: Iterable[
 
 
 def temporary_sibling(final: Path, kind: str = "partial") -> Path:
-    return final.with_name(f".{final.name}.{kind}-{os.getpid()}")
+    """``.NAME.KIND-HOST-PID``: the host too, because on a shared file system (a cluster) only
+    the machine that ran a process can tell whether it is gone."""
+    return final.with_name(f".{final.name}.{kind}-{socket.gethostname()}-{os.getpid()}")
 
 
 def remove(path: Path) -> None:
@@ -97,10 +100,14 @@ def remove_stale_siblings(final: Path) -> list[Path]:
     removed = []
     if not final.parent.is_dir():
         return removed
+    host = socket.gethostname()
     for kind in _SIBLING_KINDS:
-        for sibling in final.parent.glob(f".{glob.escape(final.name)}.{kind}-*"):
-            pid = sibling.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        prefix = f".{final.name}.{kind}-"
+        for sibling in final.parent.glob(f"{glob.escape(prefix)}*"):
+            owner, _, pid = sibling.name[len(prefix):].rpartition("-")
+            if owner not in (host, "") or not pid.isdigit():
+                continue  # another machine's run (it alone can tell whether it is gone), or not ours at all
+            if int(pid) != os.getpid() and not _alive(int(pid)):
                 remove(sibling)
                 removed.append(sibling)
     return removed

@@ -125,16 +125,20 @@ def test_two_writers_racing_for_one_store_the_second_fails(tmp_path, system):
 
 
 def test_leftovers_of_killed_runs_are_removed_by_the_next_run(tmp_path):
+    import socket
+
     final = tmp_path / "s.zarr"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    pid = int(dead.stdout)  # a process that has exited
-    for name in (f".s.zarr.partial-{pid}", f".s.zarr.old-{pid}"):
+    pid, host = int(dead.stdout), socket.gethostname()  # a process of this machine that has exited
+    gone = [f".s.zarr.partial-{host}-{pid}", f".s.zarr.old-{host}-{pid}", f".s.zarr.partial-{pid}"]  # the last: no host
+    kept = [f".s.zarr.partial-{host}-{os.getppid()}",  # a running process's work in progress
+            f".s.zarr.partial-node17-{pid}",  # another machine's: only it can tell whether its process is gone
+            ".s.zarr.partial-notes"]  # not a sibling of ours
+    for name in gone + kept:
         (tmp_path / name).mkdir()
-    alive = tmp_path / f".s.zarr.partial-{os.getppid()}"  # a running process's work in progress stays
-    alive.mkdir()
     removed = remove_stale_siblings(final)
-    assert sorted(p.name for p in removed) == [f".s.zarr.old-{pid}", f".s.zarr.partial-{pid}"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name]
+    assert sorted(p.name for p in removed) == sorted(gone)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
 
 
 def test_two_prep_runs_to_one_output_one_wins(synthetic_raw, tmp_path):
