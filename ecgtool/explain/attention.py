@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ecgtool.errors import EcgtoolError
+from ecgtool.errors import ConfigError
 from ecgtool.explain.explanation import Explanation
 from ecgtool.explain.timeaxis import spread
 from ecgtool.models.explainable import SelfAttention
@@ -64,7 +64,7 @@ def attention(model: nn.Module, x: torch.Tensor, n_leads: int) -> Explanation:
         found = model.attention(x)
     if found is None:
         name = getattr(model, "model_name", type(model).__name__)
-        raise EcgtoolError(f"--method attention: {name} has no attention over time positions; use gradcam, ig or saliency")
+        raise ConfigError(f"{name} has no attention over time positions; use gradcam, ig or saliency", "method")
     arrays = dict(found.arrays)
     maps = np.mean([_group_map(g, x.shape[-1], arrays) for g in found.groups], axis=0)
     info = dict(found.info)
