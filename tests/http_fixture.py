@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -13,6 +14,7 @@ class FileServer:
         self.files = dict(files)
         self.drop_after: dict[str, int] = {}
         self.ignore_range: set[str] = set()
+        self.pace = 0.0  # seconds to wait after each 4 KiB sent: a slow link, for tests that interrupt downloads
         self.requests: list[tuple[str, str | None]] = []
         server = self
 
@@ -50,7 +52,13 @@ class FileServer:
                     self.close_connection = True
                     self.connection.shutdown(2)  # the server "drops" mid-file
                     return
-                self.wfile.write(payload)
+                if not server.pace:
+                    self.wfile.write(payload)
+                    return
+                for i in range(0, len(payload), 4096):
+                    self.wfile.write(payload[i:i + 4096])
+                    self.wfile.flush()
+                    time.sleep(server.pace)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"

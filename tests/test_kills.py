@@ -118,3 +118,35 @@ def test_sigkill_leaves_the_old_or_the_new_output(kind, synthetic_raw, synthetic
     assert rerun.wait(timeout=600) == 0, rerun.stderr.read()
     assert _complete(out, kind)
     assert [s.name for s in _siblings(out) if not s.name.endswith(".resume")] == []  # leftovers of killed runs removed
+
+
+def test_sigkill_during_downloads_leaves_only_verified_files(tmp_path):
+    """`fetch NAME` from a slow local mirror, killed at seeded moments: every file under its real name
+    is the published one byte for byte (a .part never looks complete), and a rerun resumes and finishes."""
+    from datasets_fixture import make_ptbxl, serve_tree
+    from http_fixture import FileServer
+
+    files = serve_tree(make_ptbxl(tmp_path / "upstream" / "ptb-xl"))
+    rng = random.Random("kill-download")
+    out = tmp_path / "ptbxl"
+    with FileServer(files) as srv:
+        srv.pace = 0.1  # about 40 kB/s: the fixture takes several seconds
+        kills = attempts = 0
+        while kills < KILLS and attempts < 4 * KILLS:
+            attempts += 1
+            p = _run(["fetch", "ptbxl", "-o", out, "--mirror", srv.url, "--connections", 2])
+            time.sleep(rng.uniform(0.4, 1.2))
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                kills += 1
+            p.wait(timeout=60)
+            for f in out.rglob("*") if out.exists() else []:
+                rel = "/" + f.relative_to(out).as_posix()
+                if f.is_file() and rel in files:
+                    assert f.read_bytes() == files[rel], f"attempt {attempts}: {rel} is under its real name but incomplete"
+        assert kills >= 3, f"only {kills} of {attempts} runs were still running when killed"
+        rerun = _run(["fetch", "ptbxl", "-o", out, "--mirror", srv.url])
+        assert rerun.wait(timeout=600) == 0, rerun.stderr.read()
+    fetched = {"/" + f.relative_to(out).as_posix() for f in out.rglob("*") if f.is_file()}
+    expected = {rel for rel in files if not rel.startswith("/records500/") and rel != "/SHA256SUMS.txt"}  # 100 Hz variant
+    assert expected <= fetched and not [f for f in fetched if f.endswith(".part")]
