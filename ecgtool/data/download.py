@@ -64,8 +64,8 @@ def safe_relative(path: str) -> PurePosixPath:
     return p
 
 
-def parse_sha256sums(text: str) -> dict[str, str]:
-    """``sha256sum`` output (``HASH  path`` or ``HASH *path``) → {path: hash}."""
+def parse_sha256sums(text: str, source: str = "checksum list") -> dict[str, str]:
+    """``sha256sum`` output (``HASH  path`` or ``HASH *path``) → {path: hash}; errors name ``source``."""
     out = {}
     for line in text.splitlines():
         line = line.strip()
@@ -74,7 +74,7 @@ def parse_sha256sums(text: str) -> dict[str, str]:
         digest, _, name = line.partition(" ")
         name = name.strip().lstrip("*")
         if len(digest) != 64 or not name:
-            raise DownloadError(f"malformed checksum line {line[:80]!r}")
+            raise DownloadError(f"{source}: malformed checksum line {line[:80]!r}")
         out[name] = digest.lower()
     return out
 

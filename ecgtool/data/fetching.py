@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from ecgtool.data.download import Ledger, check_replaceable, download_all, extract_archive
+from ecgtool.data.download import Ledger, check_replaceable, download_all, extract_archive, safe_relative
 from ecgtool.data.readers.base import write_fetch_provenance
 from ecgtool.data.sources import Source
 from ecgtool.errors import EcgtoolError
@@ -46,7 +46,9 @@ def fetch_source(src: Source, out: Path, *, variant: str | None = None, mirror: 
     files = src.remote_files(variant, base_url=mirror)
     if dry_run:
         return files
-    if not overwrite and out.is_dir():  # before anything is said or downloaded
+    for f in files:  # an unsafe path in a checksum list: refused before anything is said or downloaded
+        safe_relative(f.path)
+    if not overwrite and out.is_dir():
         ledger = Ledger(out)
         check_replaceable(files, out, ledger)
         ledger.flush()  # files found to hold the expected bytes are not hashed again
