@@ -56,7 +56,12 @@ def split(store_path, output, k, train_folds, val_folds, test_folds, ratios, ign
     elif train_folds or val_folds or test_folds:
         if not (train_folds and val_folds and test_folds):
             raise click.UsageError("give all three of --train, --val and --test")
-        fold_lists = {"train": parse_folds(train_folds), "val": parse_folds(val_folds), "test": parse_folds(test_folds)}
+        fold_lists = {}
+        for name, text in (("train", train_folds), ("val", val_folds), ("test", test_folds)):
+            try:
+                fold_lists[name] = parse_folds(text)
+            except EcgtoolError as e:  # a value the flag cannot take: a usage error of that flag
+                raise click.BadParameter(str(e), param_hint=f"--{name}") from None
     out_dir = Path(output)
     existing = [str(out_dir / f"{s}.zarr") for s in SPLITS if (out_dir / f"{s}.zarr").exists()]
     if existing and not overwrite:  # checked before the (possibly long) fold assignment
