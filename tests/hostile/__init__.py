@@ -29,11 +29,12 @@ class Case:
     id: str
     build: Callable[[Path, "object"], dict]  # (tmp_path, fixtures) -> {name: path}
     argv: list
-    exit: int = 1
+    exit: int | tuple = 1  # 1 failure, 2 usage error; (1, 2) where a fix to come may choose either
     needle: str = ""  # the one error line contains it (formatted with the built names)
     xfail: str | None = None  # "issue 11 item N: what happens today"
     slow: bool = False
     forbid: tuple = ()  # paths (formatted) that must not exist afterwards: a payload's marker
+    env: dict | None = None  # environment of the command (ECGTOOL_<COMMAND>_<OPTION> defaults)
 
     def param(self):
         marks = []
@@ -44,8 +45,11 @@ class Case:
         return pytest.param(self, id=self.id, marks=marks)
 
 
-def nothing(tmp: Path, fx) -> dict:
-    return {}
+def noise(n: int, seed: int = 0) -> bytes:
+    """``n`` random bytes, the same every run: a case must not pass or fail by chance."""
+    import random
+
+    return random.Random(seed).randbytes(n)
 
 
 def collect() -> list[Case]:

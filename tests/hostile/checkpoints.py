@@ -7,7 +7,7 @@ import os
 import pickle
 from pathlib import Path
 
-from . import Case
+from . import Case, noise
 from .stores import TRAIN
 
 MARKER = "PAYLOAD-RAN"
@@ -86,7 +86,7 @@ def truncated(c, tmp, fx):
 
 
 def random_bytes(c, tmp, fx):
-    c.write_bytes(os.urandom(4096))
+    c.write_bytes(noise(4096))
 
 
 def empty_file(c, tmp, fx):

@@ -1,14 +1,17 @@
-"""Broken ECG stores, through every command that reads one: info, split, merge, train (and --val), eval (and --val), explain."""
+"""Broken ECG stores, through every command that reads one: info, split, merge, train (and --val), eval (and --val), explain.
+
+The mutations are made on copies of small shared stores: ``small_store`` (12 records, 3 leads)
+for the commands that need no checkpoint, the synthetic test split (``store``) where the trained
+checkpoint reads it."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from . import Case
+from . import Case, noise
 
 TRAIN = ["--epochs", "1", "--batch-size", "8", "--device", "cpu", "--seed", "0", "--model-arg", "base_width=8", "--workers", "1"]
 
@@ -49,7 +52,7 @@ def newer(s):
 
 
 def garbage_metadata(s):
-    (s / "zarr.json").write_bytes(os.urandom(200))
+    (s / "zarr.json").write_bytes(noise(200))
 
 
 def wrong_dtype(s):
@@ -195,6 +198,8 @@ CASES = [
     eval_val("incomplete", incomplete),
     explain("incomplete", incomplete),
     # foreign, not a store at all, garbage metadata, newer format
+    merge("foreign", foreign),
+    merge("newer-version", newer),
     info("foreign", foreign),
     split("foreign", foreign),
     eval_("foreign", foreign),
