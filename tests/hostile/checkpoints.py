@@ -80,6 +80,10 @@ def payload(encoding):
     return make
 
 
+def trained(c, tmp, fx):  # a finished run's checkpoint, other options and stores, where a resume file goes
+    c.write_bytes(fx.ckpt.read_bytes())
+
+
 def truncated(c, tmp, fx):
     data = fx.ckpt.read_bytes()
     c.write_bytes(data[: len(data) // 2])
@@ -167,6 +171,7 @@ WITH_STORE = ("eval", "eval-compare", "explain")
 CASES = [
     *[case(f"payload-{enc}", cmd, payload(enc), forbid=(f"{{tmp}}/{MARKER}",)) for enc in ENCODINGS for cmd in COMMANDS],
     *[case("truncated", cmd, truncated) for cmd in COMMANDS],
+    case("other-run", "train-resume", trained),
     *[case("random-bytes", cmd, random_bytes) for cmd in COMMANDS],
     *[case("empty-file", cmd, empty_file) for cmd in ("info", "eval", "train-resume")],
     *[case("json-file", cmd, json_file) for cmd in ("info", "profile")],
