@@ -62,8 +62,11 @@ def test_rerun_skips_verified_files(tmp_path):
         assert download_all(f, tmp_path) == {"downloaded": 0, "skipped": 1}
         assert len(srv.requests) == 1
         assert (tmp_path / LEDGER).exists()
-        (tmp_path / "a").write_bytes(b"abd")  # corrupted since: fetched again
-        assert download_all(f, tmp_path) == {"downloaded": 1, "skipped": 0}
+        (tmp_path / "a").write_bytes(b"abd")  # changed since fetch wrote it: not fetch's to replace
+        with pytest.raises(DownloadError, match=r"/a exists and is not the file fetch downloaded there.*--overwrite"):
+            download_all(f, tmp_path)
+        assert (tmp_path / "a").read_bytes() == b"abd" and len(srv.requests) == 1  # refused before any download
+        assert download_all(f, tmp_path, overwrite=True) == {"downloaded": 1, "skipped": 0}
     assert (tmp_path / "a").read_bytes() == b"abc"
 
 
@@ -149,3 +152,29 @@ def test_a_failure_stops_the_other_downloads(tmp_path):
         with pytest.raises(DownloadError, match="f0: SHA-256 mismatch"):
             download_all(remote, tmp_path, connections=1)
     assert len(srv.requests) < 20  # the queue was cancelled after the failure
+
+
+def test_a_file_fetch_wrote_and_nobody_changed_is_replaced_when_upstream_changes(tmp_path):
+    with FileServer({"/a": b"new"}) as srv:
+        (tmp_path / "a").write_bytes(b"old")
+        from ecgtool.data.download import Ledger
+
+        ledger = Ledger(tmp_path)
+        ledger.record("a", tmp_path / "a", sha(b"old"))
+        ledger.flush()
+        assert download_all([RemoteFile(f"{srv.url}/a", "a", sha(b"new"))], tmp_path) == {"downloaded": 1, "skipped": 0}
+    assert (tmp_path / "a").read_bytes() == b"new"
+
+
+def test_archive_member_never_replaces_a_different_existing_file(tmp_path):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_zip({"d/x.txt": b"member", "d/y.txt": b"same"}))
+    out = tmp_path / "out"
+    (out / "d").mkdir(parents=True)
+    (out / "d" / "y.txt").write_bytes(b"same")  # identical: fine
+    (out / "d" / "x.txt").write_bytes(b"mine")
+    with pytest.raises(DownloadError, match=r"x.txt exists and differs from a.zip's member d/x.txt; pass --overwrite"):
+        extract_archive(archive, out)
+    assert (out / "d" / "x.txt").read_bytes() == b"mine"
+    extract_archive(archive, out, overwrite=True)
+    assert (out / "d" / "x.txt").read_bytes() == b"member"

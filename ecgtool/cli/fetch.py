@@ -77,7 +77,9 @@ def _source_command(name: str) -> click.Command:
     @click.option("--connections", type=click.IntRange(1, 32), default=4, show_default=True, help="Parallel downloads.")
     @click.option("--retries", type=click.IntRange(0), default=5, show_default=True, help="Retries per file after a dropped connection.")
     @click.option("--dry-run", is_flag=True, help="List the files that would be downloaded, and stop.")
-    def command(output, variant, mirror, connections, retries, dry_run):
+    @click.option("--overwrite", is_flag=True,
+                  help="Replace existing files in the output directory that fetch did not download there (or that changed since).")
+    def command(output, variant, mirror, connections, retries, dry_run, overwrite):
         from ecgtool.cli.options import stderr_console
         from ecgtool.cli.progress import ProgressDisplay
         from ecgtool.data.fetching import fetch_source
@@ -89,7 +91,7 @@ def _source_command(name: str) -> click.Command:
 
         with ProgressDisplay(name, unit="bytes", console=console) as progress:
             files = fetch_source(src, Path(output), variant=variant, mirror=mirror, connections=connections, retries=retries,
-                                 dry_run=dry_run, progress=progress, log=log)
+                                 dry_run=dry_run, overwrite=overwrite, progress=progress, log=log)
         if dry_run:
             for f in files:
                 click.echo(f"{f.path}\t{f.sha256 or '-'}\t{f.url}")

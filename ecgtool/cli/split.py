@@ -42,6 +42,7 @@ def split(store_path, output, k, train_folds, val_folds, test_folds, ratios, ign
     from ecgtool.cli.options import emit_json, stderr_console
     from ecgtool.data.split import SPLITS, check_split_dir, folds_for_ratios, parse_folds, plan_split, run_split
     from ecgtool.data.store import open_store
+    from ecgtool.errors import EcgtoolError
 
     store = open_store(store_path)
     fold_lists = None
@@ -53,7 +54,12 @@ def split(store_path, output, k, train_folds, val_folds, test_folds, ratios, ign
     elif train_folds or val_folds or test_folds:
         if not (train_folds and val_folds and test_folds):
             raise click.UsageError("give all three of --train, --val and --test")
-        fold_lists = {"train": parse_folds(train_folds), "val": parse_folds(val_folds), "test": parse_folds(test_folds)}
+        fold_lists = {}
+        for name, text in (("train", train_folds), ("val", val_folds), ("test", test_folds)):
+            try:
+                fold_lists[name] = parse_folds(text)
+            except EcgtoolError as e:  # a value the flag cannot take: a usage error of that flag
+                raise click.BadParameter(str(e), param_hint=f"--{name}") from None
     check_split_dir(output, overwrite, (store_path,))  # before the (possibly long) fold assignment
     plan = plan_split(store, fold_lists, k, seed, use_official=not ignore_official)
     paths = run_split(store, output, plan, overwrite)

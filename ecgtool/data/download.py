@@ -7,6 +7,11 @@ the host publishes none, once its length matches ``Content-Length``). So a file
 under its real name is always complete and verified, a ``.part`` file never looks
 complete, and a rerun skips what is already there (a ledger of size, mtime and
 hash avoids rehashing unchanged files).
+
+The ledger is also how fetch knows which files it wrote itself: an existing file
+that is not in it, or whose bytes changed since (a user edited it), is never
+replaced unless the caller asks (``overwrite``), and that is checked for every
+file before anything is downloaded.
 """
 
 from __future__ import annotations
@@ -59,8 +64,8 @@ def safe_relative(path: str) -> PurePosixPath:
     return p
 
 
-def parse_sha256sums(text: str) -> dict[str, str]:
-    """``sha256sum`` output (``HASH  path`` or ``HASH *path``) → {path: hash}."""
+def parse_sha256sums(text: str, source: str = "checksum list") -> dict[str, str]:
+    """``sha256sum`` output (``HASH  path`` or ``HASH *path``) → {path: hash}; errors name ``source``."""
     out = {}
     for line in text.splitlines():
         line = line.strip()
@@ -69,7 +74,7 @@ def parse_sha256sums(text: str) -> dict[str, str]:
         digest, _, name = line.partition(" ")
         name = name.strip().lstrip("*")
         if len(digest) != 64 or not name:
-            raise DownloadError(f"malformed checksum line {line[:80]!r}")
+            raise DownloadError(f"{source}: malformed checksum line {line[:80]!r}")
         out[name] = digest.lower()
     return out
 
@@ -105,6 +110,16 @@ class Ledger:
             return False
         st = final.stat()
         return entry["size"] == st.st_size and entry["mtime"] == st.st_mtime_ns and (sha256 is None or entry["sha256"] == sha256)
+
+    def wrote(self, rel: str, final: Path) -> bool:
+        """Whether ``final`` holds the bytes fetch recorded for it (size and mtime, else its hash)."""
+        entry = self.entries.get(rel)
+        if not entry or not final.is_file() or final.is_symlink():
+            return False
+        st = final.stat()
+        if entry.get("size") != st.st_size:
+            return False
+        return entry.get("mtime") == st.st_mtime_ns or _hash_file(final).hexdigest() == entry.get("sha256")
 
     def record(self, rel: str, final: Path, sha256: str) -> None:
         st = final.stat()
@@ -221,6 +236,28 @@ def download_file(
     return "downloaded"
 
 
+def check_replaceable(files: list[RemoteFile], root: Path, ledger: Ledger) -> None:
+    """Refuse, before anything is downloaded, to replace a file that fetch did not write there.
+
+    A file may be replaced when the ledger says fetch wrote these very bytes (a file fetch
+    downloaded and nobody changed since); one that already holds the expected content is
+    kept as it is. Anything else (edited since, never fetched, a link, a directory) is the
+    user's: the caller must pass ``overwrite``.
+    """
+    for f in files:
+        rel = safe_relative(f.path)
+        final = root.joinpath(*rel.parts)
+        if not os.path.lexists(final):
+            continue
+        if ledger.is_verified(str(rel), final, f.sha256) or ledger.wrote(str(rel), final):
+            continue
+        if f.sha256 and final.is_file() and not final.is_symlink() and _hash_file(final).hexdigest() == f.sha256:
+            ledger.record(str(rel), final, f.sha256)  # already the expected bytes: kept, not replaced
+            continue
+        raise DownloadError(f"{final} exists and is not the file fetch downloaded there (never fetched, or changed since); "
+                            "pass --overwrite to replace it")
+
+
 def download_all(
     files: list[RemoteFile],
     root: Path,
@@ -230,13 +267,18 @@ def download_all(
     timeout: float = 60,
     progress: Callable[[int, int], None] | None = None,
     backoff: float = 1.0,
+    overwrite: bool = False,
 ) -> dict[str, int]:
     """Download ``files`` with at most ``connections`` in parallel; the first failure stops the rest.
 
     ``progress(done, total)`` counts bytes; ``total`` grows as the downloads learn their sizes.
+    An existing file that fetch did not write (see ``check_replaceable``) is replaced only
+    with ``overwrite``; without it the call fails before downloading anything.
     """
-    root.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(root)
+    if not overwrite:
+        check_replaceable(files, root, ledger)
+    root.mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()  # the callbacks come from every download thread
     totals = {"done": 0, "total": 0}
 
@@ -272,8 +314,16 @@ def download_all(
     return counts
 
 
-def extract_archive(archive: Path, dest: Path) -> list[str]:
-    """Extract a zip or tar archive into ``dest``, refusing members that would land outside it."""
+def _same_bytes(path: Path, read: Callable[[], bytes], size: int) -> bool:
+    return path.is_file() and not path.is_symlink() and path.stat().st_size == size and path.read_bytes() == read()
+
+
+def extract_archive(archive: Path, dest: Path, overwrite: bool = False) -> list[str]:
+    """Extract a zip or tar archive into ``dest``, refusing members that would land outside it.
+
+    An existing file that a member would replace with different bytes is refused unless
+    ``overwrite``; everything is checked before anything is written.
+    """
     dest = dest.resolve()
     dest.mkdir(parents=True, exist_ok=True)
 
@@ -289,9 +339,11 @@ def extract_archive(archive: Path, dest: Path) -> list[str]:
         with zipfile.ZipFile(archive) as z:
             members = z.infolist()
             for m in members:  # check everything before writing anything
-                target(m.filename)
+                out = target(m.filename)
                 if (m.external_attr >> 16) & 0o170000 == 0o120000:
                     raise DownloadError(f"{archive.name}: member {m.filename!r} is a symbolic link")
+                if not overwrite and not m.is_dir() and os.path.lexists(out) and not _same_bytes(out, lambda m=m: z.read(m), m.file_size):
+                    raise DownloadError(f"{out} exists and differs from {archive.name}'s member {m.filename}; pass --overwrite to replace it")
             for m in members:
                 z.extract(m, dest)
                 names.append(m.filename)
@@ -300,9 +352,11 @@ def extract_archive(archive: Path, dest: Path) -> list[str]:
         with tarfile.open(archive) as t:
             members = t.getmembers()
             for m in members:
-                target(m.name)
+                out = target(m.name)
                 if m.issym() or m.islnk() or m.isdev():
                     raise DownloadError(f"{archive.name}: member {m.name!r} is a link or device file")
+                if not overwrite and m.isfile() and os.path.lexists(out) and not _same_bytes(out, lambda m=m: t.extractfile(m).read(), m.size):
+                    raise DownloadError(f"{out} exists and differs from {archive.name}'s member {m.name}; pass --overwrite to replace it")
             t.extractall(dest, members=members, filter="data")
             names = [m.name for m in members]
         return names

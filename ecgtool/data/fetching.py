@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from ecgtool.data.download import Ledger, download_all, extract_archive
+from ecgtool.data.download import Ledger, check_replaceable, download_all, extract_archive, safe_relative
 from ecgtool.data.readers.base import write_fetch_provenance
 from ecgtool.data.sources import Source
 from ecgtool.errors import EcgtoolError
@@ -15,24 +15,30 @@ from ecgtool.provenance import make_entry
 EXTRACTED = ".ecgtool-extracted.json"
 
 
-def _extract_once(archive: Path, dest: Path, sha256: str) -> None:
-    """Unpack an archive unless this exact archive (by hash) was unpacked before."""
+def _extract_once(archive: Path, dest: Path, sha256: str, overwrite: bool = False) -> None:
+    """Unpack an archive unless this exact archive (by hash) was unpacked before.
+
+    A member never replaces an existing file with different bytes unless ``overwrite``.
+    """
     marker = dest / EXTRACTED
     done = json.loads(marker.read_text()) if marker.exists() else {}
     if done.get(archive.name) == sha256:
         return
-    extract_archive(archive, dest)
+    extract_archive(archive, dest, overwrite=overwrite)
     done[archive.name] = sha256
     marker.write_text(json.dumps(done, indent=1))
 
 
 def fetch_source(src: Source, out: Path, *, variant: str | None = None, mirror: str | None = None,
-                 connections: int = 4, retries: int = 5, dry_run: bool = False,
+                 connections: int = 4, retries: int = 5, dry_run: bool = False, overwrite: bool = False,
                  progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None) -> list:
     """Download ``src`` into ``out``, verify it and unpack its archives; return its files.
 
     ``dry_run`` only lists the files. ``progress(done, total)`` counts bytes; ``log`` receives
     one line at each stage (what is fetched from where, the counts, each archive unpacked).
+    An existing file in ``out`` that fetch did not write there (never fetched, or changed
+    since: the ledger says) is replaced only with ``overwrite``; without it, fetch stops
+    before downloading anything.
     """
     log = log or (lambda line: None)
     if out.exists() and not out.is_dir():
@@ -40,16 +46,22 @@ def fetch_source(src: Source, out: Path, *, variant: str | None = None, mirror: 
     files = src.remote_files(variant, base_url=mirror)
     if dry_run:
         return files
+    for f in files:  # an unsafe path in a checksum list: refused before anything is said or downloaded
+        safe_relative(f.path)
+    if not overwrite and out.is_dir():
+        ledger = Ledger(out)
+        check_replaceable(files, out, ledger)
+        ledger.flush()  # files found to hold the expected bytes are not hashed again
     out.mkdir(parents=True, exist_ok=True)
     log(f"{src.name}: {len(files)} files from {mirror or src.base_url} ({src.licence}; {src.access})")
-    counts = download_all(files, out, connections=connections, retries=retries, progress=progress)
+    counts = download_all(files, out, connections=connections, retries=retries, progress=progress, overwrite=overwrite)
     log(f"{counts['downloaded']} downloaded, {counts['skipped']} already verified")
     ledger = Ledger(out).entries
     for name in src.archives:
         archive = out / name
         if archive.exists():
             log(f"unpacking {name}")
-            _extract_once(archive, out, ledger[name]["sha256"])
+            _extract_once(archive, out, ledger[name]["sha256"], overwrite=overwrite)
     write_fetch_provenance(out, make_entry(
         "fetch", dataset=src.name, variant=variant or src.default_variant, source=mirror or src.base_url,
         files=len(files), verified="sha256" if src.checksums else "size only",

@@ -56,7 +56,8 @@ class Source:
         base = (base_url or self.base_url).rstrip("/")
         if self.checksums is None:
             return [RemoteFile(f.url if (f.url and not base_url) else f"{base}/{f.path}", f.path, f.sha256) for f in self.files]
-        sums = parse_sha256sums(fetch_text(f"{base}/{self.checksums}"))
+        url = f"{base}/{self.checksums}"
+        sums = parse_sha256sums(fetch_text(url), url)
         patterns = self.include[variant]
         chosen = [p for p in sorted(sums) if any(fnmatch.fnmatchcase(p, pat) for pat in patterns)]
         if not chosen:

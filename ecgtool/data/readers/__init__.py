@@ -29,7 +29,7 @@ READERS = {
 
 def open_reader(root: str | Path, kind: str = "auto", **options) -> DatasetReader:
     """The reader for a raw dataset directory (``kind`` names one explicitly)."""
-    from ecgtool.errors import EcgtoolError
+    from ecgtool.errors import ConfigError, EcgtoolError
 
     root = Path(root)
     if not root.is_dir():
@@ -41,7 +41,7 @@ def open_reader(root: str | Path, kind: str = "auto", **options) -> DatasetReade
     elif kind in READERS:
         cls = READERS[kind]
     else:
-        raise EcgtoolError(f"unknown dataset reader {kind!r}; choose from {', '.join(READERS)}")
+        raise ConfigError(f"unknown dataset reader {kind!r}; choose from auto, {', '.join(READERS)}", "reader")
     accepted = inspect.signature(cls.__init__).parameters
     foreign = [k for k in options if k not in accepted]
     if foreign:
