@@ -163,7 +163,7 @@ class Checkpoint:
                 doc = torch.load(p, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             # torch's message advises loading with weights_only=False — the one thing not to do with a stranger's file
-            if "Unsupported global" in str(e):
+            if "GLOBAL" in str(e):  # "Unsupported global: GLOBAL …", "unsupported GLOBAL … whose module … is blocked"
                 raise CheckpointError(f"{p} is not an ecgtool checkpoint: it holds objects other than tensors and plain "
                                       "values (such files can carry code; nothing of it was run)") from None
             detail = next((line.strip() for line in str(e).splitlines() if line.strip().startswith("Unsupported")), "corrupt")
@@ -204,10 +204,15 @@ class Checkpoint:
         except TypeError as e:  # constructor arguments this ecgtool's model does not take
             raise CheckpointError(f"{self.name}: its model arguments do not fit {self.model.name} ({e})") from None
         if load_weights:
-            missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+            try:
+                missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+            except RuntimeError as e:  # tensors of the wrong shape: torch lists them on many lines
+                wrong = sum("size mismatch" in line for line in str(e).splitlines())
+                raise CheckpointError(f"{self.name}: its weights do not fit {self.model.name}: "
+                                      f"{wrong or 'some'} tensor(s) of the wrong shape") from None
             if missing or unexpected:
                 raise CheckpointError(
-                    f"checkpoint weights do not fit {self.model.name}: "
+                    f"{self.name}: its weights do not fit {self.model.name}: "
                     f"{len(missing)} missing and {len(unexpected)} unexpected tensors"
                 )
         return model

@@ -78,6 +78,12 @@ def test_refuses_code_carrying_pickles(tmp_path):
         torch.save({"format": "ecgtool.checkpoint", "payload": Evil()}, f)
     with pytest.raises(CheckpointError, match="not an ecgtool checkpoint: it holds objects other than tensors") as e:
         load_checkpoint(tmp_path / "evil.ckpt")
+    import pickle
+
+    with open(tmp_path / "evil2.ckpt", "wb") as f:  # a plain pickle (protocol 2): "unsupported GLOBAL … is blocked"
+        pickle.dump({"format": "ecgtool.checkpoint", "payload": Evil()}, f, protocol=2)
+    with pytest.raises(CheckpointError, match="not an ecgtool checkpoint: it holds objects other than tensors"):
+        load_checkpoint(tmp_path / "evil2.ckpt")
     assert "weights_only" not in str(e.value) and "Re-running" not in str(e.value)  # never relay torch's advice to load it unsafely
 
 
@@ -124,8 +130,14 @@ def test_no_overwrite_without_asking(tmp_path):
 def test_weights_that_do_not_fit_are_refused(tmp_path):
     other = create_model("resnet34", num_classes=3, num_leads=2, num_samples=200)
     save_checkpoint(tmp_path / "m.ckpt", make_ckpt(state_dict=other.state_dict()))
-    with pytest.raises(CheckpointError, match="do not fit resnet18"):
+    with pytest.raises(CheckpointError, match=r"m\.ckpt: its weights do not fit resnet18: \d+ missing"):
         load_checkpoint(tmp_path / "m.ckpt").build_model()
+    wrong = make_ckpt().state_dict
+    key = next(k for k, v in wrong.items() if v.ndim == 3)
+    wrong[key] = torch.zeros(1, 1, 1)
+    save_checkpoint(tmp_path / "w.ckpt", make_ckpt(state_dict=wrong))
+    with pytest.raises(CheckpointError, match=r"w\.ckpt: its weights do not fit resnet18: 1 tensor\(s\) of the wrong shape"):
+        load_checkpoint(tmp_path / "w.ckpt").build_model()
 
 
 def test_an_unknown_model_names_the_checkpoint(tmp_path):

@@ -179,12 +179,8 @@ CASES = [
     *[case("newer-version", cmd, edited(newer)) for cmd in ("info", "explain")],
     *[case("unknown-model", cmd, edited(unknown_model)) for cmd in ALL if cmd != "info"],  # info needs no model
     *[case("model-kwargs-do-not-fit", cmd, edited(wrong_kwargs)) for cmd in ("profile", "eval", "explain")],
-    *[case("tensor-shape-wrong", cmd, edited(bad_tensor),
-           xfail="issue 11 item 6: 'unexpected RuntimeError: Error(s) in loading state_dict', on several lines, no file named")
-      for cmd in ("profile", "eval-compare")],
-    *[case("tensor-missing", cmd, edited(missing_tensor),
-           xfail="issue 11 item 6: 'checkpoint weights do not fit resnet18: 1 missing …' names no file")
-      for cmd in ("profile", "explain")],
+    *[case("tensor-shape-wrong", cmd, edited(bad_tensor)) for cmd in ("profile", "eval-compare")],
+    *[case("tensor-missing", cmd, edited(missing_tensor)) for cmd in ("profile", "explain")],
     # a checkpoint that does not fit the store: the message names the store and what the model expects
     *[case("classes-mismatch-store", cmd, edited(classes), needle="{store}") for cmd in WITH_STORE],
     *[case("classes-fewer-than-outputs", cmd, edited(fewer_classes)) for cmd in ("info", "eval")],
