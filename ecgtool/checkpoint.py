@@ -219,8 +219,9 @@ class Checkpoint:
 
     def check_store(self, store: EcgStore, what: str = "store", windows: bool = False) -> None:
         """``store`` fits this model: its classes and task, and the input spec (``InputSpec.check``)."""
-        check_labels(store, self.classes, self.multi_label, what)
-        self.input.check(store, what, windows)
+        model = f"the model {self.path}" if self.path else "the model"
+        check_labels(store, self.classes, self.multi_label, what, model)
+        self.input.check(store, what, windows, model)
 
     @property
     def threshold_values(self) -> list[float] | None:

@@ -87,21 +87,22 @@ class InputSpec:
     def seconds(self) -> float:
         return self.samples / self.fs
 
-    def check(self, store: EcgStore, what: str = "store", windows: bool = False) -> None:
+    def check(self, store: EcgStore, what: str = "store", windows: bool = False, model: str = "the model") -> None:
         """``store`` can feed this input: same fs and normalisation, the leads (by name), the length.
-        With ``windows`` longer records are accepted: the caller applies the model to sliding windows."""
+        With ``windows`` longer records are accepted: the caller applies the model to sliding windows.
+        ``what`` and ``model`` name the two sides in messages."""
         if store.fs != self.fs:
-            raise EcgtoolError(f"{what} {store.path} is sampled at {store.fs:g} Hz, the model at {self.fs:g} Hz; "
+            raise EcgtoolError(f"{what} {store.path} is sampled at {store.fs:g} Hz, {model} at {self.fs:g} Hz; "
                                f"rerun prep with --fs {self.fs:g}")
         if store.n_samples < self.samples or (store.n_samples > self.samples and not windows):
-            raise EcgtoolError(f"{what} {store.path} has {store.n_samples} samples per record, the model expects {self.samples}")
+            raise EcgtoolError(f"{what} {store.path} has {store.n_samples} samples per record, {model} expects {self.samples}")
         method, wanted = store.attrs["normalisation"]["method"], self.normalisation["method"]
         if method != wanted:
-            raise EcgtoolError(f"{what} {store.path} is normalised by {method}, the model's training data by {wanted}; "
+            raise EcgtoolError(f"{what} {store.path} is normalised by {method}, the training data of {model} by {wanted}; "
                                f"rerun prep with --normalise {wanted}")
         missing = [lead for lead in self.leads if lead not in store.leads]
         if missing:
-            raise EcgtoolError(f"{what} {store.path} lacks lead(s) {', '.join(missing)} that the model needs")
+            raise EcgtoolError(f"{what} {store.path} lacks lead(s) {', '.join(missing)} that {model} needs")
 
     def reader(self, store: EcgStore) -> StoreReader:
         """The callable turning raw rows of ``store`` into this input (leads found by name in ``store``)."""
@@ -137,10 +138,10 @@ class StoreReader:
         return apply_view(self.view, x, self.fs, self.leads)
 
 
-def check_labels(store: EcgStore, classes, multi_label: bool, what: str = "store") -> None:
+def check_labels(store: EcgStore, classes, multi_label: bool, what: str = "store", model: str = "the model") -> None:
     """``store`` is labelled with ``classes`` (same order) for the same kind of task."""
     if store.classes != list(classes):
-        raise EcgtoolError(f"{what} {store.path} has classes {store.classes}, the model {list(classes)}")
+        raise EcgtoolError(f"{what} {store.path} has classes {store.classes}, {model} {list(classes)}")
     if store.multi_label != multi_label:
         kind = "multi-label" if store.multi_label else "multi-class"
-        raise EcgtoolError(f"{what} {store.path} is {kind}, the model's task is not")
+        raise EcgtoolError(f"{what} {store.path} is {kind}, the task of {model} is not")
