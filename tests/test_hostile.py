@@ -10,6 +10,7 @@ beside the output (not even an empty directory) and every input byte-identical.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -136,3 +137,22 @@ def test_hostile_input(case, tmp_path, fx):
     after = snapshot([tmp_path, *shared])
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert not changed, f"inputs changed or outputs left behind: {changed[:10]}\n{context}"
+
+
+def test_a_class_without_positives_is_named(trained_checkpoint, synthetic_splits, tmp_path):
+    """Not an error (a subset of a dataset may lack a rare class), but never silent: train and eval
+    print a warning naming the class and the store, and go on."""
+    from hostile.stores import no_positives
+
+    stores = {}
+    for name in ("train", "test"):
+        stores[name] = tmp_path / f"{name}.zarr"
+        shutil.copytree(synthetic_splits / f"{name}.zarr", stores[name])
+        no_positives(stores[name])
+    r = run_cli("eval", trained_checkpoint, stores["test"], "--bootstrap", "0", "--json")
+    last = json.loads(r.stdout)["classes"][-1]
+    assert f"warning: class {last} has no positive record in the evaluated store {stores['test']}" in r.stderr
+    r = run_cli("train", "resnet18", stores["train"], "--val", stores["train"], "-o", tmp_path / "m.ckpt", "--epochs", "1",
+                "--batch-size", "16", "--model-arg", "base_width=8")
+    assert f"warning: class {last} has no positive record in the training store {stores['train']}" in r.stderr
+    assert "it is left out of the validation macro AUC" in r.stderr

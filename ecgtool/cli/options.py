@@ -56,9 +56,10 @@ def emit_json(obj) -> None:
 
 
 def stderr_console():
+    """The console for logs and warnings: a line is never wrapped (a Slurm log is read with grep)."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)
 
 
 def stdout_console():

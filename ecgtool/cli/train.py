@@ -117,6 +117,8 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
             raise EcgtoolError(f"{resume_path(trainer.out)} holds an interrupted run; pass --resume to continue it or --overwrite to start again")
         if val_store is None and main:
             console.print("[yellow]no --val store: the last epoch is kept and thresholds default to 0.5")
+        for warning in trainer.warnings if main else ():
+            console.print(f"[yellow]warning: {warning}")
         if env.active and main:
             console.print(f"data-parallel on {env.world_size} processes, {batch_size // env.world_size} records each per step")
         with progress:

@@ -138,6 +138,18 @@ class StoreReader:
         return apply_view(self.view, x, self.fs, self.leads)
 
 
+def classes_without_both(store: EcgStore, what: str = "store") -> list[str]:
+    """Warnings for classes that have no positive (or no negative) record in ``store``: their
+    ranking and sensitivity metrics are undefined there, and a model learns nothing of them."""
+    positives = store.labels.sum(axis=0)
+    out = []
+    for c, n in zip(store.classes, positives.tolist()):
+        if n == 0 or n == len(store):
+            side = "positive" if n == 0 else "negative"
+            out.append(f"class {c} has no {side} record in the {what} {store.path}")
+    return out
+
+
 def check_labels(store: EcgStore, classes, multi_label: bool, what: str = "store", model: str = "the model") -> None:
     """``store`` is labelled with ``classes`` (same order) for the same kind of task."""
     if store.classes != list(classes):

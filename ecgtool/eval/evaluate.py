@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ecgtool.checkpoint import Checkpoint
+from ecgtool.data.inputs import classes_without_both
 from ecgtool.data.loader import ChunkLoader
 from ecgtool.data.store import EcgStore, open_store
 from ecgtool.errors import ConfigError, EcgtoolError
@@ -145,7 +146,8 @@ def check_eval_inputs(checkpoints: list[Checkpoint], store, opts: EvalOptions) -
             raise ConfigError(f"the compared checkpoint {other.path} predicts other classes than {ckpt.path}", "compare")
     if opts.resamples:
         _load_resamples(opts.resamples, len(store))
-    warnings = []
+    warnings = [w + ": its AUROC, AUPRC and sensitivity or specificity are undefined and left out of the macro means"
+                for w in classes_without_both(store, "evaluated store")]
     for c in checkpoints:
         if c.trained_on()[:1] == [fingerprint(store.path)]:
             warnings.append(f"{store.path} is the store {c.path} was trained on: these are training-set metrics")

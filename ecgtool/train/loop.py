@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ecgtool.checkpoint import Checkpoint, ModelSpec
-from ecgtool.data.inputs import InputSpec, check_labels
+from ecgtool.data.inputs import InputSpec, check_labels, classes_without_both
 from ecgtool.data.loader import ChunkLoader, auto_memory_budget
 from ecgtool.data.store import open_store
 from ecgtool.data.views import data_view
@@ -178,6 +178,10 @@ class Trainer:
             for store in filter(None, (s, self.val_store)):
                 if (store.labels.sum(axis=1) != 1).any():
                     raise EcgtoolError(f"{store.path} is multi-class but has records without exactly one label; rerun prep without --keep-unlabelled")
+        # not errors (a subset of a dataset may lack a rare class), but never silent
+        self.warnings = classes_without_both(s, "training store") + (
+            [w + ": it is left out of the validation macro AUC" for w in classes_without_both(self.val_store, "validation store")]
+            if self.val_store is not None else [])
         torch.manual_seed(args.seed)
         kwargs = dict(args.model_kwargs)
         if "fs" in model_info(args.model)["default_kwargs"]:
