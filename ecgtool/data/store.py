@@ -42,6 +42,13 @@ REQUIRED_ATTRS = ("fs", "leads", "units", "classes", "task", "multi_label", "nor
 # Target size of one signals chunk: whole records, a few MB, so that a loader
 # reading a chunk at a time amortises decompression and I/O.
 CHUNK_BYTES = 4 << 20
+# What a store from a stranger may claim before anything is allocated for it: far
+# above any ECG collection, far below what would exhaust a machine's memory.
+MAX_RECORDS = 100_000_000
+MAX_LEADS = 1024
+MAX_CLASSES = 100_000
+MAX_RECORD_VALUES = 100_000_000  # leads × samples of one record (a day of 12 leads at 1 kHz)
+MAX_CHUNK_BYTES = 1 << 30
 
 
 class StoreError(EcgtoolError):
@@ -122,17 +129,34 @@ class EcgStore:
         threads, and is what the loader's epochs spend their time on. Any other
         layout (a remote store, other codecs, a chunk never written) goes through Zarr.
         """
+        index = start // self.chunk_records
+        where = f"{self.path}: signals chunk {index} (records {start}-{stop - 1})"
         direct = _direct_decoder(self.signals)
-        if direct is not None:
-            path = Path(self.path) / "signals" / "c" / str(start // self.chunk_records) / "0" / "0"
-            try:
-                raw = path.read_bytes()
-            except FileNotFoundError:
-                raw = None
-            if raw is not None:
+        try:
+            if direct is not None:
+                path = Path(self.path) / "signals" / "c" / str(index) / "0" / "0"
+                try:
+                    raw = path.read_bytes()
+                except FileNotFoundError:
+                    raise StoreError(f"{where} is missing (the file {path} was deleted?); the store is damaged") from None
                 chunk = np.frombuffer(direct.decode(raw), dtype=self.signals.dtype.newbyteorder("<"))
-                return chunk.reshape(self.signals.chunks)[: stop - start]
-        return np.asarray(self.signals[start:stop])
+                chunk = chunk.reshape(self.signals.chunks)[: stop - start]
+            else:
+                if not _chunk_exists(self.signals, (index, 0, 0)):
+                    raise StoreError(f"{where} is missing; the store is damaged")
+                chunk = np.asarray(self.signals[start:stop])
+        except StoreError:
+            raise
+        except OSError as e:
+            raise StoreError(f"{where} cannot be read ({e.strerror or e})") from e
+        except Exception as e:  # a truncated or corrupt chunk: Blosc's RuntimeError, a wrong size's ValueError …
+            raise StoreError(f"{where} is corrupt ({type(e).__name__}: {e}); the store is damaged") from e
+        bad = ~np.isfinite(chunk).all(axis=(1, 2))
+        if bad.any():
+            row = start + int(np.flatnonzero(bad)[0])
+            raise StoreError(f"{self.path}: record {self.record_id[row] if row < len(self.record_id) else row} "
+                             f"(row {row}) has NaN or infinite signal values; a store holds finite signals only")
+        return chunk
 
     def read_rows(self, indices: np.ndarray) -> np.ndarray:
         """Signals of arbitrary rows, read chunk-wise (each touched chunk is decoded once)."""
@@ -199,6 +223,40 @@ def _direct_decoder(signals):
     return Blosc()  # Blosc frames carry their own codec, level, shuffle and type size
 
 
+def _chunk_exists(signals, coords: tuple[int, ...]) -> bool:
+    """Whether the chunk at ``coords`` of a Zarr array was ever written (Zarr reads a missing one as its fill value)."""
+    from zarr.core.sync import sync
+
+    key = signals.metadata.encode_chunk_key(coords)
+    return bool(sync(signals.store_path.store.exists(f"{signals.store_path.path}/{key}".lstrip("/"))))
+
+
+def _check_sizes(p: Path, signals, n_classes: int) -> None:
+    """Refuse shapes no ECG store has before anything is allocated for them (a stranger's store may claim anything)."""
+    n, n_leads, n_samples = signals.shape
+    c = signals.chunks[0]
+    limits = [
+        (n, MAX_RECORDS, "records"), (n_leads, MAX_LEADS, "leads"), (n_classes, MAX_CLASSES, "classes"),
+        (n_leads * n_samples, MAX_RECORD_VALUES, "values per record (leads × samples)"),
+        (c * n_leads * n_samples * signals.dtype.itemsize, MAX_CHUNK_BYTES, "bytes per signals chunk"),
+    ]
+    for value, limit, what in limits:
+        if value > limit:
+            raise StoreError(f"{p}: claims {value} {what}, more than the {limit} ecgtool accepts; the store is damaged or not an ECG store")
+
+
+def _check_chunks(p: Path, signals) -> None:
+    """Every signals chunk of a store in ecgtool's own layout is present (a deleted one would read as zeros)."""
+    if _direct_decoder(signals) is None or signals.shape[0] == 0:
+        return
+    n_chunks = -(-signals.shape[0] // signals.chunks[0])
+    for index in range(n_chunks):
+        if not (p / "signals" / "c" / str(index) / "0" / "0").is_file():
+            c = signals.chunks[0]
+            raise StoreError(f"{p}: signals chunk {index} (records {index * c}-{min((index + 1) * c, signals.shape[0]) - 1}) "
+                             "is missing; the store is damaged")
+
+
 def open_store(path: str | os.PathLike) -> EcgStore:
     """Open and validate a complete ECG store; raise ``StoreError`` naming the problem."""
     import zarr
@@ -233,20 +291,40 @@ def open_store(path: str | os.PathLike) -> EcgStore:
     n, n_leads, _ = signals.shape
     if signals.chunks[1:] != signals.shape[1:]:
         raise StoreError(f"{p}: signals must be chunked along records only, found chunks {signals.chunks}")
+    if not isinstance(attrs["leads"], list) or not isinstance(attrs["classes"], list):
+        raise StoreError(f"{p}: the attributes leads and classes must be lists of names")
     if len(attrs["leads"]) != n_leads:
         raise StoreError(f"{p}: {n_leads} leads in signals but {len(attrs['leads'])} lead names in attrs")
-    labels = np.asarray(group["labels"][:])
-    if labels.shape != (n, len(attrs["classes"])):
-        raise StoreError(f"{p}: labels shape {labels.shape} does not match {n} records × {len(attrs['classes'])} classes")
+    fs = attrs["fs"]
+    if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not 0 < fs < 1e6:
+        raise StoreError(f"{p}: the sampling rate fs must be a positive number of Hz, found {fs!r}")
+    n_classes = len(attrs["classes"])
+    _check_sizes(p, signals, n_classes)
+    _check_chunks(p, signals)
+    # Every per-record array must have one row per record before any is read into memory.
+    for k in sorted(present - {"signals"}):
+        rows = group[k].shape[:1]
+        if rows != (n,):
+            what = "array" if k in REQUIRED_ARRAYS else "optional array"
+            raise StoreError(f"{p}: {what} {k} has {rows[0] if rows else 0} rows but signals has {n} records; "
+                             "the store is inconsistent (damaged or edited by hand)")
+    labels_array = group["labels"]
+    if labels_array.shape != (n, n_classes):
+        raise StoreError(f"{p}: labels shape {labels_array.shape} does not match {n} records × {n_classes} classes")
+    if labels_array.dtype.kind not in "biu":
+        raise StoreError(f"{p}: labels must be integers 0 or 1 (multi-hot), found dtype {labels_array.dtype}")
+    labels = np.asarray(labels_array[:])
+    bad = (labels != 0) & (labels != 1)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise StoreError(f"{p}: labels must be 0 or 1 (multi-hot), found {labels[row, col]} at record {row}, "
+                         f"class {attrs['classes'][col]}")
     arrays = {k: np.asarray(group[k][:]) for k in ("record_id", "patient_id", "fold")}
     for k, a in arrays.items():
         if a.shape != (n,):
             raise StoreError(f"{p}: {k} has shape {a.shape}, expected ({n},)")
     extras = {k: np.asarray(group[k][:]) for k in sorted(present - set(REQUIRED_ARRAYS))}
     extras = {k: _as_str(a) if a.dtype.kind == "T" else a for k, a in extras.items()}
-    for k, a in extras.items():
-        if a.shape[:1] != (n,):
-            raise StoreError(f"{p}: optional array {k} has {a.shape[0]} rows, expected {n}")
     return EcgStore(
         path=p,
         attrs=dict(attrs),

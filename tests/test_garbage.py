@@ -1,0 +1,196 @@
+"""Garbage in, one sentence out (issue 11, items 4-6): damaged stores, invalid records,
+unusable options and a full disk end in one line naming the file, record or option at
+fault, never in numbers computed from garbage or in "unexpected <Type>"."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    """Every file below ``path`` with its bytes: what "inputs unchanged" compares."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def one_line(r, *needles: str) -> str:
+    """The result failed with exactly one line on stderr, holding every needle, and nothing on stdout."""
+    assert r.stdout == "", r.stdout
+    assert "Traceback" not in r.stderr and "error: unexpected" not in r.stderr, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def usage_error(r, flag: str, *needles: str) -> str:
+    assert r.stdout == "" and "Traceback" not in r.stderr and "error: unexpected" not in r.stderr, r.stderr
+    last = r.stderr.splitlines()[-1]
+    assert last.startswith(f"Error: Invalid value for '{flag}'"), r.stderr
+    for needle in needles:
+        assert needle in last, (needle, last)
+    return last
+
+
+@pytest.fixture
+def test_copy(synthetic_splits, tmp_path) -> Path:
+    """A private copy of the test split, to damage."""
+    out = tmp_path / "copy.zarr"
+    shutil.copytree(synthetic_splits / "test.zarr", out)
+    return out
+
+
+# -- damaged stores -------------------------------------------------------------------------------
+def test_a_store_with_a_deleted_signal_chunk_is_refused_not_read_as_zeros(trained_checkpoint, test_copy):
+    (test_copy / "signals" / "c" / "0" / "0" / "0").unlink()
+    before = tree(test_copy)
+    for args in (("eval", trained_checkpoint, test_copy), ("info", test_copy),
+                 ("explain", trained_checkpoint, test_copy, "--first", 1, "-o", test_copy.parent / "cams")):
+        r = run_cli(*args, expect=1)
+        one_line(r, str(test_copy), "signals chunk 0", "missing")
+    assert tree(test_copy) == before and not (test_copy.parent / "cams").exists()
+
+
+def test_a_missing_chunk_is_refused_through_zarr_too(test_copy):
+    """A layout the direct decoder does not take goes through Zarr, which would fill a missing chunk with zeros."""
+    from ecgtool.data import store as store_module
+    from ecgtool.data.store import StoreError, open_store
+
+    s = open_store(test_copy)
+    (test_copy / "signals" / "c" / "0" / "0" / "0").unlink()
+    saved = store_module._direct_decoder
+    store_module._direct_decoder = lambda signals: None
+    try:
+        with pytest.raises(StoreError, match="signals chunk 0 .* is missing"):
+            s.read_chunk(0, min(len(s), s.chunk_records))
+    finally:
+        store_module._direct_decoder = saved
+
+
+def test_a_truncated_signal_chunk_is_one_line(trained_checkpoint, test_copy):
+    chunk = test_copy / "signals" / "c" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    r = run_cli("eval", trained_checkpoint, test_copy, expect=1)
+    one_line(r, str(test_copy), "signals chunk 0", "corrupt")
+
+
+def test_nan_in_a_store_is_named_at_eval(trained_checkpoint, test_copy):
+    import zarr
+
+    g = zarr.open_group(test_copy, mode="r+")
+    x = g["signals"][:]
+    x[2, 1, 10] = np.nan
+    g["signals"][:] = x
+    rid = str(g["record_id"][2])
+    r = run_cli("eval", trained_checkpoint, test_copy, expect=1)
+    one_line(r, str(test_copy), f"record {rid}", "NaN")
+
+
+def test_labels_other_than_0_1_are_refused_by_info_and_eval(trained_checkpoint, test_copy):
+    import zarr
+
+    g = zarr.open_group(test_copy, mode="r+")
+    y = g["labels"][:]
+    y[1, 0] = 2
+    g["labels"][:] = y
+    for args in (("info", test_copy), ("eval", trained_checkpoint, test_copy)):
+        one_line(run_cli(*args, expect=1), str(test_copy), "labels must be 0 or 1", "found 2 at record 1")
+
+
+def _empty_like(src: Path, out: Path) -> Path:
+    from ecgtool.data.store import StoreWriter, open_store
+
+    s = open_store(src)
+    attrs = {k: v for k, v in s.attrs.items() if k not in ("format", "format_version", "complete", "content_hash")}
+    with StoreWriter(out, n_leads=len(s.leads), n_samples=s.n_samples, attrs=attrs, optional=tuple(s.extras)):
+        pass
+    return out
+
+
+def test_an_empty_store_is_one_line(trained_checkpoint, synthetic_splits, tmp_path):
+    empty = _empty_like(synthetic_splits / "test.zarr", tmp_path / "empty.zarr")
+    one_line(run_cli("eval", trained_checkpoint, empty, expect=1), f"{empty} has no records to evaluate")
+    one_line(run_cli("explain", trained_checkpoint, empty, "--first", 2, "-o", tmp_path / "cams", expect=1),
+             f"{empty} has no records")
+    r = run_cli("eval", trained_checkpoint, synthetic_splits / "test.zarr", "--val", empty, expect=2)
+    usage_error(r, "--val", "has no records")
+    r = run_cli("train", "resnet18", synthetic_splits / "train.zarr", "--val", empty, "-o", tmp_path / "m.ckpt", expect=2)
+    usage_error(r, "--val", "has no records")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.zarr"]
+
+
+def test_rows_out_of_step_with_signals_name_the_store(test_copy):
+    import json
+
+    meta = test_copy / "signals" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["shape"][0] = 0
+    meta.write_text(json.dumps(doc))
+    one_line(run_cli("info", test_copy, expect=1), str(test_copy), "rows but signals has 0 records", "inconsistent")
+
+
+def test_a_store_claiming_absurd_sizes_is_refused_before_allocating(test_copy):
+    import json
+
+    for field, value, what in ((0, 10**12, "records"), (2, 10**10, "values per record")):
+        meta = test_copy / "signals" / "zarr.json"
+        saved = meta.read_text()
+        doc = json.loads(saved)
+        doc["shape"][field] = value
+        if field == 2:
+            doc["chunk_grid"]["configuration"]["chunk_shape"][2] = value
+        meta.write_text(json.dumps(doc))
+        one_line(run_cli("info", test_copy, expect=1), str(test_copy), what, "more than")
+        meta.write_text(saved)
+
+
+def test_the_library_refuses_a_nan_learning_rate_by_name(synthetic_splits, tmp_path):
+    from ecgtool.errors import ConfigError
+    from ecgtool.train.loop import TrainArgs, Trainer
+
+    with pytest.raises(ConfigError) as e:
+        Trainer(TrainArgs(model="resnet18", lr=float("nan")), synthetic_splits / "train.zarr", None, tmp_path / "m.ckpt")
+    assert e.value.parameter == "lr"
+
+
+# -- training options ------------------------------------------------------------------------------
+@pytest.mark.parametrize("value, message", [("nan", "finite"), ("inf", "finite"), ("-inf", "range"), ("-1", "range")])
+def test_train_lr_must_be_finite_and_positive(synthetic_splits, tmp_path, value, message):
+    r = run_cli("train", "resnet18", synthetic_splits / "train.zarr", "-o", tmp_path / "m.ckpt", "--lr", value, expect=2)
+    usage_error(r, "--lr", message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_weight_decay_must_be_finite(synthetic_splits, tmp_path):
+    r = run_cli("train", "resnet18", synthetic_splits / "train.zarr", "-o", tmp_path / "m.ckpt", "--weight-decay", "nan",
+                expect=2)
+    usage_error(r, "--weight-decay", "finite")
+
+
+def test_train_refuses_a_model_argument_the_constructor_does_not_take(synthetic_splits, tmp_path):
+    r = run_cli("train", "resnet18", synthetic_splits / "train.zarr", "-o", tmp_path / "m.ckpt", "--model-arg", "bogus=1",
+                expect=2)
+    usage_error(r, "--model-arg", "bogus=1", "resnet18", "unexpected keyword argument 'bogus'")
+    r = run_cli("train", "resnet18", synthetic_splits / "train.zarr", "-o", tmp_path / "m.ckpt", "--model-arg",
+                "base_width=-3", expect=2)
+    usage_error(r, "--model-arg", "base_width=-3")
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- a checkpoint naming a model this ecgtool does not have ---------------------------------------
+def test_an_unknown_model_inside_a_checkpoint_names_the_file(trained_checkpoint, synthetic_splits, tmp_path):
+    from ecgtool.checkpoint import Checkpoint, ModelSpec
+
+    ckpt = Checkpoint.load(trained_checkpoint)
+    odd = tmp_path / "odd.ckpt"
+    ckpt.replace(model=ModelSpec(name="resnet1000", kwargs=ckpt.model.kwargs)).save(odd)
+    for args in (("eval", odd, synthetic_splits / "test.zarr"),
+                 ("explain", odd, synthetic_splits / "test.zarr", "--first", 1, "-o", tmp_path / "cams"),
+                 ("profile", odd)):
+        one_line(run_cli(*args, expect=1), str(odd), "resnet1000")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.ckpt"]
