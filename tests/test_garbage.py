@@ -194,3 +194,135 @@ def test_an_unknown_model_inside_a_checkpoint_names_the_file(trained_checkpoint,
                  ("profile", odd)):
         one_line(run_cli(*args, expect=1), str(odd), "resnet1000")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.ckpt"]
+
+
+# -- raw records ------------------------------------------------------------------------------------
+@pytest.fixture
+def raw(tmp_path) -> Path:
+    from conftest import write_wfdb_dir
+
+    return write_wfdb_dir(tmp_path / "raw", n=6)
+
+
+def prep(raw: Path, out: Path, *extra, expect: int = 0):
+    return run_cli("prep", raw, "-o", out, "--fs", 100, "--seconds", 3, "--workers", 1, *extra, expect=expect)
+
+
+def refused_then_listed(raw: Path, tmp_path: Path, record: str, *needles: str) -> list[dict]:
+    """prep fails on ``record`` with one line naming it; with --on-error skip the record is listed with the reason."""
+    from ecgtool.data.store import open_store
+
+    before = tree(raw)
+    out = tmp_path / "s.zarr"
+    one_line(prep(raw, out, expect=1), f"record {record}", *needles)
+    assert not out.exists()
+    r = prep(raw, out, "--on-error", "skip")
+    assert f"skipped {record}" in r.stderr
+    skipped = open_store(out).attrs["skipped_records"]
+    assert [s["record"] for s in skipped] == [record] and all(n in skipped[0]["reason"] for n in needles)
+    assert tree(raw) == before  # inputs untouched
+    return skipped
+
+
+def test_a_header_with_a_non_numeric_sampling_rate_is_refused(raw, tmp_path):
+    hea = raw / "R002.hea"
+    hea.write_text(hea.read_text().replace(" 250 ", " abc ", 1))
+    refused_then_listed(raw, tmp_path, "R002", "sampling rate 'abc'")
+
+
+def test_a_first_header_that_is_bad_does_not_sink_the_dataset(raw, tmp_path):
+    hea = raw / "R000.hea"
+    hea.write_text(hea.read_text().replace(" 250 ", " 25x0 ", 1))
+    refused_then_listed(raw, tmp_path, "R000", "sampling rate '25x0'")
+
+
+def test_invalid_wfdb_samples_become_nan_and_the_record_is_refused(raw, tmp_path):
+    import wfdb
+
+    rec = wfdb.rdrecord(str(raw / "R003"), physical=False)
+    d = rec.d_signal.copy()
+    d[100:110, 1] = -32768  # WFDB's invalid-sample marker in format 16
+    wfdb.wrsamp("R003", fs=rec.fs, units=rec.units, sig_name=rec.sig_name, d_signal=d, fmt=rec.fmt, adc_gain=rec.adc_gain,
+                baseline=rec.baseline, comments=rec.comments, write_dir=str(raw))
+    from ecgtool.data.readers import open_reader
+
+    assert np.isnan(open_reader(raw).read("R003").signal[1, 100:110]).all()  # NaN, not -32.768 mV
+    refused_then_listed(raw, tmp_path, "R003", "10 invalid (NaN) sample(s)", "lead(s) II")
+
+
+def test_a_header_claiming_1e12_samples_is_refused_not_allocated(raw, tmp_path):
+    hea = raw / "R001.hea"
+    first, rest = hea.read_text().split("\n", 1)
+    tokens = first.split()
+    tokens[3] = str(10**12)
+    hea.write_text(" ".join(tokens) + "\n" + rest)
+    refused_then_listed(raw, tmp_path, "R001", "claims 1000000000000 samples", "more than")
+
+
+def test_a_header_claiming_more_samples_than_its_file_holds_is_refused(raw, tmp_path):
+    dat = raw / "R004.dat"
+    dat.write_bytes(dat.read_bytes()[:600])
+    refused_then_listed(raw, tmp_path, "R004", "R004.dat holds 600 bytes", "truncated")
+
+
+def test_a_label_csv_with_a_bom_is_accepted(raw, tmp_path):
+    from ecgtool.data.store import open_store
+
+    labels = raw / "labels.csv"
+    labels.write_bytes(b"\xef\xbb\xbf" + labels.read_bytes())
+    prep(raw, tmp_path / "s.zarr")
+    assert len(open_store(tmp_path / "s.zarr")) == 6
+
+
+def test_a_utf16_label_csv_with_a_bom_is_accepted(raw, tmp_path):
+    from ecgtool.data.store import open_store
+
+    labels = raw / "labels.csv"
+    labels.write_bytes(labels.read_text().encode("utf-16"))
+    prep(raw, tmp_path / "s.zarr")
+    assert sorted(open_store(tmp_path / "s.zarr").classes) == ["A", "B"]
+
+
+def test_a_latin1_label_csv_is_one_line_naming_it(raw, tmp_path):
+    labels = raw / "labels.csv"
+    labels.write_bytes(labels.read_bytes().replace(b"P0,", "Pé,".encode("latin-1")))
+    for file in (labels, tmp_path / "elsewhere.csv"):
+        if file != labels:
+            file.write_bytes(labels.read_bytes())
+        extra = () if file == labels else ("--labels", file)
+        one_line(prep(raw, tmp_path / "s.zarr", *extra, expect=1), str(file), "not UTF-8", "save it as UTF-8")
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_a_mat_signal_file_without_the_val_variable_is_refused(tmp_path):
+    from datasets_fixture import make_cpsc2018_physionet
+    from scipy.io import savemat
+
+    root = make_cpsc2018_physionet(tmp_path / "cpsc") / "training" / "cpsc_2018"
+    mat = root / "g1" / "A0002.mat"
+    savemat(mat, {"x": np.zeros((12, 4000), np.int16)}, format="4")  # the right size, the wrong variable
+    refused_then_listed(root, tmp_path, "A0002", "A0002.mat holds the MATLAB variable 'x', not val")
+
+
+def test_records_whose_labels_are_all_unknown_are_listed_and_the_codes_named(tmp_path):
+    from datasets_fixture import make_cpsc2018_physionet
+
+    from ecgtool.data.store import open_store
+
+    root = make_cpsc2018_physionet(tmp_path / "cpsc") / "training" / "cpsc_2018"
+    hea = root / "g1" / "A0003.hea"
+    hea.write_text(hea.read_text().replace("Dx: 164889003,164884008", "Dx: 999999,888888"))
+    hea = root / "g1" / "A0004.hea"
+    hea.write_text(hea.read_text().replace("Dx: 429622005,270492004", "Dx: 429622005,999999"))
+    out = tmp_path / "s.zarr"
+    r = run_cli("prep", root, "-o", out, "--fs", 100, "--seconds", 6, "--workers", 1)
+    store = open_store(out)
+    assert len(store) == 4 and "A0003" not in store.record_id
+    skipped = store.attrs["skipped_records"]
+    assert [s["record"] for s in skipped] == ["A0003"]
+    assert "999999" in skipped[0]["reason"] and "888888" in skipped[0]["reason"]
+    assert store.attrs["unknown_labels"] == {"888888": 1, "999999": 2}
+    text = " ".join(r.stderr.split())  # rich wraps long lines
+    warning = text[text.index("warning:"):]
+    assert warning.startswith("warning: labels outside the classes of cpsc2018, ignored: 999999 (2 records), 888888 (1 record)")
+    assert "skipped A0003: no label of the task" in text and "1 records left out" in text

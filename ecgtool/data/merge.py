@@ -27,7 +27,7 @@ from ecgtool.provenance import make_entry
 
 # Attributes that legitimately differ between the parts of one run (everything else must agree).
 PER_PART_ATTRS = ("format", "format_version", "complete", "content_hash", "provenance", "shard", "lead_stats",
-                  "skipped_records", "unlabelled_dropped", "normalisation")
+                  "skipped_records", "unlabelled_dropped", "unknown_labels", "normalisation")
 
 
 @dataclass
@@ -151,6 +151,11 @@ def merge_parts(
         attrs["normalisation"] = dict(first.attrs["normalisation"])
     attrs["skipped_records"] = [r for p in parts for r in p.attrs.get("skipped_records", [])]
     attrs["unlabelled_dropped"] = sum(int(p.attrs.get("unlabelled_dropped", 0)) for p in parts)
+    unknown: dict[str, int] = {}
+    for p in parts:
+        for code, n in p.attrs.get("unknown_labels", {}).items():
+            unknown[code] = unknown.get(code, 0) + int(n)
+    attrs["unknown_labels"] = dict(sorted(unknown.items()))
     attrs["provenance"] = _provenance(parts, [p.path for p in parts])
 
     done = 0
