@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ecgtool.data.inputs import InputSpec, check_labels
-from ecgtool.errors import EcgtoolError
+from ecgtool.errors import EcgtoolError, writing
 from ecgtool.outputs import atomic_output
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ class Checkpoint:
         import torch
 
         doc = self.to_dict()
-        with atomic_output(path, overwrite) as tmp:
+        with writing(path), atomic_output(path, overwrite) as tmp:
             with open(tmp, "wb") as f:
                 torch.save(doc, f)
                 f.flush()

@@ -326,3 +326,75 @@ def test_records_whose_labels_are_all_unknown_are_listed_and_the_codes_named(tmp
     warning = text[text.index("warning:"):]
     assert warning.startswith("warning: labels outside the classes of cpsc2018, ignored: 999999 (2 records), 888888 (1 record)")
     assert "skipped A0003: no label of the task" in text and "1 records left out" in text
+
+
+# -- a full disk -------------------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs, where the sandbox lets a test mount one."""
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({(r.stderr or r.stdout).strip() or r.returncode})")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_fetch_synthetic_on_a_full_disk_is_one_line_and_leaves_nothing(small_disk):
+    out = small_disk / "raw"
+    r = run_cli("fetch", "synthetic", "-o", out, "--records", 40, "--fs", 500, expect=1)
+    one_line(r, f"{out}: cannot write the output: no space left on device")
+    assert list(small_disk.iterdir()) == []
+
+
+def test_prep_on_a_full_disk_is_one_line_and_leaves_nothing(synthetic_raw, small_disk):
+    before = tree(synthetic_raw)
+    out = small_disk / "s.zarr"
+    r = run_cli("prep", synthetic_raw, "-o", out, "--fs", 100, "--workers", 1, expect=1)
+    one_line(r, f"{out}: cannot write the output: no space left on device")
+    assert list(small_disk.iterdir()) == [] and tree(synthetic_raw) == before
+
+
+def _disk_full(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_a_store_is_written_names_the_store(synthetic_raw, tmp_path, monkeypatch):
+    """The same without a mount: the store writer's chunk writes fail as on a full disk."""
+    from ecgtool.data.store import StoreWriter
+
+    monkeypatch.setattr(StoreWriter, "_flush", _disk_full)
+    out = tmp_path / "s.zarr"
+    r = run_cli("prep", synthetic_raw, "-o", out, "--fs", 100, "--workers", 1, expect=1)
+    one_line(r, f"{out}: cannot write the output: no space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_while_fetch_synthetic_writes_names_the_output(tmp_path, monkeypatch):
+    from ecgtool.data.synthetic import writer
+
+    monkeypatch.setattr(writer, "_write_record", _disk_full)
+    out = tmp_path / "raw"
+    one_line(run_cli("fetch", "synthetic", "-o", out, "--records", 3, expect=1),
+             f"{out}: cannot write the output: no space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_while_a_checkpoint_is_saved_names_it(trained_checkpoint, tmp_path, monkeypatch):
+    import torch
+
+    from ecgtool.checkpoint import Checkpoint
+    from ecgtool.errors import EcgtoolError
+
+    ckpt = Checkpoint.load(trained_checkpoint)
+    monkeypatch.setattr(torch, "save", _disk_full)
+    with pytest.raises(EcgtoolError, match="no space left on device"):
+        ckpt.save(tmp_path / "m.ckpt")
+    assert list(tmp_path.iterdir()) == []

@@ -56,6 +56,7 @@ def eval_(checkpoint, store_path, val, threshold_objective, threshold_scope, tun
     from ecgtool.cli.options import emit_json, resolve_device, stderr_console, stdout_console
     from ecgtool.eval.evaluate import run_eval, write_predictions
     from ecgtool.eval.options import EvalOptions
+    from ecgtool.errors import writing
     from ecgtool.outputs import atomic_output, check_new_output
 
     opts = EvalOptions(batch_size=batch_size, val=val, tune_on_eval_store=tune_on_eval_store, threshold_objective=threshold_objective,
@@ -81,13 +82,13 @@ def eval_(checkpoint, store_path, val, threshold_objective, threshold_scope, tun
     if save_resamples:
         import numpy as np
 
-        with atomic_output(save_resamples, overwrite) as tmp:
+        with writing(save_resamples), atomic_output(save_resamples, overwrite) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, result.resample_ids.astype(np.int32))
     if plots:
         from ecgtool.eval.plots import write_report_plots
 
-        with atomic_output(plots, overwrite, directory=True) as tmp:
+        with writing(plots), atomic_output(plots, overwrite, directory=True) as tmp:
             main = result.main
             write_report_plots(Path(tmp), main.y, main.probs, list(main.checkpoint.classes), main.checkpoint.multi_label,
                                main.thresholds, title=f"{main.checkpoint.model.name} on {Path(store_path).name}")

@@ -47,6 +47,7 @@ def synthetic(output, records, fs, seconds, leads, snr, powerline, seed, overwri
     from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.data import synthetic as syn
     from ecgtool.data.readers.base import write_fetch_provenance
+    from ecgtool.errors import writing
     from ecgtool.outputs import atomic_output
     from ecgtool.provenance import make_entry
 
@@ -55,7 +56,7 @@ def synthetic(output, records, fs, seconds, leads, snr, powerline, seed, overwri
     cfg = syn.SyntheticConfig(
         n_records=records, fs=fs, duration=seconds, leads=lead_names, snr_db=snr, powerline_hz=float(powerline), seed=seed,
     )
-    with atomic_output(out, overwrite, directory=True) as tmp:
+    with writing(out), atomic_output(out, overwrite, directory=True) as tmp:  # a full disk: one line naming OUTPUT
         with ProgressDisplay("synthetic") as progress:
             syn.write_dataset(tmp, cfg, progress=lambda done: progress(done, records))
         write_fetch_provenance(tmp, make_entry("fetch", dataset="synthetic", config=asdict(cfg)))

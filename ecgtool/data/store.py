@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgtool.data.choices import SIGNAL_DTYPES
-from ecgtool.errors import EcgtoolError
+from ecgtool.errors import EcgtoolError, output_error
 from ecgtool.outputs import check_new_output, remove, replace_path, temporary_sibling
 
 STORE_FORMAT = "ecgtool.ecg-store"
@@ -399,12 +399,19 @@ class StoreWriter:
 
     # -- context management -------------------------------------------------------------
     def __enter__(self) -> "StoreWriter":
-        import zarr
-        from zarr.codecs import BloscCodec
-
         check_new_output(self.path, self.overwrite)
         self.tmp = temporary_sibling(self.path)
         remove(self.tmp)
+        try:
+            return self._create()
+        except OSError as e:  # a full disk, a quota, permissions: one sentence naming the output
+            remove(self.tmp)
+            raise output_error(self.path, e) from e
+
+    def _create(self) -> "StoreWriter":
+        import zarr
+        from zarr.codecs import BloscCodec
+
         self.group = zarr.open_group(self.tmp, mode="w", zarr_format=3)
         # Attributes go in first with complete=False, so a crash leaves a store
         # that every reader recognises as incomplete.
@@ -435,6 +442,9 @@ class StoreWriter:
             self._flush(final=True)
             self.group.attrs.update({**self._base_attrs(), "content_hash": self.content_hash(), "complete": True})
             replace_path(self.tmp, self.path)
+        except OSError as e:
+            remove(self.tmp)
+            raise output_error(self.path, e) from e
         except BaseException:
             remove(self.tmp)
             raise
@@ -481,7 +491,10 @@ class StoreWriter:
         self._buffer.append(batch)
         self._buffered += n
         if self._buffered >= self.chunk:
-            self._flush()
+            try:
+                self._flush()
+            except OSError as e:  # the caller's with-block ends in __exit__, which removes the temporary store
+                raise output_error(self.path, e) from e
 
     def _flush(self, final: bool = False) -> None:
         if not self._buffer:

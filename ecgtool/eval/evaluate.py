@@ -18,7 +18,7 @@ import numpy as np
 from ecgtool.checkpoint import Checkpoint
 from ecgtool.data.loader import ChunkLoader
 from ecgtool.data.store import EcgStore, open_store
-from ecgtool.errors import ConfigError, EcgtoolError
+from ecgtool.errors import ConfigError, EcgtoolError, writing
 from ecgtool.eval import bootstrap, challenge
 from ecgtool.eval.metrics import classification_report, predict_labels
 from ecgtool.eval.options import EvalOptions
@@ -239,7 +239,7 @@ def write_predictions(path: str | os.PathLike, result: EvalResult, overwrite: bo
 
     store, main, report = result.store, result.main, result.report
     rows = main.rows
-    with atomic_output(path, overwrite, directory=False) as tmp:
+    with writing(path), atomic_output(path, overwrite, directory=False) as tmp:
         g = zarr.open_group(tmp, mode="w", zarr_format=3)
         g.create_array("probabilities", data=main.probs.astype(np.float32))
         g.create_array("decisions", data=main.yhat.astype(np.uint8))

@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from ecgtool.errors import ConfigError, EcgtoolError
+from ecgtool.errors import ConfigError, EcgtoolError, writing
 from ecgtool.explain.options import ExplainOptions
 
 SALIENCY_FORMAT = "ecgtool.saliency"
@@ -149,7 +149,7 @@ def run_explain(ckpt_path, store_path, output, *, records: list[str] | None = No
     check_new_output(output, overwrite)  # refuse before the work, not after
     ckpt, store, model, spec, layer = prepare(ckpt_path, store_path, options, device)
     rows = select_rows(store, records, first)
-    with atomic_output(output, overwrite, directory=True) as tmp:
+    with writing(output), atomic_output(output, overwrite, directory=True) as tmp:
         result = _explain_rows(ckpt, store, model, spec, layer, rows, options, device, Path(tmp), progress)
         if options.sanity:
             result.sanity = _sanity(model, store, spec, rows, options, layer, device, ckpt.threshold_values)
