@@ -398,3 +398,26 @@ def test_a_full_disk_while_a_checkpoint_is_saved_names_it(trained_checkpoint, tm
     with pytest.raises(EcgtoolError, match="no space left on device"):
         ckpt.save(tmp_path / "m.ckpt")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- a stranger's checkpoint claiming absurd sizes ---------------------------------------------------
+def test_a_checkpoint_whose_model_arguments_claim_a_huge_model_is_refused_before_allocating(trained_checkpoint, synthetic_splits,
+                                                                                            tmp_path):
+    from ecgtool.checkpoint import Checkpoint, ModelSpec
+
+    ckpt = Checkpoint.load(trained_checkpoint)
+    big = tmp_path / "big.ckpt"
+    ckpt.replace(model=ModelSpec(name=ckpt.model.name, kwargs={**ckpt.model.kwargs, "base_width": 100_000})).save(big)
+    for args in (("eval", big, synthetic_splits / "test.zarr"), ("profile", big)):
+        one_line(run_cli(*args, expect=1), str(big), "parameters but the file holds", "refused before allocating")
+
+
+def test_a_checkpoint_whose_input_claims_1e12_samples_is_refused(trained_checkpoint, tmp_path):
+    import torch
+
+    doc = torch.load(trained_checkpoint, weights_only=True)
+    doc["input"]["samples"] = 10**12
+    odd = tmp_path / "odd.ckpt"
+    torch.save(doc, odd)
+    for args in (("info", odd), ("profile", odd)):
+        one_line(run_cli(*args, expect=1), str(odd), "1000000000000 samples", "refused before allocating")

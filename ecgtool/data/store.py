@@ -67,9 +67,10 @@ def read_store_attrs(path: str | os.PathLike) -> dict | None:
         doc = json.loads(meta.read_text())
     except (OSError, ValueError):
         return None
-    if doc.get("node_type") != "group":
+    if not isinstance(doc, dict) or doc.get("node_type") != "group":
         return None
-    return doc.get("attributes", {})
+    attrs = doc.get("attributes", {})
+    return attrs if isinstance(attrs, dict) else None
 
 
 @dataclass
@@ -139,7 +140,12 @@ class EcgStore:
                     raw = path.read_bytes()
                 except FileNotFoundError:
                     raise StoreError(f"{where} is missing (the file {path} was deleted?); the store is damaged") from None
-                chunk = np.frombuffer(direct.decode(raw), dtype=self.signals.dtype.newbyteorder("<"))
+                expected = int(np.prod(self.signals.chunks)) * self.signals.dtype.itemsize
+                _check_blosc_frame(raw, expected, where)
+                decoded = direct.decode(raw)
+                if len(decoded) != expected:
+                    raise StoreError(f"{where} is corrupt (it decodes to {len(decoded)} bytes, not {expected}); the store is damaged")
+                chunk = np.frombuffer(decoded, dtype=self.signals.dtype.newbyteorder("<"))
                 chunk = chunk.reshape(self.signals.chunks)[: stop - start]
             else:
                 if not _chunk_exists(self.signals, (index, 0, 0)):
@@ -207,6 +213,17 @@ class EcgStore:
         }
 
 
+def _check_blosc_frame(raw: bytes, expected: int, where: str) -> None:
+    """A Blosc frame's 16-byte header states its decoded size and its own length: a truncated or foreign
+    file is refused before decoding (numcodecs decodes a bare header into uninitialised memory)."""
+    if len(raw) < 16:
+        raise StoreError(f"{where} is corrupt (a {len(raw)}-byte file, shorter than a Blosc header); the store is damaged")
+    nbytes, cbytes = int.from_bytes(raw[4:8], "little"), int.from_bytes(raw[12:16], "little")
+    if cbytes != len(raw) or nbytes != expected:
+        raise StoreError(f"{where} is corrupt (truncated or not a Blosc frame of the chunk: {len(raw)} bytes on disk, "
+                         f"header says {cbytes} bytes decoding to {nbytes}, the chunk needs {expected}); the store is damaged")
+
+
 def _direct_decoder(signals):
     """A numcodecs Blosc decoder when ``signals`` is exactly ``bytes(little) → blosc`` on a local
     directory with default "/" chunk keys (what StoreWriter writes), else None."""
@@ -259,8 +276,6 @@ def _check_chunks(p: Path, signals) -> None:
 
 def open_store(path: str | os.PathLike) -> EcgStore:
     """Open and validate a complete ECG store; raise ``StoreError`` naming the problem."""
-    import zarr
-
     p = Path(path)
     if not p.exists():
         raise StoreError(f"{p}: no such store")
@@ -280,6 +295,17 @@ def open_store(path: str | os.PathLike) -> EcgStore:
     missing = [a for a in REQUIRED_ATTRS if a not in attrs]
     if missing:
         raise StoreError(f"{p} lacks the attribute(s) {', '.join(missing)}")
+    try:
+        return _open_arrays(p, dict(attrs))
+    except StoreError:
+        raise
+    except Exception as e:  # Zarr's own refusal of damaged array metadata, in whatever type it raises
+        raise StoreError(f"{p}: unreadable Zarr array metadata or data ({type(e).__name__}: {e})") from e
+
+
+def _open_arrays(p: Path, attrs: dict) -> EcgStore:
+    import zarr
+
     group = zarr.open_group(p, mode="r")
     present = set(group.array_keys())
     missing = [a for a in REQUIRED_ARRAYS if a not in present]
@@ -300,7 +326,6 @@ def open_store(path: str | os.PathLike) -> EcgStore:
         raise StoreError(f"{p}: the sampling rate fs must be a positive number of Hz, found {fs!r}")
     n_classes = len(attrs["classes"])
     _check_sizes(p, signals, n_classes)
-    _check_chunks(p, signals)
     # Every per-record array must have one row per record before any is read into memory.
     for k in sorted(present - {"signals"}):
         rows = group[k].shape[:1]
@@ -308,6 +333,7 @@ def open_store(path: str | os.PathLike) -> EcgStore:
             what = "array" if k in REQUIRED_ARRAYS else "optional array"
             raise StoreError(f"{p}: {what} {k} has {rows[0] if rows else 0} rows but signals has {n} records; "
                              "the store is inconsistent (damaged or edited by hand)")
+    _check_chunks(p, signals)
     labels_array = group["labels"]
     if labels_array.shape != (n, n_classes):
         raise StoreError(f"{p}: labels shape {labels_array.shape} does not match {n} records × {n_classes} classes")

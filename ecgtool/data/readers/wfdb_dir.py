@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -46,6 +47,10 @@ MAX_FS = 1e6
 FORMAT_BYTES = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2, "212": 1.5, "310": 4 / 3, "311": 4 / 3}
 
 
+_WHOLE = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+")
+
+
 def check_header(path: str | Path, name: str | None = None) -> None:
     """Refuse a WFDB header whose record line is not what it claims to be, before wfdb reads it.
 
@@ -69,20 +74,17 @@ def check_header(path: str | Path, name: str | None = None) -> None:
     if len(tokens) < 2:
         raise EcgtoolError(f"{name}: the WFDB header's record line {lines[0]!r} lacks the number of signals")
     record, n_sig = tokens[0], tokens[1]
-    if not n_sig.isdigit() or int(n_sig) > MAX_SIGNALS:
+    if not _WHOLE.fullmatch(n_sig) or int(n_sig) > MAX_SIGNALS:
         raise EcgtoolError(f"{name}: the WFDB header gives {n_sig!r} signals, not a whole number up to {MAX_SIGNALS}")
     n_sig = int(n_sig)
     if len(tokens) > 2:
         fs_text = tokens[2].split("/", 1)[0]
-        try:
-            fs = float(fs_text)
-        except ValueError:
-            fs = math.nan
+        fs = float(fs_text) if _DECIMAL.fullmatch(fs_text) else math.nan  # the form wfdb parses: no sign, no exponent
         if not (math.isfinite(fs) and 0 < fs <= MAX_FS):
             raise EcgtoolError(f"{name}: the WFDB header gives the sampling rate {tokens[2]!r}, not a positive number of Hz")
     sig_len = None
     if len(tokens) > 3:
-        if not tokens[3].isdigit():
+        if not _WHOLE.fullmatch(tokens[3]):
             raise EcgtoolError(f"{name}: the WFDB header gives {tokens[3]!r} samples per signal, not a whole number")
         sig_len = int(tokens[3])
         if sig_len * max(n_sig, 1) > MAX_RECORD_VALUES:
