@@ -421,3 +421,16 @@ def test_a_checkpoint_whose_input_claims_1e12_samples_is_refused(trained_checkpo
     torch.save(doc, odd)
     for args in (("info", odd), ("profile", odd)):
         one_line(run_cli(*args, expect=1), str(odd), "1000000000000 samples", "refused before allocating")
+
+
+def test_a_cpsc2018_mat_without_the_ecg_struct_is_refused(tmp_path):
+    from datasets_fixture import make_cpsc2018_original
+    from scipy.io import savemat
+
+    from ecgtool.data.download import extract_archive
+
+    root = make_cpsc2018_original(tmp_path / "cpsc")
+    extract_archive(root / "TrainingSet1.zip", root)
+    savemat(root / "TrainingSet1" / "A0002.mat", {"data": np.zeros((12, 4000))})  # the data, but not in the ECG struct
+    (root / "TrainingSet1.zip").unlink()
+    refused_then_listed(root, tmp_path, "A0002", "A0002.mat: not a CPSC2018 .mat record")
