@@ -283,6 +283,12 @@ def test_a_utf16_label_csv_with_a_bom_is_accepted(raw, tmp_path):
     assert sorted(open_store(tmp_path / "s.zarr").classes) == ["A", "B"]
 
 
+def test_a_utf16_label_csv_without_a_bom_is_one_line_naming_it(raw, tmp_path):
+    labels = raw / "labels.csv"
+    labels.write_bytes(labels.read_text().encode("utf-16-le"))
+    one_line(prep(raw, tmp_path / "s.zarr", expect=1), str(labels), "NUL characters", "save it as UTF-8")
+
+
 def test_a_latin1_label_csv_is_one_line_naming_it(raw, tmp_path):
     labels = raw / "labels.csv"
     labels.write_bytes(labels.read_bytes().replace(b"P0,", "Pé,".encode("latin-1")))

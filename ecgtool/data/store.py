@@ -47,7 +47,7 @@ CHUNK_BYTES = 4 << 20
 MAX_RECORDS = 100_000_000
 MAX_LEADS = 1024
 MAX_CLASSES = 100_000
-MAX_RECORD_VALUES = 100_000_000  # leads × samples of one record (a day of 12 leads at 1 kHz)
+MAX_RECORD_VALUES = 100_000_000  # leads × samples of one record (over 2 h of 12 leads at 1 kHz)
 MAX_CHUNK_BYTES = 1 << 30
 
 

@@ -57,6 +57,8 @@ def open_text(path: str | Path) -> io.StringIO:
     except UnicodeDecodeError as e:
         raise EcgtoolError(f"{path}: not {encoding.replace('-sig', '').upper()} text (byte {e.start}: {raw[e.start:e.start + 1]!r}); "
                            "save it as UTF-8") from None
+    if "\x00" in text:  # UTF-16 without a byte-order mark decodes as UTF-8 with a NUL every other character
+        raise EcgtoolError(f"{path}: holds NUL characters (UTF-16 without a byte-order mark?); save it as UTF-8")
     return io.StringIO(text)  # as open(newline=""): csv handles the line endings
 
 

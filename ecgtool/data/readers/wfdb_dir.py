@@ -123,9 +123,9 @@ def _check_mat(dat: Path, name: str, n_sig: int, sig_len: int) -> None:
     import struct
 
     with open(dat, "rb") as f:
-        head = f.read(128)
+        head = f.read(4096)
     if head.startswith(b"MATLAB 5.0"):
-        if b"val" not in head and b"val" not in dat.read_bytes()[:4096]:
+        if b"val" not in head:
             raise EcgtoolError(f"{name}: {dat.name} holds no MATLAB variable val (the signals of a WFDB .mat record)")
         return
     if len(head) < 20:
