@@ -440,3 +440,10 @@ def test_a_cpsc2018_mat_without_the_ecg_struct_is_refused(tmp_path):
     savemat(root / "TrainingSet1" / "A0002.mat", {"data": np.zeros((12, 4000))})  # the data, but not in the ECG struct
     (root / "TrainingSet1.zip").unlink()
     refused_then_listed(root, tmp_path, "A0002", "A0002.mat: not a CPSC2018 .mat record")
+
+
+def test_split_and_merge_refuse_a_store_with_a_deleted_chunk(synthetic_splits, test_copy, tmp_path):
+    (test_copy / "signals" / "c" / "0" / "0" / "0").unlink()
+    one_line(run_cli("split", test_copy, "-o", tmp_path / "parts", "--ratios", "0.5,0.25,0.25", expect=1),
+             str(test_copy), "signals chunk 0", "missing")
+    assert not (tmp_path / "parts").exists()

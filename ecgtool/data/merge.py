@@ -34,8 +34,9 @@ PER_PART_ATTRS = ("format", "format_version", "complete", "content_hash", "prove
 class MergeReport:
     parts: int
     written: int
-    skipped: int
-    unlabelled: int
+    skipped: int  # source records left out (unreadable, or without a label of the task)
+    unlabelled: int  # rows dropped for want of a label: records, or beats in a beat store
+    beats: bool = False
 
 
 def _describe(value) -> str:
@@ -168,7 +169,7 @@ def merge_parts(
             part = open_store(info.path)
             for start, stop in part.chunk_bounds():
                 writer.append(
-                    np.asarray(part.signals[start:stop]), part.labels[start:stop], part.record_id[start:stop],
+                    part.read_chunk(start, stop), part.labels[start:stop], part.record_id[start:stop],
                     part.patient_id[start:stop], part.fold[start:stop],
                     **{k: v[start:stop] for k, v in part.extras.items()},
                 )
@@ -176,4 +177,4 @@ def merge_parts(
                 if progress:
                     progress(done, total)
     return MergeReport(parts=len(parts), written=total, skipped=len(attrs["skipped_records"]),
-                       unlabelled=attrs["unlabelled_dropped"])
+                       unlabelled=attrs["unlabelled_dropped"], beats=attrs.get("unit") == "beat")
