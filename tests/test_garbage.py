@@ -447,3 +447,17 @@ def test_split_and_merge_refuse_a_store_with_a_deleted_chunk(synthetic_splits, t
     one_line(run_cli("split", test_copy, "-o", tmp_path / "parts", "--ratios", "0.5,0.25,0.25", expect=1),
              str(test_copy), "signals chunk 0", "missing")
     assert not (tmp_path / "parts").exists()
+
+
+def test_a_store_claiming_a_huge_label_matrix_is_refused_before_allocating(test_copy):
+    import json
+
+    meta = test_copy / "signals" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["shape"][0] = 10**7
+    meta.write_text(json.dumps(doc))
+    group = test_copy / "zarr.json"
+    doc = json.loads(group.read_text())
+    doc["attributes"]["classes"] = [f"C{i}" for i in range(200)]
+    group.write_text(json.dumps(doc))
+    one_line(run_cli("info", test_copy, expect=1), str(test_copy), "2000000000 label values", "more than")

@@ -49,6 +49,7 @@ MAX_LEADS = 1024
 MAX_CLASSES = 100_000
 MAX_RECORD_VALUES = 100_000_000  # leads × samples of one record (over 2 h of 12 leads at 1 kHz)
 MAX_CHUNK_BYTES = 1 << 30
+MAX_LABEL_VALUES = 1_000_000_000  # records × classes: the labels array is read into memory at open
 
 
 class StoreError(EcgtoolError):
@@ -254,6 +255,7 @@ def _check_sizes(p: Path, signals, n_classes: int) -> None:
     c = signals.chunks[0]
     limits = [
         (n, MAX_RECORDS, "records"), (n_leads, MAX_LEADS, "leads"), (n_classes, MAX_CLASSES, "classes"),
+        (n * n_classes, MAX_LABEL_VALUES, "label values (records × classes)"),
         (n_leads * n_samples, MAX_RECORD_VALUES, "values per record (leads × samples)"),
         (c * n_leads * n_samples * signals.dtype.itemsize, MAX_CHUNK_BYTES, "bytes per signals chunk"),
     ]
