@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ecgtool.data.inputs import InputSpec, check_labels
+from ecgtool.data.store import MAX_CLASSES
 from ecgtool.errors import EcgtoolError
 from ecgtool.outputs import atomic_output
 
@@ -121,6 +122,8 @@ class Checkpoint:
             raise CheckpointError(f"{name}: 'state_dict' must map tensor names to tensors")
         if not isinstance(doc["classes"], (list, tuple)):
             raise CheckpointError(f"{name}: 'classes' must be a list of class names")
+        if len(doc["classes"]) > MAX_CLASSES:
+            raise CheckpointError(f"{name}: {len(doc['classes'])} classes, more than the {MAX_CLASSES} ecgtool accepts")
         try:
             spec = InputSpec.from_dict(doc["input"], f"{name}: the input spec")
         except EcgtoolError as e:  # a checkpoint's fault, whatever the spec's own check calls it
@@ -198,6 +201,7 @@ class Checkpoint:
         from ecgtool.models.registry import UnknownModelError
 
         try:
+            self._check_model_size()
             model = create_model(self.model.name, **self.model.kwargs)
         except UnknownModelError as e:
             raise CheckpointError(f"{self.name}: {e}") from None
@@ -216,6 +220,28 @@ class Checkpoint:
                     f"{len(missing)} missing and {len(unexpected)} unexpected tensors"
                 )
         return model
+
+    def _check_model_size(self) -> None:
+        """Refuse constructor arguments that would build a model far larger than the weights the file holds
+        (a stranger's checkpoint may ask for any size): the model is first built on PyTorch's meta device,
+        which allocates nothing. A model that cannot be built there is left to the real build."""
+        import torch
+
+        from ecgtool.models import create_model
+        from ecgtool.models.registry import UnknownModelError
+
+        held = sum(int(t.numel()) for t in self.state_dict.values() if isinstance(t, torch.Tensor))
+        try:
+            with torch.device("meta"):
+                probe = create_model(self.model.name, **self.model.kwargs)
+            claimed = sum(int(p.numel()) for p in probe.parameters())
+        except (UnknownModelError, TypeError):
+            raise
+        except Exception:
+            return
+        if claimed > held + held // 100 + 1000:
+            raise CheckpointError(f"{self.name}: its model arguments build {claimed} parameters but the file holds "
+                                  f"{held} weight values; refused before allocating")
 
     def check_store(self, store: EcgStore, what: str = "store", windows: bool = False) -> None:
         """``store`` fits this model: its classes and task, and the input spec (``InputSpec.check``)."""

@@ -1,5 +1,10 @@
 """The one exception type that the CLI turns into a one-line error message."""
 
+from __future__ import annotations
+
+import errno
+import os
+
 
 class EcgtoolError(Exception):
     """A failure the user can act on: the message names the file, record or option at fault.
@@ -21,3 +26,13 @@ class ConfigError(EcgtoolError, ValueError):
     def __init__(self, message: str, parameter: str):
         super().__init__(message)
         self.parameter = parameter
+
+
+_REASONS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+            errno.EACCES: "permission denied", errno.EFBIG: "file too large for the file system"}
+
+
+def output_error(path: str | os.PathLike, error: OSError) -> EcgtoolError:
+    """An ``OSError`` met while writing the output ``path`` (a full disk, a quota, permissions) as one sentence naming it."""
+    reason = _REASONS.get(error.errno) or (error.strerror or str(error)).lower()
+    return EcgtoolError(f"{path}: cannot write the output: {reason} (nothing was left behind)")

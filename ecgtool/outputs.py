@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ecgtool.errors import EcgtoolError
+from ecgtool.errors import EcgtoolError, output_error
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -205,8 +205,11 @@ def atomic_output(path: str | os.PathLike, overwrite: bool, directory: bool = Fa
     if directory:
         tmp.mkdir()
     try:
-        yield tmp
-        publish(tmp, final, overwrite)
+        try:
+            yield tmp
+            publish(tmp, final, overwrite)
+        except OSError as e:  # a full disk, a quota, permissions: one sentence naming the output
+            raise output_error(final, e) from e
     finally:
         if os.path.lexists(tmp):
             remove(tmp)

@@ -86,7 +86,9 @@ def test_sharded_prep_and_merge_equal_a_single_prep(raw, tmp_path, normalise):
     r = run_cli("merge", parts[2], parts[0], parts[1], "-o", merged)  # any order: joined in shard order
     assert r.stdout.strip() == str(merged) and "merged 3 parts" in r.stderr
     a, _ = assert_same_store(merged, single)
-    assert len(a) == 11 and [x["record"] for x in a.attrs["skipped_records"]] == ["R005"]
+    # every record left out is listed with its reason: the unreadable one and the two without a label (issue 11)
+    assert len(a) == 11 and [x["record"] for x in a.attrs["skipped_records"]] == ["R002", "R005", "R009"]
+    assert [x["reason"].startswith("no label of the task") for x in a.attrs["skipped_records"]] == [True, False, True]
     assert a.attrs["unlabelled_dropped"] == 2 and "shard" not in a.attrs and "lead_stats" not in a.attrs
     assert [p["step"] for p in a.attrs["provenance"]] == ["prep", "prep", "prep", "merge"]
     assert len(a.attrs["provenance"][-1]["inputs"]) == 3

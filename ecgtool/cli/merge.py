@@ -30,7 +30,7 @@ def merge(parts, output, overwrite):
         report = merge_parts(list(parts), output, overwrite=overwrite, progress=progress)
     console.print(
         f"merged {report.parts} parts: {report.written} records to {output}"
-        + (f"; {report.skipped} skipped" if report.skipped else "")
-        + (f"; {report.unlabelled} without a label of the task dropped" if report.unlabelled else "")
+        + (f"; {report.skipped} records left out (listed in the store's attrs, skipped_records)" if report.skipped else "")
+        + (f"; {report.unlabelled} beats without a label of the task dropped" if report.unlabelled and report.beats else "")
     )
     click.echo(output)

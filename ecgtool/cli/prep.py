@@ -71,6 +71,8 @@ def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_w
     its own; `ecgtool merge` joins all N parts into the store one unsharded run
     writes (same records, order, attributes and --normalise dataset statistics).
     """
+    from rich.markup import escape
+
     from ecgtool.cli.options import stderr_console
     from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.data.prep import default_workers, run_prep
@@ -98,13 +100,20 @@ def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_w
             progress=progress,
         )
     for rid, why in report.skipped[:20]:
-        console.print(f"[yellow]skipped[/] {rid}: {why}")
+        console.print(f"[yellow]skipped[/] {escape(rid)}: {escape(why)}", highlight=False)
     if len(report.skipped) > 20:
         console.print(f"[yellow]… and {len(report.skipped) - 20} more skipped records (listed in the store's attrs)")
+    if report.unknown_labels:
+        ranked = sorted(report.unknown_labels.items(), key=lambda kv: (-kv[1], kv[0]))
+        shown = ", ".join(f"{code} ({n} record{'s' * (n != 1)})" for code, n in ranked[:10])
+        more = f" and {len(ranked) - 10} more" if len(ranked) > 10 else ""
+        console.print(f"[yellow]warning:[/] labels outside the classes of {escape(source.task)}, ignored: {escape(shown)}{more} "
+                      "(counted in the store's attrs, unknown_labels)", highlight=False)
+    unlabelled_beats = report.unlabelled if beat_window is not None else 0
     console.print(
         f"wrote {report.written} records to {output}"
         + (f" (shard {shard[0]}/{shard[1]}: {report.records} of {report.records_total} source records)" if shard else "")
-        + (f"; {len(report.skipped)} skipped" if report.skipped else "")
-        + (f"; {report.unlabelled} without a label of the task dropped" if report.unlabelled else "")
+        + (f"; {len(report.skipped)} records left out (listed in the store's attrs, skipped_records)" if report.skipped else "")
+        + (f"; {unlabelled_beats} beats without a label of the task dropped" if unlabelled_beats else "")
     )
     click.echo(output)

@@ -50,12 +50,19 @@ class InputSpec:
         if missing:
             raise EcgtoolError(f"{where} lacks {', '.join(missing)}")
         fs, leads, samples, norm, view = (d[k] for k in INPUT_KEYS)
-        if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not fs > 0:
-            raise EcgtoolError(f"{where}: fs must be a positive number, not {fs!r}")
+        from ecgtool.data.store import MAX_LEADS, MAX_RECORD_VALUES
+
+        if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not 0 < fs < 1e6:
+            raise EcgtoolError(f"{where}: fs must be a positive number of Hz, not {fs!r}")
         if not isinstance(leads, (list, tuple)) or not leads or not all(isinstance(lead, str) for lead in leads):
             raise EcgtoolError(f"{where}: leads must be a non-empty list of lead names")
+        if len(leads) > MAX_LEADS:
+            raise EcgtoolError(f"{where}: {len(leads)} leads, more than the {MAX_LEADS} ecgtool accepts")
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise EcgtoolError(f"{where}: samples must be a positive whole number, not {samples!r}")
+        if samples * len(leads) > MAX_RECORD_VALUES:
+            raise EcgtoolError(f"{where}: {samples} samples × {len(leads)} leads, more than the {MAX_RECORD_VALUES} values "
+                               "ecgtool accepts per input (refused before allocating)")
         if not isinstance(norm, dict) or not isinstance(norm.get("method"), str):
             raise EcgtoolError(f"{where}: normalisation must name its method")
         if norm["method"] == "dataset":

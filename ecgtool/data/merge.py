@@ -27,15 +27,16 @@ from ecgtool.provenance import make_entry
 
 # Attributes that legitimately differ between the parts of one run (everything else must agree).
 PER_PART_ATTRS = ("format", "format_version", "complete", "content_hash", "provenance", "shard", "lead_stats",
-                  "skipped_records", "unlabelled_dropped", "normalisation")
+                  "skipped_records", "unlabelled_dropped", "unknown_labels", "normalisation")
 
 
 @dataclass
 class MergeReport:
     parts: int
     written: int
-    skipped: int
-    unlabelled: int
+    skipped: int  # source records left out (unreadable, or without a label of the task)
+    unlabelled: int  # rows dropped for want of a label: records, or beats in a beat store
+    beats: bool = False
 
 
 def _describe(value) -> str:
@@ -148,6 +149,11 @@ def merge_parts(
         attrs["normalisation"] = dict(first.attrs["normalisation"])
     attrs["skipped_records"] = [r for p in parts for r in p.attrs.get("skipped_records", [])]
     attrs["unlabelled_dropped"] = sum(int(p.attrs.get("unlabelled_dropped", 0)) for p in parts)
+    unknown: dict[str, int] = {}
+    for p in parts:
+        for code, n in p.attrs.get("unknown_labels", {}).items():
+            unknown[code] = unknown.get(code, 0) + int(n)
+    attrs["unknown_labels"] = dict(sorted(unknown.items()))
     attrs["provenance"] = _provenance(parts, [p.path for p in parts])
 
     done = 0
@@ -161,7 +167,7 @@ def merge_parts(
             part = open_store(info.path)
             for start, stop in part.chunk_bounds():
                 writer.append(
-                    np.asarray(part.signals[start:stop]), part.labels[start:stop], part.record_id[start:stop],
+                    part.read_chunk(start, stop), part.labels[start:stop], part.record_id[start:stop],
                     part.patient_id[start:stop], part.fold[start:stop],
                     **{k: v[start:stop] for k, v in part.extras.items()},
                 )
@@ -169,4 +175,4 @@ def merge_parts(
                 if progress:
                     progress(done, total)
     return MergeReport(parts=len(parts), written=total, skipped=len(attrs["skipped_records"]),
-                       unlabelled=attrs["unlabelled_dropped"])
+                       unlabelled=attrs["unlabelled_dropped"], beats=attrs.get("unit") == "beat")

@@ -34,8 +34,9 @@ BATCH = 16  # records per task sent to a worker: amortises inter-process overhea
 @dataclass
 class PrepReport:
     written: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (record, reason)
-    unlabelled: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (record, reason): every record left out
+    unlabelled: int = 0  # rows dropped for want of a label of the task (records, or beats in a beat store)
+    unknown_labels: dict[str, int] = field(default_factory=dict)  # label/code outside the task's classes -> records
     records: int = 0  # source records this run read (its shard's, with --shard)
     records_total: int = 0  # source records of the whole dataset (after --limit)
 
@@ -105,6 +106,7 @@ class _Rows:
     sex: str
     source: str
     beat_sample: np.ndarray | None = None  # [n] beat positions at the store's fs
+    unknown: tuple[str, ...] = ()  # the record's labels (codes) outside the task's classes
 
 
 def _multi_hot(names, index: dict[str, int]) -> np.ndarray:
@@ -123,10 +125,15 @@ def _prep_one(reader: DatasetReader, job: _Job, record_id: str) -> tuple:
         if missing:
             raise EcgtoolError(f"lacks lead(s) {', '.join(missing)}")
         x = rec.signal[[rec.leads.index(lead) for lead in job.leads]]
-        if not np.isfinite(x).any():
+        if x.size == 0 or not np.isfinite(x).any():
             raise EcgtoolError("signal is empty or entirely NaN")
+        invalid = ~np.isfinite(x)
+        if invalid.any():  # WFDB's invalid-sample marker (-32768 in format 16) reads as NaN: never filled in silently
+            bad = [lead for lead, row in zip(job.leads, invalid) if row.any()]
+            raise EcgtoolError(f"has {int(invalid.sum())} invalid (NaN) sample(s) in lead(s) {', '.join(bad)}")
         index = {c: i for i, c in enumerate(job.classes)}
-        meta = dict(patient=rec.patient_id, fold=rec.fold, age=rec.age, sex=rec.sex, source=rec.source)
+        unknown = tuple(dict.fromkeys([*rec.unknown_labels, *(name for name in rec.labels if name not in index)]))
+        meta = dict(patient=rec.patient_id, fold=rec.fold, age=rec.age, sex=rec.sex, source=rec.source, unknown=unknown)
         if job.cfg.beat_window is None:
             signals = preprocess(x, rec.fs, job.cfg, job.n_samples)[None]
             n_valid = min(job.n_samples, int(round(rec.signal.shape[-1] * job.cfg.fs / rec.fs)))
@@ -249,8 +256,13 @@ def run_prep(
                     raise EcgtoolError(f"record {rid}: {error} (use --on-error skip to leave it out)")
                 report.skipped.append((rid, error))
             else:
+                for code in result.unknown:
+                    report.unknown_labels[code] = report.unknown_labels.get(code, 0) + 1
                 keep = result.labels.any(axis=1) | keep_unlabelled
                 report.unlabelled += int((~keep).sum())
+                if not beats and not keep.any():  # left out, and listed with the reason (a beat store counts beats)
+                    why = (f"{', '.join(result.unknown)} not among its classes" if result.unknown else "the record has none")
+                    report.skipped.append((rid, f"no label of the task {reader.task} ({why})"))
                 if keep.any():
                     n = int(keep.sum())
                     extra = {"beat_sample": result.beat_sample[keep]} if beats else {}
@@ -270,6 +282,7 @@ def run_prep(
             writer.attrs["normalisation"] = dataset_normalisation(stats)
         writer.attrs["skipped_records"] = [{"record": r, "reason": why} for r, why in report.skipped]
         writer.attrs["unlabelled_dropped"] = report.unlabelled
+        writer.attrs["unknown_labels"] = dict(sorted(report.unknown_labels.items()))
         details = {}
         if shard is not None:
             writer.attrs["shard"] = {

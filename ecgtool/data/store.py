@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgtool.data.choices import SIGNAL_DTYPES
-from ecgtool.errors import EcgtoolError
+from ecgtool.errors import EcgtoolError, output_error
 from ecgtool.outputs import check_new_output, publish, remove, remove_stale_siblings, temporary_sibling
 
 STORE_FORMAT = "ecgtool.ecg-store"
@@ -42,6 +42,14 @@ REQUIRED_ATTRS = ("fs", "leads", "units", "classes", "task", "multi_label", "nor
 # Target size of one signals chunk: whole records, a few MB, so that a loader
 # reading a chunk at a time amortises decompression and I/O.
 CHUNK_BYTES = 4 << 20
+# What a store from a stranger may claim before anything is allocated for it: far
+# above any ECG collection, far below what would exhaust a machine's memory.
+MAX_RECORDS = 100_000_000
+MAX_LEADS = 1024
+MAX_CLASSES = 100_000
+MAX_RECORD_VALUES = 100_000_000  # leads × samples of one record (over 2 h of 12 leads at 1 kHz)
+MAX_CHUNK_BYTES = 1 << 30
+MAX_LABEL_VALUES = 1_000_000_000  # records × classes: the labels array is read into memory at open
 
 
 class StoreError(EcgtoolError):
@@ -60,9 +68,10 @@ def read_store_attrs(path: str | os.PathLike) -> dict | None:
         doc = json.loads(meta.read_text())
     except (OSError, ValueError):
         return None
-    if doc.get("node_type") != "group":
+    if not isinstance(doc, dict) or doc.get("node_type") != "group":
         return None
-    return doc.get("attributes", {})
+    attrs = doc.get("attributes", {})
+    return attrs if isinstance(attrs, dict) else None
 
 
 @dataclass
@@ -122,17 +131,39 @@ class EcgStore:
         threads, and is what the loader's epochs spend their time on. Any other
         layout (a remote store, other codecs, a chunk never written) goes through Zarr.
         """
+        index = start // self.chunk_records
+        where = f"{self.path}: signals chunk {index} (records {start}-{stop - 1})"
         direct = _direct_decoder(self.signals)
-        if direct is not None:
-            path = Path(self.path) / "signals" / "c" / str(start // self.chunk_records) / "0" / "0"
-            try:
-                raw = path.read_bytes()
-            except FileNotFoundError:
-                raw = None
-            if raw is not None:
-                chunk = np.frombuffer(direct.decode(raw), dtype=self.signals.dtype.newbyteorder("<"))
-                return chunk.reshape(self.signals.chunks)[: stop - start]
-        return np.asarray(self.signals[start:stop])
+        try:
+            if direct is not None:
+                path = Path(self.path) / "signals" / "c" / str(index) / "0" / "0"
+                try:
+                    raw = path.read_bytes()
+                except FileNotFoundError:
+                    raise StoreError(f"{where} is missing (the file {path} was deleted?); the store is damaged") from None
+                expected = int(np.prod(self.signals.chunks)) * self.signals.dtype.itemsize
+                _check_blosc_frame(raw, expected, where)
+                decoded = direct.decode(raw)
+                if len(decoded) != expected:
+                    raise StoreError(f"{where} is corrupt (it decodes to {len(decoded)} bytes, not {expected}); the store is damaged")
+                chunk = np.frombuffer(decoded, dtype=self.signals.dtype.newbyteorder("<"))
+                chunk = chunk.reshape(self.signals.chunks)[: stop - start]
+            else:
+                if not _chunk_exists(self.signals, (index, 0, 0)):
+                    raise StoreError(f"{where} is missing; the store is damaged")
+                chunk = np.asarray(self.signals[start:stop])
+        except StoreError:
+            raise
+        except OSError as e:
+            raise StoreError(f"{where} cannot be read ({e.strerror or e})") from e
+        except Exception as e:  # a truncated or corrupt chunk: Blosc's RuntimeError, a wrong size's ValueError …
+            raise StoreError(f"{where} is corrupt ({type(e).__name__}: {e}); the store is damaged") from e
+        bad = ~np.isfinite(chunk).all(axis=(1, 2))
+        if bad.any():
+            row = start + int(np.flatnonzero(bad)[0])
+            raise StoreError(f"{self.path}: record {self.record_id[row] if row < len(self.record_id) else row} "
+                             f"(row {row}) has NaN or infinite signal values; a store holds finite signals only")
+        return chunk
 
     def read_rows(self, indices: np.ndarray) -> np.ndarray:
         """Signals of arbitrary rows, read chunk-wise (each touched chunk is decoded once)."""
@@ -183,6 +214,17 @@ class EcgStore:
         }
 
 
+def _check_blosc_frame(raw: bytes, expected: int, where: str) -> None:
+    """A Blosc frame's 16-byte header states its decoded size and its own length: a truncated or foreign
+    file is refused before decoding (numcodecs decodes a bare header into uninitialised memory)."""
+    if len(raw) < 16:
+        raise StoreError(f"{where} is corrupt (a {len(raw)}-byte file, shorter than a Blosc header); the store is damaged")
+    nbytes, cbytes = int.from_bytes(raw[4:8], "little"), int.from_bytes(raw[12:16], "little")
+    if cbytes != len(raw) or nbytes != expected:
+        raise StoreError(f"{where} is corrupt (truncated or not a Blosc frame of the chunk: {len(raw)} bytes on disk, "
+                         f"header says {cbytes} bytes decoding to {nbytes}, the chunk needs {expected}); the store is damaged")
+
+
 def _direct_decoder(signals):
     """A numcodecs Blosc decoder when ``signals`` is exactly ``bytes(little) → blosc`` on a local
     directory with default "/" chunk keys (what StoreWriter writes), else None."""
@@ -199,10 +241,43 @@ def _direct_decoder(signals):
     return Blosc()  # Blosc frames carry their own codec, level, shuffle and type size
 
 
+def _chunk_exists(signals, coords: tuple[int, ...]) -> bool:
+    """Whether the chunk at ``coords`` of a Zarr array was ever written (Zarr reads a missing one as its fill value)."""
+    from zarr.core.sync import sync
+
+    key = signals.metadata.encode_chunk_key(coords)
+    return bool(sync(signals.store_path.store.exists(f"{signals.store_path.path}/{key}".lstrip("/"))))
+
+
+def _check_sizes(p: Path, signals, n_classes: int) -> None:
+    """Refuse shapes no ECG store has before anything is allocated for them (a stranger's store may claim anything)."""
+    n, n_leads, n_samples = signals.shape
+    c = signals.chunks[0]
+    limits = [
+        (n, MAX_RECORDS, "records"), (n_leads, MAX_LEADS, "leads"), (n_classes, MAX_CLASSES, "classes"),
+        (n * n_classes, MAX_LABEL_VALUES, "label values (records × classes)"),
+        (n_leads * n_samples, MAX_RECORD_VALUES, "values per record (leads × samples)"),
+        (c * n_leads * n_samples * signals.dtype.itemsize, MAX_CHUNK_BYTES, "bytes per signals chunk"),
+    ]
+    for value, limit, what in limits:
+        if value > limit:
+            raise StoreError(f"{p}: claims {value} {what}, more than the {limit} ecgtool accepts; the store is damaged or not an ECG store")
+
+
+def _check_chunks(p: Path, signals) -> None:
+    """Every signals chunk of a store in ecgtool's own layout is present (a deleted one would read as zeros)."""
+    if _direct_decoder(signals) is None or signals.shape[0] == 0:
+        return
+    n_chunks = -(-signals.shape[0] // signals.chunks[0])
+    for index in range(n_chunks):
+        if not (p / "signals" / "c" / str(index) / "0" / "0").is_file():
+            c = signals.chunks[0]
+            raise StoreError(f"{p}: signals chunk {index} (records {index * c}-{min((index + 1) * c, signals.shape[0]) - 1}) "
+                             "is missing; the store is damaged")
+
+
 def open_store(path: str | os.PathLike) -> EcgStore:
     """Open and validate a complete ECG store; raise ``StoreError`` naming the problem."""
-    import zarr
-
     p = Path(path)
     if not p.exists():
         raise StoreError(f"{p}: no such store")
@@ -222,6 +297,17 @@ def open_store(path: str | os.PathLike) -> EcgStore:
     missing = [a for a in REQUIRED_ATTRS if a not in attrs]
     if missing:
         raise StoreError(f"{p} lacks the attribute(s) {', '.join(missing)}")
+    try:
+        return _open_arrays(p, dict(attrs))
+    except StoreError:
+        raise
+    except Exception as e:  # Zarr's own refusal of damaged array metadata, in whatever type it raises
+        raise StoreError(f"{p}: unreadable Zarr array metadata or data ({type(e).__name__}: {e})") from e
+
+
+def _open_arrays(p: Path, attrs: dict) -> EcgStore:
+    import zarr
+
     group = zarr.open_group(p, mode="r")
     present = set(group.array_keys())
     missing = [a for a in REQUIRED_ARRAYS if a not in present]
@@ -233,20 +319,40 @@ def open_store(path: str | os.PathLike) -> EcgStore:
     n, n_leads, _ = signals.shape
     if signals.chunks[1:] != signals.shape[1:]:
         raise StoreError(f"{p}: signals must be chunked along records only, found chunks {signals.chunks}")
+    if not isinstance(attrs["leads"], list) or not isinstance(attrs["classes"], list):
+        raise StoreError(f"{p}: the attributes leads and classes must be lists of names")
     if len(attrs["leads"]) != n_leads:
         raise StoreError(f"{p}: {n_leads} leads in signals but {len(attrs['leads'])} lead names in attrs")
-    labels = np.asarray(group["labels"][:])
-    if labels.shape != (n, len(attrs["classes"])):
-        raise StoreError(f"{p}: labels shape {labels.shape} does not match {n} records × {len(attrs['classes'])} classes")
+    fs = attrs["fs"]
+    if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not 0 < fs < 1e6:
+        raise StoreError(f"{p}: the sampling rate fs must be a positive number of Hz, found {fs!r}")
+    n_classes = len(attrs["classes"])
+    _check_sizes(p, signals, n_classes)
+    # Every per-record array must have one row per record before any is read into memory.
+    for k in sorted(present - {"signals"}):
+        rows = group[k].shape[:1]
+        if rows != (n,):
+            what = "array" if k in REQUIRED_ARRAYS else "optional array"
+            raise StoreError(f"{p}: {what} {k} has {rows[0] if rows else 0} rows but signals has {n} records; "
+                             "the store is inconsistent (damaged or edited by hand)")
+    _check_chunks(p, signals)
+    labels_array = group["labels"]
+    if labels_array.shape != (n, n_classes):
+        raise StoreError(f"{p}: labels shape {labels_array.shape} does not match {n} records × {n_classes} classes")
+    if labels_array.dtype.kind not in "biu":
+        raise StoreError(f"{p}: labels must be integers 0 or 1 (multi-hot), found dtype {labels_array.dtype}")
+    labels = np.asarray(labels_array[:])
+    bad = (labels != 0) & (labels != 1)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise StoreError(f"{p}: labels must be 0 or 1 (multi-hot), found {labels[row, col]} at record {row}, "
+                         f"class {attrs['classes'][col]}")
     arrays = {k: np.asarray(group[k][:]) for k in ("record_id", "patient_id", "fold")}
     for k, a in arrays.items():
         if a.shape != (n,):
             raise StoreError(f"{p}: {k} has shape {a.shape}, expected ({n},)")
     extras = {k: np.asarray(group[k][:]) for k in sorted(present - set(REQUIRED_ARRAYS))}
     extras = {k: _as_str(a) if a.dtype.kind == "T" else a for k, a in extras.items()}
-    for k, a in extras.items():
-        if a.shape[:1] != (n,):
-            raise StoreError(f"{p}: optional array {k} has {a.shape[0]} rows, expected {n}")
     return EcgStore(
         path=p,
         attrs=dict(attrs),
@@ -324,13 +430,20 @@ class StoreWriter:
 
     # -- context management -------------------------------------------------------------
     def __enter__(self) -> "StoreWriter":
-        import zarr
-        from zarr.codecs import BloscCodec
-
         check_new_output(self.path, self.overwrite, self.inputs)
         remove_stale_siblings(self.path)
         self.tmp = temporary_sibling(self.path)
         remove(self.tmp)
+        try:
+            return self._create()
+        except OSError as e:  # a full disk, a quota, permissions: one sentence naming the output
+            remove(self.tmp)
+            raise output_error(self.path, e) from e
+
+    def _create(self) -> "StoreWriter":
+        import zarr
+        from zarr.codecs import BloscCodec
+
         self.group = zarr.open_group(self.tmp, mode="w", zarr_format=3)
         # Attributes go in first with complete=False, so a crash leaves a store
         # that every reader recognises as incomplete.
@@ -361,6 +474,9 @@ class StoreWriter:
             self._flush(final=True)
             self.group.attrs.update({**self._base_attrs(), "content_hash": self.content_hash(), "complete": True})
             publish(self.tmp, self.path, self.overwrite)
+        except OSError as e:
+            remove(self.tmp)
+            raise output_error(self.path, e) from e
         except BaseException:
             remove(self.tmp)
             raise
@@ -407,7 +523,10 @@ class StoreWriter:
         self._buffer.append(batch)
         self._buffered += n
         if self._buffered >= self.chunk:
-            self._flush()
+            try:
+                self._flush()
+            except OSError as e:  # the caller's with-block ends in __exit__, which removes the temporary store
+                raise output_error(self.path, e) from e
 
     def _flush(self, final: bool = False) -> None:
         if not self._buffer:

@@ -135,6 +135,8 @@ def check_eval_inputs(checkpoints: list[Checkpoint], store, opts: EvalOptions) -
             raise ConfigError(f"the validation store {opts.val} is the store being evaluated; tuning thresholds on it would "
                               "inflate every thresholded metric (ask to tune on the evaluated store to do it anyway)", "val")
         val = open_store(opts.val)
+        if len(val) == 0:
+            raise ConfigError(f"the validation store {opts.val} has no records to tune thresholds on", "val")
         ckpt.check_store(val, "validation store", windows=True)
         shared = np.intersect1d(val.record_id[:], store.record_id[:])
         if len(shared):
@@ -203,6 +205,8 @@ def _load_resamples(path, records: int) -> np.ndarray:
 def run_eval(ckpt_path, store_path, device, opts: EvalOptions | None = None, compare: str | None = None) -> EvalResult:
     opts = opts or EvalOptions()
     store = open_store(store_path)
+    if len(store) == 0:
+        raise EcgtoolError(f"{store.path} has no records to evaluate")
     checkpoints = [Checkpoint.load(ckpt_path)] + ([Checkpoint.load(compare)] if compare else [])
     warnings = check_eval_inputs(checkpoints, store, opts)
     main = evaluate_checkpoint(checkpoints[0], store, device, opts)

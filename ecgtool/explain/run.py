@@ -119,6 +119,8 @@ def prepare(ckpt_path, store_path, options: ExplainOptions, device):
 
     ckpt = Checkpoint.load(ckpt_path)
     store = open_store(store_path)
+    if len(store) == 0:
+        raise EcgtoolError(f"{store.path} has no records to explain")
     if store.n_samples > ckpt.input.samples:  # a model trained on crops: eval windows it, a map needs one input
         raise EcgtoolError(f"{store.path} has {store.n_samples} samples per record and the model takes {ckpt.input.samples} "
                            f"(trained on crops); explain needs records of the model's input length: prep a store with "

@@ -85,6 +85,16 @@ class TrainArgs:
     model_kwargs: dict = field(default_factory=dict)
 
 
+def check_train_args(args: TrainArgs) -> None:
+    """Refuse numeric arguments no run can use (NaN, infinities, negatives) before anything is opened."""
+    for name, low, open_low in (("lr", 0.0, True), ("weight_decay", 0.0, False), ("warmup_epochs", 0.0, False),
+                                ("gamma", 0.0, False)):
+        value = getattr(args, name)
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < low or (open_low and value == low):
+            bound = f"greater than {low:g}" if open_low else f"at least {low:g}"
+            raise ConfigError(f"{name} must be a finite number {bound}, not {value}", name)
+
+
 def resume_path(out: Path) -> Path:
     return out.with_name(out.name + ".resume")
 
@@ -138,6 +148,7 @@ class Trainer:
         self.env = env = env or distributed.DistEnv()
         self.out = Path(out)
         self.overwrite = overwrite
+        check_train_args(args)
         self.inputs = (train_path, val_path)
         check_new_output(self.out, overwrite, self.inputs)  # refuse before hours of training, not after
         check_new_output(resume_path(self.out), True, self.inputs)
@@ -146,6 +157,8 @@ class Trainer:
         self.on_step, self.on_epoch = (on_step or quiet, on_epoch or quiet) if env.is_main else (quiet, quiet)
         self.train_store = open_store(train_path)
         self.val_store = open_store(val_path) if val_path else None
+        if self.val_store is not None and len(self.val_store) == 0:
+            raise ConfigError(f"the validation store {val_path} has no records", "val_store")
         self.device = torch.device(args.device)
         if env.active and self.device.type == "cuda":
             # one GPU per rank: the local rank's, or the only one a task sees (srun --gpus-per-task 1)
@@ -186,8 +199,16 @@ class Trainer:
         kwargs = dict(args.model_kwargs)
         if "fs" in model_info(args.model)["default_kwargs"]:
             kwargs.setdefault("fs", s.fs)  # models whose filters or windows are in seconds get the store's rate
-        self.model = create_model(args.model, num_classes=len(s.classes), num_leads=len(s.leads),
-                                  num_samples=self.input.samples, **kwargs).to(self.device)
+        try:
+            model = create_model(args.model, num_classes=len(s.classes), num_leads=len(s.leads),
+                                 num_samples=self.input.samples, **kwargs)
+        except (TypeError, ValueError, RuntimeError) as e:
+            if not args.model_kwargs:  # not the user's arguments: a bug, with its traceback under --debug
+                raise
+            given = ", ".join(f"{k}={v!r}" for k, v in args.model_kwargs.items())
+            raise ConfigError(f"{given}: {args.model} cannot be built with these arguments ({type(e).__name__}: {e})",
+                              "model_kwargs") from e
+        self.model = model.to(self.device)
         distributed.init(env, self.device.type)
         self.net = self._training_module()
         pin = self.device.type == "cuda"

@@ -218,24 +218,23 @@ CASES = [
     split("labels-wrong-shape", wrong_shape),
     train("labels-wrong-shape", wrong_shape),
     # missing chunks: zarr's fill value would be read as signal
-    train("missing-chunk", missing_chunk, xfail="issue 11 item 4: a missing signals chunk is read as zeros and trained on (exit 0)"),
-    eval_("missing-chunk", missing_chunk, xfail="issue 11 item 4: a missing signals chunk is read as zeros and evaluated (exit 0)"),
+    train("missing-chunk", missing_chunk),
+    eval_("missing-chunk", missing_chunk),
     # labels out of range (multi-hot must be 0/1)
-    info("labels-out-of-range", labels_out_of_range, xfail="issue 11 item 4: a label value 7 is counted as a positive (exit 0)"),
-    split("labels-out-of-range", labels_out_of_range, xfail="issue 11 item 4: a label value 7 is split as data (exit 0)"),
-    train("labels-out-of-range", labels_out_of_range, xfail="issue 11 item 4: a label value 7 is trained on (exit 0)"),
-    eval_("labels-out-of-range", labels_out_of_range,
-          xfail="issue 11 item 4: a label value 7 reaches the metrics: 'unexpected ValueError: multi_class must be in (ovo, ovr)'"),
+    info("labels-out-of-range", labels_out_of_range),
+    split("labels-out-of-range", labels_out_of_range),
+    train("labels-out-of-range", labels_out_of_range),
+    eval_("labels-out-of-range", labels_out_of_range),
     # NaN signals
     train("nan-signals", nan_signals,
           xfail="issue 11 item 4: NaN signals are trained on until 'the loss became nan …; lower --lr', no store named"),
-    eval_("nan-signals", nan_signals, xfail="issue 11 item 4: NaN signals reach the metrics: 'unexpected ValueError: Input contains NaN'"),
-    explain("nan-signals", nan_signals, xfail="issue 11 item 4: NaN signals are explained (exit 0)"),
+    eval_("nan-signals", nan_signals),
+    explain("nan-signals", nan_signals),
     # empty
     split("empty", empty),
     train("empty", empty),
     train_val("empty", empty, xfail="issue 11 item 5: an empty --val store is ignored without a word: trains, exits 0"),
-    eval_("empty", empty, xfail="issue 11 item 6: 'unexpected ValueError: need at least one array to concatenate'"),
+    eval_("empty", empty),
     # classes disagreeing, leads or fs not the checkpoint's
     # (a class without positives is no error but a warning: tests/test_hostile.py, test_a_class_without_positives_is_named)
     train_val("classes-disagree", classes_renamed),

@@ -8,13 +8,17 @@ tables only, never open file handles.
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ecgtool.errors import EcgtoolError
 
 #: written by ``fetch`` into the directory it creates; read by ``prep`` to continue the chain
 FETCH_PROVENANCE = "PROVENANCE.json"
@@ -36,6 +40,28 @@ def read_fetch_provenance(root: Path) -> list[dict]:
     return []
 
 
+def open_text(path: str | Path) -> io.StringIO:
+    """A text table (label CSV, reference list) for ``csv``: UTF-8 with or without a byte-order mark, or UTF-16 with
+    one (as spreadsheet programs save); anything else is one ``EcgtoolError`` naming the file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise EcgtoolError(f"{path}: cannot be read ({e.strerror or e})") from e
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise EcgtoolError(f"{path}: not {encoding.replace('-sig', '').upper()} text (byte {e.start}: {raw[e.start:e.start + 1]!r}); "
+                           "save it as UTF-8") from None
+    if "\x00" in text:  # UTF-16 without a byte-order mark decodes as UTF-8 with a NUL every other character
+        raise EcgtoolError(f"{path}: holds NUL characters (UTF-16 without a byte-order mark?); save it as UTF-8")
+    return io.StringIO(text)  # as open(newline=""): csv handles the line endings
+
+
 @dataclass
 class RawRecord:
     record_id: str
@@ -49,6 +75,7 @@ class RawRecord:
     sex: str = ""
     source: str = ""  # sub-dataset of a pooled collection (e.g. CinC 2021's "georgia")
     beats: tuple | None = None  # (sample positions at fs, class names) for beat-annotated datasets
+    unknown_labels: list[str] = field(default_factory=list)  # source codes the reader could not map to a class
 
 
 class DatasetReader(ABC):

@@ -85,7 +85,10 @@ class CincReader(DatasetReader):
         if task == "all":
             present = set()
             for name in self._wfdb.names():
-                present.update(self._codes(name))
+                try:
+                    present.update(self._codes(name))
+                except EcgtoolError:
+                    pass  # an unreadable header is prep's to fail or skip (--on-error), by record
         self._class_codes = task_classes(task, present)
         self._code_to_class = {c: name for name, codes in self._class_codes.items() for c in codes}
 
@@ -130,6 +133,7 @@ class CincReader(DatasetReader):
     def read(self, record_id: str) -> RawRecord:
         rel = self._wfdb.path_of(record_id)
         rec = self._wfdb.read(rel)  # without classes.csv its labels are the #Dx codes themselves
+        rec.unknown_labels = [c for c in rec.labels if c not in self._code_to_class]
         rec.labels = sorted({self._code_to_class[c] for c in rec.labels if c in self._code_to_class}, key=self.classes.index)
         rec.patient_id = rec.record_id
         parts = (self.root / rel).resolve().parts

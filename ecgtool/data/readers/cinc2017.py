@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ecgtool.data.readers.base import DatasetReader, RawRecord
+from ecgtool.data.readers.base import DatasetReader, RawRecord, open_text
 from ecgtool.data.readers.wfdb_dir import WfdbDirectoryReader
 from ecgtool.errors import EcgtoolError
 
@@ -37,7 +37,7 @@ class Cinc2017Reader(DatasetReader):
         if ref is None:
             raise EcgtoolError(f"{self.root}: no REFERENCE-v3.csv or REFERENCE.csv")
         self.reference = ref
-        with open(ref, newline="") as f:
+        with open_text(ref) as f:
             rows = [r for r in csv.reader(f) if r]
         unknown = sorted({r[1] for r in rows if r[1] not in CODES})
         if unknown:

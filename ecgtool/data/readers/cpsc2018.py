@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgtool.data.readers.base import DatasetReader, RawRecord
+from ecgtool.data.readers.base import DatasetReader, RawRecord, open_text
 from ecgtool.data.readers.wfdb_dir import STANDARD_LEADS, WfdbDirectoryReader, parse_age, parse_sex
 from ecgtool.errors import EcgtoolError
 
@@ -80,7 +80,7 @@ class Cpsc2018Reader(DatasetReader):
 
     @staticmethod
     def _read_reference(path: Path) -> dict[str, list[str]]:
-        with open(path, newline="") as f:
+        with open_text(path) as f:
             rows = list(csv.DictReader(f))
         if not rows or rows[0].keys() < {"Recording", "First_label"}:
             raise EcgtoolError(f"{path}: expected the columns {', '.join(REFERENCE_COLUMNS)}")
@@ -116,6 +116,7 @@ class Cpsc2018Reader(DatasetReader):
     def read(self, record_id: str) -> RawRecord:
         if self.release == "physionet":
             rec = self._wfdb.read(record_id)  # labels: the #Dx codes
+            rec.unknown_labels = [c for c in rec.labels if c not in SNOMED_TO_CLASS]
             rec.labels = sorted({SNOMED_TO_CLASS[c] for c in rec.labels if c in SNOMED_TO_CLASS}, key=CLASSES.index)
             rec.patient_id = rec.record_id
             return rec

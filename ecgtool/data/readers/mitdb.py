@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgtool.data.readers.base import DatasetReader, RawRecord
-from ecgtool.data.readers.wfdb_dir import physical_mv
+from ecgtool.data.readers.wfdb_dir import physical_mv, read_wfdb
 from ecgtool.errors import EcgtoolError
 
 AAMI = {
@@ -83,8 +83,8 @@ class MitdbReader(DatasetReader):
         import wfdb
 
         path = str(self.root / record_id)
+        rec = read_wfdb(path, record_id)
         try:
-            rec = wfdb.rdrecord(path)
             ann = wfdb.rdann(path, "atr")
         except Exception as e:
             raise EcgtoolError(f"{record_id}: unreadable record or annotations ({type(e).__name__}: {e})") from e

@@ -26,8 +26,8 @@ import csv
 from pathlib import Path
 
 from ecgtool.data.choices import PTBXL_RATES
-from ecgtool.data.readers.base import DatasetReader, RawRecord
-from ecgtool.data.readers.wfdb_dir import STANDARD_LEADS, canonical_lead, parse_age, parse_sex, physical_mv
+from ecgtool.data.readers.base import DatasetReader, RawRecord, open_text
+from ecgtool.data.readers.wfdb_dir import STANDARD_LEADS, canonical_lead, parse_age, parse_sex, physical_mv, read_wfdb
 from ecgtool.errors import EcgtoolError
 
 TASKS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
@@ -42,7 +42,7 @@ SUPERCLASS_DESCRIPTIONS = {
 
 def read_statements(path: Path) -> dict[str, dict]:
     """``scp_statements.csv``: statement code (the unnamed first column) → its row."""
-    with open(path, newline="", encoding="utf-8") as f:
+    with open_text(path) as f:
         rows = list(csv.reader(f))
     header = rows[0]
     return {row[0]: dict(zip(header[1:], row[1:])) for row in rows[1:] if row and row[0]}
@@ -83,7 +83,7 @@ class PtbxlReader(DatasetReader):
         self._task, self.rate, self.min_likelihood = task, rate, min_likelihood
         self.statements = read_statements(self.root / "scp_statements.csv")
         self._map = task_map(self.statements, task)
-        with open(self.root / "ptbxl_database.csv", newline="", encoding="utf-8") as f:
+        with open_text(self.root / "ptbxl_database.csv") as f:
             rows = list(csv.DictReader(f))
         need = {"ecg_id", "patient_id", "scp_codes", "strat_fold", "filename_lr", "filename_hr"}
         if rows and not need <= set(rows[0]):
@@ -134,14 +134,9 @@ class PtbxlReader(DatasetReader):
         return 10.0
 
     def read(self, record_id: str) -> RawRecord:
-        import wfdb
-
         row = self._rows[record_id]
         path = self.root / (row["filename_lr"] if self.rate == 100 else row["filename_hr"])
-        try:
-            rec = wfdb.rdrecord(str(path))
-        except Exception as e:
-            raise EcgtoolError(f"{path}: unreadable WFDB record ({type(e).__name__}: {e})") from e
+        rec = read_wfdb(path)
         sex = parse_sex(str(row.get("sex", "")).split(".")[0])  # 0 = male, 1 = female
         return RawRecord(
             record_id=record_id,

@@ -20,12 +20,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ecgtool.data.readers.base import DatasetReader, RawRecord
+from ecgtool.data.readers.base import DatasetReader, RawRecord, open_text
 from ecgtool.errors import EcgtoolError
 
 # wfdb 4.3 uses pandas APIs that pandas 3 deprecates; the warning is noise to a user.
@@ -35,6 +36,122 @@ STANDARD_LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4",
 _CANONICAL = {name.upper(): name for name in STANDARD_LEADS}
 # Physical units wfdb headers use for ECG, as a factor to millivolts.
 UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "μv": 1e-3, "µv": 1e-3, "v": 1e3, "nu": 1.0, "": 1.0}
+
+
+# What a header from a stranger may claim before wfdb allocates for it: samples of all
+# signals together (wfdb holds each as int64 and float64: 16 bytes a value), signals.
+MAX_RECORD_VALUES = 500_000_000  # 24 h of 12 leads at 500 Hz is 518 M: split such a Holter record first
+MAX_SIGNALS = 1024
+MAX_FS = 1e6
+# Bytes per sample of the uncompressed WFDB storage formats (the signal file must hold what the header claims).
+FORMAT_BYTES = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2, "212": 1.5, "310": 4 / 3, "311": 4 / 3}
+
+
+_WHOLE = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+")
+
+
+def check_header(path: str | Path, name: str | None = None) -> None:
+    """Refuse a WFDB header whose record line is not what it claims to be, before wfdb reads it.
+
+    wfdb takes a non-numeric sampling rate as its default of 250 Hz and allocates whatever
+    number of samples a header claims; this checks the record line (signals, sampling rate,
+    samples per signal) and that each signal file holds the samples the header promises.
+    ``path`` is the record's path without ``.hea``; errors name ``name`` (default: the path).
+    """
+    path = Path(path)
+    hea = path.with_name(path.name + ".hea")
+    name = name or str(path)
+    try:
+        text = hea.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise EcgtoolError(f"{name}: unreadable WFDB header {hea} ({e.strerror or e})") from e
+    lines = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        raise EcgtoolError(f"{name}: the WFDB header {hea.name} has no record line")
+    tokens = lines[0].split()
+    if len(tokens) < 2:
+        raise EcgtoolError(f"{name}: the WFDB header's record line {lines[0]!r} lacks the number of signals")
+    record, n_sig = tokens[0], tokens[1]
+    if not _WHOLE.fullmatch(n_sig) or int(n_sig) > MAX_SIGNALS:
+        raise EcgtoolError(f"{name}: the WFDB header gives {n_sig!r} signals, not a whole number up to {MAX_SIGNALS}")
+    n_sig = int(n_sig)
+    if len(tokens) > 2:
+        fs_text = tokens[2].split("/", 1)[0]
+        fs = float(fs_text) if _DECIMAL.fullmatch(fs_text) else math.nan  # the form wfdb parses: no sign, no exponent
+        if not (math.isfinite(fs) and 0 < fs <= MAX_FS):
+            raise EcgtoolError(f"{name}: the WFDB header gives the sampling rate {tokens[2]!r}, not a positive number of Hz")
+    sig_len = None
+    if len(tokens) > 3:
+        if not _WHOLE.fullmatch(tokens[3]):
+            raise EcgtoolError(f"{name}: the WFDB header gives {tokens[3]!r} samples per signal, not a whole number")
+        sig_len = int(tokens[3])
+        if sig_len * max(n_sig, 1) > MAX_RECORD_VALUES:
+            raise EcgtoolError(f"{name}: the WFDB header claims {sig_len} samples of {n_sig} signals, more than the "
+                               f"{MAX_RECORD_VALUES} values ecgtool reads from one record")
+    if "/" in record or sig_len is None:
+        return  # a multi-segment record's segments are checked when read; no length: nothing to compare
+    if len(lines) - 1 < n_sig:
+        raise EcgtoolError(f"{name}: the WFDB header declares {n_sig} signals but describes {len(lines) - 1}")
+    per_file: dict[str, float] = {}
+    signals_in: dict[str, int] = {}
+    for line in lines[1 : 1 + n_sig]:
+        parts = line.split()
+        fmt = parts[1].split("x")[0].split(":")[0].split("+")[0] if len(parts) > 1 else ""
+        if fmt not in FORMAT_BYTES:
+            return  # compressed or unusual formats: wfdb decides
+        per_file[parts[0]] = per_file.get(parts[0], 0.0) + FORMAT_BYTES[fmt]
+        signals_in[parts[0]] = signals_in.get(parts[0], 0) + 1
+    for file, width in per_file.items():
+        dat = path.parent / file
+        try:
+            size = dat.stat().st_size
+        except OSError:
+            continue  # a missing signal file is wfdb's to report
+        if file.lower().endswith(".mat"):
+            _check_mat(dat, name, signals_in[file], sig_len)
+        needed = math.floor(sig_len * width)
+        if size < needed:
+            raise EcgtoolError(f"{name}: the WFDB header claims {sig_len} samples per signal but {file} holds "
+                               f"{size} bytes, {needed} needed (a truncated file or a wrong header)")
+
+
+def _check_mat(dat: Path, name: str, n_sig: int, sig_len: int) -> None:
+    """A WFDB signal file in MATLAB v4 form (PhysioNet/CinC 2020-21) holds one matrix named ``val`` of
+    signals × samples: wfdb reads it blindly at a byte offset, so any other content would become numbers."""
+    import struct
+
+    with open(dat, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"MATLAB 5.0"):
+        if b"val" not in head:
+            raise EcgtoolError(f"{name}: {dat.name} holds no MATLAB variable val (the signals of a WFDB .mat record)")
+        return
+    if len(head) < 20:
+        raise EcgtoolError(f"{name}: {dat.name} is not a MATLAB file with the record's signals ({len(head)} bytes)")
+    kind, rows, cols, imag, namelen = struct.unpack("<5i", head[:20])
+    if kind >= 1000 or not 0 < namelen <= 64:
+        raise EcgtoolError(f"{name}: {dat.name} is not a little-endian MATLAB v4 file holding the record's signals")
+    variable = head[20 : 20 + namelen].rstrip(b"\0").decode("latin-1")
+    if variable != "val":
+        raise EcgtoolError(f"{name}: {dat.name} holds the MATLAB variable {variable!r}, not val (the record's signals)")
+    if rows * cols != n_sig * sig_len:
+        raise EcgtoolError(f"{name}: {dat.name} holds a {rows}×{cols} matrix val, the header {n_sig} signals × {sig_len} samples")
+
+
+def read_wfdb(path: str | Path, name: str | None = None):
+    """``wfdb.rdrecord`` of a header that passed ``check_header``; any failure is one ``EcgtoolError`` naming ``name``.
+
+    Samples WFDB marks invalid (−32768 in format 16) arrive as NaN; prep refuses such records.
+    """
+    import wfdb
+
+    check_header(path, name)
+    try:
+        return wfdb.rdrecord(str(path))
+    except Exception as e:  # wfdb raises many types for a bad record
+        raise EcgtoolError(f"{name or path}: unreadable WFDB record ({type(e).__name__}: {e})") from e
 
 
 def physical_mv(rec) -> np.ndarray:
@@ -95,7 +212,7 @@ class WfdbDirectoryReader(DatasetReader):
         self._code_to_class = self._read_class_map(self.root / "classes.csv")
         # Readers built on this one map #Dx codes themselves and skip the scan of every header.
         self._classes = list(classes) if classes else self._discover_classes() if discover_classes else []
-        first = self._header(self._ids[0])
+        first = self._first_header()
         self._leads = [canonical_lead(n) for n in first.sig_name]
         self._fs = float(first.fs)
         has_csv_patients = self._table is not None and any(r.get("patient_id") for r in self._table.values())
@@ -111,7 +228,7 @@ class WfdbDirectoryReader(DatasetReader):
         info = self.root / "classes.csv"
         self._descriptions = {}
         if info.is_file():
-            with open(info, newline="") as f:
+            with open_text(info) as f:
                 self._descriptions = {r["class"]: r.get("description", "") for r in csv.DictReader(f)}
 
     # -- discovery -------------------------------------------------------------------
@@ -140,7 +257,7 @@ class WfdbDirectoryReader(DatasetReader):
 
     @staticmethod
     def _read_label_csv(path: Path) -> dict[str, dict]:
-        with open(path, newline="") as f:
+        with open_text(path) as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or "record_id" not in reader.fieldnames or "labels" not in reader.fieldnames:
                 raise EcgtoolError(f"{path}: a label CSV needs the columns record_id and labels")
@@ -150,13 +267,13 @@ class WfdbDirectoryReader(DatasetReader):
     def _read_class_map(path: Path) -> dict[str, str]:
         if not path.is_file():
             return {}
-        with open(path, newline="") as f:
+        with open_text(path) as f:
             return {r["snomed"].strip(): r["class"] for r in csv.DictReader(f) if r.get("snomed")}
 
     def _discover_classes(self) -> list[str]:
         classes_csv = self.root / "classes.csv"
         if classes_csv.is_file():
-            with open(classes_csv, newline="") as f:
+            with open_text(classes_csv) as f:
                 return [r["class"] for r in csv.DictReader(f)]
         seen: set[str] = set()
         for rid in self._ids:
@@ -175,10 +292,22 @@ class WfdbDirectoryReader(DatasetReader):
     def _header(self, record_id: str):
         import wfdb
 
+        path = self.root / self.path_of(record_id)
+        check_header(path, record_id)
         try:
-            return wfdb.rdheader(str(self.root / self.path_of(record_id)))
+            return wfdb.rdheader(str(path))
         except Exception as e:  # wfdb raises many types for a bad header
             raise EcgtoolError(f"{record_id}: unreadable WFDB header ({e})") from e
+
+    def _first_header(self):
+        """The first readable header (a bad record is prep's to fail or skip, not the dataset's), else the first error."""
+        first_error = None
+        for rid in self._ids:
+            try:
+                return self._header(rid)
+            except EcgtoolError as e:
+                first_error = first_error or e
+        raise first_error
 
     def _labels_of(self, record_id: str, comments: dict | None = None) -> list[str]:
         if self._table is not None:
@@ -223,13 +352,8 @@ class WfdbDirectoryReader(DatasetReader):
         return h.sig_len / h.fs
 
     def read(self, record_id: str) -> RawRecord:
-        import wfdb
-
         record_id = self.path_of(record_id)
-        try:
-            rec = wfdb.rdrecord(str(self.root / record_id))
-        except Exception as e:
-            raise EcgtoolError(f"{record_id}: unreadable WFDB record ({type(e).__name__}: {e})") from e
+        rec = read_wfdb(self.root / record_id, record_id)
         if rec.p_signal is None:
             raise EcgtoolError(f"{record_id}: no physical signal in the record")
         signal = physical_mv(rec)

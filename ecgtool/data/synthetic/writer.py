@@ -71,7 +71,8 @@ def _write_record(out_dir: Path, spec: RecordSpec, cfg: SyntheticConfig, signal:
         lines.append(f"{name}.dat 16 {_ADC_GAIN}(0)/mV 16 0 {int(init[k])} {int(checksum[k])} 0 {lead}")
     lines += ["# " + c for c in _header_comments(spec)]
     Path(out_dir, f"{name}.hea").write_text("\n".join(lines) + "\n")
-    digital.astype("<i2").tofile(Path(out_dir, f"{name}.dat"))
+    # write_bytes, not ndarray.tofile: a full disk then raises OSError(ENOSPC), not a bare "problem writing element"
+    Path(out_dir, f"{name}.dat").write_bytes(digital.astype("<i2").tobytes())
 
 
 def write_dataset(out_dir: Path, cfg: SyntheticConfig, progress: Callable[[int], None] | None = None) -> None:
