@@ -115,8 +115,6 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
                 console.print(f"resuming at epoch {trainer.start_epoch + 1}, step {trainer.position['batch'] + 1}")
         elif resume_path(trainer.out).exists() and not overwrite:
             raise EcgtoolError(f"{resume_path(trainer.out)} holds an interrupted run; pass --resume to continue it or --overwrite to start again")
-        if val_store is None and main:
-            console.print("[yellow]no --val store: the last epoch is kept and thresholds default to 0.5")
         for warning in trainer.warnings if main else ():
             console.print(f"[yellow]warning: {warning}")
         if env.active and main:
@@ -131,6 +129,8 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
         distributed.shutdown(env)
     if not main:
         return
+    if val_store is None:  # said at the end, where it explains the checkpoint (and an error stays the only line)
+        console.print("[yellow]no --val store: the last epoch was kept and thresholds default to 0.5")
     if as_json:
         emit_json({"checkpoint": output, "metrics": ckpt.metrics, "thresholds": ckpt.thresholds})
     else:

@@ -307,7 +307,7 @@ CASES = [
     prep_case("labels-missing-record", _labels_missing_record, "R003"),
     prep_case("labels-empty-file", _labels_empty, "labels.csv"),
     prep_case("labels-random-bytes", _labels_binary, "labels.csv"),
-    prep_case("labels-nul-byte", _labels_nul, "R003", xfail="issue 11 item 4: a NUL in a label makes a class 'B\\x00' (exit 0)"),
+    prep_case("labels-nul-byte", _labels_nul, "labels.csv"),
     prep_case("labels-option-missing-file", lambda raw, tmp: None, "nosuch.csv", extra=("--labels", "{tmp}/nosuch.csv")),
     Case("dir-non-ecg-files", _dir({"notes.txt": b"hello\n", "img/scan.png": b"\x89PNG\r\n\x1a\n" + noise(100),
                                     "data.csv": b"a,b\n1,2\n"}),

@@ -226,14 +226,13 @@ CASES = [
     train("labels-out-of-range", labels_out_of_range),
     eval_("labels-out-of-range", labels_out_of_range),
     # NaN signals
-    train("nan-signals", nan_signals,
-          xfail="issue 11 item 4: NaN signals are trained on until 'the loss became nan …; lower --lr', no store named"),
+    train("nan-signals", nan_signals),
     eval_("nan-signals", nan_signals),
     explain("nan-signals", nan_signals),
     # empty
     split("empty", empty),
     train("empty", empty),
-    train_val("empty", empty, xfail="issue 11 item 5: an empty --val store is ignored without a word: trains, exits 0"),
+    train_val("empty", empty, needle="--val", exit=2),
     eval_("empty", empty),
     # classes disagreeing, leads or fs not the checkpoint's
     # (a class without positives is no error but a warning: tests/test_hostile.py, test_a_class_without_positives_is_named)
