@@ -277,7 +277,9 @@ def run_prep(
                 progress(i, len(ids))
         if writer.n_records == 0 and shard is None:
             hint = "; this dataset's labels are per beat: use --beat-window" if reader.beat_annotated and not beats else ""
-            raise EcgtoolError(f"no records left to write from {len(ids)} read (all skipped or unlabelled){hint}")
+            shown = "; ".join(f"{r}: {why}" for r, why in report.skipped[:3]) or "all skipped or unlabelled"
+            more = f"; and {len(report.skipped) - 3} more" if len(report.skipped) > 3 else ""
+            raise EcgtoolError(f"no records left to write from {len(ids)} read ({shown}{more}){hint}")
         if cfg.normalisation == "dataset":
             writer.attrs["normalisation"] = dataset_normalisation(stats)
         writer.attrs["skipped_records"] = [{"record": r, "reason": why} for r, why in report.skipped]

@@ -283,12 +283,10 @@ def _ptbxl_missing_file(raw):
 CASES = [
     prep_case("truncated-dat", _truncate, "R003"),
     prep_case("header-longer-than-data", _samples, "R003"),
-    prep_case("data-longer-than-header", _longer_file, "R003",
-              xfail="issue 11 item 4: the trailing bytes are ignored and the record read as data (exit 0)"),
+    prep_case("data-longer-than-header", _longer_file, "R003"),
     prep_case("unknown-format", _format, "R003"),
     prep_case("missing-lead", _missing_lead, "R003"),
-    prep_case("gain-not-a-number", _gain_text, "R003",
-              xfail="issue 11 item 4: wfdb reads the gain 'abc' as its default and the record as data (exit 0)"),
+    prep_case("gain-not-a-number", _gain_text, "R003"),
     prep_case("fs-zero", _fs_zero, "R003"),
     prep_case("fs-negative", _fs_negative, "R003"),
     prep_case("invalid-samples-nan", _invalid_samples, "R003"),
@@ -326,8 +324,7 @@ CASES = [
     Case("mitdb-garbage-annotations-unreadable", _mitdb(_atr_garbage(0)), ["prep", "{raw}", "-o", "{tmp}/out.zarr", "--workers", "1"],
          1, "101"),
     Case("mitdb-garbage-annotations-readable", _mitdb(_atr_garbage(1)), ["prep", "{raw}", "-o", "{tmp}/out.zarr", "--workers", "1"],
-         1, "101", xfail="issue 11 item 4: 101.atr's random bytes are read as annotations of nonsense symbols; "
-                         "the error ('no records left to write') names no record"),
+         1, "101"),
     Case("ptbxl-malformed-scp-codes", _ptbxl(_scp_codes), ["prep", "{raw}", "-o", "{tmp}/out.zarr", "--workers", "1"], 1, "record 2"),
     Case("ptbxl-missing-signal-file", _ptbxl(_ptbxl_missing_file), ["prep", "{raw}", "-o", "{tmp}/out.zarr", "--workers", "1"], 1, "00003_lr"),
 ]

@@ -49,6 +49,7 @@ FORMAT_BYTES = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2, "
 
 _WHOLE = re.compile(r"[0-9]+")
 _DECIMAL = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+")
+_NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")  # a gain, as wfdb writes any float
 
 
 def check_header(path: str | Path, name: str | None = None) -> None:
@@ -96,11 +97,21 @@ def check_header(path: str | Path, name: str | None = None) -> None:
         raise EcgtoolError(f"{name}: the WFDB header declares {n_sig} signals but describes {len(lines) - 1}")
     per_file: dict[str, float] = {}
     signals_in: dict[str, int] = {}
+    offsets: dict[str, int] = {}
     for line in lines[1 : 1 + n_sig]:
         parts = line.split()
-        fmt = parts[1].split("x")[0].split(":")[0].split("+")[0] if len(parts) > 1 else ""
+        if len(parts) > 2:  # the ADC gain: wfdb takes anything unparsable as its default of 200 per physical unit
+            gain = re.split(r"[(/]", parts[2], maxsplit=1)[0]
+            if gain and not (_NUMBER.fullmatch(gain) and math.isfinite(float(gain))):
+                raise EcgtoolError(f"{name}: the WFDB header gives the gain {parts[2]!r} for signal {parts[0]}, not a number")
+        fmt_field = parts[1] if len(parts) > 1 else ""
+        fmt = fmt_field.split("x")[0].split(":")[0].split("+")[0]
         if fmt not in FORMAT_BYTES:
             return  # compressed or unusual formats: wfdb decides
+        offset = fmt_field.split("+", 1)[1] if "+" in fmt_field else "0"  # bytes before the samples (a .mat header)
+        if not _WHOLE.fullmatch(offset):
+            raise EcgtoolError(f"{name}: the WFDB header gives the format {fmt_field!r} for signal {parts[0]}, not FORMAT[+OFFSET]")
+        offsets[parts[0]] = int(offset)
         per_file[parts[0]] = per_file.get(parts[0], 0.0) + FORMAT_BYTES[fmt]
         signals_in[parts[0]] = signals_in.get(parts[0], 0) + 1
     for file, width in per_file.items():
@@ -111,10 +122,15 @@ def check_header(path: str | Path, name: str | None = None) -> None:
             continue  # a missing signal file is wfdb's to report
         if file.lower().endswith(".mat"):
             _check_mat(dat, name, signals_in[file], sig_len)
-        needed = math.floor(sig_len * width)
+        needed = math.floor(sig_len * width) + offsets[file]
         if size < needed:
             raise EcgtoolError(f"{name}: the WFDB header claims {sig_len} samples per signal but {file} holds "
                                f"{size} bytes, {needed} needed (a truncated file or a wrong header)")
+        # A whole frame more than the header's samples (a partial one is format padding; a MATLAB file may be
+        # padded to its block size, and _check_mat compared its matrix with the header already).
+        if size >= needed + math.ceil(width) and not file.lower().endswith(".mat"):
+            raise EcgtoolError(f"{name}: {file} holds {size} bytes, more than the {needed} of the {sig_len} samples per "
+                               "signal its header claims (a wrong header, or two recordings in one file)")
 
 
 def _check_mat(dat: Path, name: str, n_sig: int, sig_len: int) -> None:
