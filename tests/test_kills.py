@@ -130,12 +130,12 @@ def test_sigkill_during_downloads_leaves_only_verified_files(tmp_path):
     rng = random.Random("kill-download")
     out = tmp_path / "ptbxl"
     with FileServer(files) as srv:
-        srv.pace = 0.1  # about 40 kB/s: the fixture takes several seconds
+        srv.pace = 0.2  # about 20 kB/s: the fixture takes several seconds, more than the kills leave it
         kills = attempts = 0
         while kills < KILLS and attempts < 4 * KILLS:
             attempts += 1
             p = _run(["fetch", "ptbxl", "-o", out, "--mirror", srv.url, "--connections", 2])
-            time.sleep(rng.uniform(0.4, 1.2))
+            time.sleep(rng.uniform(0.3, 0.8))
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 kills += 1
