@@ -172,18 +172,26 @@ def _dir(files: dict):
     return build
 
 
-def _cpsc(mutate):
-    def build(tmp: Path, fx) -> dict:
-        from datasets_fixture import make_cpsc2018_original
+def _unpacked(make: str, archive: str):
+    """A dataset fixture (``datasets_fixture.<make>``) with its ``archive`` unpacked, as fetch leaves it, then mutated."""
+    def with_mutation(mutate):
+        def build(tmp: Path, fx) -> dict:
+            import datasets_fixture
 
-        from ecgtool.data.download import extract_archive
+            from ecgtool.data.download import extract_archive
 
-        raw = make_cpsc2018_original(tmp / "raw")
-        extract_archive(raw / "TrainingSet1.zip", raw)
-        mutate(raw)
-        return {"raw": raw}
+            raw = getattr(datasets_fixture, make)(tmp / "raw")
+            extract_archive(raw / archive, raw)
+            mutate(raw)
+            return {"raw": raw}
 
-    return build
+        return build
+
+    return with_mutation
+
+
+_cpsc = _unpacked("make_cpsc2018_original", "TrainingSet1.zip")
+_cinc2017 = _unpacked("make_cinc2017", "training2017.zip")
 
 
 def _mat_empty(raw):
@@ -213,20 +221,6 @@ def _reference_out_of_range(raw):
 def _reference_bom(raw):
     data = (raw / "REFERENCE.csv").read_bytes()
     (raw / "REFERENCE.csv").write_bytes(b"\xef\xbb\xbf" + data.replace(b"A0002,1,,", b"A0002,x,,"))
-
-
-def _cinc2017(mutate):
-    def build(tmp: Path, fx) -> dict:
-        from datasets_fixture import make_cinc2017
-
-        from ecgtool.data.download import extract_archive
-
-        raw = make_cinc2017(tmp / "raw")
-        extract_archive(raw / "training2017.zip", raw)
-        mutate(raw)
-        return {"raw": raw}
-
-    return build
 
 
 def _unknown_code(raw):
