@@ -100,6 +100,9 @@ def check_header(path: str | Path, name: str | None = None) -> None:
     offsets: dict[str, int] = {}
     for line in lines[1 : 1 + n_sig]:
         parts = line.split()
+        file = Path(parts[0])
+        if file.is_absolute() or ".." in file.parts:  # a header may not point wfdb at files outside its dataset
+            raise EcgtoolError(f"{name}: the WFDB header names the signal file {parts[0]!r}, outside the record's directory")
         if len(parts) > 2:  # the ADC gain: wfdb takes anything unparsable as its default of 200 per physical unit
             gain = re.split(r"[(/]", parts[2], maxsplit=1)[0]
             if gain and not (_NUMBER.fullmatch(gain) and math.isfinite(float(gain))):
