@@ -172,8 +172,8 @@ def _dir(files: dict):
     return build
 
 
-def _unpacked(make: str, archive: str):
-    """A dataset fixture (``datasets_fixture.<make>``) with its ``archive`` unpacked, as fetch leaves it, then mutated."""
+def _dataset(make: str, archive: str | None = None):
+    """A dataset fixture (``datasets_fixture.<make>``), its ``archive`` unpacked as fetch leaves it, then mutated."""
     def with_mutation(mutate):
         def build(tmp: Path, fx) -> dict:
             import datasets_fixture
@@ -181,7 +181,8 @@ def _unpacked(make: str, archive: str):
             from ecgtool.data.download import extract_archive
 
             raw = getattr(datasets_fixture, make)(tmp / "raw")
-            extract_archive(raw / archive, raw)
+            if archive:
+                extract_archive(raw / archive, raw)
             mutate(raw)
             return {"raw": raw}
 
@@ -190,8 +191,10 @@ def _unpacked(make: str, archive: str):
     return with_mutation
 
 
-_cpsc = _unpacked("make_cpsc2018_original", "TrainingSet1.zip")
-_cinc2017 = _unpacked("make_cinc2017", "training2017.zip")
+_cpsc = _dataset("make_cpsc2018_original", "TrainingSet1.zip")
+_cinc2017 = _dataset("make_cinc2017", "training2017.zip")
+_mitdb = _dataset("make_mitdb")
+_ptbxl = _dataset("make_ptbxl")
 
 
 def _mat_empty(raw):
@@ -232,17 +235,6 @@ def _challenge_mat_truncated(raw):
     mat.write_bytes(mat.read_bytes()[:30])
 
 
-def _mitdb(mutate):
-    def build(tmp: Path, fx) -> dict:
-        from datasets_fixture import make_mitdb
-
-        raw = make_mitdb(tmp / "raw")
-        mutate(raw)
-        return {"raw": raw}
-
-    return build
-
-
 def _atr_truncated(raw):
     atr = raw / "101.atr"
     atr.write_bytes(atr.read_bytes()[:7])
@@ -253,17 +245,6 @@ def _atr_garbage(seed):
         (raw / "101.atr").write_bytes(noise(64, seed))
 
     return mutate
-
-
-def _ptbxl(mutate):
-    def build(tmp: Path, fx) -> dict:
-        from datasets_fixture import make_ptbxl
-
-        raw = make_ptbxl(tmp / "raw")
-        mutate(raw)
-        return {"raw": raw}
-
-    return build
 
 
 def _scp_codes(raw):
