@@ -61,7 +61,7 @@ class Cinc2017Reader(DatasetReader):
         ref = cls._reference(Path(root))
         if ref is None:
             return False
-        first = ref.read_text(errors="replace").split("\n", 1)[0].strip().split(",")
+        first = ref.read_text(encoding="utf-8-sig", errors="replace").split("\n", 1)[0].strip().split(",")
         return len(first) == 2 and first[1] in CODES
 
     @property

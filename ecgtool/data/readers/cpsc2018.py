@@ -74,7 +74,7 @@ class Cpsc2018Reader(DatasetReader):
         root = Path(root)
         ref = root / "REFERENCE.csv"
         if ref.is_file():
-            return ref.read_text(errors="replace").split("\n", 1)[0].strip().split(",")[:2] == REFERENCE_COLUMNS[:2]
+            return ref.read_text(encoding="utf-8-sig", errors="replace").split("\n", 1)[0].strip().split(",")[:2] == REFERENCE_COLUMNS[:2]
         first = next(root.rglob("*.hea"), None)
         return first is not None and _RECORD.fullmatch(first.stem) is not None
 
@@ -90,7 +90,10 @@ class Cpsc2018Reader(DatasetReader):
             for col in REFERENCE_COLUMNS[1:]:
                 value = (row.get(col) or "").strip()
                 if value:
-                    k = int(float(value))
+                    try:
+                        k = int(float(value))
+                    except ValueError:
+                        k = 0  # not a number: refused below with the record and the value
                     if not 1 <= k <= 9:
                         raise EcgtoolError(f"{path}: record {row['Recording']} has label {value}, outside 1-9")
                     labels.append(CLASSES[k - 1])
