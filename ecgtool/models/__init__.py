@@ -11,7 +11,7 @@ import pkgutil
 
 from .registry import UnknownModelError, create_model, list_models, model_info, register_model
 
-_NOT_FAMILIES = {"registry", "layers", "explainable"}
+_NOT_FAMILIES = {"registry", "layers", "explainable", "attention"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _NOT_FAMILIES and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
