@@ -28,7 +28,8 @@ counts asserted in ``tests/test_models_multiview.py``):
   hierarchical sum, chunk 4 is average-pooled (k3, stride 2, padding 1);
   concat -> 1x1 conv (no bias) -> BN -> coordinate attention -> + shortcut
   (1x1 strided conv *with* bias + BN) -> Mish;
-* 1D coordinate attention (official ``CoordAtt`` applied to (N, C, 1, T)):
+* 1D coordinate attention (official ``CoordAtt`` applied to (N, C, 1, T);
+  ``CoordAttention1d`` lives in the shared ``models/attention.py``):
   mid = max(8, C // 16); the sequence [mean over time, x_1 .. x_T] goes through
   one 1x1 conv (bias) + BN + h-swish; the first position gives a channel gate
   sigmoid(conv_h(.)), the other T positions a per-time gate sigmoid(conv_w(.));
@@ -66,6 +67,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ecgtool.models.attention import CoordAttention1d
 from ecgtool.models.layers import EcgClassifier
 from ecgtool.models.registry import register_model
 
@@ -79,31 +81,6 @@ _SOURCE = ("ysxGitHub/MVMS-net models/model.py, models/attention.py, main_distil
 STANDARD_LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 # The official MyNet6View lead groups, in the official order (indices in STANDARD_LEADS).
 MVMS_VIEWS: list[list[int]] = [[3], [0, 4], [6, 7], [8, 9], [10, 11], [1, 2, 5]]
-
-
-class CoordAttention1d(nn.Module):
-    """1D coordinate attention (official ``CoordAtt`` on a (N, C, 1, T) map), see the module docstring."""
-
-    def __init__(self, channels: int, reduction: int = 16, min_mid: int = 8):
-        super().__init__()
-        mid = max(min_mid, channels // reduction)
-        # Names follow the official module (conv1/bn1/conv_h/conv_w).
-        self.conv1 = nn.Conv1d(channels, mid, kernel_size=1)
-        self.bn1 = nn.BatchNorm1d(mid)
-        self.act = nn.Hardswish()
-        self.conv_h = nn.Conv1d(mid, channels, kernel_size=1)  # channel gate (from the time-average)
-        self.conv_w = nn.Conv1d(mid, channels, kernel_size=1)  # per-time gate
-        for conv in (self.conv1, self.conv_h, self.conv_w):
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.shape[-1]
-        y = torch.cat([x.mean(dim=-1, keepdim=True), x], dim=-1)
-        y = self.act(self.bn1(self.conv1(y)))
-        y_c, y_t = torch.split(y, [1, t], dim=-1)
-        gate_c = torch.sigmoid(self.conv_h(y_c))
-        gate_t = torch.sigmoid(self.conv_w(y_t))
-        return x * gate_t * gate_c
 
 
 class Res2Block1d(nn.Module):
