@@ -16,6 +16,10 @@ from ecgtool.models import registry as registry_module
 from ecgtool.models.layers import EcgClassifier
 
 MODELS = list_models()
+# The InceptionFormer pyramid's variants are 3-22 M parameters at 2 G MACs: seconds per test here. Their full
+# contract runs with the slow tests; the quick loop builds each one narrowed (test_inceptionformer.py).
+HEAVY = {n for n in MODELS if model_info(n)["family"] == "inceptionformer"} - {"inceptionformer_tiny"}
+CONTRACT = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in MODELS]
 
 
 def _build(name: str, seed: int = 0, **kwargs) -> nn.Module:
@@ -77,7 +81,7 @@ def test_register_duplicate_name_rejected():
 # --------------------------------------------------------------------------- model contract
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", CONTRACT)
 def test_forward_default_input(name):
     model = _build(name, num_classes=5).eval()
     x = torch.randn(2, 12, 1000)
@@ -88,7 +92,7 @@ def test_forward_default_input(name):
     assert torch.isfinite(y).all()
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", CONTRACT)
 def test_forward_non_default_input_and_backward(name):
     model = _build(name, num_classes=3, num_leads=1, num_samples=500).train()
     x = torch.randn(2, 1, 500)
@@ -102,7 +106,7 @@ def test_forward_non_default_input_and_backward(name):
         assert torch.isfinite(p.grad).all(), f"non-finite gradient in {pname}"
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", CONTRACT)
 def test_determinism_under_seed(name):
     m1 = _build(name, seed=123, num_classes=4).eval()
     m2 = _build(name, seed=123, num_classes=4).eval()
@@ -117,7 +121,7 @@ def test_determinism_under_seed(name):
     assert any(not torch.equal(sd1[k], v) for k, v in m3.state_dict().items())
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", CONTRACT)
 def test_features_head_consistency(name):
     model = _build(name, num_classes=6).eval()
     assert isinstance(model, EcgClassifier)  # every family's top module shares the interface
@@ -130,7 +134,7 @@ def test_features_head_consistency(name):
     assert torch.allclose(logits, direct, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", CONTRACT)
 def test_stages_and_cam_layer(name):
     model = _build(name, num_classes=2)
     assert isinstance(model.stages, list) and model.stages
@@ -142,7 +146,7 @@ def test_stages_and_cam_layer(name):
     assert isinstance(model.get_submodule(model.default_cam_layer), nn.Module)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", CONTRACT)
 def test_full_backward_hook_on_cam_layer(name):
     """Grad-CAM style hooks on the default layer must work (no in-place conflicts)."""
     model = _build(name, num_classes=3).eval()
@@ -159,7 +163,7 @@ def test_full_backward_hook_on_cam_layer(name):
     assert store["act"].dim() in (3, 4) and store["grad"].shape == store["act"].shape  # 1D maps, or 2D (leads x time)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", CONTRACT)
 def test_kwargs_json_roundtrip(name):
     model = _build(name, num_classes=7, num_leads=2, num_samples=250)
     kwargs = json.loads(json.dumps(model.model_kwargs))
