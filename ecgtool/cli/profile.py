@@ -17,13 +17,18 @@ def _print_registry(leads: int, samples: int, classes: int) -> None:
     from ecgtool.models import create_model, list_models, model_info
     from ecgtool.profile.measure import count_macs, count_parameters
 
-    table = Table("model", "family", "params", "MACs (M)", title=f"registered models at {leads} leads × {samples} samples, {classes} classes",
-                  caption="sources and reference-parity counts: README 'Models'; per-model details: each file's docstring")
+    # the last header on two lines keeps the table within 80 columns, model and family names unwrapped
+    table = Table("model", "family", "params", "MACs (M)", "MACs incl.\nattention (M)",
+                  title=f"registered models at {leads} leads × {samples} samples, {classes} classes",
+                  caption="MACs: thop's count; MACs incl. attention: every matrix product, attention included "
+                          "(torch's FlopCounterMode). Sources, reference-parity counts and both counts: README "
+                          "'Models'; per-model details: each file's docstring")
     for name in list_models():
         model = create_model(name, num_classes=classes, num_leads=leads, num_samples=samples)
         channels = leads + extra_channels(data_view(model_info(name)["input_view"]))
-        macs = count_macs(model, (1, channels, samples))["macs"]
-        table.add_row(name, model_info(name)["family"], f"{count_parameters(model)['total']:,}", f"{macs / 1e6:,.1f}")
+        macs = count_macs(model, (1, channels, samples))
+        table.add_row(name, model_info(name)["family"], f"{count_parameters(model)['total']:,}",
+                      f"{macs['macs'] / 1e6:,.1f}", f"{macs['macs_with_attention'] / 1e6:,.1f}")
     stdout_console().print(table)
 
 
@@ -43,7 +48,9 @@ def profile(target, leads, samples, classes, batches, repeats, threads, list_, d
     """Profile a registered MODEL name or a CHECKPOINT file.
 
     Parameters, MACs counted by thop for one record (FLOPs = 2 × MACs) with a
-    per-stage breakdown, and latency (median of repeats) at each --batch size.
+    per-stage breakdown, beside a second count that includes attention matrix
+    products and functional ops (torch's FlopCounterMode: matrix products and
+    convolutions only), and latency (median of repeats) at each --batch size.
     A checkpoint's input shape comes from the checkpoint.
     """
     if list_:
@@ -81,6 +88,9 @@ def profile(target, leads, samples, classes, batches, repeats, threads, list_, d
     result = {
         "model": name, "input_shape": [leads, samples], "parameters": count_parameters(model),
         "macs": macs["macs"], "flops": macs["flops"], "flops_convention": "FLOPs = 2 x MACs (thop counts MACs)",
+        "macs_with_attention": macs["macs_with_attention"], "flops_with_attention": macs["flops_with_attention"],
+        "macs_with_attention_convention": ("torch.utils.flop_counter.FlopCounterMode FLOPs / 2: every matrix product, "
+                                           "convolution and attention, functional ones included; no norms or elementwise ops"),
         "stages": macs["stages"], "latency": latency, "device": str(dev), "torch_threads": torch.get_num_threads(),
     }
     if as_json:
@@ -94,9 +104,14 @@ def _print(r: dict, console) -> None:
 
     console.print(f"[bold]{r['model']}[/]  input {r['input_shape'][0]} leads × {r['input_shape'][1]} samples")
     console.print(f"parameters {r['parameters']['total']:,}  MACs {r['macs'] / 1e6:,.1f} M  FLOPs {r['flops'] / 1e6:,.1f} M (2 × MACs)")
-    table = Table("stage", "params", "MACs (M)", "% MACs")
+    console.print(f"MACs incl. attention {r['macs_with_attention'] / 1e6:,.1f} M  "
+                  f"FLOPs incl. attention {r['flops_with_attention'] / 1e6:,.1f} M")
+    table = Table("stage", "params", "MACs (M)", "% MACs", "MACs incl. attention (M)",
+                  caption="MACs: thop's count of nn.Module leaves; MACs incl. attention: every matrix product, "
+                          "convolution and attention (torch's FlopCounterMode), no norms or elementwise ops")
     for s in r["stages"]:
-        table.add_row(s["name"], f"{s['params']:,}", f"{s['macs'] / 1e6:,.2f}", f"{100 * s['macs'] / max(r['macs'], 1):.1f}")
+        table.add_row(s["name"], f"{s['params']:,}", f"{s['macs'] / 1e6:,.2f}", f"{100 * s['macs'] / max(r['macs'], 1):.1f}",
+                      f"{s['macs_with_attention'] / 1e6:,.2f}")
     console.print(table)
     lat = Table("batch", "median ms", "p90 ms", "records/s", title=f"latency on {r['device']} ({r['torch_threads']} threads)")
     for x in r["latency"]:
