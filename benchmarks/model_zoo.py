@@ -6,8 +6,9 @@ Generates the synthetic dataset (ecgtool's generator, 12 leads, 10 s at 100 Hz),
 splits it patient-wise, then trains each model with the same optimiser, batch
 size and number of epochs through ecgtool's own training loop and evaluates it on
 the test split. Prints one row per model: parameters, MACs per record (thop),
-training throughput (records/s, wall clock over the epochs, validation
-included) and test macro AUC. The budget is deliberately small: the table
+MACs including the attention matrix products (FlopCounterMode), training
+throughput (records/s, wall clock over the epochs, validation included), test
+macro AUC, and the machine's 1-minute load after the model's run. The budget is deliberately small: the table
 compares cost and early learning, not converged accuracy.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -64,15 +66,17 @@ def bench_model(name: str, splits: Path, work: Path, epochs: int, batch_size: in
     from ecgtool.models import model_info
 
     channels = len(store.leads) + extra_channels(data_view(model_info(name)["input_view"]))
-    macs = count_macs(model, (1, channels, store.n_samples), with_attention=False)["macs"]  # thop's, as RESULTS.md
+    counted = count_macs(model, (1, channels, store.n_samples))
+    macs, full_macs = counted["macs"], counted["macs_with_attention"]  # thop's, and with attention products
     out = work / f"{name}.ckpt"
     args = TrainArgs(model=name, epochs=epochs, batch_size=batch_size, lr=1e-3, seed=seed, device="cpu")
     start = time.perf_counter()
     Trainer(args, splits / "train.zarr", splits / "val.zarr", out, overwrite=True).run()
     seconds = time.perf_counter() - start
     auc = run_eval(out, splits / "test.zarr", "cpu", EvalOptions(bootstrap=0)).report["macro"]["auroc"]
-    return {"model": name, "params": params, "macs": macs, "train_records_per_s": epochs * len(store) / seconds,
-            "train_seconds": seconds, "test_macro_auc": auc}
+    return {"model": name, "params": params, "macs": macs, "macs_with_attention": full_macs,
+            "train_records_per_s": epochs * len(store) / seconds, "train_seconds": seconds, "test_macro_auc": auc,
+            "load_1min": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -80,7 +84,7 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--models", default="*", help="fnmatch pattern over the registry")
+    ap.add_argument("--models", default="*", help="fnmatch patterns over the registry, comma-separated")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="keep data and checkpoints here (reused when present)")
     ap.add_argument("--json", action="store_true")
@@ -92,16 +96,19 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     splits = build_data(work, a.records, a.seed)
     rows = []
-    for name in list_models(a.models):
+    names = sorted({n for pattern in a.models.split(",") for n in list_models(pattern.strip())})
+    for name in names:
         print(f"training {name} …", file=sys.stderr, flush=True)
         rows.append(bench_model(name, splits, work, a.epochs, a.batch_size, a.seed))
     if a.json:
         print(json.dumps(rows, indent=2))
         return
     print(f"Model zoo on synthetic data: {a.records} records, 12 leads × 1000 samples, {a.epochs} epochs, batch {a.batch_size}, CPU")
-    print(f"{'model':<20}{'params':>12}{'MACs (M)':>10}{'train rec/s':>13}{'test AUC':>10}")
+    print(f"machine: {os.cpu_count()} CPUs; load (1 min) is sampled after each model's run")
+    print(f"{'model':<28}{'params':>12}{'MACs (M)':>10}{'+attn (M)':>11}{'train rec/s':>13}{'test AUC':>10}{'load':>6}")
     for r in rows:
-        print(f"{r['model']:<20}{r['params']:>12,}{r['macs'] / 1e6:>10.1f}{r['train_records_per_s']:>13.1f}{r['test_macro_auc']:>10.3f}")
+        print(f"{r['model']:<28}{r['params']:>12,}{r['macs'] / 1e6:>10.1f}{r['macs_with_attention'] / 1e6:>11.1f}"
+              f"{r['train_records_per_s']:>13.1f}{r['test_macro_auc']:>10.3f}{r['load_1min']:>6.1f}")
 
 
 if __name__ == "__main__":
