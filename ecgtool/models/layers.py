@@ -260,6 +260,22 @@ class EcgClassifier(nn.Module):
         """``explainable.Attention`` of one forward pass over ``x``, or None (no attention over time)."""
         return None
 
+    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
+        """Losses besides the classification loss that the last forward pass in training mode asks for.
+
+        The contract: a ``dict`` name → scalar tensor (part of that pass's autograd graph),
+        each term already multiplied by the model's own weight for it (a constructor
+        argument, so the checkpoint's model kwargs record it; weight 0 leaves the term
+        out). ``ecgtool train`` adds the sum of the terms to the classification loss of
+        the same step — on the unwrapped model, so under DDP and ``torch.compile`` alike —
+        and logs each term's epoch mean as ``train_<name>`` in the history (``train_loss``
+        stays the classification loss alone, comparable with ``val_loss``). A forward pass
+        in eval mode must leave no terms, so stale graphs are never kept alive or added
+        to a later step. The default is no terms. A model with terms stores them in its
+        forward pass (``self._auxiliary``) and overrides nothing else.
+        """
+        return dict(getattr(self, "_auxiliary", None) or {})
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
