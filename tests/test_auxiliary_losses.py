@@ -3,6 +3,8 @@ logs them, resumes them exactly, and finds them through DDP and torch.compile.""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -118,6 +120,9 @@ def test_the_terms_are_found_through_ddp_and_compile(tmp_path):
         assert set(auxiliary_losses(ddp)) == {"pull"}
     finally:
         dist.destroy_process_group()
+    model(x)
+    assert set(auxiliary_losses(model)) == {"pull"} and auxiliary_losses(model) == {}  # handed over once
+    copy.deepcopy(model)  # no graph left behind
     model.eval()(x)
     assert auxiliary_losses(model) == {}  # an eval pass leaves no terms
     assert auxiliary_losses(nn.Linear(2, 2)) == {}  # a module without the contract has none

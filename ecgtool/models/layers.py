@@ -266,15 +266,16 @@ class EcgClassifier(nn.Module):
         The contract: a ``dict`` name → scalar tensor (part of that pass's autograd graph),
         each term already multiplied by the model's own weight for it (a constructor
         argument, so the checkpoint's model kwargs record it; weight 0 leaves the term
-        out). ``ecgtool train`` adds the sum of the terms to the classification loss of
-        the same step — on the unwrapped model, so under DDP and ``torch.compile`` alike —
-        and logs each term's epoch mean as ``train_<name>`` in the history (``train_loss``
-        stays the classification loss alone, comparable with ``val_loss``). A forward pass
-        in eval mode must leave no terms, so stale graphs are never kept alive or added
-        to a later step. The default is no terms. A model with terms stores them in its
-        forward pass (``self._auxiliary``) and overrides nothing else.
+        out). The call hands the terms over and forgets them, so a term is added to one
+        step only and no graph outlives its step (nor blocks a ``deepcopy`` of the model).
+        ``ecgtool train`` adds the sum of the terms to the classification loss of the same
+        step — asking the unwrapped model, so under DDP and ``torch.compile`` alike — and
+        logs each term's epoch mean as ``train_<name>`` in the history (``train_loss`` stays
+        the classification loss alone, comparable with ``val_loss``). A forward pass in eval
+        mode leaves no terms. The default is no terms; a model with terms stores them as
+        ``self._auxiliary`` in its forward pass and overrides nothing.
         """
-        return dict(getattr(self, "_auxiliary", None) or {})
+        return dict(self.__dict__.pop("_auxiliary", None) or {})
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
