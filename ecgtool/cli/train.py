@@ -101,6 +101,8 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
 
     def on_epoch(record, best_epoch):
         parts = [f"epoch {record['epoch']:>3}/{epochs}", f"train loss {record['train_loss']:.4f}"]
+        parts += [f"{key.removeprefix('train_')} {value:.4f}" for key, value in record.items()
+                  if key.startswith("train_") and key != "train_loss"]  # the model's auxiliary loss terms
         if "val_loss" in record:
             parts += [f"val loss {record['val_loss']:.4f}", f"val macro AUC {record['val_macro_auc']:.4f}"]
         parts.append(f"lr {record['lr']:.2e}")

@@ -5,7 +5,7 @@ Modules:
 * ``methods``  — Grad-CAM, integrated gradients and gradient saliency, each a map
   ``(records, leads, samples)`` on the model's input grid;
 * ``attention`` — attention maps of the models that declare attention over time
-  (``models/explainable.py``; today msse_transformer, mina, mamil), rolled out or
+  (``models/explainable.py``; e.g. msse_transformer, mina, mamil and the hybrids), rolled out or
   spread over the record;
 * ``options``  — the run's options and their choices (import-light, for the CLI);
 * ``explanation`` — the ``Explanation`` every method returns;

@@ -7,8 +7,10 @@ checked by the model itself, in groups whose positions on the record it knows:
   scale) — mapped through the rollout of Abnar & Zuidema 2020 ("Quantifying
   Attention Flow in Transformers", ACL): per layer the head-averaged matrix with
   the residual connection added (0.5 A + 0.5 I, rows renormalised), multiplied
-  through the layers. The model mean-pools its tokens, so a token's relevance is
-  the mean of its rollout column;
+  through the layers. A model that mean-pools its tokens makes a token's relevance
+  the mean of its rollout column; one that classifies from a CLS token (the group
+  declares ``cls_index``) makes it the CLS row of the rollout; padding tokens
+  (``valid``) are left out of both;
 * attention pooling over positions (mina's knowledge-guided beat × rhythm ×
   frequency weights, mamil's instance softmax over heartbeats) — a position's
   weight.
@@ -45,13 +47,32 @@ def attention_rollout(layers: list[torch.Tensor], residual: float = 0.5) -> torc
     return rollout
 
 
+def token_relevance(rollout: torch.Tensor, cls_index: int | None = None, valid: np.ndarray | None = None) -> np.ndarray:
+    """Each token's share of what the model pools, from the rollout ``(B, n, n)``, relative to uniform (1 each).
+
+    Mean-pooled tokens: a token's relevance is the sum of its rollout column over the pooled rows
+    (the real tokens under ``valid``), i.e. its mean share × the number pooled. A CLS-pooled model
+    (``cls_index``): the CLS row over the other tokens (the CLS token itself is on no span),
+    renormalised to sum to their number. Returns ``(B, n)``, or ``(B, n − 1)`` without the CLS column.
+    """
+    r = rollout.double()
+    if cls_index is not None:
+        r = torch.cat([r[:, cls_index, :cls_index], r[:, cls_index, cls_index + 1:]], dim=1)  # (B, n - 1)
+    keep = torch.ones(r.shape[0], r.shape[-1], dtype=r.dtype, device=r.device) if valid is None else \
+        torch.as_tensor(np.asarray(valid), dtype=r.dtype, device=r.device)
+    if cls_index is not None:
+        row = r * keep
+        return (row / row.sum(dim=1, keepdim=True).clamp_min(1e-12) * keep.sum(dim=1, keepdim=True)).cpu().numpy()
+    return (r * keep.unsqueeze(-1)).sum(dim=1).cpu().numpy()
+
+
 def _group_map(group, samples: int, arrays: dict) -> np.ndarray:
     """One group's relevance on the record ``(B, samples)``, 1 = uniform attention."""
     if isinstance(group, SelfAttention):
         rollout = attention_rollout(group.layers)
         arrays[f"rollout_{group.name}"] = rollout.cpu().numpy()
-        relevance = rollout.mean(dim=1).cpu().numpy() * rollout.shape[-1]  # tokens are mean-pooled
-        return spread(relevance, group.spans.starts, group.spans.width, samples)
+        return spread(token_relevance(rollout, group.cls_index, group.valid), group.spans.starts, group.spans.width,
+                      samples, group.valid)
     weights = group.weights.detach().cpu().numpy()
     valid = group.valid
     count = weights.shape[-1] if valid is None else np.maximum(valid.sum(axis=1, keepdims=True), 1)

@@ -919,3 +919,87 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
         return x
     keep = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype).bernoulli_(1.0 - rate)
     return x * keep / (1.0 - rate)
+
+
+class LightConv(AttentionBlock):
+    """LightConv token mixer on ``(B, N, C)``: Linear(C → 2C) → GLU → lightweight convolution → Linear(C → C).
+
+    Wu et al., "Pay Less Attention with Lightweight and Dynamic Convolutions", ICLR 2019; the
+    official code is fairseq's ``fairseq/modules/lightweight_convolution.py``
+    (``LightweightConv1dTBC``) inside ``LightConvEncoderLayer`` (``fairseq/models/lightconv.py``),
+    read and re-implemented here. As there:
+
+    * the input projection doubles the width and a GLU halves it back (``glu=False``: a plain
+      Linear(C → C), fairseq's ``--encoder-glu`` off); Linear weights Xavier-uniform, biases 0;
+    * the convolution is depthwise over the tokens with ``num_heads`` kernels of width
+      ``kernel_size`` (weights ``(heads, 1, K)``, Xavier-uniform), each shared by a contiguous
+      group of C / heads channels (channel c uses kernel c // (C / heads), the TBC layout), and
+      softmax-normalised over the kernel width (``weight_softmax``, fairseq's default);
+    * "same" padding: K // 2 zeros on the left for odd K, (K − 1) // 2 left and K // 2 right for even K;
+      no convolution bias (fairseq's default);
+    * weight dropout is DropConnect on the normalised kernel, drawn per record, position and head
+      (fairseq drops the kernel it expands per time step and batch element);
+    * tokens that ``mask`` (``(B, N)``, True = a real token) marks as padding are zeroed after the
+      GLU, so they contribute nothing (the encoder's padding mask).
+
+    The attention map, recorded like the other mixers' (``record_attention``), is the band
+    matrix ``(B, heads, N, N)`` of each head's normalised kernel — output token i of a head is
+    ``Σ_j A[i, j] v_j`` — with the columns of padding tokens zeroed, checked against the
+    convolution's output. The kernel does not depend on the input (the GLU gates the values,
+    not the weights), and rows near the ends sum to less than 1 (the zero padding). thop counts
+    the two Linears; the convolution's N·C·K products are not counted.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 4, kernel_size: int = 3, weight_dropout: float = 0.0,
+                 glu: bool = True, weight_softmax: bool = True):
+        super().__init__(dim, num_heads)
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size must be at least 1, not {kernel_size}")
+        self.kernel_size, self.weight_dropout, self.weight_softmax = kernel_size, weight_dropout, weight_softmax
+        self.linear1 = nn.Linear(dim, 2 * dim if glu else dim)
+        self.act = nn.GLU(dim=-1) if glu else nn.Identity()
+        self.weight = nn.Parameter(torch.empty(num_heads, 1, kernel_size))
+        self.linear2 = nn.Linear(dim, dim)
+        for linear in (self.linear1, self.linear2):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+        nn.init.xavier_uniform_(self.weight)
+
+    def kernel(self) -> torch.Tensor:
+        """The heads' kernels ``(heads, K)``, softmax-normalised over K when ``weight_softmax``."""
+        w = self.weight.view(self.num_heads, self.kernel_size)
+        return torch.softmax(w, dim=-1) if self.weight_softmax else w
+
+    def band(self, kernel: torch.Tensor, n: int) -> torch.Tensor:
+        """The convolution as a matrix per head ``(heads, n, n)``: ``band[h, i, j] = kernel[h, j − i + left]``."""
+        left = (self.kernel_size - 1) // 2
+        i = torch.arange(n, device=kernel.device)
+        k = i.view(1, n) - i.view(n, 1) + left
+        inside = (k >= 0) & (k < self.kernel_size)
+        return kernel[:, k.clamp(0, self.kernel_size - 1)] * inside
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, c = x.shape
+        h, r, k = self.num_heads, self.head_dim, self.kernel_size
+        v = self.act(self.linear1(x))
+        if mask is not None:
+            v = v.masked_fill(~mask.unsqueeze(-1), 0.0)
+        w = self.kernel()
+        left = (k - 1) // 2
+        padded = F.pad(v.transpose(1, 2), (left, k - 1 - left))  # (B, C, N + K - 1)
+        if self.training and self.weight_dropout > 0:
+            # DropConnect per record, position and head: unfold the windows, weigh each with its own kernel
+            windows = padded.unfold(-1, k, 1).reshape(b, h, r, n, k)
+            dropped = F.dropout(w.view(1, h, 1, k).expand(b, h, n, k), self.weight_dropout, training=True)
+            out = torch.einsum("bhrnk,bhnk->bnhr", windows, dropped).reshape(b, n, c)
+        else:
+            out = F.conv1d(padded, w.repeat_interleave(r, dim=0).unsqueeze(1), groups=c).transpose(1, 2)
+        if self.record_attention:
+            band = self.band(w, n).expand(b, h, n, n)
+            if mask is not None:
+                band = band * mask.view(b, 1, 1, n)
+            if not (self.training and self.weight_dropout > 0):
+                heads = v.reshape(b, n, h, r).transpose(1, 2)  # (B, heads, N, C / heads)
+                check_recomputed(type(self).__name__, (band @ heads).transpose(1, 2).reshape(b, n, c), out)
+            self.attention_map = band
+        return self.linear2(out)

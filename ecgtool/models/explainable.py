@@ -51,12 +51,22 @@ class Instances:
 
 @dataclass
 class SelfAttention:
-    """Self-attention over tokens: per layer ``(B, heads, n, n)``, first layer first; tokens lie on ``spans``
-    and the model pools them by their mean (so a token's relevance is its rollout column's mean)."""
+    """Self-attention over tokens: per layer ``(B, heads, n, n)``, first layer first; tokens lie on ``spans``.
+
+    By default the model pools the tokens by their mean, so a token's relevance is its rollout
+    column summed over the pooled rows. With ``cls_index`` the model classifies from that token
+    (a CLS token, on no span of the record): the relevance of the others is the CLS row of the
+    rollout, and ``spans`` lists the other tokens only, in order. ``valid`` ``(B, n_spans)`` marks
+    padding tokens (empty beats) as False: the model pools over the real ones only, and the map
+    leaves the padding out. A model whose layers see fewer tokens (token selection) reports each
+    layer's map in the full token space, with dropped tokens' rows the identity.
+    """
 
     layers: list[torch.Tensor]
     spans: Spans
     name: str = "tokens"  # names the rollout array explain stores ("rollout_<name>")
+    cls_index: int | None = None
+    valid: np.ndarray | None = None
 
 
 @dataclass

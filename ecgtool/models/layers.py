@@ -16,8 +16,12 @@ layer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 __all__ = [
     "make_divisible",
@@ -30,6 +34,9 @@ __all__ = [
     "InvertedResidual1d",
     "ConcatPool1d",
     "mlp_head",
+    "EcgClassifier",
+    "BeatWindows",
+    "split_rpeak_marks",
 ]
 
 
@@ -253,6 +260,23 @@ class EcgClassifier(nn.Module):
         """``explainable.Attention`` of one forward pass over ``x``, or None (no attention over time)."""
         return None
 
+    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
+        """Losses besides the classification loss that the last forward pass in training mode asks for.
+
+        The contract: a ``dict`` name → scalar tensor (part of that pass's autograd graph),
+        each term already multiplied by the model's own weight for it (a constructor
+        argument, so the checkpoint's model kwargs record it; weight 0 leaves the term
+        out). The call hands the terms over and forgets them, so a term is added to one
+        step only and no graph outlives its step (nor blocks a ``deepcopy`` of the model).
+        ``ecgtool train`` adds the sum of the terms to the classification loss of the same
+        step — asking the unwrapped model, so under DDP and ``torch.compile`` alike — and
+        logs each term's epoch mean as ``train_<name>`` in the history (``train_loss`` stays
+        the classification loss alone, comparable with ``val_loss``). A forward pass in eval
+        mode leaves no terms. The default is no terms; a model with terms stores them as
+        ``self._auxiliary`` in its forward pass and overrides nothing.
+        """
+        return dict(self.__dict__.pop("_auxiliary", None) or {})
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -262,3 +286,65 @@ class EcgClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def split_rpeak_marks(x: torch.Tensor, num_leads: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The leads and, under the ``rpeaks`` input view (``ecgtool.data.views``: one extra channel that is 1
+    at each detected QRS complex), the marks ``(B, samples)``; None when ``x`` holds the leads alone."""
+    if x.shape[1] == num_leads + 1:
+        return x[:, :num_leads], x[:, -1]
+    return x[:, :num_leads], None
+
+
+@dataclass
+class BeatWindows:
+    """Heartbeat windows around the R peaks the ``rpeaks`` view marks, shared by the beat models.
+
+    Each beat is the ``width`` samples starting ``pre`` samples before a marked peak (the
+    signal is zero-padded at both ends); the first ``n_beats`` marks of a record are used,
+    and a record with fewer leaves empty (all-zero, invalid) windows at the end. Without
+    marks (a raw input, e.g. for profiling) the peaks are taken on a regular grid of
+    ``grid`` samples, so the model still runs; training always supplies the marks.
+    """
+
+    n_beats: int
+    pre: int
+    width: int
+    grid: int
+
+    @classmethod
+    def in_seconds(cls, fs: float, n_beats: int, pre: float = 0.25, post: float = 0.4, grid: float = 0.8) -> "BeatWindows":
+        before = int(round(pre * fs))
+        return cls(n_beats, before, before + int(round(post * fs)), max(1, int(round(grid * fs))))
+
+    def peaks(self, marks: torch.Tensor | None, b: int, n: int, device) -> list[torch.Tensor]:
+        """The peak samples used for each of ``b`` records (at most ``n_beats`` each)."""
+        if marks is None:
+            grid = torch.arange(self.grid // 2, n, self.grid, device=device)[: self.n_beats]
+            return [grid] * b
+        return [(marks[i] > 0.5).nonzero().flatten()[: self.n_beats] for i in range(b)]
+
+    def cut(self, signal: torch.Tensor, marks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``signal (B, L, n)`` → windows ``(B, K, L, width)``, their validity ``(B, K)`` and peak samples ``(B, K)``
+        (−1 for an empty window). A record without beats keeps one valid all-zero window, so no bag is empty."""
+        b, _, n = signal.shape
+        padded = F.pad(signal, (self.pre, self.width - self.pre))
+        offsets = torch.arange(self.width, device=signal.device)
+        out = signal.new_zeros(b, self.n_beats, signal.shape[1], self.width)
+        valid = torch.zeros(b, self.n_beats, dtype=torch.bool, device=signal.device)
+        peak = torch.full((b, self.n_beats), -1, dtype=torch.long, device=signal.device)
+        for i, p in enumerate(self.peaks(marks, b, n, signal.device)):
+            if len(p):
+                idx = p.unsqueeze(1) + offsets  # positions in the padded signal (centred on the peak)
+                out[i, : len(p)] = padded[i][:, idx].permute(1, 0, 2)
+                valid[i, : len(p)] = True
+                peak[i, : len(p)] = p
+        valid[:, 0] = True
+        return out, valid, peak
+
+    def starts(self, x: torch.Tensor, num_leads: int) -> tuple[np.ndarray, np.ndarray]:
+        """First sample ``(B, K)`` of each window the model cuts from ``x``, and whether it holds a beat ``(B, K)``."""
+        _, marks = split_rpeak_marks(x, num_leads)
+        _, valid, peak = self.cut(x[:, :1], marks)
+        placed = (valid & (peak >= 0)).cpu().numpy()
+        return (peak - self.pre).cpu().numpy(), placed

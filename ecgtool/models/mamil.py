@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .explainable import Attention, Instances, PoolingAttention, Spans, capture, check_recomputed
-from .layers import EcgClassifier
+from .layers import BeatWindows, EcgClassifier, split_rpeak_marks
 from .registry import register_model
 
 _PAPER = "Multimodal multi-instance learning for long ECG classification. Knowledge-Based Systems, 2023"
@@ -111,8 +111,8 @@ class MAMIL(EcgClassifier):
         if gaf_size % patch:
             raise ValueError(f"gaf_size {gaf_size} must be a multiple of patch {patch}")
         self.num_leads, self.n_beats = num_leads, n_beats
-        self.pre, self.width = int(round(pre * fs)), int(round(pre * fs)) + int(round(post * fs))
-        self.grid = max(1, int(round(0.8 * fs)))
+        self.windows = BeatWindows.in_seconds(fs, n_beats, pre, post)
+        self.pre, self.width, self.grid = self.windows.pre, self.windows.width, self.windows.grid
         self.gaf_lead = gaf_lead if gaf_lead is not None else (1 if num_leads > 1 else 0)
         self.gaf_size, self.patch = gaf_size, patch
         self.beat_encoder = BeatEncoder(num_leads, dim)
@@ -126,21 +126,8 @@ class MAMIL(EcgClassifier):
 
     def beats(self, signal: torch.Tensor, marks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Windows around the marked R peaks (or a regular grid): ``(B, K, L, W)`` and their validity ``(B, K)``."""
-        b, _, n = signal.shape
-        padded = F.pad(signal, (self.pre, self.width - self.pre))
-        offsets = torch.arange(self.width, device=signal.device)
-        out = signal.new_zeros(b, self.n_beats, signal.shape[1], self.width)
-        valid = torch.zeros(b, self.n_beats, dtype=torch.bool, device=signal.device)
-        for i in range(b):
-            peaks = (marks[i] > 0.5).nonzero().flatten() if marks is not None else \
-                torch.arange(self.grid // 2, n, self.grid, device=signal.device)
-            peaks = peaks[: self.n_beats]
-            if len(peaks):
-                idx = peaks.unsqueeze(1) + offsets  # positions in the padded signal (centred on the peak)
-                out[i, : len(peaks)] = padded[i][:, idx].permute(1, 0, 2)
-                valid[i, : len(peaks)] = True
-        valid[:, 0] = True  # a bag is never empty: a record without beats contributes its zero window
-        return out, valid
+        beats, valid, _ = self.windows.cut(signal, marks)
+        return beats, valid
 
     def patches(self, signal: torch.Tensor) -> torch.Tensor:
         series = F.adaptive_avg_pool1d(signal[:, self.gaf_lead : self.gaf_lead + 1], self.gaf_size).squeeze(1)
@@ -149,8 +136,7 @@ class MAMIL(EcgClassifier):
         return image.view(-1, g, p, g, p).permute(0, 1, 3, 2, 4).reshape(-1, g * g, p, p)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        marks = x[:, -1] if x.shape[1] == self.num_leads + 1 else None
-        signal = x[:, : self.num_leads]
+        signal, marks = split_rpeak_marks(x, self.num_leads)
         beats, valid = self.beats(signal, marks)
         beat_bag = self.beat_fusion(self.beat_encoder(beats), valid)
         patches = self.patches(signal)
@@ -160,18 +146,8 @@ class MAMIL(EcgClassifier):
 
     # -- what explain needs (models/explainable.py) --------------------------------------------
     def beat_windows(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """First sample ``(B, K)`` of each beat window the model cuts, and whether it holds a beat ``(B, K)``.
-
-        ``beats`` is applied to a signal holding each sample's index + 1, so the windows
-        are exactly the model's (a window of zeros is an empty instance).
-        """
-        b, _, samples = x.shape
-        marks = x[:, -1] if x.shape[1] == self.num_leads + 1 else None
-        index = torch.arange(1, samples + 1, dtype=torch.float64, device=x.device).expand(b, 1, samples)
-        windows, valid = self.beats(index, None if marks is None else marks.double())
-        peak = windows[:, :, 0, self.pre]  # index + 1 of the R peak; 0 for an empty instance
-        placed = (valid & (peak > 0)).cpu().numpy()
-        return (peak.long() - 1 - self.pre).cpu().numpy(), placed
+        """First sample ``(B, K)`` of each beat window the model cuts, and whether it holds a beat ``(B, K)``."""
+        return self.windows.starts(x, self.num_leads)
 
     def positions(self, layer_name, layer, x, shape):
         """Inside the beat encoder the batch axis holds every record's beat instances."""

@@ -20,6 +20,14 @@ processes (BatchNorm statistics apart: they are per rank unless ``sync_bn``).
 Mixed precision (bf16 or fp16 autocast, a grad scaler for fp16) and
 ``torch.compile`` are options for CUDA runs.
 
+A model may ask for loss terms besides the classification loss (the dual-branch
+network's correlation loss between its branches): ``EcgClassifier.auxiliary_losses``
+returns them after each training forward pass, already weighted by the model;
+the step minimises the classification loss plus their sum, and the history logs
+each term's epoch mean as ``train_<name>`` next to ``train_loss`` (the
+classification loss alone). Their partial sums are part of the resume position,
+so a resumed run logs exactly what the uninterrupted one does.
+
 With ``crop`` the model sees a random window of that many samples of each
 record per step (the PTB-XL benchmark trains on 2.5 s crops this way) and is
 validated on sliding windows with half-crop stride, aggregated by the maximum
@@ -131,6 +139,17 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def auxiliary_losses(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The loss terms the model's last training forward pass asks for besides the classification loss
+    (``EcgClassifier.auxiliary_losses``), looked up on the model itself through a ``torch.compile``
+    wrapper (``_orig_mod``) and a DDP wrapper (``module``); none for a model without the method."""
+    inner = getattr(model, "_orig_mod", model)
+    if isinstance(inner, torch.nn.parallel.DistributedDataParallel):
+        inner = inner.module
+    get = getattr(inner, "auxiliary_losses", None)
+    return get() if get is not None else {}
+
+
 def random_crop(x: torch.Tensor, length: int, draws: int | None = None, part: slice = slice(None)) -> torch.Tensor:
     """An independent random window of ``length`` samples of each record of ``x [B, C, T]``,
     drawn from the global generator (whose state the resume checkpoint keeps). Under DDP every
@@ -229,7 +248,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(args, len(self.loader)))
         self.criterion = torch.nn.BCEWithLogitsLoss() if self.multi_label else torch.nn.CrossEntropyLoss()
         self.start_epoch = 0
-        self.position = {"batch": 0, "loss_total": 0.0, "loss_count": 0}  # where the first epoch starts
+        self.position = {"batch": 0, "loss_total": 0.0, "loss_count": 0, "aux_total": {}}  # where the first epoch starts
         self.stop_requested = False
         self.history: list[dict] = []
         self.best = {"metric": -math.inf, "epoch": None, "state": None, "val_probs": None}
@@ -275,13 +294,15 @@ class Trainer:
         return True
 
     # -- the loop ----------------------------------------------------------------------------
-    def train_epoch(self, epoch: int) -> float:
-        """One epoch (from ``self.position`` when resuming mid-epoch); the mean loss over all ranks."""
+    def train_epoch(self, epoch: int) -> tuple[float, dict[str, float]]:
+        """One epoch (from ``self.position`` when resuming mid-epoch): the mean classification loss over all
+        ranks, and the mean of each auxiliary loss term the model asked for (``auxiliary_losses``)."""
         self.net.train()
         start, total, count = self.position["batch"], self.position["loss_total"], self.position["loss_count"]
+        aux_total = dict(self.position.get("aux_total") or {})  # resume checkpoints from before the terms have none
         if not self.env.is_main:
-            total, count = 0.0, 0  # the saved partial sums are every rank's together: rank 0 carries them
-        self.position = {"batch": 0, "loss_total": 0.0, "loss_count": 0}
+            total, count, aux_total = 0.0, 0, {}  # the saved partial sums are every rank's together: rank 0 carries them
+        self.position = {"batch": 0, "loss_total": 0.0, "loss_count": 0, "aux_total": {}}
         self.loader.set_epoch(epoch, start)
         crop = self.args.crop
         for step, (x, y, _) in enumerate(self.loader, start=start):
@@ -293,24 +314,39 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype else nullcontext():
                 logits = self.net(x)
                 loss = self.criterion(logits.float(), y if self.multi_label else y.argmax(dim=1))
-            if not torch.isfinite(loss):
-                raise EcgtoolError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; lower --lr")
+            aux = auxiliary_losses(self.model)
+            objective = loss + sum(term.float() for term in aux.values()) if aux else loss
+            if not torch.isfinite(objective):
+                which = "" if torch.isfinite(loss) else "classification "
+                bad = [name for name, term in aux.items() if not torch.isfinite(term)]
+                what = f"the auxiliary loss {bad[0]!r}" if bad and not which else f"the {which}loss"
+                value = aux[bad[0]].item() if bad and not which else loss.item()
+                raise EcgtoolError(f"{what} became {value} at epoch {epoch + 1}, step {step + 1}; lower --lr")
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(objective).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
             total += loss.item() * len(x)
             count += len(x)
+            for name, term in aux.items():
+                aux_total[name] = aux_total.get(name, 0.0) + term.item() * len(x)
             self.on_step(epoch, step + 1, len(self.loader), total / count)
             if step + 1 < len(self.loader) and self._stop():
-                everyone = distributed.all_sum([total, count], self.device)  # the partial sums of all ranks
-                self._save_resume(epoch, {"batch": step + 1, "loss_total": everyone[0], "loss_count": everyone[1]})
+                total_all, count_all, aux_all = self._sum_ranks(total, count, aux_total)  # the partial sums of all ranks
+                self._save_resume(epoch, {"batch": step + 1, "loss_total": total_all, "loss_count": count_all,
+                                          "aux_total": aux_all})
                 # a launcher tears the job down when the first rank exits: none may leave before rank 0 has written
                 distributed.barrier()
                 raise Preempted(f"stopped by a signal at epoch {epoch + 1}, step {step + 1}")
-        total, count = distributed.all_sum([total, count], self.device)
-        return total / max(count, 1)
+        total, count, aux_total = self._sum_ranks(total, count, aux_total)
+        return total / max(count, 1), {name: value / max(count, 1) for name, value in aux_total.items()}
+
+    def _sum_ranks(self, total: float, count: float, aux_total: dict[str, float]) -> tuple[float, float, dict[str, float]]:
+        """The partial sums of every rank (the same terms on each: one model), in one collective."""
+        names = sorted(aux_total)
+        summed = distributed.all_sum([total, count, *(aux_total[n] for n in names)], self.device)
+        return summed[0], summed[1], dict(zip(names, summed[2:]))
 
     def validate(self) -> tuple[dict, np.ndarray | None]:
         if self.val_loader is None:
@@ -352,9 +388,10 @@ class Trainer:
         return self._finish()
 
     def _run_epoch(self, epoch: int) -> None:
-        train_loss = self.train_epoch(epoch)
+        train_loss, aux = self.train_epoch(epoch)
         metrics, probs = self.validate()
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": self.scheduler.get_last_lr()[0], **metrics}
+        record = {"epoch": epoch + 1, "train_loss": train_loss, **{f"train_{name}": value for name, value in aux.items()},
+                  "lr": self.scheduler.get_last_lr()[0], **metrics}
         self.history.append(record)
         # Without validation the last epoch is "best"; with it, the highest macro AUC (NaN never wins).
         score = metrics.get("val_macro_auc", epoch)
@@ -362,7 +399,7 @@ class Trainer:
             self.best = {"metric": score, "epoch": epoch + 1, "val_probs": probs,
                          "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
         self.on_epoch(record, self.best["epoch"])
-        self._save_resume(epoch + 1, {"batch": 0, "loss_total": 0.0, "loss_count": 0})
+        self._save_resume(epoch + 1, {"batch": 0, "loss_total": 0.0, "loss_count": 0, "aux_total": {}})
 
     def _checkpoint(self, state_dict: dict, thresholds: dict | None, metrics: dict, resume: dict | None = None) -> Checkpoint:
         s = self.train_store
