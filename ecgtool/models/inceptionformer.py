@@ -379,21 +379,16 @@ class InceptionFormer(EcgClassifier):
             maps = [m.attention_map for name, m in blocks if name.startswith(f"block{i}.") and m.attention_map is not None]
             if not maps:
                 continue
-            if stage.cls_token is not None:  # the class token has no place on the record: keep token rows/columns
-                maps = [renormalised(m[..., 1:, 1:]) for m in maps]
-            n = maps[0].shape[-1]
+            cls_index = 0 if stage.cls_token is not None else None  # the class token, first, is on no span
+            n = maps[0].shape[-1] - (cls_index is not None)
             width = samples / n
             spans = Spans(np.floor(np.arange(n) * width).astype(np.int64), int(np.ceil(width)))
-            groups.append(SelfAttention(maps, spans, name=f"block{i}"))
+            groups.append(SelfAttention(maps, spans, name=f"block{i}", cls_index=cls_index))
             arrays[f"attention_block{i}"] = torch.stack(maps, dim=1).cpu().numpy()
-            info.append({"stage": f"block{i}", "tokens": n, "layers": len(maps), "heads": int(maps[0].shape[1])})
+            info.append({"stage": f"block{i}", "tokens": int(maps[0].shape[-1]), "layers": len(maps),
+                         "heads": int(maps[0].shape[1]), "class_token": cls_index is not None})
         return Attention(groups, arrays, {"attention": "self-attention per stage (attention blocks only; the "
                                           "interleaved convolutions are not part of the rollout)", "stages": info})
-
-
-def renormalised(weights: torch.Tensor) -> torch.Tensor:
-    """Rows renormalised to sum to 1 (after dropping a class token's column)."""
-    return weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def _register(name: str, doc: str, **config):
