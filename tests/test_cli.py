@@ -280,11 +280,11 @@ def test_json_output_is_strict(tmp_path):
 
 
 def _registry_rows(out: str) -> dict[str, list[str]]:
-    """`profile --list`'s table rows: model name -> [family, params, MACs (M), MACs incl. attention (M)]."""
+    """`profile --list`'s table rows: model name -> [params, MACs (M), MACs incl. attention (M)]."""
     rows = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip().strip("│").split("│")]
-        if len(cells) == 5 and cells[0] and cells[0] != "model":
+        if len(cells) == 4 and cells[0] and cells[0] != "model":
             rows[cells[0]] = cells[1:]
     return rows
 
@@ -314,11 +314,11 @@ def test_profile_list_prints_the_registry_numbers(monkeypatch):
     assert list(rows) == ["mobilenet_v2", "resnet18"]
     # resnet18: 3.85 M parameters and 176.57 M MACs in the research notebook (NOTEBOOK-RESULTS.md), README's count
     # and 175.2 M with torch's FlopCounterMode (convolutions and linear layers alone, no BatchNorm)
-    assert rows["resnet18"] == ["resnet1d", "3,853,449", "176.6", "175.2"]
+    assert rows["resnet18"] == ["3,853,449", "176.6", "175.2"]
     # mobilenet_v2: the notebook's 2.19 M parameters; MACs as thop counts the model directly
-    assert rows["mobilenet_v2"][:2] == ["mobilenet1d", "2,192,873"]
-    assert rows["mobilenet_v2"][2] == f"{_thop_macs('mobilenet_v2') / 1e6:,.1f}"
-    assert rows["mobilenet_v2"][3] == "92.3"
+    assert rows["mobilenet_v2"][0] == "2,192,873"
+    assert rows["mobilenet_v2"][1] == f"{_thop_macs('mobilenet_v2') / 1e6:,.1f}"
+    assert rows["mobilenet_v2"][2] == "92.3"
 
 
 @pytest.mark.slow  # builds and counts every registered model (both MAC counts), ~6 s
@@ -329,7 +329,7 @@ def test_profile_list_covers_every_registered_model():
     assert "registered models at 1 leads × 500 samples, 3 classes" in " ".join(out.split())
     rows = _registry_rows(out)
     assert list(rows) == list_models()
-    for name, (_, params, macs, macs_with_attention) in rows.items():
+    for name, (params, macs, macs_with_attention) in rows.items():
         assert int(params.replace(",", "")) > 0 and float(macs.replace(",", "")) > 0, name
         assert float(macs_with_attention.replace(",", "")) > 0, name
 

@@ -17,17 +17,21 @@ def _print_registry(leads: int, samples: int, classes: int) -> None:
     from ecgtool.models import create_model, list_models, model_info
     from ecgtool.profile.measure import count_macs, count_parameters
 
-    # the last header on two lines keeps the table within 80 columns, model and family names unwrapped
-    table = Table("model", "family", "params", "MACs (M)", "MACs incl.\nattention (M)",
+    from rich.table import Column
+
+    names = list_models()
+    # Within 80 columns (a pipe) whole names and numbers; the families are in `ecgtool train --list-models`.
+    numbers = [Column(h, no_wrap=True, justify="right") for h in ("params", "MACs (M)", "MACs incl.\nattention (M)")]
+    table = Table(Column("model", no_wrap=True, min_width=max(map(len, names), default=5)), *numbers,
                   title=f"registered models at {leads} leads × {samples} samples, {classes} classes",
                   caption="MACs: thop's count; MACs incl. attention: every matrix product, attention included "
                           "(torch's FlopCounterMode). Sources, reference-parity counts and both counts: README "
                           "'Models'; per-model details: each file's docstring")
-    for name in list_models():
+    for name in names:
         model = create_model(name, num_classes=classes, num_leads=leads, num_samples=samples)
         channels = leads + extra_channels(data_view(model_info(name)["input_view"]))
         macs = count_macs(model, (1, channels, samples))
-        table.add_row(name, model_info(name)["family"], f"{count_parameters(model)['total']:,}",
+        table.add_row(name, f"{count_parameters(model)['total']:,}",
                       f"{macs['macs'] / 1e6:,.1f}", f"{macs['macs_with_attention'] / 1e6:,.1f}")
     stdout_console().print(table)
 

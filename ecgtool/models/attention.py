@@ -787,6 +787,16 @@ class DwConvPosition(nn.Module):
         return x + _channels_first(self.conv, x)
 
 
+def sinusoid(n: int, d: int, device, dtype) -> torch.Tensor:
+    """Fixed sinusoidal positions ``(n, d)`` (Vaswani et al. 2017)."""
+    pos = torch.arange(n, device=device, dtype=torch.float32).unsqueeze(1)
+    div = torch.exp(torch.arange(0, d, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / d))
+    pe = torch.zeros(n, d, device=device)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div[: d // 2])
+    return pe.to(dtype)
+
+
 class LearnedPosition(nn.Module):
     """Learned absolute position embedding (ViT), added once: ``x + pos``, ``pos (1, num_tokens, dim)``.
 

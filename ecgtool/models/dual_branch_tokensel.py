@@ -64,10 +64,10 @@ import torch.nn.functional as F
 
 from ecgtool.errors import EcgtoolError
 
-from .attention import MultiHeadSelfAttention, TransformerBlock, attend, recording
-from .explainable import Attention, SelfAttention, Spans
-from .layers import EcgClassifier
-from .registry import register_model
+from ecgtool.models.attention import MultiHeadSelfAttention, TransformerBlock, attend, recording
+from ecgtool.models.explainable import Attention, SelfAttention, Spans
+from ecgtool.models.layers import EcgClassifier
+from ecgtool.models.registry import register_model
 
 __all__ = ["DualBranchTokenSelect", "dual_branch_tokensel", "rr_loss"]
 

@@ -63,10 +63,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import LightConv, recording
-from .explainable import Attention, Instances, SelfAttention, Spans
-from .layers import BeatWindows, EcgClassifier, SqueezeExcite, split_rpeak_marks
-from .registry import register_model
+from ecgtool.models.attention import LightConv, recording
+from ecgtool.models.explainable import Attention, Instances, SelfAttention, Spans
+from ecgtool.models.layers import BeatWindows, EcgClassifier, SqueezeExcite, split_rpeak_marks
+from ecgtool.models.registry import register_model
 
 __all__ = ["LightTransformer", "light_transformer"]
 

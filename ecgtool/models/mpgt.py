@@ -46,7 +46,6 @@ Linears and convolutions, not the attention matrix products.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -54,10 +53,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import Mlp, MultiHeadSelfAttention, recording
-from .explainable import Attention, SelfAttention, Spans
-from .layers import EcgClassifier
-from .registry import register_model
+from ecgtool.models.attention import Mlp, MultiHeadSelfAttention, recording, sinusoid
+from ecgtool.models.explainable import Attention, SelfAttention, Spans
+from ecgtool.models.layers import EcgClassifier
+from ecgtool.models.registry import register_model
 
 __all__ = ["MPGT", "mpgt"]
 
@@ -134,16 +133,6 @@ class GatedFusion(nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         x1 = F.adaptive_avg_pool1d(x1.transpose(1, 2), x2.shape[1]).transpose(1, 2)
         return x1 * torch.sigmoid(torch.tanh(self.fc(x1))) + x2
-
-
-def sinusoid(n: int, d: int, device, dtype) -> torch.Tensor:
-    """Fixed sinusoidal positions ``(n, d)`` (Vaswani et al. 2017)."""
-    pos = torch.arange(n, device=device, dtype=torch.float32).unsqueeze(1)
-    div = torch.exp(torch.arange(0, d, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / d))
-    pe = torch.zeros(n, d, device=device)
-    pe[:, 0::2] = torch.sin(pos * div)
-    pe[:, 1::2] = torch.cos(pos * div[: d // 2])
-    return pe.to(dtype)
 
 
 class MPGT(EcgClassifier):

@@ -51,6 +51,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ecgtool.models.attention import sinusoid
 from ecgtool.models.explainable import Attention, SelfAttention, Spans, capture, check_recomputed
 from ecgtool.models.layers import EcgClassifier
 from ecgtool.models.registry import register_model
@@ -164,15 +165,6 @@ class EncoderLayer(nn.Module):
         return x + self.dropout(self.ffn(self.norm2(x)))
 
 
-def _sinusoid(n: int, d: int, device, dtype) -> torch.Tensor:
-    pos = torch.arange(n, device=device, dtype=torch.float32).unsqueeze(1)
-    div = torch.exp(torch.arange(0, d, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / d))
-    pe = torch.zeros(n, d, device=device)
-    pe[:, 0::2] = torch.sin(pos * div)
-    pe[:, 1::2] = torch.cos(pos * div[: d // 2])
-    return pe.to(dtype)
-
-
 class ScaleEncoder(nn.Module):
     """Tokens (B, n, d) -> + sinusoidal positions -> encoder layers -> token map (B, d, n)."""
 
@@ -182,7 +174,7 @@ class ScaleEncoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = tokens + _sinusoid(tokens.shape[1], tokens.shape[2], tokens.device, tokens.dtype)
+        x = tokens + sinusoid(tokens.shape[1], tokens.shape[2], tokens.device, tokens.dtype)
         return self.norm(self.layers(x)).transpose(1, 2)
 
 
