@@ -13,7 +13,29 @@ executes code. Keys (README "The checkpoint"):
     input                     {"fs", "leads", "samples", "normalisation", "view"}  (data.inputs.InputSpec)
     thresholds                {"values": [per class], "source": where they came from, "windows": ...} | None
     train_args, metrics, history, provenance
+    pretraining               optional: the self-supervised pretraining the weights come from (below) | None
+    init                      optional: the checkpoint ``train --init`` started from (path, fingerprint, kind) | None
     resume                    optional: optimiser/scheduler/RNG state for --resume
+
+An *encoder* (kind "encoder", written by ``pretrain`` through
+:func:`encoder_checkpoint`) is a registered backbone without its classifier:
+``model`` names a registry model whose ``forward_features`` is the
+representation, with its constructor kwargs less ``num_classes``; ``state_dict``
+holds every weight except the ``head.*`` ones; ``classes`` is empty, ``task``
+is ``"pretraining"``, ``multi_label`` False and ``thresholds`` None; ``input``
+is the input spec of the pretraining stores; ``train_args`` the pretraining
+method's arguments, ``metrics`` its final losses. Its ``pretraining`` record is
+
+    {"method": "st-mem", "hyperparameters": {...},
+     "stores": [{"path", "fingerprint", "dataset", "records", "record_ids": [qualified ids]}]}
+
+where a qualified record id is ``DATASET/RECORD`` (``DATASET/SOURCE/RECORD``
+for a pooled collection's per-record ``source``; :func:`qualified_record_ids`),
+so that ids of different datasets never collide. A classifier trained with
+``train --init`` carries its init's ``pretraining`` record (with ``"encoder"``:
+the path and fingerprint of the encoder file) and an ``init`` record, so that
+``eval`` can warn when an evaluated store shares records with the data the
+weights were pretrained on.
 
 In memory it is a :class:`Checkpoint`, a frozen dataclass validated once when
 it is made (:meth:`Checkpoint.load`, or by the code that trains it), so its
@@ -36,6 +58,7 @@ from ecgtool.errors import EcgtoolError
 from ecgtool.outputs import atomic_output
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch.nn as nn
 
     from ecgtool.data.store import EcgStore
@@ -43,6 +66,8 @@ if TYPE_CHECKING:
 CKPT_FORMAT = "ecgtool.checkpoint"
 CKPT_VERSION = 1
 CKPT_KINDS = ("classifier", "encoder", "student")
+ENCODER_TASK = "pretraining"  # the task of every encoder checkpoint
+HEAD_PREFIX = "head."  # the classifier head's weights (EcgClassifier.head): not part of an encoder
 REQUIRED_KEYS = (
     "kind", "model", "state_dict", "classes", "task", "multi_label", "input",
     "thresholds", "train_args", "metrics", "provenance",
@@ -82,6 +107,8 @@ class Checkpoint:
     history: list = field(default_factory=list)
     class_descriptions: dict = field(default_factory=dict)
     resume: dict | None = None
+    pretraining: dict | None = None
+    init: dict | None = None
     format_version: int = CKPT_VERSION
     path: Path | None = None
 
@@ -98,6 +125,27 @@ class Checkpoint:
         values = (self.thresholds or {}).get("values", []) if isinstance(self.thresholds, dict) else None
         if self.thresholds is not None and (values is None or len(values) != len(self.classes)):
             raise CheckpointError(f"{where}: {len(values or [])} thresholds for {len(self.classes)} classes")
+        if self.pretraining is not None:
+            _check_pretraining(self.pretraining, where)
+        if self.init is not None and not (isinstance(self.init, dict) and all(
+                isinstance(self.init.get(k), str) for k in ("path", "fingerprint", "kind"))
+                and _str_list(self.init.get("trained_on", []))):
+            raise CheckpointError(f"{where}: 'init' must record the path, fingerprint and kind of the checkpoint it started from")
+        if self.kind == "encoder":
+            self._check_encoder(where)
+
+    def _check_encoder(self, where: str) -> None:
+        """What makes an encoder: a backbone without a head, no classes or thresholds, a pretraining record."""
+        if self.classes or self.thresholds is not None:
+            raise CheckpointError(f"{where}: an encoder checkpoint has no classes or thresholds (it has no classifier head)")
+        if "num_classes" in self.model.kwargs:
+            raise CheckpointError(f"{where}: an encoder's model arguments do not include num_classes (it has no classifier head)")
+        head = [k for k in self.state_dict if k.startswith(HEAD_PREFIX)]
+        if head:
+            raise CheckpointError(f"{where}: an encoder checkpoint holds no classifier head, but it has {len(head)} "
+                                  f"'{HEAD_PREFIX}*' tensor(s)")
+        if self.pretraining is None:
+            raise CheckpointError(f"{where}: an encoder checkpoint must record its pretraining (method and stores)")
 
     # -- the file ------------------------------------------------------------------------------
     @classmethod
@@ -134,7 +182,7 @@ class Checkpoint:
             thresholds=doc["thresholds"], train_args=doc["train_args"], metrics=doc["metrics"],
             provenance=list(doc["provenance"]), history=list(doc.get("history") or []),
             class_descriptions=dict(doc.get("class_descriptions") or {}), resume=doc.get("resume"),
-            format_version=version, path=where,
+            pretraining=doc.get("pretraining"), init=doc.get("init"), format_version=version, path=where,
         )
 
     def to_dict(self) -> dict:
@@ -146,8 +194,9 @@ class Checkpoint:
             "thresholds": self.thresholds, "train_args": self.train_args, "metrics": self.metrics,
             "history": self.history, "provenance": self.provenance,
         }
-        if self.resume is not None:
-            doc["resume"] = self.resume
+        for key in ("pretraining", "init", "resume"):  # optional keys: absent when None, as in files that predate them
+            if getattr(self, key) is not None:
+                doc[key] = getattr(self, key)
         return _plain(doc)
 
     @classmethod
@@ -195,14 +244,31 @@ class Checkpoint:
         """How messages name this checkpoint: its file, else its model."""
         return str(self.path) if self.path else self.model.name
 
-    def build_model(self, *, load_weights: bool = True) -> nn.Module:
-        """Recreate the model from its registry name and kwargs, and load the weights."""
+    @property
+    def is_encoder(self) -> bool:
+        return self.kind == "encoder"
+
+    def backbone_state(self) -> dict:
+        """The weights less the classifier head (``head.*``): what ``train --init`` loads."""
+        return {k: v for k, v in self.state_dict.items() if not k.startswith(HEAD_PREFIX)}
+
+    def _model_kwargs(self, num_classes: int | None = None) -> dict:
+        kwargs = dict(self.model.kwargs)
+        if self.is_encoder:
+            kwargs["num_classes"] = num_classes or 1  # a placeholder head, freshly initialised
+        return kwargs
+
+    def build_model(self, *, load_weights: bool = True, num_classes: int | None = None) -> nn.Module:
+        """Recreate the model from its registry name and kwargs, and load the weights.
+
+        An encoder has no head: its backbone is built with a freshly initialised head of
+        ``num_classes`` outputs (default 1, a placeholder) and every other weight loaded."""
         from ecgtool.models import create_model
         from ecgtool.models.registry import UnknownModelError
 
         try:
             self._check_model_size()
-            model = create_model(self.model.name, **self.model.kwargs)
+            model = create_model(self.model.name, **self._model_kwargs(num_classes))
         except UnknownModelError as e:
             raise CheckpointError(f"{self.name}: {e}") from None
         except TypeError as e:  # constructor arguments this ecgtool's model does not take
@@ -214,6 +280,8 @@ class Checkpoint:
                 wrong = sum("size mismatch" in line for line in str(e).splitlines())
                 raise CheckpointError(f"{self.name}: its weights do not fit {self.model.name}: "
                                       f"{wrong or 'some'} tensor(s) of the wrong shape") from None
+            if self.is_encoder:
+                missing = [k for k in missing if not k.startswith(HEAD_PREFIX)]
             if missing or unexpected:
                 raise CheckpointError(
                     f"{self.name}: its weights do not fit {self.model.name}: "
@@ -233,8 +301,9 @@ class Checkpoint:
         held = sum(int(t.numel()) for t in self.state_dict.values() if isinstance(t, torch.Tensor))
         try:
             with torch.device("meta"):
-                probe = create_model(self.model.name, **self.model.kwargs)
-            claimed = sum(int(p.numel()) for p in probe.parameters())
+                probe = create_model(self.model.name, **self._model_kwargs())
+            claimed = sum(int(p.numel()) for name, p in probe.named_parameters()
+                          if not (self.is_encoder and name.startswith(HEAD_PREFIX)))
         except (UnknownModelError, TypeError):
             raise
         except Exception:
@@ -246,6 +315,10 @@ class Checkpoint:
     def check_store(self, store: EcgStore, what: str = "store", windows: bool = False) -> None:
         """``store`` fits this model: its classes and task, and the input spec (``InputSpec.check``)."""
         model = f"the model {self.path}" if self.path else "the model"
+        if self.is_encoder:
+            raise CheckpointError(f"{self.name} is an encoder from pretraining, with no classifier to apply to the {what} "
+                                  f"{store.path}: train one on it with `ecgtool train MODEL STORE --init {self.name}` "
+                                  "(add --freeze-encoder for a linear probe) and use that")
         check_labels(store, self.classes, self.multi_label, what, model)
         self.input.check(store, what, windows, model)
 
@@ -277,8 +350,123 @@ class Checkpoint:
             "metrics": self.metrics,
             "train_args": self.train_args,
             "resumable": self.resume is not None,
+            "pretraining": pretraining_summary(self.pretraining),
+            "init": self.init,
             "provenance": self.provenance,
         }
+
+
+# -- the pretraining record and encoder checkpoints ----------------------------------------------------------------
+
+def qualified_record_ids(store: EcgStore) -> np.ndarray:
+    """The store's distinct record ids qualified by dataset (``DATASET/RECORD``, or ``DATASET/SOURCE/RECORD``
+    where the store has a per-record ``source``), sorted: ids that can be compared across datasets and stores."""
+    import numpy as np
+
+    dataset = str(store.attrs.get("dataset") or "unknown")
+    ids = np.asarray(store.record_id, dtype=str)
+    source = store.extras.get("source")
+    if source is not None:
+        source = np.asarray(source, dtype=str)
+        ids = np.where(source != "", np.char.add(np.char.add(source, "/"), ids), ids)
+    return np.unique(np.char.add(dataset + "/", ids))
+
+
+def pretraining_store_record(store: EcgStore) -> dict:
+    """One entry of a pretraining record's ``stores``: what a store is and every (qualified) record it holds."""
+    from ecgtool.provenance import fingerprint
+
+    ids = qualified_record_ids(store)
+    return {"path": str(Path(store.path).resolve()), "fingerprint": fingerprint(store.path),
+            "dataset": str(store.attrs.get("dataset") or "unknown"), "records": int(len(ids)), "record_ids": ids.tolist()}
+
+
+def encoder_checkpoint(model: nn.Module, stores, *, method: str, hyperparameters: dict | None = None,
+                       train_args: dict | None = None, metrics: dict | None = None, history: list | None = None,
+                       input: InputSpec | None = None, provenance: list | None = None) -> Checkpoint:
+    """An encoder checkpoint of ``model`` (a registry model, built by ``create_model``) pretrained on ``stores``
+    (open stores or paths) by ``method``: the backbone's weights without the head, the input spec (default:
+    the first store's, at the model's ``num_samples`` and its registered input view), and a pretraining record
+    of every store with its records. ``train_args`` default to ``hyperparameters``; ``provenance`` to the
+    first store's chain (when it is the only one) plus a ``pretrain`` entry listing every store."""
+    from ecgtool.data.store import open_store
+    from ecgtool.data.views import data_view
+    from ecgtool.models import model_info
+    from ecgtool.provenance import make_entry
+
+    name, kwargs = getattr(model, "model_name", None), getattr(model, "model_kwargs", None)
+    if not isinstance(name, str) or not isinstance(kwargs, dict):
+        raise CheckpointError("an encoder checkpoint needs a model built by ecgtool.models.create_model (its name and kwargs)")
+    stores = [open_store(s) if isinstance(s, (str, os.PathLike)) else s for s in stores]
+    if not stores:
+        raise CheckpointError("an encoder checkpoint needs the stores it was pretrained on")
+    kwargs = {k: v for k, v in kwargs.items() if k != "num_classes"}
+    if input is None:
+        input = InputSpec.of_store(stores[0], data_view(model_info(name)["input_view"]),
+                                   samples=kwargs.get("num_samples") or stores[0].n_samples)
+    for store in stores:
+        input.check(store, "pretraining store", windows=True, model="the encoder")
+    hyperparameters = dict(hyperparameters or {})
+    if provenance is None:
+        chain = list(stores[0].attrs.get("provenance", [])) if len(stores) == 1 else []
+        provenance = chain + [make_entry("pretrain", [s.path for s in stores], method=method, model=name)]
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith(HEAD_PREFIX)}
+    return Checkpoint(
+        kind="encoder", model=ModelSpec(name, kwargs), state_dict=state, classes=(), task=ENCODER_TASK,
+        multi_label=False, input=input, thresholds=None,
+        train_args=dict(train_args if train_args is not None else hyperparameters), metrics=dict(metrics or {}),
+        history=list(history or []), provenance=provenance,
+        pretraining={"method": method, "hyperparameters": hyperparameters,
+                     "stores": [pretraining_store_record(s) for s in stores]},
+    )
+
+
+def _check_pretraining(record, where: str) -> None:
+    bad = f"{where}: 'pretraining' must record the method and its stores (path, fingerprint, dataset, record ids)"
+    if not isinstance(record, dict) or not isinstance(record.get("method"), str) or not isinstance(record.get("stores"), list) \
+            or not isinstance(record.get("hyperparameters", {}), dict):
+        raise CheckpointError(bad)
+    encoder = record.get("encoder")
+    if encoder is not None and not (isinstance(encoder, dict) and isinstance(encoder.get("path"), str)):
+        raise CheckpointError(f"{where}: the pretraining record's 'encoder' must name the encoder file")
+    for entry in record["stores"]:
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("path", "fingerprint", "dataset"))
+                and _str_list(entry.get("record_ids"))):
+            raise CheckpointError(bad)
+
+
+def _str_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(i, str) for i in value)
+
+
+def pretraining_summary(record: dict | None) -> dict | None:
+    """A pretraining record without its record id lists (what info shows)."""
+    if record is None:
+        return None
+    out = {k: v for k, v in record.items() if k != "stores"}
+    out["stores"] = [{**{k: v for k, v in s.items() if k != "record_ids"}, "records": len(s["record_ids"])}
+                     for s in record["stores"]]
+    return out
+
+
+def pretraining_overlap(ckpt: Checkpoint, store: EcgStore, what: str = "records") -> list[str]:
+    """Warnings for records of ``store`` that the weights of ``ckpt`` saw in self-supervised pretraining
+    (its own, for an encoder; its init's, for a model trained with ``--init``), compared by qualified id."""
+    import numpy as np
+
+    record = ckpt.pretraining
+    if not record:
+        return []
+    encoder = (record.get("encoder") or {}).get("path") or ckpt.name
+    ids = qualified_record_ids(store)
+    out = []
+    for entry in record["stores"]:
+        shared = np.intersect1d(ids, np.asarray(entry["record_ids"], dtype=str))
+        if len(shared):
+            example = ", ".join(shared[:3].tolist()) + (", …" if len(shared) > 3 else "")
+            out.append(f"{len(shared)} of {len(ids)} {what} of {store.path} were in {encoder}'s pretraining data "
+                       f"(dataset {entry['dataset']}, store {entry['path']}): {example}")
+    return out
 
 
 def _first_line(e: Exception) -> str:

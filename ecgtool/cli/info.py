@@ -50,11 +50,24 @@ def _print_summary(s: dict, console) -> None:
         inp = s["input"]
         console.print(f"input {len(inp['leads'])} leads × {inp['samples']} samples at {inp['fs']} Hz, "
                       f"normalisation {inp['normalisation']['method']}, view {inp['view']['name']}")
-        console.print(f"task {s['task']} ({'multi-label' if s['multi_label'] else 'multi-class'}), classes {', '.join(s['classes'])}")
+        if s["checkpoint_kind"] == "encoder":
+            console.print(f"task {s['task']}: an encoder without a classifier head (train MODEL STORE --init {s['path']})")
+        else:
+            console.print(f"task {s['task']} ({'multi-label' if s['multi_label'] else 'multi-class'}), classes {', '.join(s['classes'])}")
         if s["thresholds"]:
             console.print(f"thresholds from {s['thresholds']['source']}: " + ", ".join(f"{v:.3f}" for v in s["thresholds"]["values"]))
         if s["metrics"]:
             console.print("metrics " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in s["metrics"].items()))
+        if s.get("init"):
+            i = s["init"]
+            console.print(f"initialised from {i['kind']} {i['path']} ({i['fingerprint'][:23]}), model {i['model']['name']}")
+        if s.get("pretraining"):
+            p = s["pretraining"]
+            encoder = f" (encoder {p['encoder']['path']})" if p.get("encoder") else ""
+            params = ", ".join(f"{k}={v}" for k, v in p.get("hyperparameters", {}).items())
+            console.print(f"pretraining {p['method']}{encoder}" + (f": {params}" if params else ""))
+            for st in p["stores"]:
+                console.print(f"  {st['path']} ({st['fingerprint'][:23]}): dataset {st['dataset']}, {st['records']} records")
         console.print(f"resumable: {'yes' if s['resumable'] else 'no'}")
     console.print("[bold]provenance[/]")
     for i, p in enumerate(s["provenance"], 1):

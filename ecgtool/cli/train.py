@@ -58,6 +58,11 @@ def _list_models(ctx, param, value):
               help="Mixed precision: autocast to bf16, or fp16 with a grad scaler (for CUDA).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model for training (for CUDA).")
 @click.option("--sync-bn", is_flag=True, help="Synchronise BatchNorm statistics across DDP ranks (CUDA).")
+@click.option("--init", "init", type=click.Path(exists=True, dir_okay=False),
+              help="Start from this checkpoint's weights (a pretrain encoder, or a classifier whose head is dropped): the same model and input; the head starts afresh.")
+@click.option("--freeze-encoder", is_flag=True, help="Train the head only (linear probe): every other weight, BatchNorm statistics included, stays as initialised.")
+@click.option("--encoder-lr", type=click.FloatRange(0, min_open=True), default=None,
+              help="Learning rate of every weight outside the head (default: --lr); scheduled like --lr.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run that wrote OUTPUT.resume.")
 @click.option("--list-models", is_flag=True, expose_value=False, is_eager=True, callback=_list_models, help="List the registered models and exit.")
 @seed_option
@@ -65,7 +70,7 @@ def _list_models(ctx, param, value):
 @overwrite_option
 @json_option
 def train(model_name, train_store, val_store, output, epochs, batch_size, lr, weight_decay, schedule, warmup_epochs,
-          step_size, gamma, model_kwargs, threads, workers, loader_mode, crop, precision, compile_, sync_bn, resume, seed, device, overwrite, as_json):
+          step_size, gamma, model_kwargs, threads, workers, loader_mode, crop, precision, compile_, sync_bn, init, freeze_encoder, encoder_lr, resume, seed, device, overwrite, as_json):
     """Train MODEL on TRAIN_STORE and write the best checkpoint to OUTPUT.
 
     Prints the checkpoint path (the final metrics as JSON with --json);
@@ -89,7 +94,7 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
         model=model_name, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
         warmup_epochs=warmup_epochs, step_size=step_size, gamma=gamma, seed=seed,
         device=str(resolve_device(device)), threads=threads, workers=workers, loader=loader_mode, crop=crop, precision=precision, compile=compile_, sync_bn=sync_bn,
-        model_kwargs=model_kwargs,
+        model_kwargs=model_kwargs, init=init, freeze_encoder=freeze_encoder, encoder_lr=encoder_lr,
     )
     env = distributed.detect()
     main = env.is_main  # only rank 0 talks

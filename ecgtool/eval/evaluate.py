@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ecgtool.checkpoint import Checkpoint
+from ecgtool.checkpoint import Checkpoint, pretraining_overlap
 from ecgtool.data.inputs import classes_without_both
 from ecgtool.data.loader import ChunkLoader
 from ecgtool.data.store import EcgStore, open_store
@@ -150,9 +150,14 @@ def check_eval_inputs(checkpoints: list[Checkpoint], store, opts: EvalOptions) -
         _load_resamples(opts.resamples, len(store))
     warnings = [w + ": its AUROC, AUPRC and sensitivity or specificity are undefined and left out of the macro means"
                 for w in classes_without_both(store, "evaluated store")]
+    store_fingerprint = fingerprint(store.path)
     for c in checkpoints:
-        if c.trained_on()[:1] == [fingerprint(store.path)]:
+        if c.trained_on()[:1] == [store_fingerprint]:
             warnings.append(f"{store.path} is the store {c.path} was trained on: these are training-set metrics")
+        if c.init is not None and store_fingerprint in c.init.get("trained_on", ())[:1]:
+            warnings.append(f"{store.path} is the store {c.init['path']} was trained on, which {c.path} was initialised from "
+                            "(train --init): these metrics are optimistic")
+        warnings += [w + ": these metrics may be optimistic" for w in pretraining_overlap(c, store)]
     return warnings
 
 

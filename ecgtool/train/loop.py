@@ -47,7 +47,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ecgtool.checkpoint import Checkpoint, ModelSpec
+from ecgtool.checkpoint import Checkpoint, ModelSpec, pretraining_overlap
 from ecgtool.data.inputs import InputSpec, check_labels, classes_without_both
 from ecgtool.data.loader import ChunkLoader, auto_memory_budget
 from ecgtool.data.store import open_store
@@ -59,7 +59,7 @@ from ecgtool.eval.thresholds import tune_thresholds
 from ecgtool.models import create_model, model_info
 from ecgtool.outputs import check_new_output
 from ecgtool.provenance import make_entry
-from ecgtool.train import distributed
+from ecgtool.train import distributed, transfer
 from ecgtool.train.choices import PRECISIONS, SCHEDULES
 
 PREEMPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
@@ -91,6 +91,10 @@ class TrainArgs:
     compile: bool = False  # torch.compile the model for training
     sync_bn: bool = False  # SyncBatchNorm across DDP ranks (CUDA)
     model_kwargs: dict = field(default_factory=dict)
+    # transfer (train/transfer.py): start from a checkpoint's weights; train the head only; the encoder's own lr
+    init: str | None = None
+    freeze_encoder: bool = False
+    encoder_lr: float | None = None
 
 
 def check_train_args(args: TrainArgs) -> None:
@@ -101,6 +105,13 @@ def check_train_args(args: TrainArgs) -> None:
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value < low or (open_low and value == low):
             bound = f"greater than {low:g}" if open_low else f"at least {low:g}"
             raise ConfigError(f"{name} must be a finite number {bound}, not {value}", name)
+    if args.encoder_lr is not None:
+        value = args.encoder_lr
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"encoder_lr must be a finite number greater than 0, not {value}", "encoder_lr")
+        if args.freeze_encoder:
+            raise ConfigError("encoder_lr: a frozen encoder (freeze_encoder) is not trained, so it takes no learning rate",
+                              "encoder_lr")
 
 
 def resume_path(out: Path) -> Path:
@@ -227,6 +238,11 @@ class Trainer:
             given = ", ".join(f"{k}={v!r}" for k, v in args.model_kwargs.items())
             raise ConfigError(f"{given}: {args.model} cannot be built with these arguments ({type(e).__name__}: {e})",
                               "model_kwargs") from e
+        self.init_record: dict | None = None  # what the checkpoint records of --init (transfer.init_record)
+        self.pretraining: dict | None = None  # the pretraining record the weights inherit from --init
+        self.init = self._apply_init(model)
+        if args.freeze_encoder:
+            transfer.freeze_encoder(model)
         self.model = model.to(self.device)
         distributed.init(env, self.device.type)
         self.net = self._training_module()
@@ -242,7 +258,8 @@ class Trainer:
                         spec=self.input)
             if self.val_store else None
         )
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        self.optimizer = torch.optim.AdamW(transfer.parameter_groups(self.model, args.lr, args.freeze_encoder, args.encoder_lr),
+                                           lr=args.lr, weight_decay=args.weight_decay)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.precision == "fp16")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(args, len(self.loader)))
@@ -252,6 +269,23 @@ class Trainer:
         self.stop_requested = False
         self.history: list[dict] = []
         self.best = {"metric": -math.inf, "epoch": None, "state": None, "val_probs": None}
+
+    def _apply_init(self, model: torch.nn.Module) -> Checkpoint | None:
+        """``init``: check the checkpoint against the model just built and load its weights but the head's."""
+        if not self.args.init:
+            return None
+        init = Checkpoint.load(self.args.init)
+        transfer.check_init(init, self.args.model, model.model_kwargs, self.input, self.train_store)
+        transfer.apply_init(model, init)
+        self.init_record = transfer.init_record(init)
+        self.pretraining = transfer.inherited_pretraining(init)
+        if not init.is_encoder:
+            self.warnings.append(f"--init {init.path} is a {init.kind} checkpoint (classes {', '.join(init.classes)}): "
+                                 "its head is dropped and this run's head starts afresh")
+        if self.val_store is not None:
+            self.warnings += [w + ": validation metrics may be optimistic"
+                              for w in pretraining_overlap(init.replace(pretraining=self.pretraining), self.val_store)]
+        return init
 
     def _training_module(self) -> torch.nn.Module:
         """What the training step calls: the model, made DDP and/or compiled as asked."""
@@ -272,12 +306,15 @@ class Trainer:
         if not path.exists():
             return False
         ckpt = Checkpoint.load(path)
-        if ckpt.train_args != _args_for_checkpoint(self.args):
+        if _saved_args(ckpt.train_args) != _args_for_checkpoint(self.args):
             raise EcgtoolError(f"{path} was written with different training options; rerun with them or without --resume")
         before = [i["fingerprint"] for i in ckpt.provenance[-1]["inputs"]]
         now = [i["fingerprint"] for i in self._provenance()[-1]["inputs"]]
         if before != now:
             raise EcgtoolError(f"{path} was trained on other stores than the ones given now; resume with the same --val and training store")
+        if (ckpt.init or {}).get("fingerprint") != (self.init_record or {}).get("fingerprint"):
+            raise EcgtoolError(f"{path} was started from another --init checkpoint than {self.args.init} (its contents differ); "
+                               "resume with the same one")
         r = ckpt.resume
         self.model.load_state_dict(ckpt.state_dict)
         self.optimizer.load_state_dict(r["optimizer"])
@@ -298,6 +335,8 @@ class Trainer:
         """One epoch (from ``self.position`` when resuming mid-epoch): the mean classification loss over all
         ranks, and the mean of each auxiliary loss term the model asked for (``auxiliary_losses``)."""
         self.net.train()
+        if self.args.freeze_encoder:
+            transfer.hold_encoder_in_eval(self.model)  # the frozen encoder's BatchNorm statistics and Dropout: as in eval
         start, total, count = self.position["batch"], self.position["loss_total"], self.position["loss_count"]
         aux_total = dict(self.position.get("aux_total") or {})  # resume checkpoints from before the terms have none
         if not self.env.is_main:
@@ -408,11 +447,13 @@ class Trainer:
             classes=tuple(s.classes), class_descriptions=s.attrs.get("class_descriptions", {}), task=s.attrs["task"],
             multi_label=self.multi_label, input=self.input, thresholds=thresholds, train_args=_args_for_checkpoint(self.args),
             metrics=metrics, history=self.history, provenance=self._provenance(), resume=resume,
+            pretraining=self.pretraining, init=self.init_record,
         )
 
     def _provenance(self) -> list[dict]:
         inputs = [self.train_store.path] + ([self.val_store.path] if self.val_store else [])
-        return list(self.train_store.attrs["provenance"]) + [make_entry("train", inputs, model=self.args.model)]
+        init = {"init": {k: self.init_record[k] for k in ("path", "fingerprint", "kind")}} if self.init_record else {}
+        return list(self.train_store.attrs["provenance"]) + [make_entry("train", inputs, model=self.args.model, **init)]
 
     def _save_resume(self, epoch: int, position: dict) -> None:
         """The resume checkpoint: training continues at ``position`` (batch, partial loss sums) of ``epoch``."""
@@ -470,6 +511,14 @@ def _args_for_checkpoint(args: TrainArgs) -> dict:
     d.pop("workers")
     d.pop("compile")  # how fast, not what
     return d
+
+
+def _saved_args(saved: dict) -> dict:
+    """A resume checkpoint's training arguments, with the defaults of options it predates (all of which
+    leave a run as it was without them): the comparison with this run's arguments."""
+    defaults = _args_for_checkpoint(TrainArgs(model=""))
+    del defaults["model"], defaults["model_kwargs"]
+    return {**defaults, **saved}
 
 
 def _prob_loss(p: np.ndarray, y: np.ndarray, multi_label: bool) -> float:
