@@ -157,6 +157,9 @@ def test_an_extra_view_channel_is_left_alone_and_mixing_views_refused():
 
 
 def test_specs_are_resolved_and_checked():
+    from ecgtool.train.choices import AUGMENTATIONS
+
+    assert tuple(A.AUGMENTATIONS) == AUGMENTATIONS  # the names the CLI offers without importing torch
     specs = A.resolve_augment(["noise:std=0.1", {"name": "mixup", "alpha": 0.2}, "lead_mask"])
     assert specs == [{"name": "noise", "prob": 0.5, "std": 0.1}, {"name": "mixup", "prob": 0.5, "alpha": 0.2},
                      {"name": "lead_mask", "prob": 0.5, "leads": 1}]

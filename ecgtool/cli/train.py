@@ -9,7 +9,7 @@ import click
 
 from ecgtool.cli.options import LibraryCommand, device_option, json_option, overwrite_option, seed_option
 from ecgtool.data.choices import LOADER_MODES
-from ecgtool.train.choices import PRECISIONS, SCHEDULES
+from ecgtool.train.choices import AUGMENTATIONS, PRECISIONS, SCHEDULES
 
 
 def _model_args(ctx, param, values):
@@ -23,6 +23,12 @@ def _model_args(ctx, param, values):
         except ValueError:
             out[key] = raw
     return out
+
+
+def _complete_augment(ctx, param, incomplete):
+    """TAB on --augment: the names, after any already written in the comma-separated list."""
+    done, _, last = incomplete.rpartition(",")
+    return [f"{done},{name}" if done else name for name in AUGMENTATIONS if name.startswith(last)]
 
 
 def _list_models(ctx, param, value):
@@ -56,9 +62,9 @@ def _list_models(ctx, param, value):
 @click.option("--crop", type=click.IntRange(0), default=0, help="Train on random crops of this many samples (validation and eval then use sliding windows); 0: whole records.")
 @click.option("--label-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Train on this fraction of the training store's records: whole patients, stratified by label, nested across fractions for one --seed.")
-@click.option("--augment", multiple=True, metavar="NAME[:KEY=VALUE...]",
-              help="Augment training batches (comma-separated or repeatable): lead_mask, segment_mask, noise, baseline_wander, "
-                   "amplitude_scale, time_stretch, mixup; e.g. noise:std=0.1. README lists their defaults.")
+@click.option("--augment", multiple=True, metavar="NAME[:KEY=VALUE...]", shell_complete=_complete_augment,
+              help=f"Augment training batches (comma-separated or repeatable): {', '.join(AUGMENTATIONS)}; "
+                   "e.g. noise:std=0.1. README lists their defaults.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Mixed precision: autocast to bf16, or fp16 with a grad scaler (for CUDA).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model for training (for CUDA).")
