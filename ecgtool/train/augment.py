@@ -4,35 +4,35 @@ Each applies to a record with probability ``prob`` (torch_ecg's default 0.5 for
 every augmenter) and acts on the lead channels only (not on a channel an input
 view adds, e.g. the R-peak marks of ``rpeaks``). Defaults and where they come from:
 
-============== ======================================= ==========================================
-name           what (default strength)                 source
-============== ======================================= ==========================================
-lead_mask      zero ``leads`` randomly chosen leads    the research notebook ("随机mask某导联");
-               (1)                                     strength ours
-segment_mask   zero the first or the last part of      the research notebook ("随机mask某段(仅开头
-               every lead, a width drawn uniformly in  或结尾)"); strength ours
-               [1 sample, ``max_fraction`` × length]
-               (0.2)
-noise          add white Gaussian noise of ``std`` ×   the research notebook ("增加随机噪声");
-               each lead's own standard deviation      0.05 is about torch_ecg's strongest
-               (0.05)                                  Gaussian level (0.01 of the amplitude)
-baseline_wander sinusoids at 0.33, 0.1, 0.05, 0.01 Hz, torch_ecg ``BaselineWanderAugmenter``
-               random phases, amplitudes a row of      (``bw_fs``, ``ampl_ratio``, ``gaussian``
-               torch_ecg's 7-level ratio table, plus   defaults)
-               Gaussian noise of 0.001/0.003/0.01 ×
-               the lead's amplitude, per lead
-amplitude_scale multiply each record by a gain drawn   torch_ecg ``RandomRenormalize``: its
-               from N(1, ``std``) (0.18)               target std N(0.2, 0.036) is a gain
-                                                       N(1, 0.18) (without its mean shift)
-time_stretch   resample by 1 ± r, r from               torch_ecg ``StretchCompress``
-               clip(N(``ratio``, 0.382 ``ratio``), 0,  (``ratio`` 6 %)
-               2 ``ratio``), then cut (stretch) or
-               zero-pad (compress) around the centre
-               to the same length (0.06)
-mixup          x ← λx + (1−λ)x', y ← λy + (1−λ)y'      Zhang et al. 2018; torch_ecg ``Mixup``
-               with a partner among the batch's other  (``alpha`` 0.5, one λ ~ Beta(α, α) per
-               chosen records (``alpha`` 0.5)          batch)
-============== ======================================= ==========================================
+================ ======================================= ==========================================
+name             what (default strength)                 source
+================ ======================================= ==========================================
+lead_mask        zero ``leads`` randomly chosen leads    the research notebook ("随机mask某导联");
+                 (1)                                     strength ours
+segment_mask     zero the first or the last part of      the research notebook ("随机mask某段(仅开头
+                 every lead, a width drawn uniformly in  或结尾)"); strength ours
+                 [1 sample, ``max_fraction`` × length]
+                 (0.2)
+noise            add white Gaussian noise of ``std`` ×   the research notebook ("增加随机噪声");
+                 each lead's own standard deviation      0.05 is about torch_ecg's strongest
+                 (0.05)                                  Gaussian level (0.01 of the amplitude)
+baseline_wander  sinusoids at 0.33, 0.1, 0.05, 0.01 Hz, torch_ecg ``BaselineWanderAugmenter``
+                 random phases, amplitudes a row of      (``bw_fs``, ``ampl_ratio``, ``gaussian``
+                 torch_ecg's 7-level ratio table, plus   defaults)
+                 Gaussian noise of 0.001/0.003/0.01 ×
+                 the lead's amplitude, per lead
+amplitude_scale  multiply each record by a gain drawn   torch_ecg ``RandomRenormalize``: its
+                 from N(1, ``std``) (0.18)               target std N(0.2, 0.036) is a gain
+                                                         N(1, 0.18) (without its mean shift)
+time_stretch     resample by 1 ± r, r from               torch_ecg ``StretchCompress``
+                 clip(N(``ratio``, 0.382 ``ratio``), 0,  (``ratio`` 6 %)
+                 2 ``ratio``), then cut (stretch) or
+                 zero-pad (compress) around the centre
+                 to the same length (0.06)
+mixup            x ← λx + (1−λ)x', y ← λy + (1−λ)y'      Zhang et al. 2018; torch_ecg ``Mixup``
+                 with a partner among the batch's other  (``alpha`` 0.5, one λ ~ Beta(α, α) per
+                 chosen records (``alpha`` 0.5)          batch)
+================ ======================================= ==========================================
 
 torch_ecg (DeepPSP/torch_ecg, ``torch_ecg/augmenters/*.py`` at b10c415) is not
 a dependency: it pulls some thirty packages and draws from process-global
