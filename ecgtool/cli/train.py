@@ -9,7 +9,7 @@ import click
 
 from ecgtool.cli.options import LibraryCommand, device_option, json_option, overwrite_option, seed_option
 from ecgtool.data.choices import LOADER_MODES
-from ecgtool.train.choices import PRECISIONS, SCHEDULES
+from ecgtool.train.choices import AUGMENTATIONS, PRECISIONS, SCHEDULES
 
 
 def _model_args(ctx, param, values):
@@ -23,6 +23,12 @@ def _model_args(ctx, param, values):
         except ValueError:
             out[key] = raw
     return out
+
+
+def _complete_augment(ctx, param, incomplete):
+    """TAB on --augment: the names, after any already written in the comma-separated list."""
+    done, _, last = incomplete.rpartition(",")
+    return [f"{done},{name}" if done else name for name in AUGMENTATIONS if name.startswith(last)]
 
 
 def _list_models(ctx, param, value):
@@ -54,6 +60,11 @@ def _list_models(ctx, param, value):
 @click.option("--loader", "loader_mode", type=click.Choice(LOADER_MODES), default="auto", show_default=True,
               help="Hold the training store in memory, or stream it chunk by chunk (auto: memory when the decoded store fits in half the available RAM, shared among the node's processes).")
 @click.option("--crop", type=click.IntRange(0), default=0, help="Train on random crops of this many samples (validation and eval then use sliding windows); 0: whole records.")
+@click.option("--label-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Train on this fraction of the training store's records: whole patients, stratified by label, nested across fractions for one --seed.")
+@click.option("--augment", multiple=True, metavar="NAME[:KEY=VALUE...]", shell_complete=_complete_augment,
+              help=f"Augment training batches (comma-separated or repeatable): {', '.join(AUGMENTATIONS)}; "
+                   "e.g. noise:std=0.1. README lists their defaults.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Mixed precision: autocast to bf16, or fp16 with a grad scaler (for CUDA).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model for training (for CUDA).")
@@ -70,7 +81,7 @@ def _list_models(ctx, param, value):
 @overwrite_option
 @json_option
 def train(model_name, train_store, val_store, output, epochs, batch_size, lr, weight_decay, schedule, warmup_epochs,
-          step_size, gamma, model_kwargs, threads, workers, loader_mode, crop, precision, compile_, sync_bn, init, freeze_encoder, encoder_lr, resume, seed, device, overwrite, as_json):
+          step_size, gamma, model_kwargs, threads, workers, loader_mode, crop, label_fraction, augment, precision, compile_, sync_bn, init, freeze_encoder, encoder_lr, resume, seed, device, overwrite, as_json):
     """Train MODEL on TRAIN_STORE and write the best checkpoint to OUTPUT.
 
     Prints the checkpoint path (the final metrics as JSON with --json);
@@ -93,7 +104,9 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
     args = TrainArgs(
         model=model_name, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
         warmup_epochs=warmup_epochs, step_size=step_size, gamma=gamma, seed=seed,
-        device=str(resolve_device(device)), threads=threads, workers=workers, loader=loader_mode, crop=crop, precision=precision, compile=compile_, sync_bn=sync_bn,
+        device=str(resolve_device(device)), threads=threads, workers=workers, loader=loader_mode, crop=crop,
+        label_fraction=label_fraction, augment=[a for item in augment for a in item.split(",") if a.strip()],
+        precision=precision, compile=compile_, sync_bn=sync_bn,
         model_kwargs=model_kwargs, init=init, freeze_encoder=freeze_encoder, encoder_lr=encoder_lr,
     )
     env = distributed.detect()

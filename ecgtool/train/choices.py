@@ -7,3 +7,4 @@ load torch (``--help`` and TAB completion stay instant).
 
 SCHEDULES = ("cosine", "step", "constant")  # learning-rate schedule, stepped per batch
 PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype: fp32 (off), bf16, or fp16 with a grad scaler
+AUGMENTATIONS = ("lead_mask", "segment_mask", "noise", "baseline_wander", "amplitude_scale", "time_stretch", "mixup")  # train.augment

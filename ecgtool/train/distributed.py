@@ -116,3 +116,16 @@ def gather_rows(values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.nd
     v, r = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     order = np.argsort(r, kind="stable")
     return v[order], r[order]
+
+
+def all_gather(t):
+    """Every rank's equally shaped tensor ``t`` concatenated along the first axis, rank order, on every
+    rank (a global batch from the ranks' slices); ``t`` itself outside a process group."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return t
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)

@@ -28,6 +28,12 @@ each term's epoch mean as ``train_<name>`` next to ``train_loss`` (the
 classification loss alone). Their partial sums are part of the resume position,
 so a resumed run logs exactly what the uninterrupted one does.
 
+With ``label_fraction`` below 1 the loader iterates over a nested, patient-wise, label-stratified
+subset of the training store (``data.subsets``), recorded in ``train_args["label_subset"]`` (size and a
+hash of its record ids) and checked by ``--resume``. ``augment`` names augmentations (``augment.py``)
+applied to each training batch on the device after the crop — never to validation — from generators
+seeded by (seed, epoch, step), so a resumed run repeats them.
+
 With ``crop`` the model sees a random window of that many samples of each
 record per step (the PTB-XL benchmark trains on 2.5 s crops this way) and is
 validated on sliding windows with half-crop stride, aggregated by the maximum
@@ -51,6 +57,7 @@ from ecgtool.checkpoint import Checkpoint, ModelSpec, pretraining_overlap
 from ecgtool.data.inputs import InputSpec, check_labels, classes_without_both
 from ecgtool.data.loader import ChunkLoader, auto_memory_budget
 from ecgtool.data.store import open_store
+from ecgtool.data.subsets import check_fraction, label_subset
 from ecgtool.data.views import data_view
 from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.eval.metrics import macro_auc
@@ -60,6 +67,7 @@ from ecgtool.models import create_model, model_info
 from ecgtool.outputs import check_new_output
 from ecgtool.provenance import make_entry
 from ecgtool.train import distributed, transfer
+from ecgtool.train.augment import Augmenter, resolve_augment
 from ecgtool.train.choices import PRECISIONS, SCHEDULES
 
 PREEMPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
@@ -87,6 +95,8 @@ class TrainArgs:
     workers: int = 2  # loader threads decoding store chunks
     loader: str = "auto"  # memory | stream | auto (memory when the store fits the budget)
     crop: int = 0  # random training crops of this many samples; 0 = whole records
+    label_fraction: float = 1.0  # train on this fraction of the store (data.subsets: nested, patient-wise, stratified)
+    augment: list = field(default_factory=list)  # train.augment specs: "NAME[:KEY=VALUE...]" or dicts
     precision: str = "fp32"  # autocast dtype: fp32 (off), bf16 or fp16 (with a grad scaler)
     compile: bool = False  # torch.compile the model for training
     sync_bn: bool = False  # SyncBatchNorm across DDP ranks (CUDA)
@@ -112,6 +122,8 @@ def check_train_args(args: TrainArgs) -> None:
         if args.freeze_encoder:
             raise ConfigError("encoder_lr: a frozen encoder (freeze_encoder) is not trained, so it takes no learning rate",
                               "encoder_lr")
+    check_fraction(args.label_fraction)
+    resolve_augment(args.augment)
 
 
 def resume_path(out: Path) -> Path:
@@ -206,8 +218,11 @@ class Trainer:
         if args.batch_size % env.world_size:
             raise ConfigError(f"batch_size {args.batch_size} is the global batch; it must divide evenly over {env.world_size} processes",
                               "batch_size")
-        if env.active and len(s) < args.batch_size:
-            raise EcgtoolError(f"{s.path} has {len(s)} records, fewer than one global batch of {args.batch_size}")
+        self.subset = label_subset(s, args.label_fraction, args.seed)
+        n_train = len(self.subset.indices)
+        if env.active and n_train < args.batch_size:
+            raise EcgtoolError(f"{s.path} has {n_train} records{' in the label fraction' if args.label_fraction < 1 else ''}, "
+                               f"fewer than one global batch of {args.batch_size}")
         self.multi_label = s.multi_label
         if args.crop > s.n_samples:
             raise ConfigError(f"crop {args.crop} is longer than the {s.n_samples} samples of {s.path}'s records", "crop")
@@ -222,7 +237,8 @@ class Trainer:
                 if (store.labels.sum(axis=1) != 1).any():
                     raise EcgtoolError(f"{store.path} is multi-class but has records without exactly one label; rerun prep without --keep-unlabelled")
         # not errors (a subset of a dataset may lack a rare class), but never silent
-        self.warnings = classes_without_both(s, "training store") + (
+        self.warnings = classes_without_both(s, "training store") + [
+            f"class {c} has no record in the {args.label_fraction:g} label fraction of {s.path}" for c in self.subset.missing_classes] + (
             [w + ": it is left out of the validation macro AUC" for w in classes_without_both(self.val_store, "validation store")]
             if self.val_store is not None else [])
         torch.manual_seed(args.seed)
@@ -248,8 +264,8 @@ class Trainer:
         self.net = self._training_module()
         pin = self.device.type == "cuda"
         # drop_last keeps BatchNorm away from a final batch of one record, and every DDP rank at the same step count.
-        self.loader = ChunkLoader(s, args.batch_size // env.world_size, spec=self.input, shuffle=True,
-                                  seed=args.seed, drop_last=len(s) > args.batch_size or env.active, pin_memory=pin,
+        self.loader = ChunkLoader(s, args.batch_size // env.world_size, spec=self.input, shuffle=True, indices=self.subset.indices,
+                                  seed=args.seed, drop_last=n_train > args.batch_size or env.active, pin_memory=pin,
                                   workers=args.workers, rank=env.rank, world_size=env.world_size, mode=args.loader,
                                   memory_budget=auto_memory_budget(env.local_world_size))
         self.val_loader = (
@@ -258,6 +274,9 @@ class Trainer:
                         spec=self.input)
             if self.val_store else None
         )
+        self.augment = Augmenter(args.augment, seed=args.seed, fs=self.input.fs, n_leads=len(self.input.leads),
+                                 channels=self.input.channels, gather=distributed.all_gather,
+                                 where=f"the {self.input.view['name']} input view of {args.model}") if args.augment else None
         self.optimizer = torch.optim.AdamW(transfer.parameter_groups(self.model, args.lr, args.freeze_encoder, args.encoder_lr),
                                            lr=args.lr, weight_decay=args.weight_decay)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
@@ -306,7 +325,10 @@ class Trainer:
         if not path.exists():
             return False
         ckpt = Checkpoint.load(path)
-        if _saved_args(ckpt.train_args) != _args_for_checkpoint(self.args):
+        if _saved_args(ckpt.train_args) != self._train_args():
+            if {k: v for k, v in _saved_args(ckpt.train_args).items() if k != "label_subset"} == _args_for_checkpoint(self.args):
+                raise EcgtoolError(f"{path} was trained on another label subset than --label-fraction "
+                                   f"{self.args.label_fraction:g} selects now; rerun without --resume")
             raise EcgtoolError(f"{path} was written with different training options; rerun with them or without --resume")
         before = [i["fingerprint"] for i in ckpt.provenance[-1]["inputs"]]
         now = [i["fingerprint"] for i in self._provenance()[-1]["inputs"]]
@@ -350,9 +372,13 @@ class Trainer:
                                            if self.env.active else ()))
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
+            if self.augment is not None:  # soft labels after mixup: cross-entropy takes class probabilities too
+                x, y = self.augment(x, y, epoch, step, *((self.args.batch_size, self.loader.rank_slice(self.args.batch_size))
+                                                         if self.env.active else ()))
+            soft = self.multi_label or (self.augment is not None and self.augment.mixes_labels)
             with torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype else nullcontext():
                 logits = self.net(x)
-                loss = self.criterion(logits.float(), y if self.multi_label else y.argmax(dim=1))
+                loss = self.criterion(logits.float(), y if soft else y.argmax(dim=1))
             aux = auxiliary_losses(self.model)
             objective = loss + sum(term.float() for term in aux.values()) if aux else loss
             if not torch.isfinite(objective):
@@ -445,10 +471,17 @@ class Trainer:
         return Checkpoint(
             kind="classifier", model=ModelSpec(self.args.model, self.model.model_kwargs), state_dict=state_dict,
             classes=tuple(s.classes), class_descriptions=s.attrs.get("class_descriptions", {}), task=s.attrs["task"],
-            multi_label=self.multi_label, input=self.input, thresholds=thresholds, train_args=_args_for_checkpoint(self.args),
+            multi_label=self.multi_label, input=self.input, thresholds=thresholds, train_args=self._train_args(),
             metrics=metrics, history=self.history, provenance=self._provenance(), resume=resume,
             pretraining=self.pretraining, init=self.init_record,
         )
+
+    def _train_args(self) -> dict:
+        """The training arguments a checkpoint records (and ``--resume`` must find again), with the label subset."""
+        d = _args_for_checkpoint(self.args)
+        if self.args.label_fraction < 1:
+            d["label_subset"] = self.subset.to_dict()
+        return d
 
     def _provenance(self) -> list[dict]:
         inputs = [self.train_store.path] + ([self.val_store.path] if self.val_store else [])
@@ -510,6 +543,7 @@ def _args_for_checkpoint(args: TrainArgs) -> dict:
     d.pop("threads")
     d.pop("workers")
     d.pop("compile")  # how fast, not what
+    d["augment"] = resolve_augment(args.augment)  # every parameter, defaults included
     return d
 
 
