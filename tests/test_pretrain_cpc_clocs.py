@@ -310,3 +310,33 @@ def test_clocs_backbone_swap_and_determinism():
     assert torch.equal(losses[0], losses[1])
     losses[0].backward()
     assert backbone.stem[0][0].weight.grad is None  # the second objective's backbone: untouched by the first
+
+
+# --------------------------------------------------------------------------- the cpc model, narrowed
+
+
+def test_cpc_model_contract_narrowed():
+    """The registry contract for ``cpc`` at width 16 (the full 512-wide one runs with the slow tests)."""
+    model = _cpc_backbone(samples=1000, width=16, hidden=16, head_hidden=8)
+    assert model.stages == ["encoder", "rnn", "pool", "head"] and model.num_features == 48
+    x = torch.randn(2, 12, 1000)
+    store = {}
+    layer = model.get_submodule(model.default_cam_layer)
+    handle = layer.register_forward_hook(lambda m, i, o: store.__setitem__("act", o))
+    y = model.train()(x)
+    handle.remove()
+    assert y.shape == (2, 3) and store["act"].shape == (2, 16, 1000)
+    y.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        z = model.encode(x)
+        c = model.context(z)
+        assert z.shape == (2, 1000, 16) and c.shape == (2, 1000, 16)
+        assert torch.allclose(model.forward_features(x), model.pool(c.transpose(1, 2)))
+        # The context is causal: step t does not see later steps.
+        x2 = x.clone()
+        x2[..., 500:] = 0
+        assert torch.allclose(model.context(model.encode(x2))[:, :500], c[:, :500], atol=1e-6)
+    linear = _cpc_backbone(samples=1000, head_hidden=0)
+    assert isinstance(linear.head, torch.nn.Linear) and linear.head.in_features == 48  # the --linear-eval head
