@@ -194,7 +194,8 @@ class EcgJepaViT(EcgClassifier):
             raise ValueError(f"dim must be even (sin-cos positions), not {dim}")
         self.num_classes, self.num_leads, self.num_samples = num_classes, num_leads, num_samples
         self.dim, self.depth, self.num_heads, self.patch_size = dim, depth, num_heads, patch_size
-        self.num_registers = num_registers
+        self.num_registers, self.mlp_ratio, self.norm_eps = num_registers, mlp_ratio, norm_eps
+        self.bias, self.qkv_bias = bias, qkv_bias
         self.patch_embed = nn.Conv1d(num_leads, dim, patch_size, stride=patch_size, bias=bias)
         self.registers = nn.Parameter(torch.empty(1, num_registers, dim)) if num_registers else None
         self.blocks = vit_blocks(dim, depth, num_heads, mlp_ratio, dropout, drop_path)
