@@ -140,7 +140,9 @@ class AttentiveQuery(AttentionBlock):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         b, n, c = tokens.shape
         h, d = self.num_heads, self.head_dim
-        q = self.q(self.query.expand(b, -1, -1)).reshape(b, 1, h, d).transpose(1, 2)
+        # the query is projected once, then broadcast (a module input that is a view of a parameter made under
+        # no_grad has no grad_fn, which the FLOP counter's module tracker cannot hook)
+        q = self.q(self.query).reshape(1, 1, h, d).transpose(1, 2).expand(b, -1, -1, -1)
         k, v = self.kv(tokens).reshape(b, n, 2, h, d).permute(2, 0, 3, 1, 4)
         out, weights = attend(self, q, k, v)
         if weights is not None:
