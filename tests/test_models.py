@@ -18,7 +18,9 @@ from ecgtool.models.layers import EcgClassifier
 MODELS = list_models()
 # The InceptionFormer pyramid's variants are 3-22 M parameters at 2 G MACs: seconds per test here. Their full
 # contract runs with the slow tests; the quick loop builds each one narrowed (test_inceptionformer.py).
-HEAVY = {n for n in MODELS if model_info(n)["family"] == "inceptionformer"} - {"inceptionformer_tiny"}
+# ECG-JEPA's ViT-S/B (14 M / 85 M parameters) likewise; ViT-XS stays in the quick loop.
+HEAVY = ({n for n in MODELS if model_info(n)["family"] == "inceptionformer"} - {"inceptionformer_tiny"}) | \
+    ({n for n in MODELS if model_info(n)["family"] == "ecg_jepa_vit"} - {"ecg_jepa_vit_xs"})
 # cpc runs a 512-wide LSTM over all 1000 input steps (10-60 s per test here); test_pretrain_cpc_clocs.py builds it narrowed.
 HEAVY |= {"cpc"}
 CONTRACT = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in MODELS]

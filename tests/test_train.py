@@ -148,7 +148,7 @@ def test_multiclass_task_uses_cross_entropy_and_argmax(stores, tmp_path):
     assert report["threshold_source"].startswith("argmax") and "confusion_matrix" in report and 0 <= report["macro"]["accuracy"] <= 1 and "exact_match" not in report["macro"]
 
 
-SLOW_MODELS = {"two_stream", "inceptionformer", "cpc", "cpc_strided"}  # 4-50 s here on 2 CPU cores (cpc: a 512-wide LSTM over 400 steps); the others take 0.5-2 s
+SLOW_MODELS = {"two_stream", "inceptionformer", "cpc", "cpc_strided", "ecg_jepa_vit_s", "ecg_jepa_vit_b"}  # 4-50 s here on 2 CPU cores (cpc: a 512-wide LSTM over 400 steps); the others take 0.5-2 s
 
 
 def _round_trip_models() -> list:
