@@ -19,6 +19,8 @@ MODELS = list_models()
 # The InceptionFormer pyramid's variants are 3-22 M parameters at 2 G MACs: seconds per test here. Their full
 # contract runs with the slow tests; the quick loop builds each one narrowed (test_inceptionformer.py).
 HEAVY = {n for n in MODELS if model_info(n)["family"] == "inceptionformer"} - {"inceptionformer_tiny"}
+# ST-MEM's ViT-B (85 M parameters) takes seconds per build and pass here; ViT-S stays in the quick loop.
+HEAVY |= {n for n in MODELS if model_info(n)["family"] == "st_mem_vit"} - {"st_mem_vit_small"}
 CONTRACT = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in MODELS]
 
 
