@@ -23,6 +23,8 @@ HEAVY = ({n for n in MODELS if model_info(n)["family"] == "inceptionformer"} - {
     ({n for n in MODELS if model_info(n)["family"] == "ecg_jepa_vit"} - {"ecg_jepa_vit_xs"})
 # cpc runs a 512-wide LSTM over all 1000 input steps (10-60 s per test here); test_pretrain_cpc_clocs.py builds it narrowed.
 HEAVY |= {"cpc"}
+# ST-MEM's ViT-B (85 M parameters) takes seconds per build and pass here; ViT-S stays in the quick loop.
+HEAVY |= {n for n in MODELS if model_info(n)["family"] == "st_mem_vit"} - {"st_mem_vit_small"}
 CONTRACT = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in MODELS]
 
 

@@ -149,6 +149,7 @@ def test_multiclass_task_uses_cross_entropy_and_argmax(stores, tmp_path):
 
 
 SLOW_MODELS = {"two_stream", "inceptionformer", "cpc", "cpc_strided", "ecg_jepa_vit_s", "ecg_jepa_vit_b"}  # 4-50 s here on 2 CPU cores (cpc: a 512-wide LSTM over 400 steps); the others take 0.5-2 s
+SLOW_MODELS |= {"st_mem_vit_small", "st_mem_vit_base"}  # 21 M / 85 M parameters: 20 s / 39 s here
 
 
 def _round_trip_models() -> list:
