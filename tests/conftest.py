@@ -23,6 +23,26 @@ def run_cli(*args, expect: int = 0, env: dict | None = None):
     return result
 
 
+def train_one_and_two_processes(args: list[str], out_dir: Path) -> tuple[Path, Path, str]:
+    """``ecgtool ARGS`` once in one process and once under torchrun with 2 CPU (gloo) processes, one thread
+    each, outside any launcher environment; returns the two checkpoints and the 2-process run's stdout."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    one, two = out_dir / "one.ckpt", out_dir / "two.ckpt"
+    r = subprocess.run([sys.executable, "-m", "ecgtool", *args, "-o", str(one)], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "ecgtool", *args, "-o", str(two)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return one, two, r.stdout
+
+
 def write_wfdb_dir(root: Path, n: int = 12, fs: int = 250, seconds: float = 4.0, leads=("I", "II", "V1"), seed: int = 0,
                    classes=("A", "B"), units: str = "mV") -> Path:
     """A minimal generic WFDB directory with a labels.csv (class A: 1 Hz sine, B: 2 Hz sine)."""

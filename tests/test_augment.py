@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, write_wfdb_dir
+from conftest import run_cli, train_one_and_two_processes, write_wfdb_dir
 
 from ecgtool.checkpoint import Checkpoint
 from ecgtool.data.prep import run_prep
@@ -275,27 +275,14 @@ def test_cli_flags(stores, tmp_path):
 def test_two_gloo_processes_augment_as_one(stores, tmp_path):
     """Augmentations (mixup's partners across ranks included) and a label fraction under torchrun with 2
     CPU processes give the model one process trains (dprnn: no batch statistics, head dropout off)."""
-    import os
-    import subprocess
-    import sys
-
     train, val = stores
     common = ["train", "dprnn", str(train), "--val", str(val), "--epochs", "2", "--batch-size", "8", "--seed", "0",
               "--device", "cpu", "--threads", "1", "--crop", "300", "--label-fraction", "0.75",
               "--augment", "noise,lead_mask,segment_mask,amplitude_scale,baseline_wander,time_stretch,mixup:prob=1",
               "--model-arg", "channels=8", "--model-arg", "hidden_size=8", "--model-arg", "num_blocks=1",
               "--model-arg", "head_dropout=0", "--model-arg", "chunk_size=20"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    one = subprocess.run([sys.executable, "-m", "ecgtool", *common, "-o", str(tmp_path / "one.ckpt")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "ecgtool", *common, "-o", str(tmp_path / "two.ckpt")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert two.returncode == 0, two.stderr
-    a, b = Checkpoint.load(tmp_path / "one.ckpt"), Checkpoint.load(tmp_path / "two.ckpt")
+    one, two, _ = train_one_and_two_processes(common, tmp_path)
+    a, b = Checkpoint.load(one), Checkpoint.load(two)
     assert a.train_args == b.train_args
     for k, v in a.state_dict.items():
         torch.testing.assert_close(b.state_dict[k], v, rtol=1e-4, atol=1e-5, msg=k)

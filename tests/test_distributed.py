@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, write_wfdb_dir
+from conftest import run_cli, train_one_and_two_processes, write_wfdb_dir
 
 from ecgtool.data.loader import ChunkLoader
 from ecgtool.data.prep import run_prep
@@ -135,18 +135,9 @@ def test_two_gloo_processes_train_the_same_model_as_one(store, tmp_path):
     common = ["train", "dprnn", str(store), "--val", str(store), "--epochs", "2", "--batch-size", "8", "--seed", "0",
               "--device", "cpu", "--threads", "1", "--crop", "300", "--model-arg", "channels=8", "--model-arg", "hidden_size=8",
               "--model-arg", "num_blocks=1", "--model-arg", "head_dropout=0", "--model-arg", "chunk_size=20"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    one = subprocess.run([sys.executable, "-m", "ecgtool", *common, "-o", str(tmp_path / "one.ckpt")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "ecgtool", *common, "-o", str(tmp_path / "two.ckpt")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert two.returncode == 0, two.stderr
-    assert two.stdout.strip() == str(tmp_path / "two.ckpt")  # rank 0 alone prints and writes
-    a, b = Checkpoint.load(tmp_path / "one.ckpt"), Checkpoint.load(tmp_path / "two.ckpt")
+    one, two, printed = train_one_and_two_processes(common, tmp_path)
+    assert printed.strip() == str(two)  # rank 0 alone prints and writes
+    a, b = Checkpoint.load(one), Checkpoint.load(two)
     for k, v in a.state_dict.items():
         torch.testing.assert_close(b.state_dict[k], v, rtol=1e-4, atol=1e-5, msg=k)
     for ha, hb in zip(a.history, b.history):

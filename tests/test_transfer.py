@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli, write_wfdb_dir
+from conftest import run_cli, train_one_and_two_processes, write_wfdb_dir
 
 from ecgtool.checkpoint import Checkpoint, CheckpointError, encoder_checkpoint, qualified_record_ids
 from ecgtool.data.prep import run_prep
@@ -288,23 +288,10 @@ def test_info_shows_the_pretraining_record(data, tmp_path):
 def test_a_frozen_encoder_trains_under_ddp_as_in_one_process(data, tmp_path):
     """DDP with the encoder's parameters frozen (no gradients: DDP waits for none of them) and its BatchNorm in
     eval mode: 2 processes train the head exactly as one does, BatchNorm layers and all."""
-    import os
-    import subprocess
-    import sys
-
     common = ["train", "resnet18", str(data["train"]), "--epochs", "2", "--batch-size", "8", "--seed", "0", "--device", "cpu",
               "--threads", "1", "--model-arg", "base_width=16", "--init", str(data["enc"]), "--freeze-encoder"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    one = subprocess.run([sys.executable, "-m", "ecgtool", *common, "-o", str(tmp_path / "one.ckpt")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "ecgtool", *common, "-o", str(tmp_path / "two.ckpt")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert two.returncode == 0, two.stderr
-    a, b, enc = (Checkpoint.load(tmp_path / f) for f in ("one.ckpt", "two.ckpt", data["enc"]))
+    one, two, _ = train_one_and_two_processes(common, tmp_path)
+    a, b, enc = (Checkpoint.load(f) for f in (one, two, data["enc"]))
     for k, v in enc.state_dict.items():
         torch.testing.assert_close(b.state_dict[k], v, rtol=0, atol=0, msg=k)
     for k, v in a.state_dict.items():
