@@ -23,6 +23,21 @@ def run_cli(*args, expect: int = 0, env: dict | None = None):
     return result
 
 
+def interrupt_after_epoch(make_trainer, epoch: int = 2) -> None:
+    """Run the Trainer that ``make_trainer(on_epoch=hook)`` builds and stop it as a crash would at the end of
+    ``epoch`` (the hook raises before that epoch's resume state is written), leaving the earlier one's."""
+
+    class Interrupted(Exception):
+        pass
+
+    def hook(record, best):
+        if record["epoch"] == epoch:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        make_trainer(on_epoch=hook).run()
+
+
 def train_one_and_two_processes(args: list[str], out_dir: Path) -> tuple[Path, Path, str]:
     """``ecgtool ARGS`` once in one process and once under torchrun with 2 CPU (gloo) processes, one thread
     each, outside any launcher environment; returns the two checkpoints and the 2-process run's stdout."""

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, train_one_and_two_processes, write_wfdb_dir
+from conftest import interrupt_after_epoch, run_cli, train_one_and_two_processes, write_wfdb_dir
 
 from ecgtool.checkpoint import Checkpoint
 from ecgtool.data.prep import run_prep
@@ -200,15 +200,7 @@ def test_resume_with_augmentations_is_exact_and_they_are_recorded(stores, tmp_pa
     plain = Trainer(args(augment=[]), train, val, tmp_path / "plain.ckpt").run()
     assert [h["train_loss"] for h in plain.history] != [h["train_loss"] for h in full.history]
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(record, best):
-        if record["epoch"] == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        Trainer(args(), train, val, tmp_path / "cut.ckpt", on_epoch=stop_after_two).run()
+    interrupt_after_epoch(lambda **hook: Trainer(args(), train, val, tmp_path / "cut.ckpt", **hook))
     trainer = Trainer(args(), train, val, tmp_path / "cut.ckpt")
     assert trainer.resume() and trainer.start_epoch == 1
     resumed = trainer.run()

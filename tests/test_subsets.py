@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import write_wfdb_dir
+from conftest import interrupt_after_epoch, write_wfdb_dir
 
 from ecgtool.checkpoint import Checkpoint
 from ecgtool.data.loader import ChunkLoader
@@ -181,15 +181,7 @@ def test_resume_with_a_label_fraction_is_exact(stores, tmp_path):
     train, val = stores
     full = Trainer(args(), train, val, tmp_path / "full.ckpt").run()
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(record, best):
-        if record["epoch"] == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        Trainer(args(), train, val, tmp_path / "cut.ckpt", on_epoch=stop_after_two).run()
+    interrupt_after_epoch(lambda **hook: Trainer(args(), train, val, tmp_path / "cut.ckpt", **hook))
     with pytest.raises(EcgtoolError, match="different training options"):
         Trainer(args(label_fraction=0.25), train, val, tmp_path / "cut.ckpt").resume()
     trainer = Trainer(args(), train, val, tmp_path / "cut.ckpt")

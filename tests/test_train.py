@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import write_wfdb_dir
+from conftest import interrupt_after_epoch, write_wfdb_dir
 
 from ecgtool.data.loader import ChunkLoader
 from ecgtool.data.prep import run_prep
@@ -59,15 +59,7 @@ def test_resume_continues_exactly(stores, tmp_path):
     train, val = stores
     full = Trainer(args(), train, val, tmp_path / "full.ckpt").run()
 
-    class Preempted(Exception):
-        pass
-
-    def stop_after_two(record, best):
-        if record["epoch"] == 2:
-            raise Preempted
-
-    with pytest.raises(Preempted):
-        Trainer(args(), train, val, tmp_path / "cut.ckpt", on_epoch=stop_after_two).run()
+    interrupt_after_epoch(lambda **hook: Trainer(args(), train, val, tmp_path / "cut.ckpt", **hook))
     # the interrupted run wrote its resume state after epoch 1 only (epoch 2's save comes after on_epoch)
     assert resume_path(tmp_path / "cut.ckpt").exists() and not (tmp_path / "cut.ckpt").exists()
     trainer = Trainer(args(), train, val, tmp_path / "cut.ckpt")

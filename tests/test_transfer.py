@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli, train_one_and_two_processes, write_wfdb_dir
+from conftest import interrupt_after_epoch, run_cli, train_one_and_two_processes, write_wfdb_dir
 
 from ecgtool.checkpoint import Checkpoint, CheckpointError, encoder_checkpoint, qualified_record_ids
 from ecgtool.data.prep import run_prep
@@ -222,15 +222,7 @@ def test_resume_with_a_frozen_encoder_is_exact(data, tmp_path):
     train, val = data["train"], data["val"]
     full = Trainer(args(**a), train, val, tmp_path / "full.ckpt").run()
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(record, best):
-        if record["epoch"] == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        Trainer(args(**a), train, val, tmp_path / "cut.ckpt", on_epoch=stop_after_two).run()
+    interrupt_after_epoch(lambda **hook: Trainer(args(**a), train, val, tmp_path / "cut.ckpt", **hook))
     assert Checkpoint.load(resume_path(tmp_path / "cut.ckpt")).train_args["freeze_encoder"] is True
     with pytest.raises(EcgtoolError, match="different training options"):
         Trainer(args(init=str(data["enc"]), epochs=3), train, val, tmp_path / "cut.ckpt").resume()
