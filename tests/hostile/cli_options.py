@@ -139,6 +139,17 @@ CASES = [
     opt("train", ["--crop", "100000"], "--crop"),
     opt("train", ["--workers", "0"], "--workers"),
     opt("train", ["--val", "{tmp}/nosuch.zarr"], "--val"),
+    opt("train", ["--label-fraction", "0"], "--label-fraction"),
+    opt("train", ["--label-fraction", "1.5"], "--label-fraction"),
+    opt("train", ["--augment", "nosuch"], "--augment"),
+    opt("train", ["--augment", "noise:std=-1"], "--augment"),
+    opt("train", ["--augment", "noise:loudness=3"], "--augment"),
+    opt("train", ["--encoder-lr", "0"], "--encoder-lr"),
+    opt("train", ["--encoder-lr", "1e-4", "--freeze-encoder"], "--encoder-lr"),
+    opt("train", ["--init", "{tmp}/nosuch.ckpt"], "--init", id="init-missing"),
+    opt("train", ["--init", "{ckpt}"], "--init", id="init-other-input"),  # another input: leads, samples, base_width
+    opt("train", ["--init", "{tmp}/junk.ckpt"], "junk.ckpt", exit=1, files={"junk.ckpt": b"not a checkpoint"},
+        id="init-not-a-checkpoint"),
     # eval
     opt("eval", ["--bootstrap", "-1"], "--bootstrap"),
     opt("eval", ["--ci", "1.5"], "--ci"),
