@@ -64,7 +64,7 @@ import torch.nn as nn
 from ecgtool.models.attention import AttentionBlock, MultiHeadSelfAttention, TransformerBlock, attend, recording, sinusoid
 from ecgtool.models.explainable import Attention, PoolingAttention, SelfAttention, Spans
 from ecgtool.models.layers import EcgClassifier
-from ecgtool.models.registry import register_model
+from ecgtool.models.registry import register_variant
 
 __all__ = ["EcgJepaViT", "JepaHead", "vit_blocks", "init_vit_", "strip_biases_", "gather_tokens",
            "ecg_jepa_vit_xs", "ecg_jepa_vit_s", "ecg_jepa_vit_b"]
@@ -304,14 +304,8 @@ class EcgJepaViT(EcgClassifier):
 
 
 def _register(name: str, doc: str, **config):
-    def variant(num_classes: int, num_leads: int = 12, num_samples: int = 1000, **kwargs):
-        return EcgJepaViT(num_classes, num_leads, num_samples, **{**config, **kwargs})
-
-    variant.__name__ = variant.__qualname__ = name
-    variant.__doc__ = doc
-    register_model(variant, default_cfg=dict(family="ecg_jepa_vit", paper=_PAPER, source=_SOURCE,
-                                              default_kwargs=config))
-    return variant
+    """Register a variant ``name`` whose defaults are ``config`` over EcgJepaViT's."""
+    return register_variant(name, EcgJepaViT, doc, config, family="ecg_jepa_vit", paper=_PAPER, source=_SOURCE)
 
 
 ecg_jepa_vit_xs = _register(

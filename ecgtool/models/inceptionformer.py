@@ -60,7 +60,7 @@ from ecgtool.models.attention import (TOKEN_MIXERS, CoordAttention1d, DwConvPosi
                                       drop_path, recording, token_mixer)
 from ecgtool.models.explainable import Attention, SelfAttention, Spans
 from ecgtool.models.layers import EcgClassifier, SqueezeExcite
-from ecgtool.models.registry import register_model
+from ecgtool.models.registry import register_variant
 
 __all__ = ["InceptionFormer", "InceptionDWConv1d", "InceptionNeXtBlock", "AttentionLayer"]
 
@@ -393,15 +393,7 @@ class InceptionFormer(EcgClassifier):
 
 def _register(name: str, doc: str, **config):
     """Register a variant ``name`` whose defaults are ``config`` over InceptionFormer's."""
-
-    def variant(num_classes: int, num_leads: int = 12, num_samples: int = 1000, **kwargs):
-        return InceptionFormer(num_classes, num_leads, num_samples, **{**config, **kwargs})
-
-    variant.__name__ = variant.__qualname__ = name
-    variant.__doc__ = doc
-    register_model(variant, default_cfg=dict(family="inceptionformer", paper=_PAPER, source=_SOURCE,
-                                              default_kwargs=config))
-    return variant
+    return register_variant(name, InceptionFormer, doc, config, family="inceptionformer", paper=_PAPER, source=_SOURCE)
 
 
 _CROSS = (("inception",), ("inception",), ("inception", "attention"), ("attention",))

@@ -27,6 +27,7 @@ import torch.nn as nn
 __all__ = [
     "UnknownModelError",
     "register_model",
+    "register_variant",
     "create_model",
     "list_models",
     "model_info",
@@ -77,6 +78,24 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, default_cfg: d
     if fn is not None:
         return decorator(fn)
     return decorator
+
+
+def register_variant(name: str, model_class: Callable[..., nn.Module], doc: str, config: dict,
+                     **default_cfg: Any) -> Callable[..., nn.Module]:
+    """Register ``name`` as ``model_class(num_classes, num_leads, num_samples, **{**config, **kwargs})``.
+
+    For a family whose variants differ only in constructor arguments: ``config`` is
+    reported as the variant's ``default_kwargs``, ``doc`` is its docstring (first line:
+    the description), ``default_cfg`` the rest of :func:`register_model`'s metadata.
+    """
+
+    def variant(num_classes: int, num_leads: int = 12, num_samples: int = 1000, **kwargs: Any) -> nn.Module:
+        return model_class(num_classes, num_leads, num_samples, **{**config, **kwargs})
+
+    variant.__name__ = variant.__qualname__ = name
+    variant.__doc__ = doc
+    variant.__module__ = model_class.__module__  # the family's file, as for a variant written there
+    return register_model(variant, default_cfg={**default_cfg, "default_kwargs": dict(config)})
 
 
 def _lookup(name: str) -> tuple[Callable[..., nn.Module], dict[str, Any]]:

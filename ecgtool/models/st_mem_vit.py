@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from ecgtool.models.attention import MultiHeadSelfAttention, TransformerBlock, recording
 from ecgtool.models.explainable import Attention, SelfAttention, Spans
 from ecgtool.models.layers import EcgClassifier
-from ecgtool.models.registry import register_model
+from ecgtool.models.registry import register_variant
 
 __all__ = ["STMEMViT", "PatchEmbedding", "sincos_positions", "st_mem_vit_small", "st_mem_vit_base"]
 
@@ -242,14 +242,9 @@ _INPUT_VIEW = {"name": "raw", "in_model": "each lead cut into non-overlapping pa
 
 
 def _register(name: str, doc: str, **config):
-    def variant(num_classes: int, num_leads: int = 12, num_samples: int = 1000, **kwargs):
-        return STMEMViT(num_classes, num_leads, num_samples, **{**config, **kwargs})
-
-    variant.__name__ = variant.__qualname__ = name
-    variant.__doc__ = doc
-    register_model(variant, default_cfg=dict(family="st_mem_vit", paper=_PAPER, source=_SOURCE,
-                                              input_view=_INPUT_VIEW, default_kwargs=config))
-    return variant
+    """Register a variant ``name`` whose defaults are ``config`` over STMEMViT's."""
+    return register_variant(name, STMEMViT, doc, config, family="st_mem_vit", paper=_PAPER, source=_SOURCE,
+                            input_view=_INPUT_VIEW)
 
 
 _SMALL = dict(patch_size=75, dim=384, depth=12, num_heads=384 // HEAD_DIM, mlp_ratio=4.0)
