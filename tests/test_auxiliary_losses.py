@@ -18,7 +18,8 @@ from ecgtool.models import registry as registry_module
 from ecgtool.models import register_model
 from ecgtool.models.layers import EcgClassifier
 from ecgtool.train import loop
-from ecgtool.train.loop import Preempted, TrainArgs, Trainer, auxiliary_losses, resume_path
+from ecgtool.train.engine import Preempted, resume_path
+from ecgtool.train.loop import TrainArgs, Trainer, auxiliary_losses
 
 
 class _Pulled(EcgClassifier):

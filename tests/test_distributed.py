@@ -21,7 +21,8 @@ from ecgtool.data.transforms import PrepConfig
 from ecgtool.train import loop
 from ecgtool.checkpoint import Checkpoint
 from ecgtool.train.distributed import DistEnv, detect
-from ecgtool.train.loop import Preempted, TrainArgs, Trainer, resume_path
+from ecgtool.train.engine import Preempted, resume_path
+from ecgtool.train.loop import TrainArgs, Trainer
 
 
 @pytest.fixture(scope="module")

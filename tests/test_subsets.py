@@ -18,7 +18,8 @@ from ecgtool.data.store import open_store
 from ecgtool.data.subsets import label_subset, stratified_patient_order
 from ecgtool.data.transforms import PrepConfig
 from ecgtool.errors import ConfigError, EcgtoolError
-from ecgtool.train.loop import TrainArgs, Trainer, resume_path
+from ecgtool.train.engine import resume_path
+from ecgtool.train.loop import TrainArgs, Trainer
 
 FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 

@@ -17,7 +17,8 @@ from ecgtool.eval.evaluate import run_eval
 from ecgtool.eval.options import EvalOptions
 from ecgtool.eval.thresholds import tune_thresholds
 from ecgtool.checkpoint import Checkpoint
-from ecgtool.train.loop import TrainArgs, Trainer, lr_factor, resume_path
+from ecgtool.train.engine import lr_factor, resume_path
+from ecgtool.train.loop import TrainArgs, Trainer
 
 ON_VAL = EvalOptions(bootstrap=0, tune_on_eval_store=True)  # evaluating on the validation store, knowingly
 

@@ -18,7 +18,8 @@ from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.eval.evaluate import run_eval
 from ecgtool.eval.options import EvalOptions
 from ecgtool.models import create_model
-from ecgtool.train.loop import TrainArgs, Trainer, resume_path
+from ecgtool.train.engine import resume_path
+from ecgtool.train.loop import TrainArgs, Trainer
 
 SMALL = {"base_width": 16}  # a narrow ResNet-18, as in test_train
 

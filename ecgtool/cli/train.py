@@ -95,7 +95,8 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
     from ecgtool.errors import EcgtoolError
     from ecgtool.models import model_info
     from ecgtool.train import distributed
-    from ecgtool.train.loop import EXIT_PREEMPTED, Preempted, TrainArgs, Trainer, resume_path
+    from ecgtool.train.engine import EXIT_PREEMPTED, Preempted, resume_path
+    from ecgtool.train.loop import TrainArgs, Trainer
 
     try:
         model_info(model_name)  # an unknown name raises the registry's "did you mean" error

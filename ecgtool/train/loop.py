@@ -5,20 +5,10 @@ multi-label tasks and cross-entropy for multi-class ones, validation after
 every epoch, the best epoch by validation macro AUC kept, and per-class
 decision thresholds tuned on validation (max F1) and stored in the checkpoint.
 
-After each epoch a resumable checkpoint (``OUTPUT.resume``: model, optimiser,
-scheduler, grad scaler, RNG state, loader position, best-so-far) is written
-atomically; ``--resume`` picks it up. SIGTERM or SIGUSR1 (Slurm's pre-emption
-warning) makes the run finish its current step, write the same checkpoint at
-that position and stop with ``Preempted``. Shuffling depends only on (seed,
-epoch) and the loader can start an epoch at any batch, so a resumed run
-continues exactly as the uninterrupted one would have.
-
-Under torchrun or srun the model is wrapped in DDP (see ``distributed.py``);
-``batch_size`` is the global batch, split evenly over the ranks, so a run's
-batches, learning-rate schedule and results do not depend on the number of
-processes (BatchNorm statistics apart: they are per rank unless ``sync_bn``).
-Mixed precision (bf16 or fp16 autocast, a grad scaler for fp16) and
-``torch.compile`` are options for CUDA runs.
+The loop itself — devices, DDP, mixed precision, the schedule, pre-emption and
+exact ``--resume`` — is :class:`ecgtool.train.engine.Engine`'s, shared with
+``pretrain`` and ``distill``; this module adds what is supervised: the model,
+its loss, validation, the best epoch and the thresholds.
 
 A model may ask for loss terms besides the classification loss (the dual-branch
 network's correlation loss between its branches): ``EcgClassifier.auxiliary_losses``
@@ -43,11 +33,7 @@ probability, as ``eval`` applies it.
 from __future__ import annotations
 
 import math
-import signal
-import threading
-from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -64,19 +50,10 @@ from ecgtool.eval.metrics import macro_auc
 from ecgtool.eval.predict import default_aggregate, predict, windows_for
 from ecgtool.eval.thresholds import tune_thresholds
 from ecgtool.models import create_model, model_info
-from ecgtool.outputs import check_new_output
 from ecgtool.provenance import make_entry
 from ecgtool.train import distributed, transfer
 from ecgtool.train.augment import Augmenter, resolve_augment
-from ecgtool.train.choices import PRECISIONS, SCHEDULES
-
-PREEMPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later"; requeue scripts look for it
-
-
-class Preempted(Exception):
-    """A pre-emption signal stopped the run after it wrote its resume checkpoint."""
-
+from ecgtool.train.engine import Engine, check_optimisation_args, resume_path
 
 @dataclass
 class TrainArgs:
@@ -109,12 +86,7 @@ class TrainArgs:
 
 def check_train_args(args: TrainArgs) -> None:
     """Refuse numeric arguments no run can use (NaN, infinities, negatives) before anything is opened."""
-    for name, low, open_low in (("lr", 0.0, True), ("weight_decay", 0.0, False), ("warmup_epochs", 0.0, False),
-                                ("gamma", 0.0, False)):
-        value = getattr(args, name)
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < low or (open_low and value == low):
-            bound = f"greater than {low:g}" if open_low else f"at least {low:g}"
-            raise ConfigError(f"{name} must be a finite number {bound}, not {value}", name)
+    check_optimisation_args(args)
     if args.encoder_lr is not None:
         value = args.encoder_lr
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -124,42 +96,6 @@ def check_train_args(args: TrainArgs) -> None:
                               "encoder_lr")
     check_fraction(args.label_fraction)
     resolve_augment(args.augment)
-
-
-def resume_path(out: Path) -> Path:
-    return out.with_name(out.name + ".resume")
-
-
-def lr_factor(args: TrainArgs, steps_per_epoch: int) -> Callable[[int], float]:
-    """Multiplier of the base learning rate at optimiser step ``t`` (linear warm-up, then the schedule)."""
-    total = args.epochs * steps_per_epoch
-    warmup = int(args.warmup_epochs * steps_per_epoch)
-
-    def factor(t: int) -> float:
-        if t < warmup:
-            return (t + 1) / warmup
-        if args.schedule == "cosine":
-            progress = (t - warmup) / max(1, total - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        if args.schedule == "step":
-            return args.gamma ** ((t // steps_per_epoch) // args.step_size)
-        return 1.0
-
-    return factor
-
-
-def rng_state(device: torch.device) -> dict:
-    """The random state a run depends on: the CPU generator, and the training GPU's (never every GPU's)."""
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def auxiliary_losses(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -173,51 +109,24 @@ def auxiliary_losses(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return get() if get is not None else {}
 
 
-def random_crop(x: torch.Tensor, length: int, draws: int | None = None, part: slice = slice(None)) -> torch.Tensor:
-    """An independent random window of ``length`` samples of each record of ``x [B, C, T]``,
-    drawn from the global generator (whose state the resume checkpoint keeps). Under DDP every
-    rank draws the offsets of the whole global batch (``draws``) and uses its ``part``, as one
-    process would."""
-    start = torch.randint(0, x.shape[-1] - length + 1, (draws or len(x), 1))[part]
-    index = (start + torch.arange(length)).unsqueeze(1).expand(-1, x.shape[1], -1)
-    return x.gather(-1, index)
+class Trainer(Engine):
+    """A classifier on a training store (and a validation store) → the best epoch's checkpoint."""
 
+    loss_label = "classification loss"
+    term_label = "auxiliary loss"
 
-class Trainer:
     def __init__(self, args: TrainArgs, train_path, val_path, out, *, overwrite: bool = False,
                  on_step: Callable | None = None, on_epoch: Callable | None = None, env: distributed.DistEnv | None = None):
-        self.args = args
-        self.env = env = env or distributed.DistEnv()
-        self.out = Path(out)
-        self.overwrite = overwrite
         check_train_args(args)
-        self.inputs = (train_path, val_path)
-        check_new_output(self.out, overwrite, self.inputs)  # refuse before hours of training, not after
-        check_new_output(resume_path(self.out), True, self.inputs)
-        quiet = lambda *a: None  # noqa: E731
-        # only rank 0 logs
-        self.on_step, self.on_epoch = (on_step or quiet, on_epoch or quiet) if env.is_main else (quiet, quiet)
+        super().__init__(args, out, (train_path, val_path), overwrite=overwrite, on_step=on_step, on_epoch=on_epoch, env=env)
+        env = self.env
         self.train_store = open_store(train_path)
         self.val_store = open_store(val_path) if val_path else None
         if self.val_store is not None and len(self.val_store) == 0:
             raise ConfigError(f"the validation store {val_path} has no records", "val_store")
-        self.device = torch.device(args.device)
-        if env.active and self.device.type == "cuda":
-            # one GPU per rank: the local rank's, or the only one a task sees (srun --gpus-per-task 1)
-            self.device = torch.device("cuda", env.local_rank % torch.cuda.device_count())
-            torch.cuda.set_device(self.device)
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        if args.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {args.precision!r}; choose from {', '.join(PRECISIONS)}", "precision")
-        if args.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {args.schedule!r}; choose from {', '.join(SCHEDULES)}", "schedule")
         s = self.train_store
         if len(s) == 0:
             raise EcgtoolError(f"{s.path} has no records")
-        if args.batch_size % env.world_size:
-            raise ConfigError(f"batch_size {args.batch_size} is the global batch; it must divide evenly over {env.world_size} processes",
-                              "batch_size")
         self.subset = label_subset(s, args.label_fraction, args.seed)
         n_train = len(self.subset.indices)
         if env.active and n_train < args.batch_size:
@@ -259,12 +168,9 @@ class Trainer:
         self.init = self._apply_init(model)
         if args.freeze_encoder:
             transfer.freeze_encoder(model)
-        self.model = model.to(self.device)
-        distributed.init(env, self.device.type)
-        self.net = self._training_module()
         pin = self.device.type == "cuda"
         # drop_last keeps BatchNorm away from a final batch of one record, and every DDP rank at the same step count.
-        self.loader = ChunkLoader(s, args.batch_size // env.world_size, spec=self.input, shuffle=True, indices=self.subset.indices,
+        loader = ChunkLoader(s, args.batch_size // env.world_size, spec=self.input, shuffle=True, indices=self.subset.indices,
                                   seed=args.seed, drop_last=n_train > args.batch_size or env.active, pin_memory=pin,
                                   workers=args.workers, rank=env.rank, world_size=env.world_size, mode=args.loader,
                                   memory_budget=auto_memory_budget(env.local_world_size))
@@ -277,16 +183,8 @@ class Trainer:
         self.augment = Augmenter(args.augment, seed=args.seed, fs=self.input.fs, n_leads=len(self.input.leads),
                                  channels=self.input.channels, gather=distributed.all_gather,
                                  where=f"the {self.input.view['name']} input view of {args.model}") if args.augment else None
-        self.optimizer = torch.optim.AdamW(transfer.parameter_groups(self.model, args.lr, args.freeze_encoder, args.encoder_lr),
-                                           lr=args.lr, weight_decay=args.weight_decay)
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.precision == "fp16")
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(args, len(self.loader)))
+        self.start(model, loader, lambda m: transfer.parameter_groups(m, args.lr, args.freeze_encoder, args.encoder_lr))
         self.criterion = torch.nn.BCEWithLogitsLoss() if self.multi_label else torch.nn.CrossEntropyLoss()
-        self.start_epoch = 0
-        self.position = {"batch": 0, "loss_total": 0.0, "loss_count": 0, "aux_total": {}}  # where the first epoch starts
-        self.stop_requested = False
-        self.history: list[dict] = []
         self.best = {"metric": -math.inf, "epoch": None, "state": None, "val_probs": None}
 
     def _apply_init(self, model: torch.nn.Module) -> Checkpoint | None:
@@ -306,25 +204,8 @@ class Trainer:
                               for w in pretraining_overlap(init.replace(pretraining=self.pretraining), self.val_store)]
         return init
 
-    def _training_module(self) -> torch.nn.Module:
-        """What the training step calls: the model, made DDP and/or compiled as asked."""
-        net = self.model
-        if self.env.active:
-            from torch.nn.parallel import DistributedDataParallel
-
-            if self.args.sync_bn:
-                net = self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-            net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if self.args.compile:
-            net = torch.compile(net)
-        return net
-
     # -- resume ----------------------------------------------------------------------------
-    def resume(self) -> bool:
-        path = resume_path(self.out)
-        if not path.exists():
-            return False
-        ckpt = Checkpoint.load(path)
+    def check_resumable(self, ckpt: Checkpoint, path) -> None:
         if _saved_args(ckpt.train_args) != self._train_args():
             if {k: v for k, v in _saved_args(ckpt.train_args).items() if k != "label_subset"} == _args_for_checkpoint(self.args):
                 raise EcgtoolError(f"{path} was trained on another label subset than --label-fraction "
@@ -337,81 +218,31 @@ class Trainer:
         if (ckpt.init or {}).get("fingerprint") != (self.init_record or {}).get("fingerprint"):
             raise EcgtoolError(f"{path} was started from another --init checkpoint than {self.args.init} (its contents differ); "
                                "resume with the same one")
+
+    def restore(self, ckpt: Checkpoint) -> None:
         r = ckpt.resume
         self.model.load_state_dict(ckpt.state_dict)
-        self.optimizer.load_state_dict(r["optimizer"])
-        self.scheduler.load_state_dict(r["scheduler"])
-        self.scaler.load_state_dict(r["scaler"])
-        set_rng_state(r["rng"], self.device)
-        self.start_epoch = r["epoch"]
-        self.position = r["position"]
-        self.history = r["history"]
         self.best = {
             "metric": r["best_metric"], "epoch": r["best_epoch"], "state": r["best_state"],
             "val_probs": None if r["best_val_probs"] is None else r["best_val_probs"].numpy(),
         }
-        return True
 
     # -- the loop ----------------------------------------------------------------------------
-    def train_epoch(self, epoch: int) -> tuple[float, dict[str, float]]:
-        """One epoch (from ``self.position`` when resuming mid-epoch): the mean classification loss over all
-        ranks, and the mean of each auxiliary loss term the model asked for (``auxiliary_losses``)."""
+    def train_mode(self) -> None:
         self.net.train()
         if self.args.freeze_encoder:
             transfer.hold_encoder_in_eval(self.model)  # the frozen encoder's BatchNorm statistics and Dropout: as in eval
-        start, total, count = self.position["batch"], self.position["loss_total"], self.position["loss_count"]
-        aux_total = dict(self.position.get("aux_total") or {})  # resume checkpoints from before the terms have none
-        if not self.env.is_main:
-            total, count, aux_total = 0.0, 0, {}  # the saved partial sums are every rank's together: rank 0 carries them
-        self.position = {"batch": 0, "loss_total": 0.0, "loss_count": 0, "aux_total": {}}
-        self.loader.set_epoch(epoch, start)
-        crop = self.args.crop
-        for step, (x, y, _) in enumerate(self.loader, start=start):
-            if crop and crop < x.shape[-1]:
-                x = random_crop(x, crop, *((self.args.batch_size, self.loader.rank_slice(self.args.batch_size))
-                                           if self.env.active else ()))
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
-            if self.augment is not None:  # soft labels after mixup: cross-entropy takes class probabilities too
-                x, y = self.augment(x, y, epoch, step, *((self.args.batch_size, self.loader.rank_slice(self.args.batch_size))
-                                                         if self.env.active else ()))
-            soft = self.multi_label or (self.augment is not None and self.augment.mixes_labels)
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype else nullcontext():
-                logits = self.net(x)
-                loss = self.criterion(logits.float(), y if soft else y.argmax(dim=1))
-            aux = auxiliary_losses(self.model)
-            objective = loss + sum(term.float() for term in aux.values()) if aux else loss
-            if not torch.isfinite(objective):
-                which = "" if torch.isfinite(loss) else "classification "
-                bad = [name for name, term in aux.items() if not torch.isfinite(term)]
-                what = f"the auxiliary loss {bad[0]!r}" if bad and not which else f"the {which}loss"
-                value = aux[bad[0]].item() if bad and not which else loss.item()
-                raise EcgtoolError(f"{what} became {value} at epoch {epoch + 1}, step {step + 1}; lower --lr")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(objective).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            total += loss.item() * len(x)
-            count += len(x)
-            for name, term in aux.items():
-                aux_total[name] = aux_total.get(name, 0.0) + term.item() * len(x)
-            self.on_step(epoch, step + 1, len(self.loader), total / count)
-            if step + 1 < len(self.loader) and self._stop():
-                total_all, count_all, aux_all = self._sum_ranks(total, count, aux_total)  # the partial sums of all ranks
-                self._save_resume(epoch, {"batch": step + 1, "loss_total": total_all, "loss_count": count_all,
-                                          "aux_total": aux_all})
-                # a launcher tears the job down when the first rank exits: none may leave before rank 0 has written
-                distributed.barrier()
-                raise Preempted(f"stopped by a signal at epoch {epoch + 1}, step {step + 1}")
-        total, count, aux_total = self._sum_ranks(total, count, aux_total)
-        return total / max(count, 1), {name: value / max(count, 1) for name, value in aux_total.items()}
 
-    def _sum_ranks(self, total: float, count: float, aux_total: dict[str, float]) -> tuple[float, float, dict[str, float]]:
-        """The partial sums of every rank (the same terms on each: one model), in one collective."""
-        names = sorted(aux_total)
-        summed = distributed.all_sum([total, count, *(aux_total[n] for n in names)], self.device)
-        return summed[0], summed[1], dict(zip(names, summed[2:]))
+    def batch_loss(self, x, y, rows, epoch, step):
+        """The classification loss plus the model's auxiliary terms (``auxiliary_losses``), after augmentation."""
+        if self.augment is not None:  # soft labels after mixup: cross-entropy takes class probabilities too
+            x, y = self.augment(x, y, epoch, step, *self._global_draws())
+        soft = self.multi_label or (self.augment is not None and self.augment.mixes_labels)
+        with self.autocast():
+            logits = self.net(x)
+            loss = self.criterion(logits.float(), y if soft else y.argmax(dim=1))
+        aux = auxiliary_losses(self.model)
+        return (loss + sum(term.float() for term in aux.values()) if aux else loss), loss, aux
 
     def validate(self) -> tuple[dict, np.ndarray | None]:
         if self.val_loader is None:
@@ -421,39 +252,7 @@ class Trainer:
         y = self.val_store.labels[rows]
         return {"val_loss": _prob_loss(probs, y, self.multi_label), "val_macro_auc": macro_auc(y, probs)}, probs
 
-    def _stop(self) -> bool:
-        """Whether a pre-emption signal reached this process, or under DDP any rank (a collective
-        per step only when there are ranks to ask: it synchronises the GPU)."""
-        return distributed.any_rank(self.stop_requested, self.device) if self.env.active else self.stop_requested
-
-    @contextmanager
-    def _preemptible(self):
-        """SIGTERM/SIGUSR1 set a flag the loop checks after each step (main thread only: Python's rule)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def request_stop(signum, frame):
-            self.stop_requested = True
-
-        previous = {s: signal.signal(s, request_stop) for s in PREEMPT_SIGNALS}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-    def run(self) -> Checkpoint:
-        with self._preemptible():
-            for epoch in range(self.start_epoch, self.args.epochs):
-                self._run_epoch(epoch)
-                if epoch + 1 < self.args.epochs and self._stop():
-                    distributed.barrier()
-                    raise Preempted(f"stopped by a signal after epoch {epoch + 1}")
-        return self._finish()
-
-    def _run_epoch(self, epoch: int) -> None:
-        train_loss, aux = self.train_epoch(epoch)
+    def end_epoch(self, epoch: int, train_loss: float, aux: dict[str, float]) -> None:
         metrics, probs = self.validate()
         record = {"epoch": epoch + 1, "train_loss": train_loss, **{f"train_{name}": value for name, value in aux.items()},
                   "lr": self.scheduler.get_last_lr()[0], **metrics}
@@ -464,7 +263,6 @@ class Trainer:
             self.best = {"metric": score, "epoch": epoch + 1, "val_probs": probs,
                          "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
         self.on_epoch(record, self.best["epoch"])
-        self._save_resume(epoch + 1, {"batch": 0, "loss_total": 0.0, "loss_count": 0, "aux_total": {}})
 
     def _checkpoint(self, state_dict: dict, thresholds: dict | None, metrics: dict, resume: dict | None = None) -> Checkpoint:
         s = self.train_store
@@ -488,30 +286,16 @@ class Trainer:
         init = {"init": {k: self.init_record[k] for k in ("path", "fingerprint", "kind")}} if self.init_record else {}
         return list(self.train_store.attrs["provenance"]) + [make_entry("train", inputs, model=self.args.model, **init)]
 
-    def _save_resume(self, epoch: int, position: dict) -> None:
-        """The resume checkpoint: training continues at ``position`` (batch, partial loss sums) of ``epoch``."""
-        if not self.env.is_main:
-            return
+    def resume_state(self) -> dict:
         best_probs = self.best["val_probs"]
-        resume = {
-            "epoch": epoch,
-            "position": position,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rng_state(self.device),
-            "history": self.history,
-            "best_metric": self.best["metric"],
-            "best_epoch": self.best["epoch"],
-            "best_state": self.best["state"],
-            "best_val_probs": None if best_probs is None else torch.from_numpy(best_probs),
-        }
-        latest = self.history[-1] if self.history else {}
-        self._checkpoint(self.model.state_dict(), None, latest, resume=resume).save(resume_path(self.out), overwrite=True)
+        return {"best_metric": self.best["metric"], "best_epoch": self.best["epoch"], "best_state": self.best["state"],
+                "best_val_probs": None if best_probs is None else torch.from_numpy(best_probs)}
 
-    def _finish(self) -> Checkpoint:
-        if not self.history:
-            raise EcgtoolError("training ran no epoch")
+    def resume_checkpoint(self, resume: dict) -> Checkpoint:
+        latest = self.history[-1] if self.history else {}
+        return self._checkpoint(self.model.state_dict(), None, latest, resume=resume)
+
+    def finish(self) -> Checkpoint:
         if self.best["state"] is None:
             raise EcgtoolError(
                 f"validation macro AUC was undefined in every epoch: {self.val_store.path} needs positive and "
