@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ecgtool.data.inputs import InputSpec, check_labels
-from ecgtool.data.store import MAX_CLASSES
+from ecgtool.data.store import MAX_CLASSES, qualified_ids
 from ecgtool.errors import EcgtoolError
 from ecgtool.outputs import atomic_output
 
@@ -363,13 +363,7 @@ def qualified_record_ids(store: EcgStore) -> np.ndarray:
     where the store has a per-record ``source``), sorted: ids that can be compared across datasets and stores."""
     import numpy as np
 
-    dataset = str(store.attrs.get("dataset") or "unknown")
-    ids = np.asarray(store.record_id, dtype=str)
-    source = store.extras.get("source")
-    if source is not None:
-        source = np.asarray(source, dtype=str)
-        ids = np.where(source != "", np.char.add(np.char.add(source, "/"), ids), ids)
-    return np.unique(np.char.add(dataset + "/", ids))
+    return np.unique(qualified_ids(store, store.record_id))
 
 
 def pretraining_store_record(store: EcgStore) -> dict:

@@ -112,7 +112,15 @@ class InputSpec:
             raise EcgtoolError(f"{what} {store.path} lacks lead(s) {', '.join(missing)} that {model} needs")
 
     def reader(self, store: EcgStore) -> StoreReader:
-        """The callable turning raw rows of ``store`` into this input (leads found by name in ``store``)."""
+        """The callable turning raw rows of ``store`` into this input (leads found by name in ``store``).
+        A :class:`~ecgtool.data.pooled.PooledStore` reads rows already in these leads and normalised by
+        their own store's statistics (``pooled.py``): its reader applies the view only."""
+        from ecgtool.data.pooled import PooledStore
+
+        if isinstance(store, PooledStore):
+            from dataclasses import replace
+
+            return StoreReader(replace(self, normalisation={"method": "per store"}), store)
         return StoreReader(self, store)
 
 

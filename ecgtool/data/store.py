@@ -214,6 +214,19 @@ class EcgStore:
         }
 
 
+def qualified_ids(store: EcgStore, ids) -> np.ndarray:
+    """Per-record ``ids`` (record or patient ids, one per row of ``store``) qualified by dataset: ``DATASET/ID``, or
+    ``DATASET/SOURCE/ID`` where the store has a per-record ``source`` (a collection pooled from several sources), so
+    that the same id in two datasets (patient 17 of PTB-XL, of CPSC2018) stays two ids across datasets and stores."""
+    dataset = str(store.attrs.get("dataset") or "unknown")
+    ids = np.asarray(ids, dtype=str)
+    source = store.extras.get("source")
+    if source is not None:
+        source = np.asarray(source, dtype=str)
+        ids = np.where(source != "", np.char.add(np.char.add(source, "/"), ids), ids)
+    return np.char.add(dataset + "/", ids)
+
+
 def _check_blosc_frame(raw: bytes, expected: int, where: str) -> None:
     """A Blosc frame's 16-byte header states its decoded size and its own length: a truncated or foreign
     file is refused before decoding (numcodecs decodes a bare header into uninitialised memory)."""
