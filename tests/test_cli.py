@@ -329,9 +329,13 @@ def test_profile_list_covers_every_registered_model():
     assert "registered models at 1 leads × 500 samples, 3 classes" in " ".join(out.split())
     rows = _registry_rows(out)
     assert list(rows) == list_models()
+    tiny = {"clocs_cnn"}  # CLOCS' encoder: ~0.04 M MACs at 1 lead x 500 samples, printed (0.1 M precision) as 0.0
     for name, (params, macs, macs_with_attention) in rows.items():
-        assert int(params.replace(",", "")) > 0 and float(macs.replace(",", "")) > 0, name
-        assert float(macs_with_attention.replace(",", "")) > 0, name
+        assert int(params.replace(",", "")) > 0, name
+        if name in tiny:
+            assert macs == macs_with_attention == "0.0", name
+            continue
+        assert float(macs.replace(",", "")) > 0 and float(macs_with_attention.replace(",", "")) > 0, name
 
 
 def test_profile_needs_a_target():
