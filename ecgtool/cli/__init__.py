@@ -21,6 +21,7 @@ COMMANDS = {
     "prep": ("ecgtool.cli.prep", "prep", "Preprocess a raw dataset directory into an ECG store."),
     "merge": ("ecgtool.cli.merge", "merge", "Join the parts of a `prep --shard` run into one store."),
     "split": ("ecgtool.cli.split", "split", "Split a store patient-wise into train/val/test stores."),
+    "pretrain": ("ecgtool.cli.pretrain", "pretrain", "Pretrain an encoder self-supervised (CPC, CLOCS, ST-MEM, ECG-JEPA)."),
     "train": ("ecgtool.cli.train", "train", "Train a model on a store and write a checkpoint."),
     "eval": ("ecgtool.cli.eval", "eval_", "Evaluate a checkpoint on a store."),
     "profile": ("ecgtool.cli.profile", "profile", "Count parameters and MACs and measure latency."),

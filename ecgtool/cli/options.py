@@ -38,6 +38,21 @@ device_option = click.option(
 output_option = click.option("-o", "--output", required=True, type=click.Path(), help="Output path.")
 
 
+def key_values(ctx, param, values) -> dict:
+    """A repeatable ``KEY=VALUE`` option as a dict, each value read as JSON where it parses (``3``, ``[1, 2]``,
+    ``true``) and kept as a string otherwise."""
+    out = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: write KEY=VALUE", param=param)
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
 def _finite(obj):
     """NaN and infinities are not JSON: write them as null."""
     if isinstance(obj, float) and not math.isfinite(obj):

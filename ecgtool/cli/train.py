@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import sys
-
 import click
 
-from ecgtool.cli.options import LibraryCommand, device_option, json_option, overwrite_option, seed_option
+from ecgtool.cli.options import LibraryCommand, device_option, json_option, key_values, overwrite_option, seed_option
 from ecgtool.data.choices import LOADER_MODES
 from ecgtool.train.choices import AUGMENTATIONS, PRECISIONS, SCHEDULES
-
-
-def _model_args(ctx, param, values):
-    out = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r}: write KEY=VALUE", param=param)
-        try:
-            out[key] = json.loads(raw)
-        except ValueError:
-            out[key] = raw
-    return out
 
 
 def _complete_augment(ctx, param, incomplete):
@@ -54,7 +38,7 @@ def _list_models(ctx, param, value):
 @click.option("--warmup-epochs", type=click.FloatRange(0), default=0.0, show_default=True, help="Linear warm-up length.")
 @click.option("--step-size", type=click.IntRange(1), default=10, show_default=True, help="Epochs between decays (step schedule).")
 @click.option("--gamma", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Decay factor (step schedule).")
-@click.option("--model-arg", "model_kwargs", multiple=True, callback=_model_args, metavar="KEY=VALUE", help="Extra model constructor argument (JSON value); repeatable.")
+@click.option("--model-arg", "model_kwargs", multiple=True, callback=key_values, metavar="KEY=VALUE", help="Extra model constructor argument (JSON value); repeatable.")
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default).")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Loader threads decoding store chunks.")
 @click.option("--loader", "loader_mode", type=click.Choice(LOADER_MODES), default="auto", show_default=True,
@@ -91,11 +75,9 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
     exits with status 75; rerun with --resume to continue exactly.
     """
     from ecgtool.cli.options import emit_json, resolve_device, stderr_console
-    from ecgtool.cli.progress import ProgressDisplay
-    from ecgtool.errors import EcgtoolError
+    from ecgtool.cli.running import run_loop
     from ecgtool.models import model_info
     from ecgtool.train import distributed
-    from ecgtool.train.engine import EXIT_PREEMPTED, Preempted, resume_path
     from ecgtool.train.loop import TrainArgs, Trainer
 
     try:
@@ -111,47 +93,14 @@ def train(model_name, train_store, val_store, output, epochs, batch_size, lr, we
         model_kwargs=model_kwargs, init=init, freeze_encoder=freeze_encoder, encoder_lr=encoder_lr,
     )
     env = distributed.detect()
-    main = env.is_main  # only rank 0 talks
-    console = stderr_console()
-    progress = ProgressDisplay("epoch", unit="steps", console=console, enabled=main)
-
-    def on_step(epoch, step, steps, loss):
-        progress(step, steps, label=f"epoch {epoch + 1}/{epochs}", note=f"loss {loss:.4f}")
-
-    def on_epoch(record, best_epoch):
-        parts = [f"epoch {record['epoch']:>3}/{epochs}", f"train loss {record['train_loss']:.4f}"]
-        parts += [f"{key.removeprefix('train_')} {value:.4f}" for key, value in record.items()
-                  if key.startswith("train_") and key != "train_loss"]  # the model's auxiliary loss terms
-        if "val_loss" in record:
-            parts += [f"val loss {record['val_loss']:.4f}", f"val macro AUC {record['val_macro_auc']:.4f}"]
-        parts.append(f"lr {record['lr']:.2e}")
-        console.print("  ".join(parts) + ("  [green]best[/]" if best_epoch == record["epoch"] else ""))
-
-    trainer = Trainer(args, train_store, val_store, output, overwrite=overwrite, on_step=on_step, on_epoch=on_epoch, env=env)
-    try:
-        if resume:
-            if not trainer.resume():
-                raise EcgtoolError(f"--resume: there is no {resume_path(trainer.out)} to continue from")
-            if main:
-                console.print(f"resuming at epoch {trainer.start_epoch + 1}, step {trainer.position['batch'] + 1}")
-        elif resume_path(trainer.out).exists() and not overwrite:
-            raise EcgtoolError(f"{resume_path(trainer.out)} holds an interrupted run; pass --resume to continue it or --overwrite to start again")
-        for warning in trainer.warnings if main else ():
-            console.print(f"[yellow]warning: {warning}")
-        if env.active and main:
-            console.print(f"data-parallel on {env.world_size} processes, {batch_size // env.world_size} records each per step")
-        with progress:
-            ckpt = trainer.run()
-    except Preempted as e:
-        if main:
-            console.print(f"[yellow]{e}; wrote {resume_path(trainer.out)} — rerun with --resume to continue")
-        sys.exit(EXIT_PREEMPTED)
-    finally:
-        distributed.shutdown(env)
+    ckpt = run_loop(lambda on_step, on_epoch: Trainer(args, train_store, val_store, output, overwrite=overwrite, on_step=on_step,
+                                                      on_epoch=on_epoch, env=env),
+                    epochs=epochs, resume=resume, overwrite=overwrite, env=env)
+    main = env.is_main
     if not main:
         return
     if val_store is None:  # said at the end, where it explains the checkpoint (and an error stays the only line)
-        console.print("[yellow]no --val store: the last epoch was kept and thresholds default to 0.5")
+        stderr_console().print("[yellow]no --val store: the last epoch was kept and thresholds default to 0.5")
     if as_json:
         emit_json({"checkpoint": output, "metrics": ckpt.metrics, "thresholds": ckpt.thresholds})
     else:

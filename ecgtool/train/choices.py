@@ -8,3 +8,4 @@ load torch (``--help`` and TAB completion stay instant).
 SCHEDULES = ("cosine", "step", "constant")  # learning-rate schedule, stepped per batch
 PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype: fp32 (off), bf16, or fp16 with a grad scaler
 AUGMENTATIONS = ("lead_mask", "segment_mask", "noise", "baseline_wander", "amplitude_scale", "time_stretch", "mixup")  # train.augment
+PRETRAIN_METHODS = ("cpc", "clocs-cmsc", "clocs-cmlc", "clocs-cmsmlc", "st-mem", "jepa")  # train.pretrain.methods

@@ -1,0 +1,55 @@
+"""Running a training loop from a command (``train``, ``pretrain``): progress, resume, pre-emption, DDP."""
+
+from __future__ import annotations
+
+import sys
+
+
+def run_loop(make_engine, *, epochs: int, resume: bool, overwrite: bool, env):
+    """Build the loop with ``make_engine(on_step, on_epoch)``, continue it with ``resume``, run it with a
+    progress bar and one line per epoch on stderr (rank 0 only), and return its final checkpoint. A
+    pre-emption signal exits with status 75 after the resume checkpoint is written; the process group is
+    left in every case."""
+    from ecgtool.cli.options import stderr_console
+    from ecgtool.cli.progress import ProgressDisplay
+    from ecgtool.errors import EcgtoolError
+    from ecgtool.train import distributed
+    from ecgtool.train.engine import EXIT_PREEMPTED, Preempted, resume_path
+
+    main = env.is_main  # only rank 0 talks
+    console = stderr_console()
+    progress = ProgressDisplay("epoch", unit="steps", console=console, enabled=main)
+
+    def on_step(epoch, step, steps, loss):
+        progress(step, steps, label=f"epoch {epoch + 1}/{epochs}", note=f"loss {loss:.4f}")
+
+    def on_epoch(record, best_epoch):
+        parts = [f"epoch {record['epoch']:>3}/{epochs}", f"train loss {record['train_loss']:.4f}"]
+        parts += [f"{key.removeprefix('train_')} {value:.4f}" for key, value in record.items()
+                  if key.startswith("train_") and key != "train_loss"]  # further terms (auxiliary losses, diagnostics)
+        if "val_loss" in record:
+            parts += [f"val loss {record['val_loss']:.4f}", f"val macro AUC {record['val_macro_auc']:.4f}"]
+        parts.append(f"lr {record['lr']:.2e}")
+        console.print("  ".join(parts) + ("  [green]best[/]" if best_epoch == record["epoch"] else ""))
+
+    engine = make_engine(on_step, on_epoch)
+    try:
+        if resume:
+            if not engine.resume():
+                raise EcgtoolError(f"--resume: there is no {resume_path(engine.out)} to continue from")
+            if main:
+                console.print(f"resuming at epoch {engine.start_epoch + 1}, step {engine.position['batch'] + 1}")
+        elif resume_path(engine.out).exists() and not overwrite:
+            raise EcgtoolError(f"{resume_path(engine.out)} holds an interrupted run; pass --resume to continue it or --overwrite to start again")
+        for line in engine.warnings if main else ():
+            console.print(f"[yellow]warning: {line}")
+        if env.active and main:
+            console.print(f"data-parallel on {env.world_size} processes, {engine.args.batch_size // env.world_size} records each per step")
+        with progress:
+            return engine.run()
+    except Preempted as e:
+        if main:
+            console.print(f"[yellow]{e}; wrote {resume_path(engine.out)} — rerun with --resume to continue")
+        sys.exit(EXIT_PREEMPTED)
+    finally:
+        distributed.shutdown(env)
