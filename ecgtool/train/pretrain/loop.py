@@ -19,10 +19,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ecgtool.checkpoint import HEAD_PREFIX, Checkpoint, encoder_checkpoint
@@ -75,6 +77,14 @@ class PretrainArgs:
                        warmup_epochs=m.warmup_epochs if self.warmup_epochs is None else self.warmup_epochs)
 
 
+@contextmanager
+def _seeded(seed: int, device: torch.device):
+    """The global generators (CPU and ``device``'s) seeded with ``seed`` inside, restored after."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 def _objective_class(method: str):
     module, name = METHODS[method].objective.split(":")
     return getattr(importlib.import_module(f"ecgtool.train.pretrain.{module}"), name)
@@ -119,6 +129,7 @@ class Pretrainer(Engine):
         if not args.crop and samples < round(self.method.seconds * first.fs):
             self.warnings.append(f"{first.path}'s records are {first.n_samples / first.fs:g} s, shorter than the "
                                  f"{self.method.seconds:g} s {args.method} pretrains on: the whole record is the input")
+        self.crop_given = bool(args.crop)
         self.samples = args.crop = samples  # every step crops to it (and the checkpoint's arguments say so)
         self.spec = InputSpec.of_store(first, data_view(info["input_view"]), samples=samples)
         self.corpus = self.stores[0] if len(self.stores) == 1 else PooledStore(self.stores, self.spec)
@@ -188,10 +199,11 @@ class Pretrainer(Engine):
         try:
             return create_model(args.backbone, num_classes=1, num_leads=num_leads, num_samples=num_samples, **kwargs)
         except (TypeError, ValueError, RuntimeError) as e:
-            if not args.model_kwargs and not args.crop:
-                raise ConfigError(f"{args.backbone} cannot take {num_leads} leads x {num_samples} samples "
-                                  f"({type(e).__name__}: {e}); set --crop", "crop") from e
-            given = ", ".join(f"{k}={v!r}" for k, v in args.model_kwargs.items()) or f"crop={args.crop}"
+            if not args.model_kwargs:
+                source = "" if self.crop_given else f" ({args.method}'s window of the records)"
+                raise ConfigError(f"{args.backbone} cannot take {num_leads} leads x {num_samples} samples{source} "
+                                  f"({type(e).__name__}: {e})", "crop") from e
+            given = ", ".join(f"{k}={v!r}" for k, v in args.model_kwargs.items())
             raise ConfigError(f"{given}: {args.backbone} cannot be built with these arguments ({type(e).__name__}: {e})",
                               "model_kwargs") from e
 
@@ -215,11 +227,23 @@ class Pretrainer(Engine):
     # -- the engine's hooks ----------------------------------------------------------------------
     def batch_loss(self, x, y, rows, epoch, step):
         patients = self.patients[torch.as_tensor(rows)].to(self.device, non_blocking=True)
-        with self.autocast():
+        with self._draws(epoch, step), self.autocast():
             out = self.net(x, patients)
         loss = out["loss"].float()
         terms = {name: value.detach().float() for name, value in out.items() if name != "loss"}
         return loss, loss, terms
+
+    def _draws(self, epoch: int, step: int):
+        """Where the objective's random draws (masks, negatives, dropout) come from. One process: the global
+        generator, whose state the resume checkpoint keeps. Under DDP every rank holds the same generator
+        state (the crops are drawn for the global batch on every rank), so the objective would draw the same
+        masks for each rank's different records: each rank draws from its own generator, seeded by
+        (seed, epoch, step, rank), instead (a resumed run repeats them; the run differs from a one-process
+        run by these draws)."""
+        if not self.env.active:
+            return nullcontext()
+        return _seeded(int(np.random.SeedSequence([self.args.seed, epoch, step, self.env.rank]).generate_state(1)[0]),
+                       self.device)
 
     def after_step(self) -> None:
         self.objective.after_step()
