@@ -47,14 +47,17 @@ def auto_memory_budget(share: int = 1) -> int:
 
 
 class ChunkLoader:
-    """Yields ``(x, y, indices)``: float32 tensors ``[B, leads, samples]`` and ``[B, K]`` plus store rows."""
+    """Yields ``(x, y, indices)``: float32 tensors ``[B, leads, samples]`` and ``[B, K]`` plus store rows.
+
+    ``spec`` may be a tuple of input specs: then ``x`` is a tuple of one tensor per spec, the same records
+    read through each (a teacher's input and its student's, in ``distill``), each chunk decoded once."""
 
     def __init__(
         self,
         store: EcgStore,
         batch_size: int,
         *,
-        spec: InputSpec | None = None,
+        spec: InputSpec | tuple[InputSpec, ...] | None = None,
         indices: np.ndarray | None = None,
         shuffle: bool = False,
         seed: int = 0,
@@ -69,8 +72,9 @@ class ChunkLoader:
     ):
         self.store = store
         self.batch_size = batch_size
-        self.spec = spec or InputSpec.of_store(store)
-        self.transform = self.spec.reader(store)  # raw rows -> model input
+        self.specs = tuple(spec) if isinstance(spec, tuple) else (spec or InputSpec.of_store(store),)
+        self.spec = self.specs[0]
+        self.transforms = [s.reader(store) for s in self.specs]  # raw rows -> each model input
         self.indices = np.arange(len(store)) if indices is None else np.sort(np.asarray(indices, dtype=np.int64))
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.window_chunks = window_chunks
@@ -82,12 +86,12 @@ class ChunkLoader:
         self.start_batch = 0
         if mode not in LOADER_MODES:
             raise ValueError(f"mode must be one of {', '.join(LOADER_MODES)}, not {mode!r}")
-        row_bytes = int(np.prod(store.signals.shape[1:])) * 4
+        row_bytes = int(np.prod(store.signals.shape[1:])) * 4 * len(self.specs)
         if mode == "auto":
             budget = auto_memory_budget() if memory_budget is None else memory_budget
             mode = "memory" if row_bytes * len(self.indices) <= budget else "stream"
         self.mode = mode
-        self._cache: np.ndarray | None = None
+        self._cache: list[np.ndarray] | None = None
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """The epoch whose order to produce, from its ``start_batch``-th batch on."""
@@ -116,14 +120,15 @@ class ChunkLoader:
                 out.append((start, stop, rows))
         return out
 
-    def _decode(self, chunk: tuple[int, int, np.ndarray]) -> np.ndarray:
+    def _decode(self, chunk: tuple[int, int, np.ndarray]) -> list[np.ndarray]:
+        """The chunk's selected records as each spec's input."""
         start, stop, rows = chunk
         block = self.store.read_chunk(start, stop)
         if len(rows) < stop - start:  # a whole chunk needs no row selection (and no copy)
             block = block[rows - start]
-        return self.transform(block)
+        return [transform(block) for transform in self.transforms]
 
-    def _decode_many(self, chunks: list) -> list[np.ndarray]:
+    def _decode_many(self, chunks: list) -> list[list[np.ndarray]]:
         """Decode chunks, in ``workers`` threads when there are several (Blosc releases the GIL)."""
         if self.workers == 1 or len(chunks) == 1:
             return [self._decode(c) for c in chunks]
@@ -133,32 +138,33 @@ class ChunkLoader:
             return list(pool.map(self._decode, chunks))
 
     # -- the two modes --------------------------------------------------------------------
-    def _load_all(self) -> np.ndarray:
-        """The selected records, decoded once into one preallocated array (peak memory: the array)."""
+    def _load_all(self) -> list[np.ndarray]:
+        """The selected records, decoded once into one preallocated array per spec (peak memory: the arrays)."""
         if self._cache is None:
             chunks = self._selected_chunks()
-            cache = np.empty((len(self.indices), self.spec.channels, self.store.n_samples), np.float32)
+            cache = [np.empty((len(self.indices), s.channels, self.store.n_samples), np.float32) for s in self.specs]
             offsets = np.cumsum([0] + [len(rows) for _, _, rows in chunks])
             from concurrent.futures import ThreadPoolExecutor
 
             def fill(i: int) -> None:
-                cache[offsets[i] : offsets[i + 1]] = self._decode(chunks[i])
+                for array, decoded in zip(cache, self._decode(chunks[i])):
+                    array[offsets[i] : offsets[i + 1]] = decoded
 
             with ThreadPoolExecutor(self.workers) as pool:
                 list(pool.map(fill, range(len(chunks))))
             self._cache = cache
         return self._cache
 
-    def _memory_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _memory_batches(self) -> Iterator[tuple[list[np.ndarray], np.ndarray]]:
         data = self._load_all()
         order = self._rng().permutation(len(self.indices)) if self.shuffle else np.arange(len(self.indices))
         g = self.global_batch
         for b in range(self.start_batch, len(self)):
             batch = order[b * g : (b + 1) * g]
             pos = batch[self.rank_slice(len(batch))]  # in batch order, so a rank's records hold the same places as in one process
-            yield data[pos], self.indices[pos]
+            yield [d[pos] for d in data], self.indices[pos]
 
-    def _windows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _windows(self) -> Iterator[tuple[list[list[np.ndarray]], np.ndarray]]:
         """Decoded (signals, rows) per window of chunks, in the epoch's chunk order."""
         chunks = self._selected_chunks()
         order = self._rng().permutation(len(chunks)) if self.shuffle else np.arange(len(chunks))
@@ -166,16 +172,16 @@ class ChunkLoader:
             window = [chunks[c] for c in sorted(order[w : w + self.window_chunks])]
             yield self._decode_many(window), np.concatenate([rows for _, _, rows in window])
 
-    def _stream_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _stream_batches(self) -> Iterator[tuple[list[np.ndarray], np.ndarray]]:
         rng = self._rng()
-        carry_x = np.empty((0, self.spec.channels, self.store.n_samples), np.float32)
+        carry_x = [np.empty((0, s.channels, self.store.n_samples), np.float32) for s in self.specs]
         carry_rows = np.empty(0, np.int64)
         g, done = self.global_batch, 0  # global batches formed so far; the first start_batch are skipped
         for blocks, rows in _background(self._windows()):
             # One copy joins the carried-over records and the window; each batch is then gathered
             # once in the shuffled order (the carry first, as it was drawn earlier).
-            x = np.concatenate([carry_x, *blocks])
-            order = np.arange(len(x))
+            x = [np.concatenate([carry, *(block[i] for block in blocks)]) for i, carry in enumerate(carry_x)]
+            order = np.arange(len(x[0]))
             if self.shuffle:
                 order[len(carry_rows):] = len(carry_rows) + rng.permutation(len(rows))
             rows = np.concatenate([carry_rows, rows])[order]
@@ -183,12 +189,12 @@ class ChunkLoader:
             for b in range(0, n_full, g):
                 if done >= self.start_batch:
                     mine = self.rank_slice(len(rows[b : b + g]))
-                    yield x[order[b : b + g][mine]], rows[b : b + g][mine]
+                    yield [a[order[b : b + g][mine]] for a in x], rows[b : b + g][mine]
                 done += 1
-            carry_x, carry_rows = x[order[n_full:]], rows[n_full:]
+            carry_x, carry_rows = [a[order[n_full:]] for a in x], rows[n_full:]
         if len(carry_rows) and not self.drop_last and done >= self.start_batch:
             mine = self.rank_slice(len(carry_rows))
-            yield carry_x[mine], carry_rows[mine]
+            yield [a[mine] for a in carry_x], carry_rows[mine]
 
     def __iter__(self):
         import torch
@@ -196,11 +202,11 @@ class ChunkLoader:
         batches = self._memory_batches() if self.mode == "memory" else self._stream_batches()
         labels = self.store.labels
         for x, rows in batches:
-            xt = torch.from_numpy(np.ascontiguousarray(x))
+            xt = [torch.from_numpy(np.ascontiguousarray(a)) for a in x]
             yt = torch.from_numpy(labels[rows].astype(np.float32))
             if self.pin_memory:
-                xt, yt = xt.pin_memory(), yt.pin_memory()
-            yield xt, yt, rows
+                xt, yt = [a.pin_memory() for a in xt], yt.pin_memory()
+            yield (xt[0] if len(xt) == 1 else tuple(xt)), yt, rows
 
 
 def _background(it: Iterator, depth: int = 2) -> Iterator:

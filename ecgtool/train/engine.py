@@ -98,14 +98,19 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def random_crop(x: torch.Tensor, length: int, draws: int | None = None, part: slice = slice(None)) -> torch.Tensor:
-    """An independent random window of ``length`` samples of each record of ``x [B, C, T]``,
-    drawn from the global generator (whose state the resume checkpoint keeps). Under DDP every
-    rank draws the offsets of the whole global batch (``draws``) and uses its ``part``, as one
-    process would."""
-    start = torch.randint(0, x.shape[-1] - length + 1, (draws or len(x), 1))[part]
-    index = (start + torch.arange(length)).unsqueeze(1).expand(-1, x.shape[1], -1)
-    return x.gather(-1, index)
+def random_crop(x, length: int, draws: int | None = None, part: slice = slice(None)):
+    """An independent random window of ``length`` samples of each record of ``x [B, C, T]`` (or of a tuple
+    of such inputs of the same records: the same window of each), drawn from the global generator (whose
+    state the resume checkpoint keeps). Under DDP every rank draws the offsets of the whole global batch
+    (``draws``) and uses its ``part``, as one process would."""
+    first = x[0] if isinstance(x, tuple) else x
+    start = torch.randint(0, first.shape[-1] - length + 1, (draws or len(first), 1))[part]
+    window = start + torch.arange(length)
+
+    def cut(t: torch.Tensor) -> torch.Tensor:
+        return t.gather(-1, window.unsqueeze(1).expand(-1, t.shape[1], -1))
+
+    return tuple(cut(t) for t in x) if isinstance(x, tuple) else cut(x)
 
 
 def fresh_position() -> dict:
@@ -267,9 +272,9 @@ class Engine:
         self.loader.set_epoch(epoch, start)
         crop = self.args.crop
         for step, (x, y, rows) in enumerate(self.loader, start=start):
-            if crop and crop < x.shape[-1]:
+            if crop and crop < (x[0] if isinstance(x, tuple) else x).shape[-1]:
                 x = random_crop(x, crop, *self._global_draws())
-            x = x.to(self.device, non_blocking=True)
+            x = tuple(t.to(self.device, non_blocking=True) for t in x) if isinstance(x, tuple) else x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             objective, loss, terms = self.batch_loss(x, y, rows, epoch, step)
             if not torch.isfinite(objective):
@@ -280,10 +285,10 @@ class Engine:
             self.scaler.update()
             self.scheduler.step()
             self.after_step()
-            total += loss.item() * len(x)
-            count += len(x)
+            total += loss.item() * len(y)
+            count += len(y)
             for name, term in terms.items():
-                aux_total[name] = aux_total.get(name, 0.0) + term.item() * len(x)
+                aux_total[name] = aux_total.get(name, 0.0) + term.item() * len(y)
             self.on_step(epoch, step + 1, len(self.loader), total / count)
             if step + 1 < len(self.loader) and self._stop():
                 total_all, count_all, aux_all = self._sum_ranks(total, count, aux_total)  # the partial sums of all ranks
