@@ -15,6 +15,7 @@ executes code. Keys (README "The checkpoint"):
     train_args, metrics, history, provenance
     pretraining               optional: the self-supervised pretraining the weights come from (below) | None
     init                      optional: the checkpoint ``train --init`` started from (path, fingerprint, kind) | None
+    distillation              for a student: the method, its hyperparameters and the teacher (below) | None
     resume                    optional: optimiser/scheduler/RNG state for --resume
 
 An *encoder* (kind "encoder", written by ``pretrain`` through
@@ -36,6 +37,13 @@ so that ids of different datasets never collide. A classifier trained with
 the path and fingerprint of the encoder file) and an ``init`` record, so that
 ``eval`` can warn when an evaluated store shares records with the data the
 weights were pretrained on.
+
+A *student* (kind "student", written by ``distill``) is a classifier like any
+other (its own input spec names the leads it reads, so it selects them by name
+from any store holding them) plus a ``distillation`` record
+
+    {"method": "mvkt", "hyperparameters": {...},
+     "teacher": {"path", "fingerprint", "model", "leads": [...], "samples"}}
 
 In memory it is a :class:`Checkpoint`, a frozen dataclass validated once when
 it is made (:meth:`Checkpoint.load`, or by the code that trains it), so its
@@ -109,6 +117,7 @@ class Checkpoint:
     resume: dict | None = None
     pretraining: dict | None = None
     init: dict | None = None
+    distillation: dict | None = None
     format_version: int = CKPT_VERSION
     path: Path | None = None
 
@@ -133,6 +142,10 @@ class Checkpoint:
             raise CheckpointError(f"{where}: 'init' must record the path, fingerprint and kind of the checkpoint it started from")
         if self.kind == "encoder":
             self._check_encoder(where)
+        if (self.kind == "student") != (self.distillation is not None):
+            raise CheckpointError(f"{where}: a student checkpoint, and only a student, records its distillation (method and teacher)")
+        if self.distillation is not None:
+            _check_distillation(self.distillation, where)
 
     def _check_encoder(self, where: str) -> None:
         """What makes an encoder: a backbone without a head, no classes or thresholds, a pretraining record."""
@@ -182,7 +195,8 @@ class Checkpoint:
             thresholds=doc["thresholds"], train_args=doc["train_args"], metrics=doc["metrics"],
             provenance=list(doc["provenance"]), history=list(doc.get("history") or []),
             class_descriptions=dict(doc.get("class_descriptions") or {}), resume=doc.get("resume"),
-            pretraining=doc.get("pretraining"), init=doc.get("init"), format_version=version, path=where,
+            pretraining=doc.get("pretraining"), init=doc.get("init"), distillation=doc.get("distillation"),
+            format_version=version, path=where,
         )
 
     def to_dict(self) -> dict:
@@ -194,7 +208,7 @@ class Checkpoint:
             "thresholds": self.thresholds, "train_args": self.train_args, "metrics": self.metrics,
             "history": self.history, "provenance": self.provenance,
         }
-        for key in ("pretraining", "init", "resume"):  # optional keys: absent when None, as in files that predate them
+        for key in ("pretraining", "init", "distillation", "resume"):  # optional keys: absent when None, as in files that predate them
             if getattr(self, key) is not None:
                 doc[key] = getattr(self, key)
         return _plain(doc)
@@ -329,7 +343,7 @@ class Checkpoint:
     def trained_on(self) -> list[str]:
         """Fingerprints of the stores the model was trained on: ``[train, val]`` (val when given)."""
         entry = self.provenance[-1] if self.provenance else {}
-        return [i.get("fingerprint") for i in entry.get("inputs", [])] if entry.get("step") == "train" else []
+        return [i.get("fingerprint") for i in entry.get("inputs", [])] if entry.get("step") in ("train", "distill") else []
 
     def summary(self) -> dict:
         n_params = sum(int(t.numel()) for t in self.state_dict.values() if hasattr(t, "numel"))
@@ -352,6 +366,7 @@ class Checkpoint:
             "resumable": self.resume is not None,
             "pretraining": pretraining_summary(self.pretraining),
             "init": self.init,
+            "distillation": self.distillation,
             "provenance": self.provenance,
         }
 
@@ -427,6 +442,16 @@ def _check_pretraining(record, where: str) -> None:
         if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("path", "fingerprint", "dataset"))
                 and _str_list(entry.get("record_ids"))):
             raise CheckpointError(bad)
+
+
+def _check_distillation(record, where: str) -> None:
+    teacher = record.get("teacher") if isinstance(record, dict) else None
+    if not (isinstance(record, dict) and isinstance(record.get("method"), str)
+            and isinstance(record.get("hyperparameters", {}), dict) and isinstance(teacher, dict)
+            and all(isinstance(teacher.get(k), str) for k in ("path", "fingerprint", "model"))
+            and _str_list(teacher.get("leads"))):
+        raise CheckpointError(f"{where}: 'distillation' must record the method and the teacher (path, fingerprint, "
+                              "model, leads)")
 
 
 def _str_list(value) -> bool:

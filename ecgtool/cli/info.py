@@ -68,6 +68,11 @@ def _print_summary(s: dict, console) -> None:
             console.print(f"pretraining {p['method']}{encoder}" + (f": {params}" if params else ""))
             for st in p["stores"]:
                 console.print(f"  {st['path']} ({st['fingerprint'][:23]}): dataset {st['dataset']}, {st['records']} records")
+        if s.get("distillation"):
+            d, t = s["distillation"], s["distillation"]["teacher"]
+            params = ", ".join(f"{k}={v}" for k, v in d.get("hyperparameters", {}).items())
+            console.print(f"distilled by {d['method']} from teacher {t['path']} ({t['fingerprint'][:23]}), model {t['model']}, "
+                          f"leads {', '.join(t['leads'])}" + (f": {params}" if params else ""))
         console.print(f"resumable: {'yes' if s['resumable'] else 'no'}")
     console.print("[bold]provenance[/]")
     for i, p in enumerate(s["provenance"], 1):

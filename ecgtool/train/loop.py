@@ -114,11 +114,15 @@ class Trainer(Engine):
 
     loss_label = "classification loss"
     term_label = "auxiliary loss"
+    kind = "classifier"  # the checkpoint's kind, and its provenance step below
+    step = "train"
 
     def __init__(self, args: TrainArgs, train_path, val_path, out, *, overwrite: bool = False,
-                 on_step: Callable | None = None, on_epoch: Callable | None = None, env: distributed.DistEnv | None = None):
+                 on_step: Callable | None = None, on_epoch: Callable | None = None, env: distributed.DistEnv | None = None,
+                 more_inputs: tuple = ()):
         check_train_args(args)
-        super().__init__(args, out, (train_path, val_path), overwrite=overwrite, on_step=on_step, on_epoch=on_epoch, env=env)
+        super().__init__(args, out, (train_path, val_path, *more_inputs), overwrite=overwrite, on_step=on_step,
+                         on_epoch=on_epoch, env=env)
         env = self.env
         self.train_store = open_store(train_path)
         self.val_store = open_store(val_path) if val_path else None
@@ -135,7 +139,8 @@ class Trainer(Engine):
         self.multi_label = s.multi_label
         if args.crop > s.n_samples:
             raise ConfigError(f"crop {args.crop} is longer than the {s.n_samples} samples of {s.path}'s records", "crop")
-        self.input = InputSpec.of_store(s, data_view(model_info(args.model)["input_view"]), samples=args.crop or None)
+        self.input = self.input_spec(InputSpec.of_store(s, data_view(model_info(args.model)["input_view"]),
+                                                        samples=args.crop or None))
         self.windows = None
         if self.val_store is not None:
             check_labels(self.val_store, s.classes, s.multi_label, "validation store")
@@ -155,7 +160,7 @@ class Trainer(Engine):
         if "fs" in model_info(args.model)["default_kwargs"]:
             kwargs.setdefault("fs", s.fs)  # models whose filters or windows are in seconds get the store's rate
         try:
-            model = create_model(args.model, num_classes=len(s.classes), num_leads=len(s.leads),
+            model = create_model(args.model, num_classes=len(s.classes), num_leads=len(self.input.leads),
                                  num_samples=self.input.samples, **kwargs)
         except (TypeError, ValueError, RuntimeError) as e:
             if not args.model_kwargs:  # not the user's arguments: a bug, with its traceback under --debug
@@ -165,12 +170,13 @@ class Trainer(Engine):
                               "model_kwargs") from e
         self.init_record: dict | None = None  # what the checkpoint records of --init (transfer.init_record)
         self.pretraining: dict | None = None  # the pretraining record the weights inherit from --init
+        self.distillation: dict | None = None  # a student's record of its teacher and method (distill)
         self.init = self._apply_init(model)
         if args.freeze_encoder:
             transfer.freeze_encoder(model)
         pin = self.device.type == "cuda"
         # drop_last keeps BatchNorm away from a final batch of one record, and every DDP rank at the same step count.
-        loader = ChunkLoader(s, args.batch_size // env.world_size, spec=self.input, shuffle=True, indices=self.subset.indices,
+        loader = ChunkLoader(s, args.batch_size // env.world_size, spec=self.loader_specs(), shuffle=True, indices=self.subset.indices,
                                   seed=args.seed, drop_last=n_train > args.batch_size or env.active, pin_memory=pin,
                                   workers=args.workers, rank=env.rank, world_size=env.world_size, mode=args.loader,
                                   memory_budget=auto_memory_budget(env.local_world_size))
@@ -183,9 +189,26 @@ class Trainer(Engine):
         self.augment = Augmenter(args.augment, seed=args.seed, fs=self.input.fs, n_leads=len(self.input.leads),
                                  channels=self.input.channels, gather=distributed.all_gather,
                                  where=f"the {self.input.view['name']} input view of {args.model}") if args.augment else None
-        self.start(model, loader, lambda m: transfer.parameter_groups(m, args.lr, args.freeze_encoder, args.encoder_lr))
+        self.start(model, loader, self.parameter_groups)
         self.criterion = torch.nn.BCEWithLogitsLoss() if self.multi_label else torch.nn.CrossEntropyLoss()
         self.best = {"metric": -math.inf, "epoch": None, "state": None, "val_probs": None}
+
+    # -- what a subclass (distill) changes -------------------------------------------------------
+    def input_spec(self, spec: InputSpec) -> InputSpec:
+        """The model's input, given the training store's (all its leads)."""
+        return spec
+
+    def loader_specs(self):
+        """What the training loader reads each record as: the model's input (``ChunkLoader``'s ``spec``)."""
+        return self.input
+
+    def parameter_groups(self, model: torch.nn.Module) -> list:
+        args = self.args
+        return transfer.parameter_groups(model, args.lr, args.freeze_encoder, args.encoder_lr)
+
+    def provenance_extra(self) -> dict:
+        """Further fields of this run's provenance entry."""
+        return {}
 
     def _apply_init(self, model: torch.nn.Module) -> Checkpoint | None:
         """``init``: check the checkpoint against the model just built and load its weights but the head's."""
@@ -267,11 +290,11 @@ class Trainer(Engine):
     def _checkpoint(self, state_dict: dict, thresholds: dict | None, metrics: dict, resume: dict | None = None) -> Checkpoint:
         s = self.train_store
         return Checkpoint(
-            kind="classifier", model=ModelSpec(self.args.model, self.model.model_kwargs), state_dict=state_dict,
+            kind=self.kind, model=ModelSpec(self.args.model, self.model.model_kwargs), state_dict=state_dict,
             classes=tuple(s.classes), class_descriptions=s.attrs.get("class_descriptions", {}), task=s.attrs["task"],
             multi_label=self.multi_label, input=self.input, thresholds=thresholds, train_args=self._train_args(),
             metrics=metrics, history=self.history, provenance=self._provenance(), resume=resume,
-            pretraining=self.pretraining, init=self.init_record,
+            pretraining=self.pretraining, init=self.init_record, distillation=self.distillation,
         )
 
     def _train_args(self) -> dict:
@@ -284,7 +307,8 @@ class Trainer(Engine):
     def _provenance(self) -> list[dict]:
         inputs = [self.train_store.path] + ([self.val_store.path] if self.val_store else [])
         init = {"init": {k: self.init_record[k] for k in ("path", "fingerprint", "kind")}} if self.init_record else {}
-        return list(self.train_store.attrs["provenance"]) + [make_entry("train", inputs, model=self.args.model, **init)]
+        return list(self.train_store.attrs["provenance"]) + [make_entry(self.step, inputs, model=self.args.model, **init,
+                                                                              **self.provenance_extra())]
 
     def resume_state(self) -> dict:
         best_probs = self.best["val_probs"]
