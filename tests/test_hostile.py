@@ -62,6 +62,23 @@ def small_store(small_raw, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def short_store(small_raw, tmp_path_factory) -> Path:
+    """small_store's records at 2 s: a store that does not pool with it."""
+    out = tmp_path_factory.mktemp("hostile") / "short.zarr"
+    run_cli("prep", small_raw, "-o", out, "--fs", 100, "--seconds", 2, "--workers", 1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def encoder(small_store, tmp_path_factory) -> Path:
+    """A cpc-pretrained resnet18 (base_width 8) on small_store: what train --init takes."""
+    out = tmp_path_factory.mktemp("hostile") / "encoder.ckpt"
+    run_cli("pretrain", "cpc", small_store, "-o", out, "--backbone", "resnet18", "--model-arg", "base_width=8",
+            "--epochs", 1, "--batch-size", 8, "--device", "cpu", "--workers", 1)
+    return out
+
+
+@pytest.fixture(scope="session")
 def store(synthetic_splits) -> Path:
     return synthetic_splits / "test.zarr"
 

@@ -1,8 +1,10 @@
-"""SIGKILL at seeded random moments of prep, merge, split, train and fetch, replacing an existing output.
+"""SIGKILL at seeded random moments of prep, merge, split, train, pretrain and fetch, replacing an existing output.
 
 After every kill the real name holds the previous output byte for byte or a complete new one (for
 split: all three stores of one run), no partial sibling is accepted by ``info``, and a clean rerun
-succeeds and removes the killed runs' leftovers."""
+succeeds and removes the killed runs' leftovers. A pretrain run killed mid-run either left a complete
+resume file, from which ``--resume`` finishes with exactly the uninterrupted run's weights, or none, and a
+plain rerun starts cleanly."""
 
 from __future__ import annotations
 
@@ -81,14 +83,21 @@ def _argv(kind, out, seed, synthetic_raw, synthetic_store, synthetic_splits, par
         "split": ["split", synthetic_store, "-o", out, "--seed", seed, "--ratios", "0.6,0.2,0.2"],
         "train": ["train", "resnet18", synthetic_splits / "train.zarr", "-o", out, "--epochs", 1, "--batch-size", 16,
                   "--seed", seed, "--model-arg", "base_width=8", "--device", "cpu"],
+        "pretrain": ["pretrain", "cpc", synthetic_splits / "train.zarr", "-o", out, *PRETRAIN, "--epochs", 1, "--seed", seed],
         "fetch": ["fetch", "synthetic", "-o", out, "--records", 60, "--fs", 100, "--seed", seed],
     }[kind]
 
 
-@pytest.mark.parametrize("kind", ["prep", "merge", "split", "train", "fetch"])
+# a tiny CPC (about 4 s a run on 2 cores, most of it start-up): short crops, few negatives and steps
+PRETRAIN = ["--backbone", "resnet18", "--model-arg", "base_width=8", "--batch-size", 16, "--device", "cpu", "--crop", 200,
+            "--method-arg", "negatives=8", "--method-arg", "steps=2", "--threads", 1, "--workers", 1]
+
+
+@pytest.mark.parametrize("kind", ["prep", "merge", "split", "train", "pretrain", "fetch"])
 def test_sigkill_leaves_the_old_or_the_new_output(kind, synthetic_raw, synthetic_store, synthetic_splits, parts, tmp_path):
     rng = random.Random(f"kill-{kind}")
-    out = tmp_path / {"prep": "s.zarr", "merge": "m.zarr", "split": "splits", "train": "m.ckpt", "fetch": "raw"}[kind]
+    out = tmp_path / {"prep": "s.zarr", "merge": "m.zarr", "split": "splits", "train": "m.ckpt", "pretrain": "e.ckpt",
+                      "fetch": "raw"}[kind]
     args = lambda seed: _argv(kind, out, seed, synthetic_raw, synthetic_store, synthetic_splits, parts)  # noqa: E731
     start = time.monotonic()
     first = _run(args(0))
@@ -118,6 +127,64 @@ def test_sigkill_leaves_the_old_or_the_new_output(kind, synthetic_raw, synthetic
     assert rerun.wait(timeout=600) == 0, rerun.stderr.read()
     assert _complete(out, kind)
     assert [s.name for s in _siblings(out) if not s.name.endswith(".resume")] == []  # leftovers of killed runs removed
+
+
+def _weights(path: Path) -> dict:
+    from ecgtool.checkpoint import Checkpoint
+
+    return Checkpoint.load(path).state_dict
+
+
+def test_sigkill_mid_pretrain_then_resume(synthetic_splits, tmp_path):
+    """pretrain (3 epochs) killed at seeded moments: the resume file it leaves is either absent or complete
+    (written atomically after each epoch). With one, ``--resume`` finishes with the weights of the
+    uninterrupted run, tensor for tensor, and removes it; without one, ``--resume`` refuses in one line and
+    a plain rerun starts cleanly. The loop stops once the resume path was taken."""
+    import torch
+
+    rng = random.Random("kill-pretrain-resume")
+    store = synthetic_splits / "train.zarr"
+    argv = lambda out: ["pretrain", "cpc", store, "-o", out, *PRETRAIN, "--epochs", 3, "--seed", 3]  # noqa: E731
+    reference = tmp_path / "reference.ckpt"
+    start = time.monotonic()
+    p = _run(argv(reference))
+    assert p.wait(timeout=600) == 0, p.stderr.read()
+    duration = time.monotonic() - start
+    expected = _weights(reference)
+    resumed = False
+    for attempt in range(1, 5):
+        out = tmp_path / f"killed{attempt}" / "e.ckpt"
+        out.parent.mkdir()
+        resume = out.with_name(out.name + ".resume")
+        p = _run(argv(out))
+        time.sleep(rng.uniform(0.5, 0.95) * duration)
+        if p.poll() is not None:  # it finished first
+            duration /= 2
+            continue
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=60)
+        assert not out.exists() or _info_ok(out), f"attempt {attempt}: a partial {out}"
+        for sibling in _siblings(out) + _siblings(resume):
+            assert not _info_ok(sibling), f"attempt {attempt}: info accepts the partial output {sibling}"
+        if out.exists():  # killed between writing the output and removing the resume file: nothing to resume
+            continue
+        r = _run([*argv(out), "--resume"])
+        assert r.wait(timeout=600) in (0, 1)
+        err = r.stderr.read().decode()
+        if resume.exists() or r.returncode == 0:
+            assert r.returncode == 0, f"attempt {attempt}: --resume failed on a resume file left by a kill: {err}"
+            assert "resuming at epoch" in err
+            got = _weights(out)
+            assert got.keys() == expected.keys()
+            assert all(torch.equal(got[k], expected[k]) for k in got), f"attempt {attempt}: resumed weights differ"
+            assert not resume.exists() and [s.name for s in _siblings(out)] == []
+            resumed = True
+            break
+        assert err.strip().splitlines()[-1] == f"error: --resume: there is no {resume} to continue from", err
+        r = _run(argv(out))
+        assert r.wait(timeout=600) == 0, r.stderr.read()
+        assert _info_ok(out) and not resume.exists() and [s.name for s in _siblings(out)] == []
+    assert resumed, "no kill left a resume file to continue from"
 
 
 def test_sigkill_during_downloads_leaves_only_verified_files(tmp_path):

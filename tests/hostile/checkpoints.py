@@ -1,5 +1,5 @@
 """Broken and hostile checkpoints, through every command that loads one: info, profile, eval (and
---compare), explain, train --resume. Pickle payloads in every encoding must never run."""
+--compare), explain, train --resume and --init, pretrain --resume. Pickle payloads in every encoding must never run."""
 
 from __future__ import annotations
 
@@ -52,6 +52,10 @@ COMMANDS = {
     "eval-compare": (["eval", "{ckpt}", "{store}", "--compare", "{c}", "--bootstrap", "0", "--device", "cpu"], "c.ckpt"),
     "explain": (["explain", "{c}", "{store}", "-o", "{tmp}/cams", "--first", "1", "--no-charts", "--device", "cpu"], "c.ckpt"),
     "train-resume": (["train", "resnet18", "{small_store}", "-o", "{tmp}/m.ckpt", "--resume", *TRAIN], "m.ckpt.resume"),
+    "train-init": (["train", "resnet18", "{small_store}", "-o", "{tmp}/m.ckpt", "--init", "{c}", *TRAIN], "c.ckpt"),
+    "pretrain-resume": (["pretrain", "cpc", "{small_store}", "-o", "{tmp}/e.ckpt", "--resume", "--backbone", "resnet18",
+                         "--model-arg", "base_width=8", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--workers", "1"],
+                        "e.ckpt.resume"),
 }
 SHARED = ("ckpt", "store", "small_store")
 
@@ -172,8 +176,9 @@ CASES = [
     *[case(f"payload-{enc}", cmd, payload(enc), forbid=(f"{{tmp}}/{MARKER}",)) for enc in ENCODINGS for cmd in COMMANDS],
     *[case("truncated", cmd, truncated) for cmd in COMMANDS],
     case("other-run", "train-resume", trained),
+    case("other-run", "pretrain-resume", trained),  # a classifier checkpoint where pretrain's resume file goes
     *[case("random-bytes", cmd, random_bytes) for cmd in COMMANDS],
-    *[case("empty-file", cmd, empty_file) for cmd in ("info", "eval", "train-resume")],
+    *[case("empty-file", cmd, empty_file) for cmd in ("info", "eval", "train-resume", "train-init", "pretrain-resume")],
     *[case("json-file", cmd, json_file) for cmd in ("info", "profile")],
     *[case("foreign-dict", cmd, edited(foreign_dict)) for cmd in ("info", "eval-compare")],
     *[case("newer-version", cmd, edited(newer)) for cmd in ("info", "explain")],

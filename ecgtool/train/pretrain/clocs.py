@@ -117,6 +117,8 @@ class CLOCSObjective(PretrainObjective):
         super().__init__(encoder, fs=fs, leads=leads, samples=samples)
         self.view_length = view_samples(mode, self.samples)
         self.mode, self.method = mode, f"clocs-{mode}"
+        if not isinstance(temperature, (int, float)) or not 0.0 < temperature < float("inf"):
+            raise ValueError(f"temperature must be a positive number, not {temperature!r}")  # 0: every logit infinite
         self.temperature, self.symmetric = float(temperature), bool(symmetric)
         kwargs = getattr(encoder, "model_kwargs", {})
         num_leads = kwargs.get("num_leads", len(self.leads))

@@ -151,8 +151,8 @@ class Pretrainer(Engine):
             hyper.setdefault("total_steps", args.epochs * len(loader))  # the EMA schedule spans the run
         if args.method.startswith("clocs") and args.backbone == "clocs_cnn":
             hyper.setdefault("embedding_dim", 0)  # its last layer is the embedding the loss acts on
-        backbone = self._build_backbone(info, hyper)
         accepted = inspect.signature(objective_class).parameters
+        # before the backbone is built: building CLOCS's reads the mode (an unknown one is no ValueError there)
         fixed = sorted(set(args.method_kwargs) & set(self.method.objective_kwargs))
         if fixed:
             raise ConfigError(f"{', '.join(fixed)} is set by the method's name ({args.method})", "method_kwargs")
@@ -161,10 +161,13 @@ class Pretrainer(Engine):
             known = [k for k, p in accepted.items() if p.kind == p.KEYWORD_ONLY and k not in ("fs", "leads", "samples")]
             raise ConfigError(f"{args.method} has no hyperparameter {', '.join(unknown)}; it takes {', '.join(known)}",
                               "method_kwargs")
+        backbone = self._build_backbone(info, hyper)
+        common = dict(fs=first.fs, leads=list(self.spec.leads), samples=samples)
         try:
-            objective = objective_class(backbone, fs=first.fs, leads=list(self.spec.leads), samples=samples, **hyper)
+            objective = objective_class(backbone, **common, **hyper)
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"{args.method} cannot pretrain {args.backbone} with these settings: {e}", "method_kwargs") from e
+            raise ConfigError(f"{args.method} cannot pretrain {args.backbone} with these settings: {e}",
+                              self._objective_culprit(objective_class, backbone, common, hyper)) from e
         for name, p in objective.encoder.named_parameters():  # the classifier head takes no part (and is not saved)
             if name.startswith(HEAD_PREFIX):
                 p.requires_grad_(False)
@@ -206,6 +209,18 @@ class Pretrainer(Engine):
             given = ", ".join(f"{k}={v!r}" for k, v in args.model_kwargs.items())
             raise ConfigError(f"{given}: {args.backbone} cannot be built with these arguments ({type(e).__name__}: {e})",
                               "model_kwargs") from e
+
+    def _objective_culprit(self, objective_class, backbone, common: dict, hyper: dict) -> str:
+        """The option to name when the objective refuses: --method-arg when it accepts the backbone without the
+        hyperparameters given there, else what built the backbone and its input (--model-arg, or --crop)."""
+        args = self.args
+        if args.method_kwargs:
+            try:
+                objective_class(backbone, **common, **{k: v for k, v in hyper.items() if k not in args.method_kwargs})
+                return "method_kwargs"
+            except (TypeError, ValueError):
+                pass
+        return "model_kwargs" if args.model_kwargs else "crop"
 
     def encoder_input(self) -> InputSpec:
         """What the encoder takes: the pretraining input at the backbone's own length and leads (a single-lead
