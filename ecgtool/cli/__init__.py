@@ -23,6 +23,7 @@ COMMANDS = {
     "split": ("ecgtool.cli.split", "split", "Split a store patient-wise into train/val/test stores."),
     "pretrain": ("ecgtool.cli.pretrain", "pretrain", "Pretrain an encoder self-supervised (CPC, CLOCS, ST-MEM, ECG-JEPA)."),
     "train": ("ecgtool.cli.train", "train", "Train a model on a store and write a checkpoint."),
+    "distill": ("ecgtool.cli.distill", "distill", "Distil a teacher checkpoint into a (reduced-lead) student."),
     "eval": ("ecgtool.cli.eval", "eval_", "Evaluate a checkpoint on a store."),
     "profile": ("ecgtool.cli.profile", "profile", "Count parameters and MACs and measure latency."),
     "explain": ("ecgtool.cli.explain", "explain", "Explain decisions: saliency maps and clinical ECG charts."),

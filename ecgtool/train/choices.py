@@ -9,3 +9,4 @@ SCHEDULES = ("cosine", "step", "constant")  # learning-rate schedule, stepped pe
 PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype: fp32 (off), bf16, or fp16 with a grad scaler
 AUGMENTATIONS = ("lead_mask", "segment_mask", "noise", "baseline_wander", "amplitude_scale", "time_stretch", "mixup")  # train.augment
 PRETRAIN_METHODS = ("cpc", "clocs-cmsc", "clocs-cmlc", "clocs-cmsmlc", "st-mem", "jepa")  # train.pretrain.methods
+DISTILL_METHODS = ("kd", "mvms", "mvkt")  # train.distill.loop

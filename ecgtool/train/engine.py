@@ -172,14 +172,22 @@ class Engine:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.precision == "fp16")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(args, len(loader)))
 
+    def trained_module(self) -> torch.nn.Module:
+        """What the training step calls before wrapping: the module (a subclass may add trained parts around
+        it, which DDP must then synchronise too)."""
+        return self.model
+
     def _training_module(self) -> torch.nn.Module:
-        """What the training step calls: the module, made DDP and/or compiled as asked."""
-        net = self.model
+        """What the training step calls: the trained module, made DDP and/or compiled as asked."""
+        net = self.trained_module()
         if self.env.active:
             from torch.nn.parallel import DistributedDataParallel
 
-            if self.args.sync_bn:
-                net = self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            if self.args.sync_bn:  # BatchNorm layers are replaced in place below the root
+                converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+                if net is self.model:
+                    self.model = converted
+                net = converted
             net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.args.compile:
             net = torch.compile(net)
