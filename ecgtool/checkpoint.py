@@ -326,15 +326,16 @@ class Checkpoint:
             raise CheckpointError(f"{self.name}: its model arguments build {claimed} parameters but the file holds "
                                   f"{held} weight values; refused before allocating")
 
-    def check_store(self, store: EcgStore, what: str = "store", windows: bool = False) -> None:
-        """``store`` fits this model: its classes and task, and the input spec (``InputSpec.check``)."""
+    def check_store(self, store: EcgStore, what: str = "store", windows: bool = False, input: InputSpec | None = None) -> None:
+        """``store`` fits this model: its classes and task, and the input spec (``InputSpec.check``; ``input``:
+        the one the model is run on instead of its own, e.g. fewer leads)."""
         model = f"the model {self.path}" if self.path else "the model"
         if self.is_encoder:
             raise CheckpointError(f"{self.name} is an encoder from pretraining, with no classifier to apply to the {what} "
                                   f"{store.path}: train one on it with `ecgtool train MODEL STORE --init {self.name}` "
                                   "(add --freeze-encoder for a linear probe) and use that")
         check_labels(store, self.classes, self.multi_label, what, model)
-        self.input.check(store, what, windows, model)
+        (input or self.input).check(store, what, windows, model)
 
     @property
     def threshold_values(self) -> list[float] | None:

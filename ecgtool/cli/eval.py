@@ -32,6 +32,8 @@ from ecgtool.eval.options import AGGREGATES, THRESHOLD_OBJECTIVES, THRESHOLD_SCO
               help="Stride of the sliding windows for records longer than the model's input [default: half the input].")
 @click.option("--aggregate", type=click.Choice(AGGREGATES),
               help="How window probabilities combine into a record's [default: max for multi-label, mean for multi-class].")
+@click.option("--leads", metavar="LEAD[,LEAD...]", help="Run the model(s) on these of their leads only, the others "
+              "zeroed (read by name: STORE needs only these): e.g. a 12-lead teacher on lead I beside a lead-I student.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--predictions", type=click.Path(), help="Also write probabilities, decisions, labels, record and resample ids to this Zarr store.")
 @click.option("--plots", type=click.Path(file_okay=False), help="Write ROC, PR, reliability and confusion/threshold figures (PNG) to this new directory.")
@@ -40,7 +42,7 @@ from ecgtool.eval.options import AGGREGATES, THRESHOLD_OBJECTIVES, THRESHOLD_SCO
 @json_option
 @overwrite_option
 def eval_(checkpoint, store_path, val, threshold_objective, threshold_scope, tune_on_eval_store, bootstrap, level,
-          resamples, save_resamples, compare, window_stride, aggregate, batch_size, predictions, plots, seed, device,
+          resamples, save_resamples, compare, window_stride, aggregate, leads, batch_size, predictions, plots, seed, device,
           as_json, overwrite):
     """Evaluate CHECKPOINT on STORE: AUROC, AUPRC, F1, Fmax, F/G-beta, sensitivity, specificity,
     accuracy, the CinC challenge metric for SNOMED-coded classes, with bootstrap intervals.
@@ -60,7 +62,8 @@ def eval_(checkpoint, store_path, val, threshold_objective, threshold_scope, tun
 
     opts = EvalOptions(batch_size=batch_size, val=val, tune_on_eval_store=tune_on_eval_store, threshold_objective=threshold_objective,
                        threshold_scope=threshold_scope, bootstrap=bootstrap, seed=seed, level=level, resamples=resamples,
-                       window_stride=window_stride, aggregate=aggregate)
+                       window_stride=window_stride, aggregate=aggregate,
+                       leads=None if leads is None else tuple(x.strip() for x in leads.split(",") if x.strip()))
     if save_resamples and not (bootstrap or resamples):
         raise click.UsageError("--save-resamples needs --bootstrap N > 0")
     outputs = [p for p in (predictions, plots, save_resamples) if p]
@@ -116,7 +119,9 @@ def report_table(report: dict):
     multi = report["multi_label"]
     title = f"{report['model']} on {report['store']} ({report['records']} records, {report['task']})"
     ci = report.get("bootstrap", {}).get("intervals", {}).get("per_class_auroc", {})
-    table = Table(title=title, caption=f"decisions: {report['threshold_source']}")
+    leads = report.get("leads")
+    zeroed = f"; leads {', '.join(leads['read'])} read, {', '.join(leads['zeroed'])} zeroed" if leads and leads["zeroed"] else ""
+    table = Table(title=title, caption=f"decisions: {report['threshold_source']}{zeroed}")
     for col in ("class", "support", "AUROC" + (" [CI]" if ci else ""), "AUPRC", "F1", "precision", "sens.", "spec.") + (("thresh.",) if multi else ()):
         table.add_column(col, justify="left" if col == "class" else "right")
     for c in report["per_class"]:

@@ -22,6 +22,7 @@ from ecgtool.data.store import EcgStore, open_store
 from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.eval import bootstrap, challenge
 from ecgtool.eval.metrics import classification_report, predict_labels
+from ecgtool.eval.leads import ZeroedLeads, reduced_input
 from ecgtool.eval.options import EvalOptions
 from ecgtool.eval.predict import default_aggregate, predict, windows_for
 from ecgtool.eval.thresholds import tune_thresholds
@@ -81,7 +82,12 @@ def _probabilities(ckpt: Checkpoint, store, device, opts: EvalOptions) -> tuple[
 
     windows = _windows(ckpt, store, opts)
     model = ckpt.build_model().to(device)
-    loader = ChunkLoader(store, opts.batch_size, spec=ckpt.input, pin_memory=torch.device(device).type == "cuda")
+    spec = ckpt.input
+    if opts.leads is not None:
+        spec, positions = reduced_input(ckpt.input, opts.leads)
+        if len(positions) < len(ckpt.input.leads):
+            model = ZeroedLeads(model, positions, len(ckpt.input.leads)).to(device)
+    loader = ChunkLoader(store, opts.batch_size, spec=spec, pin_memory=torch.device(device).type == "cuda")
     probs, rows = predict(model, loader, torch.device(device), ckpt.multi_label, windows)
     return probs, rows, None if windows is None else windows.to_dict()
 
@@ -128,7 +134,11 @@ def check_eval_inputs(checkpoints: list[Checkpoint], store, opts: EvalOptions) -
     """Everything about the inputs (the evaluated checkpoint first, then the compared one) that can be
     refused before any inference; returns warnings."""
     ckpt, *others = checkpoints
-    ckpt.check_store(store, windows=True)
+
+    def run_on(c: Checkpoint):  # the input each checkpoint is run on
+        return None if opts.leads is None else reduced_input(c.input, opts.leads)[0]
+
+    ckpt.check_store(store, windows=True, input=run_on(ckpt))
     _windows(ckpt, store, opts)
     if opts.val is not None:
         if _same_store(opts.val, store.path):
@@ -137,13 +147,13 @@ def check_eval_inputs(checkpoints: list[Checkpoint], store, opts: EvalOptions) -
         val = open_store(opts.val)
         if len(val) == 0:
             raise ConfigError(f"the validation store {opts.val} has no records to tune thresholds on", "val")
-        ckpt.check_store(val, "validation store", windows=True)
+        ckpt.check_store(val, "validation store", windows=True, input=run_on(ckpt))
         shared = np.intersect1d(val.record_id[:], store.record_id[:])
         if len(shared):
             raise ConfigError(f"the validation store {opts.val} shares {len(shared)} record(s) with {store.path} (e.g. {shared[0]}); "
                               "thresholds must come from records that are not evaluated", "val")
     for other in others:
-        other.check_store(store, windows=True)
+        other.check_store(store, windows=True, input=run_on(other))
         if other.classes != ckpt.classes:
             raise ConfigError(f"the compared checkpoint {other.path} predicts other classes than {ckpt.path}", "compare")
     if opts.resamples:
@@ -186,6 +196,9 @@ def evaluate_checkpoint(ckpt: Checkpoint, store, device, opts: EvalOptions) -> C
         "classes": classes,
         "threshold_source": source,
         "windows": windows,
+        "leads": None if opts.leads is None else {
+            "read": [lead for lead in ckpt.input.leads if lead in opts.leads],
+            "zeroed": [lead for lead in ckpt.input.leads if lead not in opts.leads]},
         "challenge": None if mapping is None else {
             "year": mapping[2], "classes_scored": int((mapping[0] >= 0).sum()),
             "definition": f"PhysioNet/CinC Challenge {mapping[2]} metric, published weights",

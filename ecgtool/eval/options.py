@@ -30,6 +30,7 @@ class EvalOptions:
     resamples: str | None = None  # .npy of resample ids to reuse
     window_stride: int | None = None
     aggregate: str | None = None  # default: max for multi-label, mean for multi-class (probabilities sum to 1)
+    leads: tuple[str, ...] | None = None  # run the model on these of its leads, the others zeroed (eval/leads.py)
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -48,6 +49,8 @@ class EvalOptions:
             raise ConfigError(f"the interval level must be in [0.5, 1), not {self.level}", "level")
         if self.window_stride is not None and self.window_stride < 1:
             raise ConfigError(f"window_stride must be at least 1 sample, not {self.window_stride}", "window_stride")
+        if self.leads is not None and (not self.leads or len(set(self.leads)) != len(self.leads)):
+            raise ConfigError(f"leads must name each lead once, not {', '.join(self.leads) or 'none'}", "leads")
         if self.val is not None and self.tune_on_eval_store:
             raise ConfigError("a validation store and tuning on the evaluated store both say where thresholds are tuned; "
                               "give one", "tune_on_eval_store")
