@@ -44,7 +44,7 @@ from ecgtool.provenance import fingerprint
 from ecgtool.train import distributed
 from ecgtool.train.choices import DISTILL_METHODS
 from ecgtool.train.distill.losses import ContrastiveLeadTransfer, kd_loss, mlkd_loss, mvms_loss, sample_negatives
-from ecgtool.train.loop import TrainArgs, Trainer
+from ecgtool.train.loop import TrainArgs, Trainer, auxiliary_losses
 
 # Each method's weights and temperature (None in DistillArgs: the method's); see the module docstring.
 METHOD_DEFAULTS = {
@@ -237,7 +237,10 @@ class Distiller(Trainer):
             term = mlkd_loss(logits, teacher_logits, temperature=t)
             objective = args.hard_weight * hard + args.alpha * term + args.beta * clt
             terms = {"mlkd": term, "clt": clt}
-        return objective, hard, {k: v.detach() for k, v in terms.items()}
+        aux = auxiliary_losses(self.model)  # a student's own extra terms (as train adds them)
+        if aux:
+            objective = objective + sum(term.float() for term in aux.values())
+        return objective, hard, {**{k: v.detach() for k, v in terms.items()}, **aux}
 
     def resume_state(self) -> dict:
         state = super().resume_state()
