@@ -79,6 +79,15 @@ def encoder(small_store, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def teacher(small_store, tmp_path_factory) -> Path:
+    """A resnet18 (base_width 8) trained for one epoch on small_store: what distill takes as its teacher."""
+    out = tmp_path_factory.mktemp("hostile") / "teacher.ckpt"
+    run_cli("train", "resnet18", small_store, "-o", out, "--model-arg", "base_width=8", "--epochs", 1, "--batch-size", 8,
+            "--device", "cpu", "--workers", 1)
+    return out
+
+
+@pytest.fixture(scope="session")
 def store(synthetic_splits) -> Path:
     return synthetic_splits / "test.zarr"
 

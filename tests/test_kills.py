@@ -1,8 +1,8 @@
-"""SIGKILL at seeded random moments of prep, merge, split, train, pretrain and fetch, replacing an existing output.
+"""SIGKILL at seeded random moments of prep, merge, split, train, pretrain, distill and fetch, replacing an existing output.
 
 After every kill the real name holds the previous output byte for byte or a complete new one (for
 split: all three stores of one run), no partial sibling is accepted by ``info``, and a clean rerun
-succeeds and removes the killed runs' leftovers. A pretrain run killed mid-run either left a complete
+succeeds and removes the killed runs' leftovers. A pretrain or distill (mvkt) run killed mid-run either left a complete
 resume file, from which ``--resume`` finishes with exactly the uninterrupted run's weights, or none, and a
 plain rerun starts cleanly."""
 
@@ -76,7 +76,17 @@ def parts(synthetic_raw, tmp_path_factory):
     return [d / "p0.zarr", d / "p1.zarr"]
 
 
-def _argv(kind, out, seed, synthetic_raw, synthetic_store, synthetic_splits, parts):
+@pytest.fixture(scope="module")
+def teacher(synthetic_splits, tmp_path_factory):
+    """A tiny resnet18 (base_width 8, one epoch) on the training split: distill's teacher."""
+    out = tmp_path_factory.mktemp("teacher") / "teacher.ckpt"
+    p = _run(["train", "resnet18", synthetic_splits / "train.zarr", "-o", out, "--epochs", 1, "--batch-size", 16,
+              "--model-arg", "base_width=8", "--device", "cpu", "--threads", 1, "--workers", 1])
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    return out
+
+
+def _argv(kind, out, seed, synthetic_raw, synthetic_store, synthetic_splits, parts, teacher=None):
     return {
         "prep": ["prep", synthetic_raw, "-o", out, "--fs", 100, "--workers", 1, "--seconds", 10 - seed % 3],
         "merge": ["merge", *parts, "-o", out],
@@ -84,6 +94,7 @@ def _argv(kind, out, seed, synthetic_raw, synthetic_store, synthetic_splits, par
         "train": ["train", "resnet18", synthetic_splits / "train.zarr", "-o", out, "--epochs", 1, "--batch-size", 16,
                   "--seed", seed, "--model-arg", "base_width=8", "--device", "cpu"],
         "pretrain": ["pretrain", "cpc", synthetic_splits / "train.zarr", "-o", out, *PRETRAIN, "--epochs", 1, "--seed", seed],
+        "distill": ["distill", teacher, synthetic_splits / "train.zarr", "-o", out, *DISTILL, "--epochs", 1, "--seed", seed],
         "fetch": ["fetch", "synthetic", "-o", out, "--records", 60, "--fs", 100, "--seed", seed],
     }[kind]
 
@@ -91,14 +102,18 @@ def _argv(kind, out, seed, synthetic_raw, synthetic_store, synthetic_splits, par
 # a tiny CPC (about 4 s a run on 2 cores, most of it start-up): short crops, few negatives and steps
 PRETRAIN = ["--backbone", "resnet18", "--model-arg", "base_width=8", "--batch-size", 16, "--device", "cpu", "--crop", 200,
             "--method-arg", "negatives=8", "--method-arg", "steps=2", "--threads", 1, "--workers", 1]
+# a tiny mvkt student of the tiny teacher: CLT's heads and memory bank are in the resume file
+DISTILL = ["--student", "resnet18", "--model-arg", "base_width=8", "--method", "mvkt", "--clt-arg", "negatives=4",
+           "--clt-arg", "embed_dim=8", "--batch-size", 16, "--device", "cpu", "--threads", 1, "--workers", 1]
 
 
-@pytest.mark.parametrize("kind", ["prep", "merge", "split", "train", "pretrain", "fetch"])
-def test_sigkill_leaves_the_old_or_the_new_output(kind, synthetic_raw, synthetic_store, synthetic_splits, parts, tmp_path):
+@pytest.mark.parametrize("kind", ["prep", "merge", "split", "train", "pretrain", "distill", "fetch"])
+def test_sigkill_leaves_the_old_or_the_new_output(kind, synthetic_raw, synthetic_store, synthetic_splits, parts, tmp_path, request):
     rng = random.Random(f"kill-{kind}")
     out = tmp_path / {"prep": "s.zarr", "merge": "m.zarr", "split": "splits", "train": "m.ckpt", "pretrain": "e.ckpt",
-                      "fetch": "raw"}[kind]
-    args = lambda seed: _argv(kind, out, seed, synthetic_raw, synthetic_store, synthetic_splits, parts)  # noqa: E731
+                      "distill": "s.ckpt", "fetch": "raw"}[kind]
+    t = request.getfixturevalue("teacher") if kind == "distill" else None
+    args = lambda seed: _argv(kind, out, seed, synthetic_raw, synthetic_store, synthetic_splits, parts, t)  # noqa: E731
     start = time.monotonic()
     first = _run(args(0))
     assert first.wait(timeout=600) == 0, first.stderr.read()
@@ -135,16 +150,22 @@ def _weights(path: Path) -> dict:
     return Checkpoint.load(path).state_dict
 
 
-def test_sigkill_mid_pretrain_then_resume(synthetic_splits, tmp_path):
-    """pretrain (3 epochs) killed at seeded moments: the resume file it leaves is either absent or complete
-    (written atomically after each epoch). With one, ``--resume`` finishes with the weights of the
-    uninterrupted run, tensor for tensor, and removes it; without one, ``--resume`` refuses in one line and
-    a plain rerun starts cleanly. The loop stops once the resume path was taken."""
+@pytest.mark.parametrize("kind", ["pretrain", "distill"])
+def test_sigkill_mid_run_then_resume(kind, synthetic_splits, tmp_path, request):
+    """pretrain, or distill with mvkt (CLT's memory bank), for 3 epochs, killed at seeded moments (distill: within
+    0.3 s of its first resume file, as its epochs take a fraction of a second after seconds of start-up): the resume
+    file it leaves is either absent or complete (written atomically after each epoch). With one, ``--resume``
+    finishes with the weights of the uninterrupted run, tensor for tensor, and removes it; without one,
+    ``--resume`` refuses in one line and a plain rerun starts cleanly. The loop stops once the resume path was taken."""
     import torch
 
-    rng = random.Random("kill-pretrain-resume")
+    rng = random.Random(f"kill-{kind}-resume")
     store = synthetic_splits / "train.zarr"
-    argv = lambda out: ["pretrain", "cpc", store, "-o", out, *PRETRAIN, "--epochs", 3, "--seed", 3]  # noqa: E731
+    if kind == "pretrain":
+        argv = lambda out: ["pretrain", "cpc", store, "-o", out, *PRETRAIN, "--epochs", 3, "--seed", 3]  # noqa: E731
+    else:
+        t = request.getfixturevalue("teacher")
+        argv = lambda out: ["distill", t, store, "-o", out, *DISTILL, "--epochs", 3, "--seed", 3]  # noqa: E731
     reference = tmp_path / "reference.ckpt"
     start = time.monotonic()
     p = _run(argv(reference))
@@ -153,11 +174,17 @@ def test_sigkill_mid_pretrain_then_resume(synthetic_splits, tmp_path):
     expected = _weights(reference)
     resumed = False
     for attempt in range(1, 5):
-        out = tmp_path / f"killed{attempt}" / "e.ckpt"
+        out = tmp_path / f"killed{attempt}" / ("e.ckpt" if kind == "pretrain" else "s.ckpt")
         out.parent.mkdir()
         resume = out.with_name(out.name + ".resume")
         p = _run(argv(out))
-        time.sleep(rng.uniform(0.5, 0.95) * duration)
+        if kind == "distill":  # its epochs are a small part of the run (start-up dominates): kill after the first one
+            deadline = time.monotonic() + 2 * duration
+            while not resume.exists() and p.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0, 0.3))
+        else:
+            time.sleep(rng.uniform(0.5, 0.95) * duration)
         if p.poll() is not None:  # it finished first
             duration /= 2
             continue

@@ -10,7 +10,8 @@ from ecgtool.train.choices import DISTILL_METHODS
 
 
 def _leads(ctx, param, value):
-    return None if not value else [lead.strip() for lead in value.split(",") if lead.strip()]
+    # given but naming no lead ("", ","): an empty list, which the loop refuses, never "every lead"
+    return None if value is None else [lead.strip() for lead in value.split(",") if lead.strip()]
 
 
 @click.command(cls=LibraryCommand)

@@ -121,7 +121,7 @@ class Trainer(Engine):
                  on_step: Callable | None = None, on_epoch: Callable | None = None, env: distributed.DistEnv | None = None,
                  more_inputs: tuple = ()):
         check_train_args(args)
-        super().__init__(args, out, (train_path, val_path, *more_inputs), overwrite=overwrite, on_step=on_step,
+        super().__init__(args, out, (train_path, val_path, args.init, *more_inputs), overwrite=overwrite, on_step=on_step,
                          on_epoch=on_epoch, env=env)
         env = self.env
         self.train_store = open_store(train_path)

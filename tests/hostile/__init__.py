@@ -1,7 +1,7 @@
 """A corpus of hostile inputs (issue 11): every case runs through the real command.
 
 Each module here (``records`` for WFDB and label files, ``stores``, ``checkpoints``, ``cli_options``, ``fetch``,
-``pretrain``)
+``pretrain``, ``distill``)
 lists ``CASES``. A case builds its inputs under the test's ``tmp_path`` from small
 shared fixtures, names the paths it made, and gives the argv (``{name}``
 placeholders filled from those paths, ``{tmp}`` always there), the exit status
@@ -54,9 +54,10 @@ def noise(n: int, seed: int = 0) -> bytes:
 
 
 def collect() -> list[Case]:
-    from . import checkpoints, cli_options, fetch, pretrain, records, stores
+    from . import checkpoints, cli_options, distill, fetch, pretrain, records, stores
 
-    cases = [*records.CASES, *stores.CASES, *checkpoints.CASES, *cli_options.CASES, *fetch.CASES, *pretrain.CASES]
+    cases = [*records.CASES, *stores.CASES, *checkpoints.CASES, *cli_options.CASES, *fetch.CASES, *pretrain.CASES,
+             *distill.CASES]
     ids = [c.id for c in cases]
     dup = {i for i in ids if ids.count(i) > 1}
     assert not dup, f"duplicate case ids: {dup}"

@@ -1,5 +1,5 @@
 """Broken and hostile checkpoints, through every command that loads one: info, profile, eval (and
---compare), explain, train --resume and --init, pretrain --resume. Pickle payloads in every encoding must never run."""
+--compare), explain, train --resume and --init, pretrain --resume, distill's TEACHER and --resume. Pickle payloads in every encoding must never run."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ def _write_payload(path: Path, encoding: str, marker: Path) -> None:
 
 ENCODINGS = [f"pickle{p}" for p in range(6)] + ["torch-zip", "torch-zip-protocol5", "torch-legacy"]
 
+DISTILL = ["--student", "resnet18", "--model-arg", "base_width=8", "-o", "{tmp}/s.ckpt", "--epochs", "1", "--batch-size", "8",
+           "--device", "cpu", "--workers", "1"]
+
 # command → (argv with {c} the checkpoint, the file the checkpoint is written to, shared inputs)
 COMMANDS = {
     "info": (["info", "{c}"], "c.ckpt"),
@@ -56,8 +59,10 @@ COMMANDS = {
     "pretrain-resume": (["pretrain", "cpc", "{small_store}", "-o", "{tmp}/e.ckpt", "--resume", "--backbone", "resnet18",
                          "--model-arg", "base_width=8", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--workers", "1"],
                         "e.ckpt.resume"),
+    "distill-teacher": (["distill", "{c}", "{small_store}", *DISTILL], "c.ckpt"),
+    "distill-resume": (["distill", "{teacher}", "{small_store}", "--resume", *DISTILL], "s.ckpt.resume"),
 }
-SHARED = ("ckpt", "store", "small_store")
+SHARED = ("ckpt", "store", "small_store", "teacher")
 
 
 def _build(command: str, make):
@@ -177,8 +182,11 @@ CASES = [
     *[case("truncated", cmd, truncated) for cmd in COMMANDS],
     case("other-run", "train-resume", trained),
     case("other-run", "pretrain-resume", trained),  # a classifier checkpoint where pretrain's resume file goes
+    case("other-run", "distill-resume", trained),  # a finished train run's checkpoint where distill's resume file goes
+    case("other-run", "distill-teacher", trained, needle="TEACHER", exit=2),  # another task's classifier as the teacher
     *[case("random-bytes", cmd, random_bytes) for cmd in COMMANDS],
-    *[case("empty-file", cmd, empty_file) for cmd in ("info", "eval", "train-resume", "train-init", "pretrain-resume")],
+    *[case("empty-file", cmd, empty_file) for cmd in ("info", "eval", "train-resume", "train-init", "pretrain-resume",
+                                                     "distill-teacher", "distill-resume")],
     *[case("json-file", cmd, json_file) for cmd in ("info", "profile")],
     *[case("foreign-dict", cmd, edited(foreign_dict)) for cmd in ("info", "eval-compare")],
     *[case("newer-version", cmd, edited(newer)) for cmd in ("info", "explain")],

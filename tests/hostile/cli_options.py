@@ -201,6 +201,8 @@ CASES = [
          ["split", "{small_store}", "-o", "{small_store}", "--ratios", "0.5,0.25,0.25"], 1, "{small_store}"),
     Case("cli-train-output-inside-the-input", _copies(["small_store"]),
          ["train", "resnet18", "{small_store}", "-o", "{small_store}/m.ckpt", *TRAIN], 1, "{small_store}"),
+    Case("cli-train-output-is-the-init-overwrite", _copies(["small_store", "encoder"]),
+         ["train", "resnet18", "{small_store}", "-o", "{encoder}", "--init", "{encoder}", "--overwrite", *TRAIN], 1, "{encoder}"),
     Case("cli-explain-output-inside-the-input", _copies(["ckpt", "store"]),
          ["explain", "{ckpt}", "{store}", "-o", "{store}/cams", "--first", "1", "--no-charts", "--device", "cpu"], 1, "{store}"),
     Case("cli-eval-predictions-inside-the-input", _copies(["ckpt", "store"]),

@@ -160,10 +160,13 @@ class Distiller(Trainer):
                    if teacher.input.samples < s.n_samples else "a store of its record length")
             raise ConfigError(f"the teacher {teacher.name} takes inputs of {teacher.input.samples} samples and sees the "
                               f"student's window: distil with {fix}", "teacher")
-        leads = list(args.student_leads or s.leads)
+        if args.student_leads is not None and not list(args.student_leads):
+            raise ConfigError(f"no student lead named: give at least one of the training store's ({', '.join(s.leads)}), "
+                              "or none for all of them", "student_leads")
+        leads = list(s.leads if args.student_leads is None else args.student_leads)
         missing = [lead for lead in leads if lead not in s.leads]
-        if missing or len(set(leads)) != len(leads) or not leads:
-            what = f"lacks lead(s) {', '.join(missing)}" if missing else "is asked for a lead twice" if leads else "has no lead named"
+        if missing or len(set(leads)) != len(leads):
+            what = f"lacks lead(s) {', '.join(missing)}" if missing else "is asked for a lead twice"
             raise ConfigError(f"the training store {s.path} {what} (student leads {', '.join(leads)}; it has "
                               f"{', '.join(s.leads)})", "student_leads")
         norm = dict(spec.normalisation)
