@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 from ecgtool.data.inputs import InputSpec, check_labels
 from ecgtool.data.store import MAX_CLASSES, qualified_ids
 from ecgtool.errors import EcgtoolError
-from ecgtool.outputs import atomic_output
+from ecgtool.outputs import atomic_output, sibling_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -223,6 +223,10 @@ class Checkpoint:
         p = Path(path)
         if not p.is_file():
             raise CheckpointError(f"{p}: no such checkpoint file")
+        real = sibling_of(p)
+        if real is not None:
+            raise CheckpointError(f"{p} is the temporary copy of a write to {p.with_name(real)} that was interrupted or is "
+                                  "still running, not a checkpoint; use the output itself")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch's advice on refusal is to load unsafely: never relay it

@@ -77,6 +77,18 @@ def temporary_sibling(final: Path, kind: str = "partial") -> Path:
     return final.with_name(f".{final.name}.{kind}-{socket.gethostname()}-{os.getpid()}")
 
 
+def sibling_of(path: Path) -> str | None:
+    """The real name whose temporary sibling ``path`` is (``.NAME.partial-HOST-PID`` → ``NAME``), or None.
+    Readers refuse such a path: a write killed between marking its output complete and renaming it
+    leaves a complete-looking sibling that is still not an output."""
+    name = Path(path).name
+    for kind in _SIBLING_KINDS:
+        head, sep, tail = name.rpartition(f".{kind}-")
+        if sep and head.startswith(".") and len(head) > 1 and tail.rpartition("-")[2].isdigit():
+            return head[1:]
+    return None
+
+
 def remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)

@@ -183,3 +183,22 @@ def test_overwrite_replaces_only_an_output_of_the_same_kind(tmp_path, system):
         with atomic_output(folder, overwrite=True) as tmp:
             tmp.write_text("checkpoint")
     assert (folder / "precious").read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["m.ckpt"]
+
+
+def test_a_complete_temporary_sibling_is_refused_by_readers(tmp_path, synthetic_store, trained_checkpoint):
+    """A write killed between marking its output complete and renaming it leaves a complete-looking
+    ``.NAME.partial-HOST-PID``; it is not an output, and info (every reader) says so in one line."""
+    import shutil
+
+    from conftest import run_cli
+
+    from ecgtool.outputs import temporary_sibling
+
+    store = temporary_sibling(tmp_path / "s.zarr")
+    shutil.copytree(synthetic_store, store)
+    r = run_cli("info", store, expect=1)
+    assert "temporary copy of a write to" in r.stderr and str(tmp_path / "s.zarr") in r.stderr
+    ckpt = temporary_sibling(tmp_path / "m.ckpt", "old")
+    shutil.copy(trained_checkpoint, ckpt)
+    r = run_cli("info", ckpt, expect=1)
+    assert "temporary copy of a write to" in r.stderr

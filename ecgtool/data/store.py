@@ -31,7 +31,7 @@ import numpy as np
 
 from ecgtool.data.choices import SIGNAL_DTYPES
 from ecgtool.errors import EcgtoolError, output_error
-from ecgtool.outputs import check_new_output, publish, remove, remove_stale_siblings, temporary_sibling
+from ecgtool.outputs import check_new_output, publish, remove, remove_stale_siblings, sibling_of, temporary_sibling
 
 STORE_FORMAT = "ecgtool.ecg-store"
 STORE_VERSION = 1
@@ -294,6 +294,10 @@ def open_store(path: str | os.PathLike) -> EcgStore:
     p = Path(path)
     if not p.exists():
         raise StoreError(f"{p}: no such store")
+    real = sibling_of(p)
+    if real is not None:
+        raise StoreError(f"{p} is the temporary copy of a write to {p.with_name(real)} that was interrupted or is still "
+                         "running, not a store; use the output itself (the next run that writes it removes this copy)")
     attrs = read_store_attrs(p)
     if attrs is None:
         raise StoreError(f"{p} is not an ECG store (no Zarr v3 group metadata)")
