@@ -21,9 +21,10 @@ and evaluates each student on the same 12-lead test store (the student selects l
 table: method, test macro AUROC with its interval, the difference to the student alone with its interval and
 p-value, and the teacher's AUROC for reference; plus wall times and the machine's load.
 
-The CPU defaults (2000 records generated at 500 Hz and prepared at 100 Hz, 10 s; resnet18 teacher, resnet18 base_width 32 student, 8 epochs)
-take about 15-25 minutes on 2 cores. ``--full`` is for a GPU node (10000 records, 30 epochs, ``--device cuda
---precision bf16``, the MVMS pairing included).
+The CPU defaults (2000 records generated at 500 Hz and prepared at 100 Hz, 10 s; a resnet18 base_width 32
+teacher, a resnet18 base_width 16 student, 8 epochs) take about 20-25 minutes on 2 busy cores. ``--full`` is
+for a GPU node (10000 records, 30 epochs, ``--device cuda --precision bf16``, a resnet18 teacher at full width
+and a base_width 32 student, the MVMS pairing included).
 """
 
 from __future__ import annotations
@@ -97,10 +98,11 @@ def main(argv=None) -> int:
     ap.add_argument("--records", type=int, default=None, help="synthetic records (default 2000; --full 10000)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs of every run (default 8; --full 30)")
     ap.add_argument("--teacher", default="resnet18", help="12-lead teacher model")
-    ap.add_argument("--teacher-arg", action="append", default=[], metavar="KEY=VALUE", help="teacher --model-arg")
+    ap.add_argument("--teacher-arg", action="append", default=None, metavar="KEY=VALUE",
+                    help="teacher --model-arg (default for resnet18: base_width=32; --full: none, i.e. 64)")
     ap.add_argument("--student", default="resnet18", help="lead-I student model (alone and distilled)")
     ap.add_argument("--student-arg", action="append", default=None, metavar="KEY=VALUE",
-                    help="student --model-arg (default: base_width=32 for resnet18)")
+                    help="student --model-arg (default for resnet18: base_width=16; --full: base_width=32)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated distillation methods")
     ap.add_argument("--distill-arg", action="append", default=[], metavar="OPTION",
                     help="extra distill option, e.g. --distill-arg=--temperature=4 (repeatable; every method)")
@@ -121,7 +123,10 @@ def main(argv=None) -> int:
     device = a.device or ("cuda" if a.full else "cpu")
     precision = a.precision or ("bf16" if a.full else "fp32")
     mvms_pair = a.mvms_pair or a.full
-    student_args = a.student_arg if a.student_arg is not None else (["base_width=32"] if a.student == "resnet18" else [])
+    teacher_args = a.teacher_arg if a.teacher_arg is not None else (
+        ["base_width=32"] if a.teacher == "resnet18" and not a.full else [])
+    student_args = a.student_arg if a.student_arg is not None else (
+        [f"base_width={32 if a.full else 16}"] if a.student == "resnet18" else [])
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
 
     tmp = None
@@ -176,7 +181,7 @@ def main(argv=None) -> int:
                                           *a.distill_arg, *common, log=log), timings, loads)
 
     # (label, teacher model, teacher args, student model, student args, methods)
-    pairs = [("", a.teacher, a.teacher_arg, a.student, student_args, methods)]
+    pairs = [("", a.teacher, teacher_args, a.student, student_args, methods)]
     if mvms_pair:
         pairs.append(("mvms_", "mvms_ecg", [], "mvms_single", [], ["mvms"]))
     results = []
@@ -191,7 +196,10 @@ def main(argv=None) -> int:
                              timings, loads)
         alone_row = _timed(f"eval {prefix}alone", lambda: _eval(alone, test12, None, a.bootstrap, device, log),
                            timings, loads)
-        pair = f"{teacher}{'(' + ','.join(targs) + ')' if targs else ''} -> {student}{'(' + ','.join(sargs) + ')' if sargs else ''}"
+        def named(model, margs_):
+            return model + (f"({','.join(margs_)})" if margs_ else "")
+
+        pair = f"{named(teacher, targs)} -> {named(student, sargs)}"
         results.append({"pair": pair, "method": "teacher (12 leads)", **teacher_row})
         results.append({"pair": pair, "method": "alone (lead I)", **alone_row})
         for m in ms:
@@ -209,14 +217,15 @@ def main(argv=None) -> int:
           f"{epochs} epochs, batch {a.batch_size}, AdamW lr {a.lr:g} cosine, seed {a.seed}, {device} {precision}; "
           f"test macro AUROC, {a.bootstrap} paired bootstrap resamples, 95% intervals"
           + (f"; distill options {' '.join(a.distill_arg)}" if a.distill_arg else ""))
-    head = f"{'pair':<38}{'method':<20}{'macro AUROC [CI]':<26}{'vs alone [CI]':<28}{'p':>7}{'teacher':>9}"
+    pw = max(len(r["pair"]) for r in results) + 2
+    head = f"{'teacher -> student':<{pw}}{'method':<20}{'macro AUROC [CI]':<26}{'vs alone [CI]':<28}{'p':>7}{'teacher':>9}"
     print(head)
     print("-" * len(head))
     for r in results:
         diff = ci(r.get("diff"), r.get("diff_low"), r.get("diff_high"), signed=True) if "diff" in r else ""
         p = "" if r.get("p") is None else (f"<{1 / a.bootstrap:.3g}" if r["p"] == 0 else f"{r['p']:.3f}")
         teacher = f"{r['teacher_auroc']:.3f}" if "teacher_auroc" in r else ""
-        print(f"{r['pair']:<38}{r['method']:<20}{ci(r['auroc'], r['low'], r['high']):<26}{diff:<28}{p:>7}{teacher:>9}")
+        print(f"{r['pair']:<{pw}}{r['method']:<20}{ci(r['auroc'], r['low'], r['high']):<26}{diff:<28}{p:>7}{teacher:>9}")
     classes = list(results[0]["per_class"])
     print("\nper-class test AUROC")
     print(f"{'method':<30}" + "".join(f"{c:>7}" for c in classes))
