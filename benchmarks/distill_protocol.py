@@ -22,9 +22,10 @@ table: method, test macro AUROC with its interval, the difference to the student
 p-value, and the teacher's AUROC for reference; plus wall times and the machine's load.
 
 The CPU defaults (2000 records generated at 500 Hz and prepared at 100 Hz, 10 s; a resnet18 base_width 32
-teacher, a resnet18 base_width 16 student, 8 epochs) take about 20-25 minutes on 2 busy cores. ``--full`` is
-for a GPU node (10000 records, 30 epochs, ``--device cuda --precision bf16``, a resnet18 teacher at full width
-and a base_width 32 student, the MVMS pairing included).
+teacher, a resnet18 base_width 16 student, 8 epochs) took 27 minutes on 2 cores shared with other work (load
+5-8). ``--full`` is for a GPU node (10000 records, 30 epochs, ``--device cuda --precision bf16``, a resnet18
+teacher at full width and a base_width 32 student, the MVMS pairing included; its students read lead I too,
+where the MVMS paper's student reads all 12 leads).
 """
 
 from __future__ import annotations
@@ -230,7 +231,8 @@ def main(argv=None) -> int:
     print("\nper-class test AUROC")
     print(f"{'method':<30}" + "".join(f"{c:>7}" for c in classes))
     for r in results:
-        label = (r["pair"].split(" -> ")[1].split("(")[0] + " " if r["pair"] != results[0]["pair"] else "") + r["method"]
+        model = r["pair"].split(" -> ")[0 if r["method"].startswith("teacher") else 1].split("(")[0]
+        label = (model + " " if r["pair"] != results[0]["pair"] else "") + r["method"]
         print(f"{label[:29]:<30}" + "".join("    —  " if r["per_class"][c] is None else f"{r['per_class'][c]:>7.3f}"
                                            for c in classes))
     load_end = os.getloadavg()
