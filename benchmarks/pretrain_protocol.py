@@ -57,8 +57,8 @@ QUICK = {
     "clocs-cmsc": (*SMALL_RESNET, {}, 8),
     "clocs-cmlc": (*SMALL_RESNET, {}, 8),
     "clocs-cmsmlc": (*SMALL_RESNET, {}, 8),
-    "st-mem": (*SMALL_ST_MEM, {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}, 8),
-    "jepa": (*SMALL_JEPA, {}, 15),
+    "st-mem": (*SMALL_ST_MEM, {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}, 40),
+    "jepa": (*SMALL_JEPA, {}, 60),
 }
 # the GPU configuration: the methods' own backbones (clocs_cnn is single-lead: resnet18 keeps all 12 leads
 # and one store for every method), reference method arguments, longer schedules

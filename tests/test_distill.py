@@ -142,3 +142,16 @@ def test_an_encoder_or_another_task_is_no_teacher(data, tmp_path):
             "--epochs", 1, "--batch-size", 8, "--device", "cpu", "-o", enc)
     r = run_cli("distill", enc, store, "--student", "resnet18", "-o", tmp_path / "s.ckpt", expect=2)
     assert "is an encoder" in r.stderr
+
+
+def test_a_student_is_profiled_and_explained_on_its_own_leads(data, tmp_path):
+    """profile and explain rebuild a student's input from its checkpoint: lead II of the 3-lead store."""
+    import json
+
+    store, teacher = data
+    run_cli("distill", teacher, store, "--student", "resnet18", *SMALL, "--student-leads", "II", "--epochs", 1,
+            "--batch-size", 8, "--device", "cpu", "-o", tmp_path / "s.ckpt")
+    r = run_cli("profile", tmp_path / "s.ckpt", "--batch", 1, "--repeats", 1, "--json")
+    assert json.loads(r.stdout)["input_shape"] == [1, 400]  # one lead of 4 s at 100 Hz
+    run_cli("explain", tmp_path / "s.ckpt", store, "--first", 1, "-o", tmp_path / "cams")
+    assert list((tmp_path / "cams").glob("*.png"))
