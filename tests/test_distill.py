@@ -155,3 +155,22 @@ def test_a_student_is_profiled_and_explained_on_its_own_leads(data, tmp_path):
     assert json.loads(r.stdout)["input_shape"] == [1, 400]  # one lead of 4 s at 100 Hz
     run_cli("explain", tmp_path / "s.ckpt", store, "--first", 1, "-o", tmp_path / "cams")
     assert list((tmp_path / "cams").glob("*.png"))
+
+
+@pytest.mark.slow  # two launches, one under torchrun
+def test_two_gloo_processes_distil_with_clt(data, tmp_path):
+    """Under torchrun distill runs data-parallel, mvkt included (the CLT heads in the student's DDP module, the
+    memory banks updated from the gathered batch): rank 0 alone prints and writes, and the run matches one process
+    closely (the negatives are drawn for the global batch on every rank; BatchNorm statistics are per rank)."""
+    from conftest import train_one_and_two_processes
+
+    store, teacher = data
+    args = ["distill", str(teacher), str(store), "--student", "resnet18", *SMALL, "--student-leads", "II", "--method", "mvkt",
+            "--clt-arg", "negatives=4", "--clt-arg", "embed_dim=8", "--epochs", "2", "--batch-size", "8", "--device", "cpu",
+            "--threads", "1"]
+    one, two, printed = train_one_and_two_processes(args, tmp_path)
+    assert printed.strip() == str(two)
+    a, b = Checkpoint.load(one), Checkpoint.load(two)
+    assert b.kind == "student" and len(b.history) == 2
+    assert all(np.isfinite(h["train_clt"]) for h in b.history)
+    assert b.history[0]["train_clt"] == pytest.approx(a.history[0]["train_clt"], rel=0.2)
