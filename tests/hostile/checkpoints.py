@@ -93,9 +93,25 @@ def trained(c, tmp, fx):  # a finished run's checkpoint, other options and store
     c.write_bytes(fx.ckpt.read_bytes())
 
 
+def copy_checkpoint(source: Path, dest: Path, change=None, truncate: bool = False) -> Path:
+    """``source`` copied to ``dest``: as it is, cut in half (``truncate``), or loaded weights-only, changed by
+    ``change(doc)`` and saved again."""
+    data = source.read_bytes()
+    if truncate:
+        dest.write_bytes(data[: len(data) // 2])
+    elif change is None:
+        dest.write_bytes(data)
+    else:
+        import torch
+
+        doc = torch.load(source, weights_only=True)
+        change(doc)
+        torch.save(doc, dest)
+    return dest
+
+
 def truncated(c, tmp, fx):
-    data = fx.ckpt.read_bytes()
-    c.write_bytes(data[: len(data) // 2])
+    copy_checkpoint(fx.ckpt, c, truncate=True)
 
 
 def random_bytes(c, tmp, fx):
@@ -114,11 +130,7 @@ def edited(change):
     """The trained checkpoint, loaded weights-only, changed by ``change(doc)`` and saved again."""
 
     def make(c, tmp, fx):
-        import torch
-
-        doc = torch.load(fx.ckpt, weights_only=True)
-        change(doc)
-        torch.save(doc, c)
+        copy_checkpoint(fx.ckpt, c, change)
 
     return make
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import Case
+from .checkpoints import copy_checkpoint
 from .pretrain import STORE_DAMAGE
 from .stores import classes_renamed, lead_missing, other_fs, other_normalisation
 
@@ -54,16 +55,7 @@ def _teacher(change=None, name="t.ckpt"):
     """A copy of the teacher at tmp/``name``, edited by ``change(doc)`` (loaded weights-only, saved again)."""
 
     def make(tmp: Path, fx) -> dict:
-        t = tmp / name
-        if change is None:
-            t.write_bytes(fx.teacher.read_bytes())
-        else:
-            import torch
-
-            doc = torch.load(fx.teacher, weights_only=True)
-            change(doc)
-            torch.save(doc, t)
-        return {"t": t}
+        return {"t": copy_checkpoint(fx.teacher, tmp / name, change)}
 
     return make
 

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from . import Case
+from .checkpoints import copy_checkpoint
 from .stores import (
     _attrs,
     empty,
@@ -137,19 +138,7 @@ def _resume_argv(method_and_stores, *extra):
 # -- train --init with encoders that do not fit ------------------------------------------------
 def _encoder_copy(change=None, truncate=False):
     def make(tmp: Path, fx) -> dict:
-        c = tmp / "enc.ckpt"
-        data = fx.encoder.read_bytes()
-        if truncate:
-            c.write_bytes(data[: len(data) // 2])
-        elif change is None:
-            c.write_bytes(data)
-        else:
-            import torch
-
-            doc = torch.load(fx.encoder, weights_only=True)
-            change(doc)
-            torch.save(doc, c)
-        return {"c": c}
+        return {"c": copy_checkpoint(fx.encoder, tmp / "enc.ckpt", change, truncate)}
 
     return make
 
