@@ -56,14 +56,20 @@ def resume_path(out: Path) -> Path:
     return out.with_name(out.name + ".resume")
 
 
+def check_number(name: str, value, *, low: float = 0.0, open_low: bool = False, high: float | None = None) -> None:
+    """Refuse a numeric argument that is not a finite number in its range (``low``, excluded with ``open_low``,
+    up to ``high``), naming it as the parameter ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low \
+            or (open_low and value == low) or (high is not None and value > high):
+        bound = f"in [{low:g}, {high:g}]" if high is not None else f"greater than {low:g}" if open_low else f"at least {low:g}"
+        raise ConfigError(f"{name} must be a finite number {bound}, not {value}", name)
+
+
 def check_optimisation_args(args) -> None:
     """Refuse numeric arguments no run can use (NaN, infinities, negatives) before anything is opened."""
-    for name, low, open_low in (("lr", 0.0, True), ("weight_decay", 0.0, False), ("warmup_epochs", 0.0, False),
-                                ("gamma", 0.0, False)):
-        value = getattr(args, name)
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < low or (open_low and value == low):
-            bound = f"greater than {low:g}" if open_low else f"at least {low:g}"
-            raise ConfigError(f"{name} must be a finite number {bound}, not {value}", name)
+    check_number("lr", args.lr, open_low=True)
+    for name in ("weight_decay", "warmup_epochs", "gamma"):
+        check_number(name, getattr(args, name))
 
 
 def lr_factor(args, steps_per_epoch: int) -> Callable[[int], float]:

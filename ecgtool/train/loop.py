@@ -53,7 +53,7 @@ from ecgtool.models import create_model, model_info
 from ecgtool.provenance import make_entry
 from ecgtool.train import distributed, transfer
 from ecgtool.train.augment import Augmenter, resolve_augment
-from ecgtool.train.engine import Engine, check_optimisation_args, resume_path
+from ecgtool.train.engine import Engine, check_number, check_optimisation_args, resume_path
 
 @dataclass
 class TrainArgs:
@@ -88,9 +88,7 @@ def check_train_args(args: TrainArgs) -> None:
     """Refuse numeric arguments no run can use (NaN, infinities, negatives) before anything is opened."""
     check_optimisation_args(args)
     if args.encoder_lr is not None:
-        value = args.encoder_lr
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"encoder_lr must be a finite number greater than 0, not {value}", "encoder_lr")
+        check_number("encoder_lr", args.encoder_lr, open_low=True)
         if args.freeze_encoder:
             raise ConfigError("encoder_lr: a frozen encoder (freeze_encoder) is not trained, so it takes no learning rate",
                               "encoder_lr")

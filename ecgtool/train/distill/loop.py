@@ -44,6 +44,7 @@ from ecgtool.provenance import fingerprint
 from ecgtool.train import distributed
 from ecgtool.train.choices import DISTILL_METHODS
 from ecgtool.train.distill.losses import ContrastiveLeadTransfer, kd_loss, mlkd_loss, mvms_loss, sample_negatives
+from ecgtool.train.engine import check_number
 from ecgtool.train.loop import TrainArgs, Trainer, auxiliary_losses
 
 # Each method's weights and temperature (None in DistillArgs: the method's); see the module docstring.
@@ -87,13 +88,9 @@ class DistillArgs(TrainArgs):
 def _check_weights(args: DistillArgs) -> None:
     for name in ("alpha", "temperature", "beta", "hard_weight", "noise_std"):
         value = getattr(args, name)
-        if value is None:
-            continue
-        low_open = name == "temperature"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0 \
-                or (low_open and value == 0) or (name == "alpha" and args.method != "mvkt" and value > 1):
-            bound = "in [0, 1]" if name == "alpha" and args.method != "mvkt" else "greater than 0" if low_open else "at least 0"
-            raise ConfigError(f"{name} must be a finite number {bound}, not {value}", name)
+        if value is not None:  # alpha mixes soft and hard targets in kd and mvms, weighs MLKD alone in mvkt
+            check_number(name, value, open_low=name == "temperature",
+                         high=1.0 if name == "alpha" and args.method != "mvkt" else None)
     clt = args.clt
     if clt:
         for name in ("embed_dim", "negatives"):
