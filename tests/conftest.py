@@ -38,6 +38,15 @@ def interrupt_after_epoch(make_trainer, epoch: int = 2) -> None:
         make_trainer(on_epoch=hook).run()
 
 
+def assert_same_run(expected, got) -> None:
+    """Two checkpoints of one run, e.g. uninterrupted and resumed: the same epoch losses and bit-identical weights."""
+    import torch
+
+    assert [h["train_loss"] for h in got.history] == [h["train_loss"] for h in expected.history]
+    for k, v in expected.state_dict.items():
+        assert torch.equal(got.state_dict[k], v), k
+
+
 def train_one_and_two_processes(args: list[str], out_dir: Path) -> tuple[Path, Path, str]:
     """``ecgtool ARGS`` once in one process and once under torchrun with 2 CPU (gloo) processes, one thread
     each, outside any launcher environment; returns the two checkpoints and the 2-process run's stdout."""
@@ -83,6 +92,19 @@ def write_wfdb_dir(root: Path, n: int = 12, fs: int = 250, seconds: float = 4.0,
         w.writeheader()
         w.writerows(rows)
     return root
+
+
+def wfdb_store(out: Path, *, seconds: float = 4.0, prep_fs: int = 100, prep_leads=None, **raw) -> Path:
+    """A store at ``out`` prepared (``prep_fs``, ``seconds``, ``prep_leads``) from a :func:`write_wfdb_dir` directory
+    beside it (``raw-<name>``; ``raw`` goes to write_wfdb_dir)."""
+    from ecgtool.data.prep import run_prep
+    from ecgtool.data.readers import open_reader
+    from ecgtool.data.transforms import PrepConfig
+
+    source = write_wfdb_dir(out.parent / f"raw-{out.stem}", seconds=seconds, **raw)
+    leads = {} if prep_leads is None else {"leads": tuple(prep_leads)}
+    run_prep(open_reader(source), out, PrepConfig(fs=prep_fs, seconds=seconds, **leads))
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import interrupt_after_epoch, run_cli, train_one_and_two_processes, write_wfdb_dir
+from conftest import assert_same_run, interrupt_after_epoch, run_cli, train_one_and_two_processes, wfdb_store
 
 from ecgtool.checkpoint import Checkpoint
-from ecgtool.data.prep import run_prep
-from ecgtool.data.readers import open_reader
-from ecgtool.data.transforms import PrepConfig
 from ecgtool.errors import ConfigError
 from ecgtool.train import augment as A
 from ecgtool.train.loop import TrainArgs, Trainer
@@ -179,10 +176,7 @@ def test_specs_are_resolved_and_checked():
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("aug")
-    cfg = PrepConfig(fs=100, seconds=4.0)
-    run_prep(open_reader(write_wfdb_dir(root / "a", n=32, seed=1)), root / "train.zarr", cfg)
-    run_prep(open_reader(write_wfdb_dir(root / "b", n=12, seed=2)), root / "val.zarr", cfg)
-    return root / "train.zarr", root / "val.zarr"
+    return wfdb_store(root / "train.zarr", n=32, seed=1), wfdb_store(root / "val.zarr", n=12, seed=2)
 
 
 ALL = ["lead_mask", "segment_mask", "noise", "baseline_wander", "amplitude_scale", "time_stretch", "mixup"]
@@ -204,9 +198,7 @@ def test_resume_with_augmentations_is_exact_and_they_are_recorded(stores, tmp_pa
     trainer = Trainer(args(), train, val, tmp_path / "cut.ckpt")
     assert trainer.resume() and trainer.start_epoch == 1
     resumed = trainer.run()
-    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
-    for k, v in full.state_dict.items():
-        assert torch.equal(resumed.state_dict[k], v), k
+    assert_same_run(full, resumed)
     recorded = Checkpoint.load(tmp_path / "full.ckpt").train_args["augment"]
     assert [s["name"] for s in recorded] == ALL and recorded[-1] == {"name": "mixup", "prob": 0.5, "alpha": 0.5}
 

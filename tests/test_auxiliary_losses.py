@@ -8,12 +8,9 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from conftest import write_wfdb_dir
+from conftest import wfdb_store
 
 from ecgtool.checkpoint import Checkpoint
-from ecgtool.data.prep import run_prep
-from ecgtool.data.readers import open_reader
-from ecgtool.data.transforms import PrepConfig
 from ecgtool.models import registry as registry_module
 from ecgtool.models import register_model
 from ecgtool.models.layers import EcgClassifier
@@ -54,8 +51,7 @@ def pulled():
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("aux")
-    run_prep(open_reader(write_wfdb_dir(root / "raw", n=24, seed=5)), root / "s.zarr", PrepConfig(fs=100, seconds=4.0))
-    return root / "s.zarr"
+    return wfdb_store(root / "s.zarr", n=24, seed=5)
 
 
 def _args(name, **kw):

@@ -6,12 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import interrupt_after_epoch, run_cli, write_wfdb_dir
+from conftest import assert_same_run, interrupt_after_epoch, run_cli, wfdb_store
 
 from ecgtool.checkpoint import Checkpoint
-from ecgtool.data.prep import run_prep
-from ecgtool.data.readers import open_reader
-from ecgtool.data.transforms import PrepConfig
 from ecgtool.provenance import fingerprint
 from ecgtool.train.distill.loop import DistillArgs, Distiller
 from ecgtool.train.loop import TrainArgs, Trainer
@@ -23,9 +20,7 @@ SMALL = ["--model-arg", "base_width=8"]
 def data(tmp_path_factory):
     """A 3-lead store (classes A: 1 Hz sine, B: 2 Hz sine), and a resnet18 teacher trained on all three leads."""
     root = tmp_path_factory.mktemp("distill")
-    run_prep(open_reader(write_wfdb_dir(root / "raw", n=24, fs=100, seconds=4.0, seed=11)), root / "s.zarr",
-             PrepConfig(fs=100, seconds=4.0))
-    store = root / "s.zarr"
+    store = wfdb_store(root / "s.zarr", n=24, fs=100, seed=11)
     Trainer(TrainArgs("resnet18", epochs=2, batch_size=8, device="cpu", model_kwargs={"base_width": 8}),
             store, store, root / "teacher.ckpt").run()
     return store, root / "teacher.ckpt"
@@ -103,9 +98,7 @@ def test_resume_after_an_epoch_is_exact(data, tmp_path, method):
     resumed = Distiller(_args(teacher, method, epochs=3), store, store, tmp_path / "b.ckpt")
     assert resumed.resume() and resumed.start_epoch == 1
     ckpt = resumed.run()
-    assert [h["train_loss"] for h in ckpt.history] == [h["train_loss"] for h in whole.history]
-    for k, v in whole.state_dict.items():
-        assert torch.equal(v, ckpt.state_dict[k]), k
+    assert_same_run(whole, ckpt)
 
 
 def test_clt_bank_rows_follow_the_label_fraction(data, tmp_path):
@@ -133,8 +126,7 @@ def test_refusals_name_the_flag(data, tmp_path, flags, message):
 def test_an_encoder_or_another_task_is_no_teacher(data, tmp_path):
     store, teacher = data
     other = tmp_path / "other"
-    run_prep(open_reader(write_wfdb_dir(tmp_path / "raw", n=8, fs=100, seconds=4.0, classes=("X", "Y"))), other,
-             PrepConfig(fs=100, seconds=4.0))
+    wfdb_store(other, n=8, fs=100, classes=("X", "Y"))
     r = run_cli("distill", teacher, other, "--student", "resnet18", "-o", tmp_path / "s.ckpt", expect=2)
     assert "classifies A, B" in r.stderr
     enc = tmp_path / "enc.ckpt"

@@ -11,13 +11,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, train_one_and_two_processes, write_wfdb_dir
+from conftest import assert_same_run, run_cli, train_one_and_two_processes, wfdb_store
 
 from ecgtool.data.loader import ChunkLoader
-from ecgtool.data.prep import run_prep
-from ecgtool.data.readers import open_reader
 from ecgtool.data.store import open_store
-from ecgtool.data.transforms import PrepConfig
 from ecgtool.train import loop
 from ecgtool.checkpoint import Checkpoint
 from ecgtool.train.distributed import DistEnv, detect
@@ -28,8 +25,7 @@ from ecgtool.train.loop import TrainArgs, Trainer
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
-    run_prep(open_reader(write_wfdb_dir(root / "raw", n=40, seed=3)), root / "s.zarr", PrepConfig(fs=100, seconds=4.0))
-    return root / "s.zarr"
+    return wfdb_store(root / "s.zarr", n=40, seed=3)
 
 
 def test_rank_detection():
@@ -100,9 +96,7 @@ def test_sigterm_mid_epoch_then_resume_is_exact(store, tmp_path, mode):
     assert c.resume() and c.start_epoch == 1 and c.position["batch"] == 2
     ckpt_b = c.run()
     assert losses_b == losses_a  # the running mean loss of every step, resumed mid-epoch included
-    assert [h["train_loss"] for h in ckpt_b.history] == [h["train_loss"] for h in ckpt_a.history]
-    for k, v in ckpt_a.state_dict.items():
-        assert torch.equal(v, ckpt_b.state_dict[k]), k
+    assert_same_run(ckpt_a, ckpt_b)
     assert not resume_path(tmp_path / "b.ckpt").exists()
 
 

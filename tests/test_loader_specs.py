@@ -7,15 +7,12 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import write_wfdb_dir
+from conftest import wfdb_store
 
 from ecgtool.data.inputs import InputSpec
 from ecgtool.data import store as store_module
 from ecgtool.data.loader import ChunkLoader
-from ecgtool.data.prep import run_prep
-from ecgtool.data.readers import open_reader
 from ecgtool.data.store import open_store
-from ecgtool.data.transforms import PrepConfig
 from ecgtool.train.engine import random_crop
 
 
@@ -24,8 +21,7 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("specs")
     with pytest.MonkeyPatch.context() as mp:  # chunks of 3 records: streaming then shuffles whole chunks
         mp.setattr(store_module, "CHUNK_BYTES", 3 * 3 * 300 * 4)
-        run_prep(open_reader(write_wfdb_dir(root / "raw", n=20, fs=100, seconds=3.0, seed=5)), root / "s.zarr",
-                 PrepConfig(fs=100, seconds=3.0))
+        wfdb_store(root / "s.zarr", n=20, fs=100, seconds=3.0, seed=5)
     s = open_store(root / "s.zarr")
     assert len(s.chunk_bounds()) > 3
     return s

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_cli, write_wfdb_dir
+from conftest import run_cli, wfdb_store
 
 from ecgtool.checkpoint import Checkpoint, encoder_checkpoint
-from ecgtool.data.prep import run_prep
-from ecgtool.data.readers import open_reader
 from ecgtool.data.store import open_store
-from ecgtool.data.transforms import PrepConfig
 from ecgtool.models import create_model
 from ecgtool.train.pretrain.clocs import CLOCSObjective
 from ecgtool.train.pretrain.cpc import CPCObjective
@@ -22,8 +19,7 @@ from ecgtool.train.pretrain.st_mem import STMEMObjective
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("chain")
-    run_prep(open_reader(write_wfdb_dir(root / "raw", n=16, seed=3)), root / "s.zarr", PrepConfig(fs=100, seconds=4.0))
-    return root / "s.zarr"  # 16 records, 3 leads x 400 samples
+    return wfdb_store(root / "s.zarr", n=16, seed=3)  # 16 records, 3 leads x 400 samples
 
 
 # (method, backbone name, backbone kwargs (also given to train as --model-arg), objective, its kwargs, train's crop)

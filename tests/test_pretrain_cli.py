@@ -9,13 +9,10 @@ import signal
 import numpy as np
 import pytest
 import torch
-from conftest import interrupt_after_epoch, run_cli, write_wfdb_dir
+from conftest import assert_same_run, interrupt_after_epoch, run_cli, wfdb_store
 
 from ecgtool.checkpoint import Checkpoint
-from ecgtool.data.prep import run_prep
-from ecgtool.data.readers import open_reader
 from ecgtool.data.store import open_store
-from ecgtool.data.transforms import PrepConfig
 from ecgtool.train.engine import Preempted, resume_path
 from ecgtool.train.pretrain.loop import PretrainArgs, Pretrainer
 from ecgtool.train.pretrain.methods import METHODS
@@ -35,9 +32,7 @@ TINY = {
 
 
 def _store(root, name, seed, n=16, leads=("I", "II", "V1")):
-    run_prep(open_reader(write_wfdb_dir(root / f"raw-{name}", n=n, fs=100, seconds=8.0, leads=leads, seed=seed)),
-             root / f"{name}.zarr", PrepConfig(fs=100, seconds=8.0))
-    return root / f"{name}.zarr"
+    return wfdb_store(root / f"{name}.zarr", n=n, fs=100, seconds=8.0, leads=leads, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +110,6 @@ def _tiny_kwargs(method):
     return out
 
 
-def _same(a: Checkpoint, b: Checkpoint):
-    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
-    for k, v in a.state_dict.items():
-        assert torch.equal(v, b.state_dict[k]), k
-
-
 @pytest.mark.parametrize("method", ["jepa", "cpc"])  # an EMA target and a predictor; negatives drawn per step
 def test_resume_after_an_epoch_is_exact(stores, tmp_path, method):
     args = lambda: PretrainArgs(method, epochs=3, batch_size=8, device="cpu", **_tiny_kwargs(method))  # noqa: E731
@@ -128,7 +117,7 @@ def test_resume_after_an_epoch_is_exact(stores, tmp_path, method):
     interrupt_after_epoch(lambda **kw: Pretrainer(args(), stores[:1], tmp_path / "b.ckpt", **kw), epoch=2)
     resumed = Pretrainer(args(), stores[:1], tmp_path / "b.ckpt")
     assert resumed.resume() and resumed.start_epoch == 1
-    _same(whole, resumed.run())
+    assert_same_run(whole, resumed.run())
 
 
 def test_sigterm_mid_epoch_then_resume_is_exact(stores, tmp_path):
@@ -144,7 +133,7 @@ def test_sigterm_mid_epoch_then_resume_is_exact(stores, tmp_path):
     assert Checkpoint.load(resume_path(tmp_path / "b.ckpt")).resume["position"]["batch"] == 2
     resumed = Pretrainer(args(), stores[:1], tmp_path / "b.ckpt")
     assert resumed.resume()
-    _same(whole, resumed.run())
+    assert_same_run(whole, resumed.run())
 
 
 def test_cli_exits_75_on_preemption_and_refuses_a_resume_with_other_options(stores, tmp_path, monkeypatch):

@@ -7,16 +7,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
-from conftest import interrupt_after_epoch, write_wfdb_dir
+from conftest import assert_same_run, interrupt_after_epoch, wfdb_store
 
 from ecgtool.checkpoint import Checkpoint
 from ecgtool.data.loader import ChunkLoader
-from ecgtool.data.prep import run_prep
-from ecgtool.data.readers import open_reader
 from ecgtool.data.store import open_store
 from ecgtool.data.subsets import label_subset, stratified_patient_order
-from ecgtool.data.transforms import PrepConfig
 from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.train.engine import resume_path
 from ecgtool.train.loop import TrainArgs, Trainer
@@ -132,10 +128,7 @@ def test_fraction_bounds(store):
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("frac")
-    cfg = PrepConfig(fs=100, seconds=4.0)
-    run_prep(open_reader(write_wfdb_dir(root / "a", n=48, seed=1)), root / "train.zarr", cfg)
-    run_prep(open_reader(write_wfdb_dir(root / "b", n=16, seed=2)), root / "val.zarr", cfg)
-    return root / "train.zarr", root / "val.zarr"
+    return wfdb_store(root / "train.zarr", n=48, seed=1), wfdb_store(root / "val.zarr", n=16, seed=2)
 
 
 def args(**kw):
@@ -188,9 +181,7 @@ def test_resume_with_a_label_fraction_is_exact(stores, tmp_path):
     trainer = Trainer(args(), train, val, tmp_path / "cut.ckpt")
     assert trainer.resume() and trainer.start_epoch == 1
     resumed = trainer.run()
-    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
-    for k, v in full.state_dict.items():
-        assert torch.equal(resumed.state_dict[k], v), k
+    assert_same_run(full, resumed)
 
 
 def test_resume_refuses_a_subset_that_changed(stores, tmp_path, monkeypatch):

@@ -5,13 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import interrupt_after_epoch, write_wfdb_dir
+from conftest import assert_same_run, interrupt_after_epoch, wfdb_store
 
 from ecgtool.data.loader import ChunkLoader
-from ecgtool.data.prep import run_prep
-from ecgtool.data.readers import open_reader
 from ecgtool.data.store import open_store
-from ecgtool.data.transforms import PrepConfig
 from ecgtool.errors import EcgtoolError
 from ecgtool.eval.evaluate import run_eval
 from ecgtool.eval.options import EvalOptions
@@ -26,10 +23,7 @@ ON_VAL = EvalOptions(bootstrap=0, tune_on_eval_store=True)  # evaluating on the 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    cfg = PrepConfig(fs=100, seconds=4.0)
-    run_prep(open_reader(write_wfdb_dir(root / "a", n=48, seed=1)), root / "train.zarr", cfg)
-    run_prep(open_reader(write_wfdb_dir(root / "b", n=16, seed=2)), root / "val.zarr", cfg)
-    return root / "train.zarr", root / "val.zarr"
+    return wfdb_store(root / "train.zarr", n=48, seed=1), wfdb_store(root / "val.zarr", n=16, seed=2)
 
 
 def args(**kw):
@@ -66,9 +60,7 @@ def test_resume_continues_exactly(stores, tmp_path):
     trainer = Trainer(args(), train, val, tmp_path / "cut.ckpt")
     assert trainer.resume() and trainer.start_epoch == 1
     resumed = trainer.run()
-    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
-    for k, v in full.state_dict.items():
-        torch.testing.assert_close(resumed.state_dict[k], v, rtol=0, atol=0)
+    assert_same_run(full, resumed)
 
 
 def test_resume_refuses_other_options(stores, tmp_path):
@@ -85,7 +77,7 @@ def test_resume_refuses_other_options(stores, tmp_path):
 def test_incompatible_validation_store(stores, tmp_path):
     train, _ = stores
     other = tmp_path / "other.zarr"
-    run_prep(open_reader(write_wfdb_dir(tmp_path / "raw", n=4)), other, PrepConfig(fs=50, seconds=4.0))
+    wfdb_store(other, n=4, prep_fs=50)
     with pytest.raises(EcgtoolError, match="validation store .* is sampled at 50 Hz, the model at 100 Hz"):
         Trainer(args(), train, other, tmp_path / "m.ckpt")
 
