@@ -173,3 +173,24 @@ def test_explain_refuses_a_crop_model_on_longer_records_clearly(synthetic_splits
             "--crop", 500, "--model-arg", "base_width=8")
     r = run_cli("explain", ckpt, synthetic_splits / "test.zarr", "--first", 1, "-o", tmp_path / "x", expect=1)
     assert "trained on crops" in r.stderr and "--seconds 5" in r.stderr and not (tmp_path / "x").exists()
+
+
+def test_progress_follows_each_inference_and_bootstrap(trained_checkpoint, synthetic_splits):
+    from ecgtool.eval.evaluate import run_eval
+    from ecgtool.eval.options import EvalOptions
+
+    calls = []
+    test = synthetic_splits / "test.zarr"
+    result = run_eval(trained_checkpoint, test, "cpu", EvalOptions(bootstrap=130, val=str(synthetic_splits / "val.zarr")),
+                      compare=trained_checkpoint, progress=lambda done, total, **kw: calls.append((done, total, kw)))
+    phases = {}
+    for done, total, kw in calls:
+        phases.setdefault((kw["label"], kw["unit"]), []).append((done, total))
+    records = result.report["records"]
+    name = trained_checkpoint.name
+    # the evaluated and the compared checkpoint (the same file here) each run on the validation and the test store
+    assert list(phases) == [(f"{name} on test.zarr", "records"), (f"{name} on val.zarr", "records"),
+                            (f"bootstrap {name}", "resamples")]
+    assert phases[(f"{name} on test.zarr", "records")][-1] == (records, records)
+    assert phases[(f"bootstrap {name}", "resamples")][-1] == (130, 130)
+    assert [d for d, _ in phases[(f"bootstrap {name}", "resamples")]][:3] == [64, 128, 130]

@@ -98,3 +98,22 @@ def test_disabled_shows_nothing(clock):
             clock.now += 10
             progress(2, 2)
         assert con.file.getvalue() == ""
+
+
+def test_a_phase_may_count_another_unit(clock):
+    con = console(terminal=False)
+    with ProgressDisplay("eval", console=con, interval=5) as progress:
+        progress(0, 100, label="m.ckpt on test.zarr")
+        clock.now += 6
+        progress(100, 100)
+        progress(0, 1000, label="bootstrap m.ckpt", unit="resamples")
+        clock.now += 6
+        progress(600, 1000)
+    assert con.file.getvalue().splitlines() == [
+        "m.ckpt on test.zarr: 100/100 records (100%), 16.7 records/s, done in 6s",
+        "bootstrap m.ckpt: 600/1000 resamples (60%), 100.0 resamples/s, 4s left",
+    ]
+    with ProgressDisplay("eval", console=console(terminal=True)) as progress:
+        progress(5, 10)
+        progress(0, 10, label="bootstrap", unit="resamples")
+        assert progress._rate.unit == "resamples"  # the bar's rate column follows

@@ -75,7 +75,10 @@ def eval_(checkpoint, store_path, val, threshold_objective, threshold_scope, tun
         check_new_output(path, overwrite, inputs)  # refuse before the evaluation, not after
     if tune_on_eval_store:
         stderr_console().print("[yellow]thresholds are tuned on the evaluated store: thresholded metrics are optimistic")
-    result = run_eval(checkpoint, store_path, resolve_device(device), opts, compare)
+    from ecgtool.cli.progress import ProgressDisplay
+
+    with ProgressDisplay("eval") as progress:
+        result = run_eval(checkpoint, store_path, resolve_device(device), opts, compare, progress)
     report = result.report
     for warning in result.warnings:
         stderr_console().print(f"[yellow]warning: {warning}")

@@ -27,12 +27,16 @@ def _print_registry(leads: int, samples: int, classes: int) -> None:
                   caption="MACs: thop's count; MACs incl. attention: every matrix product, attention included "
                           "(torch's FlopCounterMode). Sources, reference-parity counts and both counts: README "
                           "'Models'; per-model details: each file's docstring")
-    for name in names:
-        model = create_model(name, num_classes=classes, num_leads=leads, num_samples=samples)
-        channels = leads + extra_channels(data_view(model_info(name)["input_view"]))
-        macs = count_macs(model, (1, channels, samples))
-        table.add_row(name, f"{count_parameters(model)['total']:,}",
-                      f"{macs['macs'] / 1e6:,.1f}", f"{macs['macs_with_attention'] / 1e6:,.1f}")
+    from ecgtool.cli.progress import ProgressDisplay
+
+    with ProgressDisplay("profile", unit="models") as progress:  # counting every model takes a minute on a laptop
+        for done, name in enumerate(names, 1):
+            model = create_model(name, num_classes=classes, num_leads=leads, num_samples=samples)
+            channels = leads + extra_channels(data_view(model_info(name)["input_view"]))
+            macs = count_macs(model, (1, channels, samples))
+            table.add_row(name, f"{count_parameters(model)['total']:,}",
+                          f"{macs['macs'] / 1e6:,.1f}", f"{macs['macs_with_attention'] / 1e6:,.1f}")
+            progress(done, len(names), note=name)
     stdout_console().print(table)
 
 

@@ -65,6 +65,7 @@ class ProgressDisplay:
         self.note = ""
         self._bar: Progress | None = None
         self._task = None
+        self._rate: _Rate | None = None
         self._state: tuple[int, int | None] | None = None  # the latest (done, total)
         self._logged: tuple[int, int | None] | None = None  # the state of the latest log line
         self._start = self._last_line = 0.0
@@ -76,10 +77,15 @@ class ProgressDisplay:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __call__(self, done: int, total: int | None = None, *, label: str | None = None, note: str | None = None) -> None:
+    def __call__(self, done: int, total: int | None = None, *, label: str | None = None, note: str | None = None,
+                 unit: str | None = None) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
+        if unit is not None and unit != self.unit:  # a phase that counts something else (records, then resamples)
+            self.unit = unit
+            if self._rate is not None:
+                self._rate.unit = unit
         if label is not None and label != self.label or self._state is None or done < self._state[0]:
             # a new phase (an epoch, a retried download): the rate starts again
             self._start, self._start_done, self._last_line = now, done, now
@@ -107,7 +113,8 @@ class ProgressDisplay:
             if self.unit == "bytes":
                 columns = (DownloadColumn(), TransferSpeedColumn())
             else:
-                columns = (MofNCompleteColumn(), _Rate(self.unit))
+                self._rate = _Rate(self.unit)
+                columns = (MofNCompleteColumn(), self._rate)
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(), *columns, TimeRemainingColumn(),
                                  TextColumn("{task.fields[note]}"), console=self.console, transient=True)
             self._bar.start()

@@ -136,9 +136,14 @@ class HeadlineMetrics:
         return out
 
 
-def resampled_metrics(metrics: HeadlineMetrics, ids: np.ndarray) -> dict[str, np.ndarray]:
-    """Every headline metric over every resample, computed in blocks of ``BLOCK`` resamples."""
-    parts = [metrics(multiplicities(ids[i:i + BLOCK], len(metrics.y))) for i in range(0, len(ids), BLOCK)]
+def resampled_metrics(metrics: HeadlineMetrics, ids: np.ndarray, progress=None) -> dict[str, np.ndarray]:
+    """Every headline metric over every resample, computed in blocks of ``BLOCK`` resamples;
+    ``progress(resamples done, resamples in all)`` after each block."""
+    parts = []
+    for i in range(0, len(ids), BLOCK):
+        parts.append(metrics(multiplicities(ids[i:i + BLOCK], len(metrics.y))))
+        if progress is not None:
+            progress(min(i + BLOCK, len(ids)), len(ids))
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 

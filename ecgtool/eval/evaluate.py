@@ -77,7 +77,7 @@ def _windows(ckpt: Checkpoint, store, opts: EvalOptions):
     return windows
 
 
-def _probabilities(ckpt: Checkpoint, store, device, opts: EvalOptions) -> tuple[np.ndarray, np.ndarray, dict | None]:
+def _probabilities(ckpt: Checkpoint, store, device, opts: EvalOptions, progress=None) -> tuple[np.ndarray, np.ndarray, dict | None]:
     import torch
 
     windows = _windows(ckpt, store, opts)
@@ -88,7 +88,7 @@ def _probabilities(ckpt: Checkpoint, store, device, opts: EvalOptions) -> tuple[
         if len(positions) < len(ckpt.input.leads):
             model = ZeroedLeads(model, positions, len(ckpt.input.leads)).to(device)
     loader = ChunkLoader(store, opts.batch_size, spec=spec, pin_memory=torch.device(device).type == "cuda")
-    probs, rows = predict(model, loader, torch.device(device), ckpt.multi_label, windows)
+    probs, rows = predict(model, loader, torch.device(device), ckpt.multi_label, windows, progress)
     return probs, rows, None if windows is None else windows.to_dict()
 
 
@@ -101,7 +101,8 @@ def _describe(windows: dict | None) -> str:
         f"{windows['length']}-sample windows, stride {windows['stride']}, {windows['aggregate']} of the window probabilities"
 
 
-def _thresholds(ckpt: Checkpoint, store, y, probs, windows, device, opts: EvalOptions) -> tuple[np.ndarray | None, str]:
+def _thresholds(ckpt: Checkpoint, store, y, probs, windows, device, opts: EvalOptions,
+                progress=None) -> tuple[np.ndarray | None, str]:
     """The decision thresholds and a sentence saying where they came from."""
     if not ckpt.multi_label:
         if opts.val is not None or opts.tune_on_eval_store:
@@ -114,7 +115,7 @@ def _thresholds(ckpt: Checkpoint, store, y, probs, windows, device, opts: EvalOp
         return values, f"tuned on the evaluated store itself ({how}; optimistic)"
     if opts.val is not None:
         val = open_store(opts.val)
-        val_probs, val_rows, _ = _probabilities(ckpt, val, device, opts)
+        val_probs, val_rows, _ = _probabilities(ckpt, val, device, opts, _labelled(progress, f"{_name(ckpt.path)} on {_name(val.path)}"))
         values = tune_thresholds(val.labels[val_rows], val_probs, opts.threshold_objective, opts.threshold_scope)
         return values, f"tuned now on validation store {opts.val} ({how})"
     thresholds = ckpt.thresholds
@@ -176,11 +177,21 @@ def _challenge_mapping(store):
     return None if not codes else challenge.weights_for(codes, store.attrs.get("task", ""))
 
 
-def evaluate_checkpoint(ckpt: Checkpoint, store, device, opts: EvalOptions) -> CheckpointResult:
-    """Predictions, decisions and the point report of one (loaded) checkpoint on an open store."""
-    probs, rows, windows = _probabilities(ckpt, store, device, opts)
+def _name(path) -> str:
+    return os.path.basename(os.path.normpath(str(path))) if path else "model"
+
+
+def _labelled(progress, label: str, unit: str = "records"):
+    """``progress`` with every call labelled (a new phase for the display), or None."""
+    return None if progress is None else lambda done, total: progress(done, total, label=label, unit=unit)
+
+
+def evaluate_checkpoint(ckpt: Checkpoint, store, device, opts: EvalOptions, progress=None) -> CheckpointResult:
+    """Predictions, decisions and the point report of one (loaded) checkpoint on an open store;
+    ``progress(done, total, label=...)`` follows the inference, record by record."""
+    probs, rows, windows = _probabilities(ckpt, store, device, opts, _labelled(progress, f"{_name(ckpt.path)} on {_name(store.path)}"))
     y = store.labels[rows]
-    thresholds, source = _thresholds(ckpt, store, y, probs, windows, device, opts)
+    thresholds, source = _thresholds(ckpt, store, y, probs, windows, device, opts, progress)
     classes = list(ckpt.classes)
     report = classification_report(y, probs, classes, ckpt.multi_label, thresholds)
     mapping = _challenge_mapping(store)
@@ -220,21 +231,24 @@ def _load_resamples(path, records: int) -> np.ndarray:
     return ids
 
 
-def run_eval(ckpt_path, store_path, device, opts: EvalOptions | None = None, compare: str | None = None) -> EvalResult:
+def run_eval(ckpt_path, store_path, device, opts: EvalOptions | None = None, compare: str | None = None,
+             progress=None) -> EvalResult:
+    """``progress(done, total, label=...)``, if given, follows each inference (records) and the bootstrap
+    (resamples)."""
     opts = opts or EvalOptions()
     store = open_store(store_path)
     if len(store) == 0:
         raise EcgtoolError(f"{store.path} has no records to evaluate")
     checkpoints = [Checkpoint.load(ckpt_path)] + ([Checkpoint.load(compare)] if compare else [])
     warnings = check_eval_inputs(checkpoints, store, opts)
-    main = evaluate_checkpoint(checkpoints[0], store, device, opts)
+    main = evaluate_checkpoint(checkpoints[0], store, device, opts, progress)
     report = main.report
     report.update({"store": str(store_path), "store_fingerprint": fingerprint(store_path), "warnings": warnings})
-    other = evaluate_checkpoint(checkpoints[1], store, device, opts) if compare else None
+    other = evaluate_checkpoint(checkpoints[1], store, device, opts, progress) if compare else None
     ids = None
     if opts.bootstrap or opts.resamples:
         ids = _load_resamples(opts.resamples, len(store)) if opts.resamples else bootstrap.resample_ids(main.y, opts.bootstrap, opts.seed)
-        resampled = bootstrap.resampled_metrics(main.headline(), ids)
+        resampled = bootstrap.resampled_metrics(main.headline(), ids, _labelled(progress, f"bootstrap {_name(main.checkpoint.path)}", "resamples"))
         report["bootstrap"] = {
             "resamples": int(len(ids)), "seed": None if opts.resamples else opts.seed, "level": opts.level,
             "method": "percentile; resamples missing a class's positives or negatives redrawn (PTB-XL benchmark)",
@@ -249,7 +263,8 @@ def run_eval(ckpt_path, store_path, device, opts: EvalOptions | None = None, com
         }
         if ids is not None:
             report["comparison"]["difference"] = bootstrap.paired_difference(
-                resampled, bootstrap.resampled_metrics(other.headline(), ids), report["macro"], o["macro"], opts.level)
+                resampled, bootstrap.resampled_metrics(other.headline(), ids, _labelled(progress, f"bootstrap {_name(other.checkpoint.path)}", "resamples")),
+                report["macro"], o["macro"], opts.level)
     return EvalResult(store, main, other, ids, warnings)
 
 

@@ -64,16 +64,21 @@ def window_probabilities(model: torch.nn.Module, x: torch.Tensor, windows: Windo
 
 @torch.inference_mode()
 def predict(model: torch.nn.Module, loader, device: torch.device, multi_label: bool,
-            windows: Windows | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(probabilities [N, K], store rows [N])`` for every record the loader yields, sorted by row."""
+            windows: Windows | None = None, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(probabilities [N, K], store rows [N])`` for every record the loader yields, sorted by row;
+    ``progress(records done, records in all)`` after each batch."""
     was_training = model.training
     model.eval()
     probs, rows = [], []
+    done, total = 0, len(loader.indices) if hasattr(loader, "indices") else None
     for x, _, idx in loader:
         x = x.to(device, non_blocking=True)
         p = probabilities(model(x).float(), multi_label) if windows is None else window_probabilities(model, x, windows, multi_label)
         probs.append(p.cpu().numpy())
         rows.append(idx)
+        done += len(idx)
+        if progress is not None:
+            progress(done, total)
     model.train(was_training)
     p, r = np.concatenate(probs), np.concatenate(rows)
     order = np.argsort(r, kind="stable")
