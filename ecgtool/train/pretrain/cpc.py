@@ -115,6 +115,9 @@ class CPCObjective(PretrainObjective):
                 z = self._hooked(torch.zeros(1, num_leads, self.samples, device=_device_of(self.encoder)))
         finally:
             self.encoder.train(was_training)
+        if z.shape[1] <= self.steps:  # refused while the options can still be named, not at the first batch
+            raise ValueError(f"CPC predicts {self.steps} steps ahead but the encoder gives {z.shape[1]} steps for "
+                             f"{self.samples} samples; use a longer crop or fewer steps")
         return z.shape[-1]
 
     def _hooked(self, x: torch.Tensor) -> torch.Tensor:
