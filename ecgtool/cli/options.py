@@ -37,6 +37,10 @@ seed_option = click.option("--seed", type=click.IntRange(0), default=0, show_def
 device_option = click.option(
     "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.",
 )
+log_dir_option = click.option(
+    "--log-dir", type=click.Path(file_okay=False),
+    help="Also write each epoch's losses and validation metrics here as they come: history.csv, run.json, and "
+         "TensorBoard event files when tensorboard is installed.")
 output_option = click.option("-o", "--output", required=True, type=click.Path(), help="Output path.")
 
 
@@ -135,6 +139,7 @@ def supervised_options(f):
         click.option("--encoder-lr", type=click.FloatRange(0, min_open=True), default=None,
                      help="Learning rate of every weight outside the head (default: --lr); scheduled like --lr."),
         click.option("--resume", is_flag=True, help="Continue the interrupted run that wrote OUTPUT.resume."),
+        log_dir_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -142,6 +147,6 @@ def supervised_options(f):
 
 
 def train_fields(opts: dict) -> dict:
-    """The TrainArgs fields of :func:`supervised_options`' values (all but ``val_store`` and ``resume``)."""
+    """The TrainArgs fields of :func:`supervised_options`' values (all but ``val_store``, ``resume`` and ``log_dir``)."""
     renamed = {"loader_mode": "loader", "compile_": "compile"}
-    return {renamed.get(k, k): v for k, v in opts.items() if k not in ("val_store", "resume")}
+    return {renamed.get(k, k): v for k, v in opts.items() if k not in ("val_store", "resume", "log_dir")}

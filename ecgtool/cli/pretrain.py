@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ecgtool.cli.options import LibraryCommand, device_option, json_option, key_values, overwrite_option, seed_option
+from ecgtool.cli.options import LibraryCommand, device_option, json_option, key_values, log_dir_option, overwrite_option, seed_option
 from ecgtool.data.choices import LOADER_MODES
 from ecgtool.train.choices import PRECISIONS, PRETRAIN_METHODS, SCHEDULES
 
@@ -47,6 +47,7 @@ def _list_methods(ctx, param, value):
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the objective for training (for CUDA).")
 @click.option("--sync-bn", is_flag=True, help="Synchronise BatchNorm statistics across DDP ranks (CUDA).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run that wrote OUTPUT.resume.")
+@log_dir_option
 @click.option("--list-methods", is_flag=True, expose_value=False, is_eager=True, callback=_list_methods,
               help="List the methods with their default backbone, input and optimisation, and exit.")
 @seed_option
@@ -54,8 +55,8 @@ def _list_methods(ctx, param, value):
 @overwrite_option
 @json_option
 def pretrain(method, stores, output, backbone, model_kwargs, method_kwargs, epochs, batch_size, lr, weight_decay, schedule,
-             warmup_epochs, crop, threads, workers, loader_mode, precision, compile_, sync_bn, resume, seed, device,
-             overwrite, as_json):
+             warmup_epochs, crop, threads, workers, loader_mode, precision, compile_, sync_bn, resume, log_dir, seed,
+             device, overwrite, as_json):
     """Pretrain an encoder on STORES with METHOD (self-supervised: labels are never read) and write it to OUTPUT.
 
     Several stores are pooled (one sampling rate and record length; unlabelled
@@ -80,7 +81,8 @@ def pretrain(method, stores, output, backbone, model_kwargs, method_kwargs, epoc
     env = distributed.detect()
     ckpt = run_loop(lambda on_step, on_epoch: Pretrainer(args, stores, output, overwrite=overwrite, on_step=on_step,
                                                          on_epoch=on_epoch, env=env),
-                    epochs=args.with_defaults().epochs, resume=resume, overwrite=overwrite, env=env)
+                    epochs=args.with_defaults().epochs, resume=resume, overwrite=overwrite, env=env,
+                    log_dir=log_dir)
     if not env.is_main:
         return
     if as_json:

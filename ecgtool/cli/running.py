@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 
 
-def run_loop(make_engine, *, epochs: int, resume: bool, overwrite: bool, env):
+def run_loop(make_engine, *, epochs: int, resume: bool, overwrite: bool, env, log_dir=None):
     """Build the loop with ``make_engine(on_step, on_epoch)``, continue it with ``resume``, run it with a
-    progress bar and one line per epoch on stderr (rank 0 only), and return its final checkpoint. A
-    pre-emption signal exits with status 75 after the resume checkpoint is written; the process group is
-    left in every case."""
+    progress bar and one line per epoch on stderr (rank 0 only), and return its final checkpoint. With
+    ``log_dir`` rank 0 also writes the epoch history there (train/history.py). A pre-emption signal exits with
+    status 75 after the resume checkpoint is written; the process group is left in every case."""
     from ecgtool.cli.options import stderr_console
     from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.errors import EcgtoolError
@@ -31,7 +31,10 @@ def run_loop(make_engine, *, epochs: int, resume: bool, overwrite: bool, env):
             parts += [f"val loss {record['val_loss']:.4f}", f"val macro AUC {record['val_macro_auc']:.4f}"]
         parts.append(f"lr {record['lr']:.2e}")
         console.print("  ".join(parts) + ("  [green]best[/]" if best_epoch == record["epoch"] else ""))
+        if log is not None:
+            log.epoch(engine.history)
 
+    log = None
     engine = make_engine(on_step, on_epoch)
     try:
         if resume:
@@ -41,6 +44,8 @@ def run_loop(make_engine, *, epochs: int, resume: bool, overwrite: bool, env):
                 console.print(f"resuming at epoch {engine.start_epoch + 1}, step {engine.position['batch'] + 1}")
         elif resume_path(engine.out).exists() and not overwrite:
             raise EcgtoolError(f"{resume_path(engine.out)} holds an interrupted run; pass --resume to continue it or --overwrite to start again")
+        if log_dir is not None:
+            log = _epoch_log(log_dir, engine, resume, overwrite)
         for line in engine.warnings if main else ():
             console.print(f"[yellow]warning: {line}")
         if env.active and main:
@@ -52,4 +57,23 @@ def run_loop(make_engine, *, epochs: int, resume: bool, overwrite: bool, env):
             console.print(f"[yellow]{e}; wrote {resume_path(engine.out)} — rerun with --resume to continue")
         sys.exit(EXIT_PREEMPTED)
     finally:
+        if log is not None:
+            log.close()
         distributed.shutdown(env)
+
+
+def _epoch_log(log_dir, engine, resume: bool, overwrite: bool):
+    """The run's log directory (rank 0's; None on the others, which only check it), with what the run is
+    (its arguments, output and inputs) in run.json."""
+    import dataclasses
+
+    from ecgtool import __version__
+    from ecgtool.train.history import EpochLog, check_log_dir
+
+    check_log_dir(log_dir, resume=resume, overwrite=overwrite, inputs=engine.inputs)
+    if not engine.env.is_main:
+        return None
+
+    run = {"ecgtool": __version__, "command": sys.argv, "output": str(engine.out), "inputs": [str(p) for p in engine.inputs if p is not None],
+           "arguments": dataclasses.asdict(engine.args) if dataclasses.is_dataclass(engine.args) else vars(engine.args)}
+    return EpochLog(log_dir, run, start_epoch=engine.start_epoch, resume=resume, overwrite=overwrite, inputs=engine.inputs)
