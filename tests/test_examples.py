@@ -214,7 +214,10 @@ def stubs(tmp_path):
         path = bin_dir / name
         path.write_text("#!/usr/bin/env bash\n" + textwrap.dedent(body))
         path.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "STUB_LOG": str(tmp_path / "log"),
+    venv = tmp_path / "venv"  # the job's environment: activating it puts the stubs first on PATH
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "activate").write_text(f'export PATH="{bin_dir}{os.pathsep}$PATH"\n')
+    env = {**os.environ, "ECGTOOL_VENV": str(venv), "STUB_LOG": str(tmp_path / "log"),
            "STUB_DIR": str(tmp_path), "SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_NNODES": "2",
            "SLURM_CPUS_PER_TASK": "32", "SPLITS": "splits", "OUT": str(tmp_path / "m.ckpt")}
     return env
@@ -262,6 +265,16 @@ def test_one_gpu_job_requeues_itself_and_resumes(stubs, tmp_path, sig):
     assert "scontrol requeue 42" not in calls and (tmp_path / "m.metrics.json").exists()
 
 
+@pytest.mark.parametrize("script", [p for p in SCRIPTS if p.suffix == ".sbatch"], ids=lambda p: p.name)
+def test_batch_scripts_activate_their_environment(script, stubs, tmp_path):
+    """A job runs ecgtool from ECGTOOL_VENV, not from the PATH of the shell that submitted it."""
+    text = script.read_text()
+    first_call = min(n for n, _ in invocations(script) if not script.read_text().splitlines()[n - 1].lstrip().startswith("#"))
+    assert 'source "$ECGTOOL_VENV/bin/activate"' in "\n".join(text.splitlines()[:first_call])
+    rc, _, err = run_job(script, {**stubs, "ECGTOOL_VENV": str(tmp_path / "none")}, tmp_path, "finish")
+    assert rc == 1 and f"no Python environment at {tmp_path / 'none'}" in err and not log(stubs)
+
+
 def test_one_gpu_job_fails_without_requeue(stubs, tmp_path):
     rc, _, _ = run_job(SLURM / "train-1gpu.sbatch", stubs, tmp_path, "fail")
     assert rc == 1 and not any("requeue" in c for c in log(stubs))
@@ -283,7 +296,8 @@ def test_ddp_job_launches_torchrun_on_every_node_and_requeues(stubs, tmp_path):
 
 
 def test_submit_prep_chains_merge_after_the_array(stubs, tmp_path):
-    rc, _, err = run_job(SLURM / "submit-prep.sh", stubs, tmp_path, "finish")
+    stub_path = f"{tmp_path / 'stub-bin'}{os.pathsep}{os.environ['PATH']}"  # it submits; the jobs activate the environment
+    rc, _, err = run_job(SLURM / "submit-prep.sh", {**stubs, "PATH": stub_path}, tmp_path, "finish")
     assert rc == 0, err
     assert log(stubs) == [f"sbatch --parsable {SLURM / 'prep-array.sbatch'}",
                           f"sbatch --dependency=afterok:123 {SLURM / 'merge.sbatch'}"]
@@ -293,7 +307,7 @@ def test_submit_prep_chains_merge_after_the_array(stubs, tmp_path):
 def test_prep_array_and_merge_scripts_build_a_store(tmp_path):
     """The array's tasks and the merge job, run one after another with the real ecgtool."""
     raw = write_wfdb_dir(tmp_path / "raw", n=7, fs=250, seconds=4.0)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "RAW": str(raw),
+    env = {**os.environ, "ECGTOOL_VENV": sys.prefix, "RAW": str(raw),
            "PARTS": str(tmp_path / "parts"), "STORE": str(tmp_path / "store.zarr"), "SLURM_CPUS_PER_TASK": "1",
            "SLURM_ARRAY_TASK_COUNT": "2"}
     tasks = [subprocess.Popen(["bash", str(SLURM / "prep-array.sbatch")], env={**env, "SLURM_ARRAY_TASK_ID": str(i)},
