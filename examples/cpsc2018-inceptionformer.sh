@@ -20,7 +20,7 @@ mkdir -p "$work"
 # The notebook's input: 10 s at 100 Hz, 9 classes (longer records cropped, shorter ones zero-padded).
 [ -d "$work/cpsc2018.zarr" ] || ecgtool prep "$work/raw" --fs 100 --seconds 10 -o "$work/cpsc2018.zarr"
 # CPSC2018 has no official folds: ten stratified folds; 1-8 train, 9 validation, 10 test (the paper's protocol).
-[ -d "$work/splits" ] || ecgtool split "$work/cpsc2018.zarr" --folds 10 --train 1-8 --val 9 --test 10 -o "$work/splits"
+[ -d "$work/splits" ] || ecgtool split "$work/cpsc2018.zarr" --num-folds 10 --train-folds 1-8 --val-folds 9 --test-folds 10 -o "$work/splits"
 
 for m in $models; do
   # The notebook's optimiser: AdamW, lr 1e-3, StepLR (step 20 epochs, gamma 0.1).
@@ -37,7 +37,7 @@ for m in $models; do
       > "$work/$m.test.json.partial"
     mv "$work/$m.test.json.partial" "$work/$m.test.json"
   fi
-  [ -f "$work/$m.profile.json" ] || ecgtool profile "$work/$m.ckpt" --batch 1 --repeats 3 --json > "$work/$m.profile.json"
+  [ -f "$work/$m.profile.json" ] || ecgtool profile "$work/$m.ckpt" --batch-size 1 --repeats 3 --json > "$work/$m.profile.json"
 done
 
 python3 - "$work" $models <<'PY' | tee "$work/comparison.md"

@@ -31,10 +31,10 @@ recipe=(--epochs "$epochs" --batch-size 64 --lr 1e-3 --weight-decay 0 --schedule
   --precision "$precision")
 
 [ -d "$work/raw" ] || ecgtool fetch cpsc2018 -o "$work/raw"
-[ -d "$work/cpsc2018.zarr" ] || ecgtool prep "$work/raw" --fs 100 --seconds 10 --crop start --normalise dataset \
+[ -d "$work/cpsc2018.zarr" ] || ecgtool prep "$work/raw" --fs 100 --seconds 10 --crop-mode start --normalise dataset \
   -o "$work/cpsc2018.zarr"
 # CPSC2018 has no official folds (and no patient ids): ten stratified folds, 1-8 / 9 / 10.
-[ -d "$work/splits" ] || ecgtool split "$work/cpsc2018.zarr" --folds 10 --train 1-8 --val 9 --test 10 -o "$work/splits"
+[ -d "$work/splits" ] || ecgtool split "$work/cpsc2018.zarr" --num-folds 10 --train-folds 1-8 --val-folds 9 --test-folds 10 -o "$work/splits"
 
 [ -f "$work/teacher.ckpt" ] || ecgtool train mvms_ecg "$work/splits/train.zarr" --val "$work/splits/val.zarr" \
   "${recipe[@]}" -o "$work/teacher.ckpt"

@@ -40,8 +40,8 @@ recipe=(--epochs "$epochs" --batch-size 32 --lr 1e-3 --weight-decay 1e-4 --warmu
 [ -d "$work/ptbxl-I.zarr" ] || ecgtool prep "$work/raw" --task superdiagnostic --rate 100 --fs 100 --seconds 10 \
   --normalise dataset --leads I -o "$work/ptbxl-I.zarr"
 # PTB-XL's official folds: 1-8 / 9 / 10, the same records in both stores.
-[ -d "$work/splits" ] || ecgtool split "$work/ptbxl.zarr" --train 1-8 --val 9 --test 10 -o "$work/splits"
-[ -d "$work/splits-I" ] || ecgtool split "$work/ptbxl-I.zarr" --train 1-8 --val 9 --test 10 -o "$work/splits-I"
+[ -d "$work/splits" ] || ecgtool split "$work/ptbxl.zarr" --train-folds 1-8 --val-folds 9 --test-folds 10 -o "$work/splits"
+[ -d "$work/splits-I" ] || ecgtool split "$work/ptbxl-I.zarr" --train-folds 1-8 --val-folds 9 --test-folds 10 -o "$work/splits-I"
 
 # Teacher: 12 leads.
 [ -f "$work/teacher.ckpt" ] || ecgtool train xresnet1d101 "$work/splits/train.zarr" --val "$work/splits/val.zarr" \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The pretraining protocol of benchmarks/pretrain_protocol.py on PTB-XL, for a GPU node: each method pretrained
-# with its reference defaults (`ecgtool pretrain --list-methods`) on the training folds 1-8 (labels never read),
+# with its reference defaults (`ecgtool pretrain --list`) on the training folds 1-8 (labels never read),
 # then, for each of the six PTB-XL tasks and 1 / 10 / 100 % of the training labels, a linear probe
 # (--init --freeze-encoder) and a fine-tune (--init) against the random-encoder probe (--freeze-encoder alone)
 # and supervised training from scratch; best epoch and thresholds on fold 9; tested once on fold 10 with

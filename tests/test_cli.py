@@ -50,10 +50,10 @@ def test_completion_answers_subcommands_and_options():
 def test_fetch_synthetic(synthetic_raw, tmp_path):
     assert (synthetic_raw / "RECORDS").read_text().count("\n") == 120
     assert (synthetic_raw / "labels.csv").is_file() and (synthetic_raw / "SYN00001.hea").is_file()
-    r = run_cli("fetch", "synthetic", "-o", synthetic_raw, "--records", 3, expect=1)
+    r = run_cli("fetch", "synthetic", "-o", synthetic_raw, "--num-records", 3, expect=1)
     assert r.stderr.strip() == f"error: {synthetic_raw} already exists; pass --overwrite to replace it"
     out = tmp_path / "small"
-    r = run_cli("fetch", "synthetic", "-o", out, "--records", 3, "--fs", 100, "--seconds", 4, "--leads", "I,II")
+    r = run_cli("fetch", "synthetic", "-o", out, "--num-records", 3, "--fs", 100, "--seconds", 4, "--leads", "I,II")
     assert r.stdout.strip() == str(out) and sorted(p.name for p in tmp_path.iterdir()) == ["small"]
     assert "synthetic" in run_cli("fetch", "--list").stdout
 
@@ -75,8 +75,8 @@ def test_prep_and_info(synthetic_store):
 def test_prep_errors_are_one_line(tmp_path):
     r = run_cli("prep", tmp_path / "absent", "-o", tmp_path / "s.zarr", expect=1)
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
-    r = run_cli("prep", tmp_path, "-o", tmp_path / "s.zarr", "--crop", "middle", expect=2)
-    assert r.stderr.splitlines()[-1].startswith("Error: Invalid value for '--crop': 'middle' is not one of 'start'")
+    r = run_cli("prep", tmp_path, "-o", tmp_path / "s.zarr", "--crop-mode", "middle", expect=2)
+    assert r.stderr.splitlines()[-1].startswith("Error: Invalid value for '--crop-mode': 'middle' is not one of 'start'")
 
 
 def test_split_json(synthetic_store, tmp_path):
@@ -144,7 +144,7 @@ def test_eval_prints_a_table_without_json(trained_checkpoint, synthetic_splits):
 
 
 def test_profile_of_a_checkpoint_uses_its_input_shape(trained_checkpoint):
-    prof = json.loads(run_cli("profile", trained_checkpoint, "--json", "--repeats", 1, "--batch", 1).stdout)
+    prof = json.loads(run_cli("profile", trained_checkpoint, "--json", "--repeats", 1, "--batch-size", 1).stdout)
     assert prof["model"] == "resnet18" and prof["input_shape"] == [12, 1000]
     assert prof["parameters"]["total"] > 1e5 and prof["flops"] == 2 * prof["macs"]
     assert sum(s["macs"] for s in prof["stages"]) == prof["macs"]
@@ -154,7 +154,7 @@ def test_profile_of_a_checkpoint_uses_its_input_shape(trained_checkpoint):
 
 
 def test_profile_of_a_model_name_prints_its_stages():
-    out = run_cli("profile", "resnet18", "--repeats", 1, "--batch", 1).stdout
+    out = run_cli("profile", "resnet18", "--repeats", 1, "--batch-size", 1).stdout
     assert "resnet18" in out and "12 leads × 1000 samples" in out and "layer4" in out
     assert "MACs incl. attention (M)" in out and "MACs incl. attention 175.2 M" in out
 
@@ -195,10 +195,11 @@ def test_train_options_from_environment(synthetic_splits, tmp_path, monkeypatch)
 def test_train_lists_its_models():
     from ecgtool.models import list_models
 
-    listing = run_cli("train", "--list-models").stdout
+    listing = run_cli("train", "--list").stdout
     assert [line.split("\t")[0] for line in listing.splitlines()] == list_models()
     # the eager flag needs no arguments, and can come from the environment too
-    assert run_cli("train", env={"ECGTOOL_TRAIN_LIST_MODELS": "1"}).stdout == listing
+    assert run_cli("train", env={"ECGTOOL_TRAIN_LIST": "1"}).stdout == listing
+    assert run_cli("train", "--list-models").stdout == listing  # the old spelling
 
 
 # (case, arguments, exit status, stderr's last line, or its start where it ends in "…"); {store}, {out}, {tmp} filled in
@@ -325,7 +326,7 @@ def test_profile_list_prints_the_registry_numbers(monkeypatch):
 def test_profile_list_covers_every_registered_model():
     from ecgtool.models import list_models
 
-    out = run_cli("profile", "--list", "--leads", 1, "--samples", 500, "--classes", 3).stdout
+    out = run_cli("profile", "--list", "--num-leads", 1, "--num-samples", 500, "--num-classes", 3).stdout
     assert "registered models at 1 leads × 500 samples, 3 classes" in " ".join(out.split())
     rows = _registry_rows(out)
     assert list(rows) == list_models()

@@ -94,6 +94,7 @@ def invocations(script: Path) -> list[tuple[int, list[str]]]:
 
 
 def option_names(command: click.Command) -> set[str]:
+    """The current spellings: an old one kept as a hidden alias (docs/cli.md) is not for the examples."""
     ctx = click.Context(command)
     return {o for p in command.get_params(ctx) if isinstance(p, click.Option) for o in (*p.opts, *p.secondary_opts)}
 
@@ -147,7 +148,7 @@ def test_the_checker_catches_what_it_should(tmp_path):
         # srun ecgtool merge parts/*.zarr -o s.zarr --bogus
         echo "ecgtool train --in-quotes-is-not-a-command"
         # prose: ecgtool split --not-checked
-        ecgtool fetch synthetic -o raw --records 10
+        ecgtool fetch synthetic -o raw --num-records 10
         ecgtool fetch nowhere
         ecgtool frobnicate
     """))

@@ -13,6 +13,7 @@ import sys
 import click
 
 from ecgtool import __version__
+from ecgtool.cli.options import apply_conventions
 from ecgtool.errors import EcgtoolError
 
 # name -> (module, attribute, one-line help shown by `ecgtool --help` without importing the module)
@@ -41,7 +42,7 @@ class LazyGroup(click.Group):
         if name not in COMMANDS:
             return None
         module, attr, _ = COMMANDS[name]
-        return getattr(importlib.import_module(module), attr)
+        return apply_conventions(getattr(importlib.import_module(module), attr), (name,))
 
     def format_commands(self, ctx, formatter):
         rows = [(name, short) for name, (_, _, short) in COMMANDS.items()]
@@ -69,7 +70,9 @@ class LazyGroup(click.Group):
             ctx.exit(1)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "ECGTOOL"})
+# show_default: every option's default in --help (click passes it down to the subcommands' contexts); the
+# environment variables are set on each option from its flag by apply_conventions (docs/cli.md)
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="ecgtool")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.pass_context
@@ -77,9 +80,14 @@ def cli(ctx, debug):
     """Deep-learning ECG classification research, one Unix-style step at a time.
 
     Every option can also be set from the environment: ECGTOOL_<COMMAND>_<OPTION>,
-    e.g. ECGTOOL_TRAIN_EPOCHS=30.
+    the command as typed and the option's long flag, upper case, dashes as
+    underscores: ECGTOOL_TRAIN_BATCH_SIZE=32, ECGTOOL_FETCH_SYNTHETIC_SEED=1.
+    The command line wins. Reference: docs/cli.md.
     """
     ctx.ensure_object(dict)["debug"] = debug
+
+
+apply_conventions(cli)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import click
 
 from ecgtool.cli.options import (LibraryCommand, device_option, json_option, key_values, overwrite_option, seed_option,
                                  supervised_options, train_fields)
+from ecgtool.cli.completion import complete_model
 from ecgtool.train.choices import DISTILL_METHODS
 
 
@@ -17,7 +18,7 @@ def _leads(ctx, param, value):
 @click.command(cls=LibraryCommand)
 @click.argument("teacher", type=click.Path(exists=True, dir_okay=False))
 @click.argument("train_store", type=click.Path(exists=True, file_okay=False))
-@click.option("--student", "model_name", required=True, metavar="MODEL", help="The student: any registered model (train --list-models).")
+@click.option("--student", "model_name", required=True, metavar="MODEL", shell_complete=complete_model, help="The student: any registered model (train --list).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Student checkpoint to write.")
 @click.option("--method", type=click.Choice(DISTILL_METHODS), default="kd", show_default=True,
               help="kd: classic distillation; mvms: MVMS-ECG (softmax KD, input noise); mvkt: MVKT-ECG (MLKD + contrastive lead transfer).")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ecgtool.cli.options import LibraryCommand, device_option, json_option, overwrite_option, seed_option
+from ecgtool.cli.options import LibraryCommand, device_option, json_option, option, overwrite_option, seed_option
 from ecgtool.explain.options import METHODS, SANITY_MODES
 
 
@@ -13,7 +13,7 @@ from ecgtool.explain.options import METHODS, SANITY_MODES
 @click.argument("store_path", metavar="STORE", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Directory to write: saliency.zarr and one PNG per record.")
 @click.option("--records", multiple=True, metavar="ID[,ID…]", help="Record ids (the store's record_id) to explain; repeatable.")
-@click.option("--first", type=click.IntRange(1), help="Explain the store's first N records instead.")
+@option("--limit", "first", aliases=("--first",), type=click.IntRange(1), help="Explain the store's first N records instead.")
 @click.option("--method", type=click.Choice(METHODS), default="gradcam", show_default=True,
               help="gradcam (Grad-CAM), attention (attention models), ig (integrated gradients) or saliency (|gradient|).")
 @click.option("--layer", help="Grad-CAM layer, a dotted module name (default: the model's default_cam_layer).")
@@ -41,7 +41,7 @@ def explain(checkpoint, store_path, output, records, first, method, layer, class
     from ecgtool.explain.run import run_explain
 
     if bool(records) == (first is not None):
-        raise click.UsageError("give either --records ID[,ID…] or --first N")
+        raise click.UsageError("give either --records ID[,ID…] or --limit N")
     options = ExplainOptions(method=method, layer=layer, class_name=class_name, steps=steps, batch_size=batch_size,
                              charts=charts, dpi=dpi, sanity=sanity, seed=seed)
     console = stderr_console()

@@ -6,20 +6,50 @@ from pathlib import Path
 
 import click
 
-from ecgtool.cli.options import LibraryCommand, output_option, overwrite_option
+from ecgtool.cli.options import LibraryCommand, json_option, option, output_option, overwrite_option
+
+
+SYNTHETIC = {"name": "synthetic", "title": "ecgtool's synthetic 12-lead dataset (CPSC2018 classes)", "licence": "built in",
+             "size": "generated locally", "access": "generated locally: no download", "variants": [], "default_variant": None,
+             "citation": None}
+
+
+def _datasets() -> list[dict]:
+    """What `fetch --list` shows: every dataset that can be fetched, the synthetic one first."""
+    from ecgtool.data.sources import SOURCES
+
+    return [SYNTHETIC] + [{"name": s.name, "title": s.title, "licence": s.licence, "size": s.size, "access": s.access,
+                           "variants": list(s.include), "default_variant": s.default_variant, "citation": s.citation}
+                          for s in SOURCES.values()]
+
+
+def _print_datasets(rows: list[dict]) -> None:
+    from rich.table import Column, Table
+
+    from ecgtool.cli.options import stdout_console
+
+    table = Table(Column("dataset", no_wrap=True), Column("title and size", ratio=3), Column("licence", ratio=1),
+                  Column("--variant", ratio=1), expand=True, title="datasets: ecgtool fetch NAME -o DIR",
+                  caption="citations: ecgtool fetch NAME --help (or --json); default variant in bold")
+    for r in rows:
+        variants = ", ".join(f"[bold]{v}[/]" if v == r["default_variant"] else v for v in r["variants"]) or "—"
+        table.add_row(r["name"], f"{r['title']}\n[dim]{r['size']}[/]", r["licence"], variants)
+    stdout_console().print(table)
 
 
 @click.group(invoke_without_command=True)
-@click.option("--list", "list_", is_flag=True, help="List the datasets that can be fetched.")
+@click.option("--list", "list_", is_flag=True, help="List the datasets that can be fetched (a table, or JSON with --json).")
+@json_option
 @click.pass_context
-def fetch(ctx, list_):
+def fetch(ctx, list_, as_json):
     """Download a dataset, or generate the built-in synthetic one."""
+    if as_json and not list_:
+        raise click.UsageError("--json goes with --list (a dataset's command prints its output directory)")
     if list_:
-        from ecgtool.data.sources import SOURCES
+        from ecgtool.cli.options import emit_json
 
-        click.echo("synthetic\tbuilt in\tgenerated locally\tecgtool's synthetic 12-lead dataset (CPSC2018 classes)")
-        for src in SOURCES.values():
-            click.echo(f"{src.name}\t{src.licence}\t{src.size}\t{src.title}\n\tcite: {src.citation}")
+        emit_json(_datasets()) if as_json else _print_datasets(_datasets())
+        ctx.exit(0)
     elif ctx.invoked_subcommand is None:
         click.echo(ctx.get_help(), err=True)
         ctx.exit(2)
@@ -27,7 +57,7 @@ def fetch(ctx, list_):
 
 @fetch.command(cls=LibraryCommand)
 @output_option
-@click.option("--records", type=click.IntRange(1), default=2000, show_default=True, help="Number of records.")
+@option("--num-records", "records", aliases=("--records",), type=click.IntRange(1), default=2000, show_default=True, help="Number of records.")
 @click.option("--fs", type=click.IntRange(50), default=500, show_default=True, help="Sampling rate in Hz.")
 @click.option("--seconds", type=click.FloatRange(2.0), default=10.0, show_default=True, help="Record duration.")
 @click.option("--leads", default="I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6", show_default=True, help="Comma-separated leads to write.")

@@ -31,6 +31,69 @@ class LibraryCommand(click.Command):
             raise click.BadParameter(str(e), ctx=ctx, param=param) from None
 
 
+class AliasedOption(click.Option):
+    """An option with old spellings (``aliases``) that still parse but appear nowhere else.
+
+    The aliases are given to the parser alone, so ``--help``, TAB completion, error
+    messages and the option's environment variable all know only the current name:
+    one name per concept (docs/cli.md), without breaking the scripts written before a
+    rename. An alias has no environment variable of its own.
+    """
+
+    def __init__(self, param_decls, *, aliases=(), **attrs):
+        super().__init__(param_decls, **attrs)
+        self.aliases = tuple(aliases)
+
+    def add_to_parser(self, parser, ctx):
+        shown = self.opts
+        self.opts = [*shown, *self.aliases]
+        try:
+            super().add_to_parser(parser, ctx)
+        finally:
+            self.opts = shown
+
+
+def option(*param_decls, aliases=(), **attrs):
+    """``click.option`` with old spellings kept as hidden aliases (:class:`AliasedOption`)."""
+    return click.option(*param_decls, cls=AliasedOption, aliases=aliases, **attrs)
+
+
+def envvar_name(prefix: str, param: click.Option) -> str:
+    """The environment variable of an option: the command's prefix and its first long flag, e.g. ``--batch-size``
+    of ``train`` → ``ECGTOOL_TRAIN_BATCH_SIZE`` (click's own rule would use the Python name, e.g. ``as_json``)."""
+    flag = next((o for o in param.opts if o.startswith("--")), None)
+    word = flag[2:] if flag else param.name
+    return f"{prefix}_{word.replace('-', '_').upper()}"
+
+
+def command_prefix(path) -> str:
+    """``ECGTOOL_`` and the command path as typed, e.g. ``("fetch", "ecg-arrhythmia")`` → ``ECGTOOL_FETCH_ECG_ARRHYTHMIA``."""
+    return "_".join(["ECGTOOL", *(p.replace("-", "_").upper() for p in path)])
+
+
+def apply_conventions(command: click.Command, path=()) -> click.Command:
+    """Give every option of ``command`` (and of its subcommands) its environment variable, named after its flag
+    (:func:`envvar_name`); a variable an option names itself (``--mirror``'s ``ECGTOOL_MIRROR``) is read after it.
+    The group applies this to each command it hands out (``LazyGroup.get_command``), so a new command follows the
+    rule without doing anything; the option's Python name is no longer read from the environment."""
+    prefix = command_prefix(path)
+    if getattr(command, "_ecgtool_prefix", None) == prefix:
+        return command
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name in ("help", "version"):
+            continue
+        own = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+        name = envvar_name(prefix, param)
+        param.envvar = [name, *(e for e in own if e != name)]
+        param.allow_from_autoenv = False
+    if isinstance(command, click.Group) and path:  # the root's (lazy) commands get theirs as it hands them out
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            apply_conventions(command.get_command(ctx, name), (*path, name))
+    command._ecgtool_prefix = prefix
+    return command
+
+
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 seed_option = click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Random seed; the same seed repeats the run.")
@@ -56,6 +119,8 @@ def key_values(ctx, param, values) -> dict:
             out[key] = json.loads(raw)
         except ValueError:
             out[key] = raw
+        except RecursionError:  # e.g. thousands of "[": refused, not an unexpected error
+            raise click.BadParameter(f"{key}=: the JSON value nests too deeply", param=param) from None
     return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ecgtool.cli.options import LibraryCommand, output_option, overwrite_option
+from ecgtool.cli.options import LibraryCommand, option, output_option, overwrite_option
 from ecgtool.data.choices import CROP_POLICIES, NORMALISATIONS, ON_ERROR, PTBXL_RATES, SIGNAL_DTYPES
 
 
@@ -16,10 +16,13 @@ def _shard(ctx, param, value):
     """``I/N`` → ``(I, N)``, 0-based: Slurm's ``--array=0-(N-1)`` gives ``$SLURM_ARRAY_TASK_ID/N``; run_prep checks it."""
     if value is None:
         return None
-    parts = value.strip().split("/")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise click.BadParameter(f"{value!r} is not I/N, e.g. 0/16 (shard I of N, counted from 0)")
-    return int(parts[0]), int(parts[1])
+    try:  # int() decides what a number is: str.isdigit() passes "²", which int() refuses
+        index, count = (int(p) for p in value.split("/"))
+        if index < 0:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not I/N, e.g. 0/16 (shard I of N, counted from 0)") from None
+    return index, count
 
 
 def _beat_window(ctx, param, value):
@@ -44,7 +47,8 @@ def _beat_window(ctx, param, value):
 @click.option("--labels", "label_csv", type=click.Path(dir_okay=False), help="Label CSV (record_id, labels[, patient_id, age, sex, fold]) for a generic WFDB directory.")
 @click.option("--fs", type=click.FloatRange(0, min_open=True), default=100.0, show_default=True, help="Target sampling rate in Hz (polyphase resampling).")
 @click.option("--seconds", type=click.FloatRange(0), default=10.0, show_default=True, help="Fixed record length; 0 keeps the longest record's length and zero-pads the rest.")
-@click.option("--crop", type=click.Choice(CROP_POLICIES), default="start", show_default=True, help="Which part of a longer record to keep.")
+@option("--crop-mode", "crop", aliases=("--crop",), type=click.Choice(CROP_POLICIES), default="start", show_default=True,
+        help="Which part of a longer record to keep.")
 @click.option("--lowcut", type=click.FloatRange(0), default=0.5, show_default=True, help="High-pass edge in Hz (0 disables).")
 @click.option("--highcut", type=click.FloatRange(0), default=50.0, show_default=True, help="Low-pass edge in Hz (0 disables; ignored at or above Nyquist).")
 @click.option("--notch", type=click.FloatRange(0), default=0.0, help="Powerline notch frequency in Hz, e.g. 50 or 60 (0 disables).")
@@ -52,7 +56,8 @@ def _beat_window(ctx, param, value):
               help="zscore: per record and lead; dataset: per-lead mean/std stored in attrs and applied when loading; none.")
 @click.option("--leads", callback=_leads, help="Comma-separated leads to keep, in this order (default: all).")
 @click.option("--dtype", type=click.Choice(SIGNAL_DTYPES), default="float32", show_default=True)
-@click.option("--workers", type=click.IntRange(1), default=None, help="Worker processes (default: CPU count, at most 8).")
+@option("--jobs", "workers", aliases=("--workers",), type=click.IntRange(1), default=None,
+        help="Records preprocessed in parallel, one process each [default: CPU count, at most 8].")
 @click.option("--on-error", type=click.Choice(ON_ERROR), default="fail", show_default=True, help="What to do with a record that cannot be read.")
 @click.option("--keep-unlabelled", is_flag=True, help="Keep records with none of the task's classes (dropped by default).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N records (for a quick look).")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ecgtool.cli.options import LibraryCommand, device_option, json_option, key_values, log_dir_option, overwrite_option, seed_option
+from ecgtool.cli.completion import complete_model
+from ecgtool.cli.options import (LibraryCommand, device_option, json_option, key_values, log_dir_option, option, overwrite_option,
+                                 seed_option)
 from ecgtool.data.choices import LOADER_MODES
 from ecgtool.train.choices import PRECISIONS, PRETRAIN_METHODS, SCHEDULES
 
@@ -24,7 +26,7 @@ def _list_methods(ctx, param, value):
 @click.argument("method", type=click.Choice(PRETRAIN_METHODS))
 @click.argument("stores", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Encoder checkpoint to write.")
-@click.option("--backbone", default=None, help="Registered model to pretrain (default: the method's; see --list-methods). "
+@click.option("--backbone", default=None, metavar="MODEL", shell_complete=complete_model, help="Registered model to pretrain (default: the method's; see --list). "
               "cpc and clocs-* take any model; st-mem and jepa a size of their ViT.")
 @click.option("--model-arg", "model_kwargs", multiple=True, callback=key_values, metavar="KEY=VALUE",
               help="Backbone constructor argument (JSON value); repeatable. train --init needs the same ones.")
@@ -48,7 +50,7 @@ def _list_methods(ctx, param, value):
 @click.option("--sync-bn", is_flag=True, help="Synchronise BatchNorm statistics across DDP ranks (CUDA).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run that wrote OUTPUT.resume.")
 @log_dir_option
-@click.option("--list-methods", is_flag=True, expose_value=False, is_eager=True, callback=_list_methods,
+@option("--list", "list_methods", aliases=("--list-methods",), is_flag=True, expose_value=False, is_eager=True, callback=_list_methods,
               help="List the methods with their default backbone, input and optimisation, and exit.")
 @seed_option
 @device_option

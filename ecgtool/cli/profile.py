@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ecgtool.cli.options import device_option, json_option
+from ecgtool.cli.completion import complete_model_or_file
+from ecgtool.cli.options import device_option, json_option, option
 
 
 def _print_registry(leads: int, samples: int, classes: int) -> None:
@@ -20,7 +21,7 @@ def _print_registry(leads: int, samples: int, classes: int) -> None:
     from rich.table import Column
 
     names = list_models()
-    # Within 80 columns (a pipe) whole names and numbers; the families are in `ecgtool train --list-models`.
+    # Within 80 columns (a pipe) whole names and numbers; the families are in `ecgtool train --list`.
     numbers = [Column(h, no_wrap=True, justify="right") for h in ("params", "MACs (M)", "MACs incl.\nattention (M)")]
     table = Table(Column("model", no_wrap=True, min_width=max(map(len, names), default=5)), *numbers,
                   title=f"registered models at {leads} leads × {samples} samples, {classes} classes",
@@ -41,15 +42,16 @@ def _print_registry(leads: int, samples: int, classes: int) -> None:
 
 
 @click.command()
-@click.argument("target", metavar="MODEL|CHECKPOINT", required=False)
-@click.option("--leads", type=click.IntRange(1), default=12, show_default=True, help="Input leads (for a model name).")
-@click.option("--samples", type=click.IntRange(16), default=1000, show_default=True, help="Input samples (for a model name).")
-@click.option("--classes", type=click.IntRange(1), default=9, show_default=True, help="Output classes (for a model name).")
-@click.option("--batch", "batches", type=click.IntRange(1), multiple=True, default=(1, 32), show_default=True, help="Batch sizes for latency; repeatable.")
+@click.argument("target", metavar="MODEL|CHECKPOINT", required=False, shell_complete=complete_model_or_file)
+@option("--num-leads", "leads", aliases=("--leads",), type=click.IntRange(1), default=12, show_default=True, help="Input leads (for a model name).")
+@option("--num-samples", "samples", aliases=("--samples",), type=click.IntRange(16), default=1000, show_default=True, help="Input samples (for a model name).")
+@option("--num-classes", "classes", aliases=("--classes",), type=click.IntRange(1), default=9, show_default=True, help="Output classes (for a model name).")
+@option("--batch-size", "batches", aliases=("--batch",), type=click.IntRange(1), multiple=True, default=(1, 32), show_default=True,
+        help="Batch sizes for latency; repeatable.")
 @click.option("--repeats", type=click.IntRange(1), default=20, show_default=True, help="Timed repeats per batch size (median reported).")
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default).")
 @click.option("--list", "list_", is_flag=True,
-              help="Print every registered model's parameters, MACs and source at --leads/--samples/--classes, and exit.")
+              help="Print every registered model's parameters, MACs and source at --num-leads/--num-samples/--num-classes, and exit.")
 @device_option
 @json_option
 def profile(target, leads, samples, classes, batches, repeats, threads, list_, device, as_json):
@@ -58,7 +60,7 @@ def profile(target, leads, samples, classes, batches, repeats, threads, list_, d
     Parameters, MACs counted by thop for one record (FLOPs = 2 × MACs) with a
     per-stage breakdown, beside a second count that includes attention matrix
     products and functional ops (torch's FlopCounterMode: matrix products and
-    convolutions only), and latency (median of repeats) at each --batch size.
+    convolutions only), and latency (median of repeats) at each --batch-size.
     A checkpoint's input shape comes from the checkpoint.
     """
     if list_:

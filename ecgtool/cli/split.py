@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ecgtool.cli.options import LibraryCommand, json_option, overwrite_option, seed_option
+from ecgtool.cli.options import LibraryCommand, json_option, option, overwrite_option, seed_option
 
 
 def _ratios(ctx, param, value):
@@ -20,10 +20,10 @@ def _ratios(ctx, param, value):
 @click.command(cls=LibraryCommand)
 @click.argument("store_path", metavar="STORE", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Directory for train.zarr, val.zarr, test.zarr (created if needed; written and replaced as a whole).")
-@click.option("--folds", "k", type=click.IntRange(3, 100), default=10, show_default=True, help="Number of stratified folds when the store has no official folds.")
-@click.option("--train", "train_folds", default=None, help="Folds for training, e.g. 1-8 (default: all but the last two).")
-@click.option("--val", "val_folds", default=None, help="Folds for validation (default: the second to last).")
-@click.option("--test", "test_folds", default=None, help="Folds for testing (default: the last).")
+@option("--num-folds", "k", aliases=("--folds",), type=click.IntRange(3, 100), default=10, show_default=True, help="Number of stratified folds when the store has no official folds.")
+@option("--train-folds", "train_folds", aliases=("--train",), default=None, help="Folds for training, e.g. 1-8 (default: all but the last two).")
+@option("--val-folds", "val_folds", aliases=("--val",), default=None, help="Folds for validation (default: the second to last).")
+@option("--test-folds", "test_folds", aliases=("--test",), default=None, help="Folds for testing (default: the last).")
 @click.option("--ratios", callback=_ratios, help="train,val,test fractions instead of fold lists, e.g. 0.7,0.15,0.15.")
 @click.option("--ignore-official", is_flag=True, help="Stratify anew even where the store has official folds.")
 @seed_option
@@ -53,13 +53,13 @@ def split(store_path, output, k, train_folds, val_folds, test_folds, ratios, ign
         ignore_official = True
     elif train_folds or val_folds or test_folds:
         if not (train_folds and val_folds and test_folds):
-            raise click.UsageError("give all three of --train, --val and --test")
+            raise click.UsageError("give all three of --train-folds, --val-folds and --test-folds")
         fold_lists = {}
         for name, text in (("train", train_folds), ("val", val_folds), ("test", test_folds)):
             try:
                 fold_lists[name] = parse_folds(text)
             except EcgtoolError as e:  # a value the flag cannot take: a usage error of that flag
-                raise click.BadParameter(str(e), param_hint=f"--{name}") from None
+                raise click.BadParameter(str(e), param_hint=f"--{name}-folds") from None
     check_split_dir(output, overwrite, (store_path,))  # before the (possibly long) fold assignment
     plan = plan_split(store, fold_lists, k, seed, use_official=not ignore_official)
     paths = run_split(store, output, plan, overwrite)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ecgtool.cli.options import (LibraryCommand, device_option, json_option, overwrite_option, seed_option, supervised_options,
-                                 train_fields)
+from ecgtool.cli.options import (LibraryCommand, device_option, json_option, option, overwrite_option, seed_option,
+                                 supervised_options, train_fields)
+from ecgtool.cli.completion import complete_model
 from ecgtool.train.choices import AUGMENTATIONS
 
 
@@ -26,14 +27,15 @@ def _list_models(ctx, param, value):
 
 
 @click.command(cls=LibraryCommand)
-@click.argument("model_name", metavar="MODEL")
+@click.argument("model_name", metavar="MODEL", shell_complete=complete_model)
 @click.argument("train_store", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
 @supervised_options
 @click.option("--augment", multiple=True, metavar="NAME[:KEY=VALUE...]", shell_complete=_complete_augment,
               help=f"Augment training batches (comma-separated or repeatable): {', '.join(AUGMENTATIONS)}; "
                    "e.g. noise:std=0.1. README lists their defaults.")
-@click.option("--list-models", is_flag=True, expose_value=False, is_eager=True, callback=_list_models, help="List the registered models and exit.")
+@option("--list", "list_models", aliases=("--list-models",), is_flag=True, expose_value=False, is_eager=True, callback=_list_models,
+        help="List the registered models (what MODEL can name) and exit.")
 @seed_option
 @device_option
 @overwrite_option

@@ -105,7 +105,7 @@ def plan_split(store: EcgStore, fold_lists: dict[str, list[int]] | None, k: int,
         if fold_lists is None and len(np.unique(folds[folds > 0])) < 3:
             raise EcgtoolError(
                 f"{store.path} has only the official folds {', '.join(map(str, np.unique(folds)))}; "
-                "give --train, --val and --test fold lists, or --ignore-official to stratify anew"
+                "give --train-folds, --val-folds and --test-folds fold lists, or --ignore-official to stratify anew"
             )
     else:
         folds = assign_folds(store, k, seed)

@@ -72,7 +72,7 @@ class ExplainResult:
 
 
 def select_rows(store, records: list[str] | None, first: int | None) -> np.ndarray:
-    """Store rows for ``--records`` (comma-separated ids, in the order given) or ``--first N``."""
+    """Store rows for ``--records`` (comma-separated ids, in the order given) or ``--limit N``."""
     if first is not None:
         return np.arange(min(first, len(store)), dtype=np.int64)
     wanted = [r.strip() for item in records or [] for r in item.split(",") if r.strip()]

@@ -2,7 +2,7 @@
 
 The defaults are the official code's (docs/pretrain-methods.md has the line references); where the code is
 silent or its values are placeholders, the choice is ours and says so. This module imports nothing heavy:
-the CLI reads it for ``--help`` and ``--list-methods``.
+the CLI reads it for ``--help`` and ``pretrain --list``.
 
 * ``fs`` and ``seconds``: the sampling rate and window the reference pretrains on. ``pretrain`` does not
   resample (stores are prepared by ``prep``); it warns when a store's rate differs, and its input is a
