@@ -3,7 +3,7 @@
 On disk a checkpoint is a ``torch.save`` of a dict made only of tensors,
 strings, numbers, booleans, None, lists and dicts, so it loads with
 ``torch.load(path, weights_only=True)``: opening a stranger's checkpoint never
-executes code. Keys (README "The checkpoint"):
+executes code. Keys (docs/checkpoint.md):
 
     format, format_version    "ecgtool.checkpoint", 1
     kind                      "classifier" | "encoder" (pretrain) | "student" (distill)

@@ -30,8 +30,8 @@ SHELL_OPERATORS = set(";&|<>()")
 
 
 def readme_slurm_scripts() -> list[str]:
-    """The scripts named in the first column of the README's "On a Slurm cluster" table."""
-    section = (ROOT / "README.md").read_text().split("\n## On a Slurm cluster\n", 1)[1].split("\n## ", 1)[0]
+    """The scripts named in the first column of the "On a Slurm cluster" table (docs/cluster.md)."""
+    section = (ROOT / "docs" / "cluster.md").read_text().split("\n## On a Slurm cluster\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"^\| `([\w.-]+)` \|", section, flags=re.MULTILINE)
 
 
@@ -40,7 +40,7 @@ def test_the_slurm_examples_are_there_runnable_and_documented():
     on_disk = sorted(p.name for p in SLURM.iterdir())
     expected = {"train-1gpu.sbatch", "train-ddp-multinode.sbatch", "prep-array.sbatch", "merge.sbatch", "submit-prep.sh"}
     assert expected <= set(on_disk)
-    assert sorted(readme_slurm_scripts()) == on_disk  # every script has its README row, every row its script
+    assert sorted(readme_slurm_scripts()) == on_disk  # every script has its row in the docs, every row its script
     for name in on_disk:
         path = SLURM / name
         assert path.is_file() and os.access(path, os.X_OK), f"{name} is not an executable file"
@@ -67,7 +67,11 @@ def test_sbatch_directives_come_before_any_command(script):
 
 def invocations(script: Path) -> list[tuple[int, list[str]]]:
     """Every `ecgtool ...` command of a script, as (line number, tokens up to the next shell operator)."""
-    text = script.read_text()
+    return invocations_in(script.read_text())
+
+
+def invocations_in(text: str) -> list[tuple[int, list[str]]]:
+    """Every `ecgtool ...` command of shell text (see :func:`invocations`)."""
     flag_vars = dict(re.findall(r"\b(\w+)=(--[\w-]+)", text))  # resume=--resume, used as $resume
     found = []
     lines = text.replace("\\\n", " ").splitlines()  # line numbers shift after a continuation; good enough

@@ -31,7 +31,7 @@ def _list_methods(ctx, param, value):
 @click.option("--model-arg", "model_kwargs", multiple=True, callback=key_values, metavar="KEY=VALUE",
               help="Backbone constructor argument (JSON value); repeatable. train --init needs the same ones.")
 @click.option("--method-arg", "method_kwargs", multiple=True, callback=key_values, metavar="KEY=VALUE",
-              help="Method hyperparameter (JSON value), e.g. negatives=64, mask_ratio=0.6; repeatable. README lists them.")
+              help="Method hyperparameter (JSON value), e.g. negatives=64, mask_ratio=0.6; repeatable. docs/pretrain.md lists them.")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Default: the method's.")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Global batch. Default: the method's.")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="Peak learning rate (AdamW). Default: the method's.")

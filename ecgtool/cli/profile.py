@@ -26,8 +26,8 @@ def _print_registry(leads: int, samples: int, classes: int) -> None:
     table = Table(Column("model", no_wrap=True, min_width=max(map(len, names), default=5)), *numbers,
                   title=f"registered models at {leads} leads × {samples} samples, {classes} classes",
                   caption="MACs: thop's count; MACs incl. attention: every matrix product, attention included "
-                          "(torch's FlopCounterMode). Sources, reference-parity counts and both counts: README "
-                          "'Models'; per-model details: each file's docstring")
+                          "(torch's FlopCounterMode). Sources, reference-parity counts and both counts: "
+                          "docs/models.md; per-model details: each file's docstring")
     from ecgtool.cli.progress import ProgressDisplay
 
     with ProgressDisplay("profile", unit="models") as progress:  # counting every model takes a minute on a laptop

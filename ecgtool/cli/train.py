@@ -33,7 +33,7 @@ def _list_models(ctx, param, value):
 @supervised_options
 @click.option("--augment", multiple=True, metavar="NAME[:KEY=VALUE...]", shell_complete=_complete_augment,
               help=f"Augment training batches (comma-separated or repeatable): {', '.join(AUGMENTATIONS)}; "
-                   "e.g. noise:std=0.1. README lists their defaults.")
+                   "e.g. noise:std=0.1. docs/transfer.md lists their defaults.")
 @option("--list", "list_models", aliases=("--list-models",), is_flag=True, expose_value=False, is_eager=True, callback=_list_models,
         help="List the registered models (what MODEL can name) and exit.")
 @seed_option

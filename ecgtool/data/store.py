@@ -1,6 +1,6 @@
 """The ECG store: the one on-disk format that passes recordings between subcommands.
 
-A store is a Zarr v3 group (see README "The ECG store"):
+A store is a Zarr v3 group (see docs/store.md):
 
     signals     float32|float16 [N, leads, samples]  chunked along N only
     labels      uint8 [N, K]                          multi-hot (one-hot when multi-class)

@@ -4,7 +4,7 @@ Source: the research notebook (``research-notebook.txt``, section
 "InceptionFormer"; its numbers are extracted in ``NOTEBOOK-RESULTS.md``). No
 code was published; the notebook gives the design in words, the stage shapes,
 and thop's parameter and MAC count of every stage. This file is built to
-reproduce that table (``ecgtool profile inceptionformer``; README "Models").
+reproduce that table (``ecgtool profile inceptionformer``; docs/models.md).
 Its parts follow:
 
 * InceptionNeXt (Yu et al., "InceptionNeXt: When Inception Meets ConvNeXt",
