@@ -177,3 +177,14 @@ def test_checkpoint_without_preprocessing_record_refused(setup, tmp_path):
     Checkpoint.load(models["whole"]).replace(preprocessing={k: v for k, v in ckpt.preprocessing.items() if k != "lowcut"}).save(broken)
     r = run_cli("predict", broken, root / "raw-val", "--device", "cpu", expect=1)
     assert "its training data's preprocessing lacks the prep setting(s) lowcut" in r.stderr
+
+
+def test_multiclass_checkpoint_decides_by_argmax(setup, tmp_path):
+    root, _, models = setup
+    multiclass = tmp_path / "mc.ckpt"
+    Checkpoint.load(models["whole"]).replace(multi_label=False, thresholds=None).save(multiclass)
+    doc = predict_json(multiclass, root / "raw-val")
+    assert doc["thresholds"] is None and doc["threshold_source"] == "argmax (multi-class)"
+    for r in doc["records"]:
+        p = r["probabilities"]
+        assert sum(p.values()) == pytest.approx(1, abs=1e-5) and r["labels"] == [max(p, key=p.get)]

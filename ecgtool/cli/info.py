@@ -90,6 +90,8 @@ def describe_preprocessing(p: dict) -> str:
              f"notch {p['notch']:g} Hz" if p.get("notch") else "no notch",
              f"{length} ({p.get('samples')} samples; crop {p.get('crop')}, zero-pad)",
              f"normalisation {p.get('normalisation')}"]
+    if p.get("dtype"):
+        parts.append(f"{p['dtype']} rows")
     if p.get("beat_window"):
         parts.append(f"beat windows {p['beat_window']} s")
     return ", ".join(parts)
