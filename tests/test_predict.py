@@ -188,3 +188,28 @@ def test_multiclass_checkpoint_decides_by_argmax(setup, tmp_path):
     for r in doc["records"]:
         p = r["probabilities"]
         assert sum(p.values()) == pytest.approx(1, abs=1e-5) and r["labels"] == [max(p, key=p.get)]
+
+
+@pytest.mark.parametrize("normalisation, dtype, view", [("dataset", "float16", {"name": "raw"}), ("zscore", "float32", {"name": "rpeaks"})])
+def test_recording_reader_makes_the_loaders_input_of_the_store_row(tmp_path, normalisation, dtype, view):
+    """Without a model: RecordingReader turns each raw record into exactly what the loader makes of its store row,
+    with dataset statistics, a float16 store and a data-side view (R-peak channel) too."""
+    from ecgtool.data.inputs import InputSpec, RecordingReader
+    from ecgtool.data.prep import run_prep
+    from ecgtool.data.readers import open_reader
+    from ecgtool.data.recordings import find_recordings, read_recording
+    from ecgtool.data.store import open_store
+    from ecgtool.data.transforms import PrepConfig
+
+    raw = write_wfdb_dir(tmp_path / "raw", n=3, seed=6, fs=360, seconds=3.0)
+    run_prep(open_reader(raw), tmp_path / "s.zarr", PrepConfig(fs=100, seconds=4.0, normalisation=normalisation, notch=50.0),
+             dtype=dtype)
+    store = open_store(tmp_path / "s.zarr")
+    spec = InputSpec.of_store(store, view)
+    record = store.attrs["preprocessing"]
+    reader = RecordingReader(spec, PrepConfig.from_record(record), record["samples"], dtype)
+    expected = spec.reader(store)(store.signals[:])
+    for rec in find_recordings([raw]):
+        i = store.record_id.tolist().index(rec.name)
+        r = read_recording(rec)
+        np.testing.assert_array_equal(reader(reader.row(r.signal, r.fs, r.leads)[None])[0], expected[i])
