@@ -177,6 +177,11 @@ def test_checkpoint_without_preprocessing_record_refused(setup, tmp_path):
     Checkpoint.load(models["whole"]).replace(preprocessing={k: v for k, v in ckpt.preprocessing.items() if k != "lowcut"}).save(broken)
     r = run_cli("predict", broken, root / "raw-val", "--device", "cpu", expect=1)
     assert "its training data's preprocessing lacks the prep setting(s) lowcut" in r.stderr
+    for changed, needle in (({"beat_window": [0.25, 0.4]}, "trained on beat windows"),
+                            ({"samples": 10**9}, "more than the 100000000 values"), ({"filter": "FIR"}, "filter 'FIR'")):
+        Checkpoint.load(models["whole"]).replace(preprocessing={**ckpt.preprocessing, **changed}).save(broken, overwrite=True)
+        r = run_cli("predict", broken, root / "raw-val", "--device", "cpu", expect=1)
+        assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_multiclass_checkpoint_decides_by_argmax(setup, tmp_path):

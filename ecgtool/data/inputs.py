@@ -173,7 +173,7 @@ class RecordingReader:
             raise EcgtoolError("the model was trained on beat windows (prep --beat-window) around annotated beats, "
                                "not on whole recordings")
         if prep.fs != spec.fs or samples < spec.samples or prep.normalisation != method:
-            raise EcgtoolError(f"the preprocessing ({prep.fs:g} Hz, {samples} samples, normalisation {prep.normalisation}) "
+            raise EcgtoolError(f"its training data's preprocessing ({prep.fs:g} Hz, {samples} samples, normalisation {prep.normalisation}) "
                                f"does not make the model's input ({spec.fs:g} Hz, {spec.samples} samples, "
                                f"normalisation {method})")
         self.spec, self.prep, self.samples, self.dtype = spec, prep, int(samples), np.dtype(dtype)

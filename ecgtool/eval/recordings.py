@@ -107,6 +107,7 @@ def _number(p) -> float | None:
 def recording_reader(ckpt: Checkpoint) -> RecordingReader:
     """How ``ckpt``'s training rows were made, replayable on a raw recording; refuses a checkpoint that cannot
     be applied to recordings (an encoder; no or an unusable record of the preprocessing) in one sentence."""
+    from ecgtool.data.store import MAX_RECORD_VALUES
     from ecgtool.data.transforms import PrepConfig
 
     if ckpt.is_encoder:
@@ -121,11 +122,17 @@ def recording_reader(ckpt: Checkpoint) -> RecordingReader:
         samples, dtype = record.get("samples"), record.get("dtype", "float32")
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise EcgtoolError(f"gives {samples!r} samples per row, not a positive whole number")
+        if samples * len(ckpt.input.leads) > MAX_RECORD_VALUES:  # a stranger's file: refused before allocating
+            raise EcgtoolError(f"gives {samples} samples per row of {len(ckpt.input.leads)} leads, more than the "
+                               f"{MAX_RECORD_VALUES} values ecgtool accepts per record")
         if dtype not in ("float32", "float16"):
             raise EcgtoolError(f"gives the row dtype {dtype!r}, not float32 or float16")
-        return RecordingReader(ckpt.input, cfg, samples, dtype)
     except EcgtoolError as e:
         raise CheckpointError(f"{ckpt.name}: the record of its training data's preprocessing {e}") from None
+    try:
+        return RecordingReader(ckpt.input, cfg, samples, dtype)
+    except EcgtoolError as e:
+        raise CheckpointError(f"{ckpt.name}: {e}") from None
 
 
 def _windows(ckpt: Checkpoint, reader: RecordingReader) -> Windows | None:
