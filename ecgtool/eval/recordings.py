@@ -28,6 +28,7 @@ from ecgtool.data.recordings import Recording, read_recording
 from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.eval.metrics import predict_labels
 from ecgtool.eval.predict import Windows, default_aggregate, predict, windows_for
+from ecgtool.eval.thresholds import checkpoint_thresholds
 from ecgtool.outputs import atomic_output
 from ecgtool.provenance import fingerprint, make_entry
 
@@ -142,15 +143,6 @@ def _windows(ckpt: Checkpoint, reader: RecordingReader) -> Windows | None:
                        tuned.get("aggregate") or default_aggregate(ckpt.multi_label))
 
 
-def _thresholds(ckpt: Checkpoint) -> tuple[np.ndarray | None, str]:
-    """The decision thresholds and where they come from, in eval's words."""
-    if not ckpt.multi_label:
-        return None, "argmax (multi-class)"
-    if ckpt.thresholds is None:
-        return np.full(len(ckpt.classes), 0.5), "default 0.5 (the checkpoint has no tuned thresholds)"
-    return np.asarray(ckpt.thresholds["values"], dtype=np.float64), f"checkpoint: {ckpt.thresholds['source']}"
-
-
 def _listed(names: list[str]) -> str:
     return ", ".join(names[:SHOWN]) + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
@@ -176,7 +168,7 @@ def run_predict(ckpt: Checkpoint | str | os.PathLike, recordings: list[Recording
     reader = recording_reader(ckpt)
     check_recordings(recordings, opts)
     windows = _windows(ckpt, reader)
-    thresholds, source = _thresholds(ckpt)
+    thresholds, source = checkpoint_thresholds(ckpt)
     device = torch.device(device)
     model = ckpt.build_model().to(device)
     kept: list[Recording] = []
