@@ -16,6 +16,10 @@ executes code. Keys (docs/checkpoint.md):
     pretraining               optional: the self-supervised pretraining the weights come from (below) | None
     init                      optional: the checkpoint ``train --init`` started from (path, fingerprint, kind) | None
     distillation              for a student: the method, its hyperparameters and the teacher (below) | None
+    preprocessing             optional: how the training store's rows were made from raw recordings — its
+                              ``preprocessing`` attribute (prep's PrepConfig.describe(), with the row length
+                              "samples") plus its signals' "dtype" — which ``predict`` replays on new
+                              recordings | None (checkpoints from before it was recorded)
     resume                    optional: optimiser/scheduler/RNG state for --resume
 
 An *encoder* (kind "encoder", written by ``pretrain`` through
@@ -118,6 +122,7 @@ class Checkpoint:
     pretraining: dict | None = None
     init: dict | None = None
     distillation: dict | None = None
+    preprocessing: dict | None = None
     format_version: int = CKPT_VERSION
     path: Path | None = None
 
@@ -146,6 +151,8 @@ class Checkpoint:
             raise CheckpointError(f"{where}: a student checkpoint, and only a student, records its distillation (method and teacher)")
         if self.distillation is not None:
             _check_distillation(self.distillation, where)
+        if self.preprocessing is not None and not isinstance(self.preprocessing, dict):
+            raise CheckpointError(f"{where}: 'preprocessing' must be a mapping of the training data's prep settings")
 
     def _check_encoder(self, where: str) -> None:
         """What makes an encoder: a backbone without a head, no classes or thresholds, a pretraining record."""
@@ -196,7 +203,7 @@ class Checkpoint:
             provenance=list(doc["provenance"]), history=list(doc.get("history") or []),
             class_descriptions=dict(doc.get("class_descriptions") or {}), resume=doc.get("resume"),
             pretraining=doc.get("pretraining"), init=doc.get("init"), distillation=doc.get("distillation"),
-            format_version=version, path=where,
+            preprocessing=doc.get("preprocessing"), format_version=version, path=where,
         )
 
     def to_dict(self) -> dict:
@@ -208,7 +215,7 @@ class Checkpoint:
             "thresholds": self.thresholds, "train_args": self.train_args, "metrics": self.metrics,
             "history": self.history, "provenance": self.provenance,
         }
-        for key in ("pretraining", "init", "distillation", "resume"):  # optional keys: absent when None, as in files that predate them
+        for key in ("pretraining", "init", "distillation", "preprocessing", "resume"):  # optional keys: absent when None, as in files that predate them
             if getattr(self, key) is not None:
                 doc[key] = getattr(self, key)
         return _plain(doc)
@@ -372,6 +379,7 @@ class Checkpoint:
             "pretraining": pretraining_summary(self.pretraining),
             "init": self.init,
             "distillation": self.distillation,
+            "preprocessing": self.preprocessing,
             "provenance": self.provenance,
         }
 

@@ -26,6 +26,7 @@ COMMANDS = {
     "train": ("ecgtool.cli.train", "train", "Train a model on a store and write a checkpoint."),
     "distill": ("ecgtool.cli.distill", "distill", "Distil a teacher checkpoint into a (reduced-lead) student."),
     "eval": ("ecgtool.cli.eval", "eval_", "Evaluate a checkpoint on a store."),
+    "predict": ("ecgtool.cli.predict", "predict", "Apply a checkpoint to raw recordings (WFDB, .mat, CSV)."),
     "profile": ("ecgtool.cli.profile", "profile", "Count parameters and MACs and measure latency."),
     "explain": ("ecgtool.cli.explain", "explain", "Explain decisions: saliency maps and clinical ECG charts."),
     "info": ("ecgtool.cli.info", "info", "Summarise a store or a checkpoint."),

@@ -73,8 +73,26 @@ def _print_summary(s: dict, console) -> None:
             params = ", ".join(f"{k}={v}" for k, v in d.get("hyperparameters", {}).items())
             console.print(f"distilled by {d['method']} from teacher {t['path']} ({t['fingerprint'][:23]}), model {t['model']}, "
                           f"leads {', '.join(t['leads'])}" + (f": {params}" if params else ""))
+        if s.get("preprocessing"):
+            console.print("preprocessing of its training data (predict replays it): " + describe_preprocessing(s["preprocessing"]))
         console.print(f"resumable: {'yes' if s['resumable'] else 'no'}")
     console.print("[bold]provenance[/]")
     for i, p in enumerate(s["provenance"], 1):
         inputs = "; ".join(f"{x['path']} ({x['fingerprint'][:23]})" for x in p.get("inputs", []))
         console.print(f" {i}. {p['time']} {p['tool']} [cyan]{p['command']}[/]" + (f"\n    inputs: {inputs}" if inputs else ""))
+
+
+def describe_preprocessing(p: dict) -> str:
+    """A store's or checkpoint's ``preprocessing`` record in a line."""
+    edges = "-".join("…" if e is None else f"{e:g}" for e in (p.get("lowcut"), p.get("highcut")))
+    length = f"{p['seconds']:g} s" if p.get("seconds") else "the longest record's length"
+    parts = [f"{p.get('fs', 0):g} Hz", f"band-pass {edges} Hz" if p.get("lowcut") or p.get("highcut") else "no band-pass",
+             f"notch {p['notch']:g} Hz" if p.get("notch") else "no notch",
+             f"{length} ({p.get('samples')} samples; crop {p.get('crop')}, zero-pad)",
+             f"normalisation {p.get('normalisation')}"]
+    if p.get("dtype"):
+        parts.append(f"{p['dtype']} rows")
+    if p.get("beat_window"):
+        parts.append(f"beat windows {p['beat_window']} s")
+    return ", ".join(parts)
+

@@ -12,3 +12,4 @@ SIGNAL_DTYPES = ("float32", "float16")  # the store's signals
 ON_ERROR = ("fail", "skip")  # run_prep: what to do with a record that cannot be read
 PTBXL_RATES = (100, 500)  # PTB-XL's two sets of files, in Hz
 LOADER_MODES = ("auto", "memory", "stream")  # ChunkLoader: hold the store in memory, stream it, or choose by size
+CSV_UNITS = ("mV", "uV")  # data.recordings: units of the values of a CSV recording (which names none)

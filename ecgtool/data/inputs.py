@@ -125,15 +125,17 @@ class InputSpec:
 
 
 class StoreReader:
-    """Raw store rows ``(B, store leads, S)`` → model input ``(B, channels, S)`` for one spec and store."""
+    """Raw store rows ``(B, store leads, S)`` → model input ``(B, channels, S)`` for one spec and store
+    (``store`` None: rows already in the spec's leads at its rate, as :class:`RecordingReader` makes them)."""
 
-    def __init__(self, spec: InputSpec, store: EcgStore):
-        missing = [lead for lead in spec.leads if lead not in store.leads]
+    def __init__(self, spec: InputSpec, store: EcgStore | None = None):
+        leads, fs = (list(spec.leads), spec.fs) if store is None else (list(store.leads), store.fs)
+        missing = [lead for lead in spec.leads if lead not in leads]
         if missing:
             raise EcgtoolError(f"{store.path} lacks lead(s) {', '.join(missing)} that the model needs")
-        self.spec, self.fs, self.leads, self.view = spec, store.fs, list(spec.leads), spec.view
-        self.lead_index = [store.leads.index(lead) for lead in spec.leads]
-        self.all_leads = self.lead_index == list(range(len(store.leads)))
+        self.spec, self.fs, self.leads, self.view = spec, fs, list(spec.leads), spec.view
+        self.lead_index = [leads.index(lead) for lead in spec.leads]
+        self.all_leads = self.lead_index == list(range(len(leads)))
         norm = spec.normalisation
         self.mean = self.std = None
         if norm.get("method") == "dataset":
@@ -151,6 +153,42 @@ class StoreReader:
         if self.mean is not None:
             x = (x - self.mean) / self.std
         return apply_view(self.view, x, self.fs, self.leads)
+
+
+class RecordingReader:
+    """A raw recording (physical units, its own leads and rate) → this spec's model input, made exactly as
+    the training data was: ``prep``'s preprocessing (``transforms.preprocess``: resampling, filters, crop or
+    zero-pad to the training store's row length, per-record normalisation) of the spec's leads, picked by
+    name, then the training store's dtype, then what :class:`StoreReader` does to store rows (dataset
+    normalisation, the view). Each step is the per-lead code prep and the loader run, so a recording's input
+    equals its store row's read through the loader.
+
+    ``prep`` is the training store's :class:`~ecgtool.data.transforms.PrepConfig`, ``samples`` its row
+    length (at least the spec's: longer rows are scored in sliding windows), ``dtype`` its signals' dtype.
+    """
+
+    def __init__(self, spec: InputSpec, prep, samples: int, dtype: str = "float32"):
+        method = spec.normalisation.get("method")
+        if prep.beat_window is not None:
+            raise EcgtoolError("the model was trained on beat windows (prep --beat-window) around annotated beats, "
+                               "not on whole recordings")
+        if prep.fs != spec.fs or samples < spec.samples or prep.normalisation != method:
+            raise EcgtoolError(f"its training data's preprocessing ({prep.fs:g} Hz, {samples} samples, normalisation {prep.normalisation}) "
+                               f"does not make the model's input ({spec.fs:g} Hz, {spec.samples} samples, "
+                               f"normalisation {method})")
+        self.spec, self.prep, self.samples, self.dtype = spec, prep, int(samples), np.dtype(dtype)
+        self.rows = StoreReader(spec)
+
+    def row(self, signal: np.ndarray, fs: float, leads) -> np.ndarray:
+        """One recording ``[its leads, samples]`` in mV → its store row ``[spec leads, samples]`` (float32)."""
+        from ecgtool.data.transforms import preprocess, select_leads
+
+        x = select_leads(signal, leads, self.spec.leads)
+        return preprocess(x, fs, self.prep, self.samples).astype(self.dtype).astype(np.float32)
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        """Store rows ``(B, spec leads, samples)`` → model input ``(B, channels, samples)``."""
+        return self.rows(rows)
 
 
 def classes_without_both(store: EcgStore, what: str = "store") -> list[str]:

@@ -23,7 +23,7 @@ from ecgtool.data.choices import ON_ERROR
 from ecgtool.data.readers import DatasetReader
 from ecgtool.data.readers.base import read_fetch_provenance
 from ecgtool.data.store import StoreWriter
-from ecgtool.data.transforms import PrepConfig, beat_windows, preprocess
+from ecgtool.data.transforms import PrepConfig, beat_windows, preprocess, select_leads
 from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.outputs import check_new_output
 from ecgtool.provenance import make_entry
@@ -121,16 +121,7 @@ def _prep_one(reader: DatasetReader, job: _Job, record_id: str) -> tuple:
     """``(record_id, None, rows)`` or ``(record_id, error message, None)``; never raises."""
     try:
         rec = reader.read(record_id)
-        missing = [lead for lead in job.leads if lead not in rec.leads]
-        if missing:
-            raise EcgtoolError(f"lacks lead(s) {', '.join(missing)}")
-        x = rec.signal[[rec.leads.index(lead) for lead in job.leads]]
-        if x.size == 0 or not np.isfinite(x).any():
-            raise EcgtoolError("signal is empty or entirely NaN")
-        invalid = ~np.isfinite(x)
-        if invalid.any():  # WFDB's invalid-sample marker (-32768 in format 16) reads as NaN: never filled in silently
-            bad = [lead for lead, row in zip(job.leads, invalid) if row.any()]
-            raise EcgtoolError(f"has {int(invalid.sum())} invalid (NaN) sample(s) in lead(s) {', '.join(bad)}")
+        x = select_leads(rec.signal, rec.leads, job.leads)
         index = {c: i for i, c in enumerate(job.classes)}
         unknown = tuple(dict.fromkeys([*rec.unknown_labels, *(name for name in rec.labels if name not in index)]))
         meta = dict(patient=rec.patient_id, fold=rec.fold, age=rec.age, sex=rec.sex, source=rec.source, unknown=unknown)

@@ -6,7 +6,7 @@ zero-phase (``sosfiltfilt``) so that wave timing — PR, QRS, ST — is not shif
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from fractions import Fraction
 from functools import lru_cache
 
@@ -131,10 +131,61 @@ class PrepConfig:
     def describe(self) -> dict:
         d = asdict(self)
         d["samples"] = self.beat_samples if self.beat_window else self.samples
-        d["filter"] = "Butterworth order 3, zero-phase (sosfiltfilt)"
-        d["resampler"] = "scipy.signal.resample_poly"
-        d["pad"] = "zeros at the end"
+        d.update(METHODS)
         return d
+
+    @classmethod
+    def from_record(cls, record) -> PrepConfig:
+        """The configuration a :meth:`describe` record (a store's ``preprocessing``) was written from.
+
+        Refuses (``EcgtoolError``, the message to be prefixed by whose record it is) a record that lacks
+        a setting or whose methods (filter, resampler, padding) are not the ones this ecgtool applies:
+        replaying it would not reproduce the rows it describes."""
+        if not isinstance(record, dict):
+            raise EcgtoolError("is not a mapping of prep settings")
+        missing = [f.name for f in fields(cls) if f.name not in record]
+        if missing:
+            raise EcgtoolError(f"lacks the prep setting(s) {', '.join(missing)}")
+        other = [f"{key} {record[key]!r}" for key, ours in METHODS.items() if record.get(key, ours) != ours]
+        if other:
+            raise EcgtoolError(f"was made with {', '.join(other)}, which this ecgtool does not apply")
+        values = {f.name: record[f.name] for f in fields(cls)}
+        for key in ("leads", "beat_window"):
+            if values[key] is not None:
+                values[key] = tuple(values[key])
+        try:
+            return cls(**values)
+        except (ConfigError, TypeError) as e:
+            raise EcgtoolError(f"holds an invalid prep setting ({e})") from None
+
+
+# How prep does each step, recorded beside its settings (``PrepConfig.describe``).
+METHODS = {
+    "filter": "Butterworth order 3, zero-phase (sosfiltfilt)",
+    "resampler": "scipy.signal.resample_poly",
+    "pad": "zeros at the end",
+}
+
+
+def select_leads(signal: np.ndarray, have, want) -> np.ndarray:
+    """The rows of ``signal`` ``[leads, samples]`` (lead names ``have``) for the leads ``want``, in that order.
+
+    Refuses a record lacking a lead, an empty or all-NaN signal, and NaN samples in a kept lead (WFDB's
+    invalid-sample marker, -32768 in format 16, reads as NaN): never filled in silently. The messages
+    speak of the record ("lacks lead(s) V1"); the caller names it.
+    """
+    have = list(have)
+    missing = [lead for lead in want if lead not in have]
+    if missing:
+        raise EcgtoolError(f"lacks lead(s) {', '.join(missing)}")
+    x = signal[[have.index(lead) for lead in want]]
+    if x.size == 0 or not np.isfinite(x).any():
+        raise EcgtoolError("signal is empty or entirely NaN")
+    invalid = ~np.isfinite(x)
+    if invalid.any():
+        bad = [lead for lead, row in zip(want, invalid) if row.any()]
+        raise EcgtoolError(f"has {int(invalid.sum())} invalid (NaN) sample(s) in lead(s) {', '.join(bad)}")
+    return x
 
 
 def filtered(x: np.ndarray, fs_in: float, cfg: PrepConfig) -> np.ndarray:

@@ -25,7 +25,7 @@ from ecgtool.eval.metrics import classification_report, predict_labels
 from ecgtool.eval.leads import ZeroedLeads, reduced_input
 from ecgtool.eval.options import EvalOptions
 from ecgtool.eval.predict import default_aggregate, predict, windows_for
-from ecgtool.eval.thresholds import tune_thresholds
+from ecgtool.eval.thresholds import checkpoint_thresholds, tune_thresholds
 from ecgtool.outputs import atomic_output
 from ecgtool.provenance import fingerprint, make_entry
 
@@ -108,7 +108,7 @@ def _thresholds(ckpt: Checkpoint, store, y, probs, windows, device, opts: EvalOp
         if opts.val is not None or opts.tune_on_eval_store:
             raise ConfigError("thresholds apply to multi-label tasks; this model decides by argmax",
                               "val" if opts.val is not None else "tune_on_eval_store")
-        return None, "argmax (multi-class)"
+        return checkpoint_thresholds(ckpt)
     how = opts.tuning
     if opts.tune_on_eval_store:
         values = tune_thresholds(y, probs, opts.threshold_objective, opts.threshold_scope)
@@ -120,7 +120,7 @@ def _thresholds(ckpt: Checkpoint, store, y, probs, windows, device, opts: EvalOp
         return values, f"tuned now on validation store {opts.val} ({how})"
     thresholds = ckpt.thresholds
     if thresholds is None:
-        return np.full(len(ckpt.classes), 0.5), "default 0.5 (the checkpoint has no tuned thresholds)"
+        return checkpoint_thresholds(ckpt)
     tuned_on = ckpt.trained_on()[1:2]
     if tuned_on and tuned_on[0] == fingerprint(store.path):
         raise EcgtoolError(f"the checkpoint's thresholds were tuned on {store.path} itself (train --val); give --val with "
@@ -128,7 +128,7 @@ def _thresholds(ckpt: Checkpoint, store, y, probs, windows, device, opts: EvalOp
     if thresholds.get("windows") != windows:
         raise EcgtoolError(f"the checkpoint's thresholds were tuned on {_describe(thresholds.get('windows'))}; here the model "
                            f"runs on {_describe(windows)}: give --val to tune them for this")
-    return np.asarray(thresholds["values"]), f"checkpoint: {thresholds['source']}"
+    return checkpoint_thresholds(ckpt)
 
 
 def check_eval_inputs(checkpoints: list[Checkpoint], store, opts: EvalOptions) -> list[str]:

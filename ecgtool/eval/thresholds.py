@@ -77,3 +77,13 @@ def tune_thresholds(y: np.ndarray, p: np.ndarray, objective: str = "f1", scope: 
         if best is not None:
             out[k] = _midpoint_below(p[:, k], best)
     return out
+
+
+def checkpoint_thresholds(ckpt) -> tuple[np.ndarray | None, str]:
+    """A checkpoint's own decision rule and where it comes from: its tuned thresholds (multi-label), 0.5 where it
+    has none, or None for the argmax of a multi-class model (``eval`` without ``--val``, ``predict``)."""
+    if not ckpt.multi_label:
+        return None, "argmax (multi-class)"
+    if ckpt.thresholds is None:
+        return np.full(len(ckpt.classes), 0.5), "default 0.5 (the checkpoint has no tuned thresholds)"
+    return np.asarray(ckpt.thresholds["values"], dtype=np.float64), f"checkpoint: {ckpt.thresholds['source']}"

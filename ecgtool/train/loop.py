@@ -293,7 +293,15 @@ class Trainer(Engine):
             multi_label=self.multi_label, input=self.input, thresholds=thresholds, train_args=self._train_args(),
             metrics=metrics, history=self.history, provenance=self._provenance(), resume=resume,
             pretraining=self.pretraining, init=self.init_record, distillation=self.distillation,
+            preprocessing=self._preprocessing(),
         )
+
+    def _preprocessing(self) -> dict | None:
+        """How the training store's rows were made (its prep settings, row length and dtype): what ``predict``
+        replays on raw recordings. None for a store without the record (one not written by prep)."""
+        s = self.train_store
+        prep = s.attrs.get("preprocessing")
+        return {**prep, "dtype": str(s.signals.dtype)} if isinstance(prep, dict) else None
 
     def _train_args(self) -> dict:
         """The training arguments a checkpoint records (and ``--resume`` must find again), with the label subset."""
