@@ -343,3 +343,17 @@ def test_fetch_list_is_a_table_or_json():
     assert ptbxl["variants"] == ["100", "500", "both"] and ptbxl["default_variant"] == "100" and "Wagner" in ptbxl["citation"]
     r = run_cli("fetch", "--json", expect=2)
     assert r.stderr.splitlines()[-1] == "Error: --json goes with --list (a dataset's command prints its output directory)"
+
+
+def test_a_variable_no_option_reads_is_named_with_the_likely_one():
+    from conftest import run_cli
+
+    r = run_cli("fetch", "synthetic", "--help", env={"ECGTOOL_FETCH_RECORDS": "5", "ECGTOOL_FETCH_SYNTHETIC_SEEDS": "1",
+                                                     "ECGTOOL_FETCH_SYNTHETIC_SEED": "2", "ECGTOOL_VENV": "/x"})
+    assert r.stderr.splitlines() == [
+        "warning: ECGTOOL_FETCH_RECORDS names no option of `ecgtool fetch` and is ignored "
+        "(did you mean ECGTOOL_FETCH_SYNTHETIC_NUM_RECORDS?)",
+        "warning: ECGTOOL_FETCH_SYNTHETIC_SEEDS names no option of `ecgtool fetch` and is ignored "
+        "(did you mean ECGTOOL_FETCH_SYNTHETIC_SEED?)",
+    ]
+    assert run_cli("train", "--help", env={"ECGTOOL_TRAIN_EPOCHS": "3", "ECGTOOL_PREP_BOGUS": "1"}).stderr == ""

@@ -86,6 +86,14 @@ def cli(ctx, debug):
     The command line wins. Reference: docs/cli.md.
     """
     ctx.ensure_object(dict)["debug"] = debug
+    name = ctx.invoked_subcommand
+    if name in COMMANDS and not ctx.resilient_parsing:
+        import os
+
+        from ecgtool.cli.options import unread_envvars
+
+        for warning in unread_envvars(ctx.command.get_command(ctx, name), (name,), os.environ):
+            click.echo(f"warning: {warning}", err=True)
 
 
 apply_conventions(cli)

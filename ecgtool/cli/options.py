@@ -94,6 +94,34 @@ def apply_conventions(command: click.Command, path=()) -> click.Command:
     return command
 
 
+def _envvars(command: click.Command) -> set[str]:
+    """Every environment variable ``command`` and its subcommands read (after :func:`apply_conventions`)."""
+    names = {e for p in command.params if isinstance(p, click.Option)
+             for e in ([p.envvar] if isinstance(p.envvar, str) else p.envvar or ())}
+    if isinstance(command, click.Group):
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            names |= _envvars(command.get_command(ctx, name))
+    return names
+
+
+def unread_envvars(command: click.Command, path, environ) -> list[str]:
+    """Warnings for the ``ECGTOOL_<COMMAND>_…`` variables in ``environ`` that no option of ``command`` (at
+    ``path``, after :func:`apply_conventions`) reads: a misspelt variable would otherwise be ignored in silence."""
+    import difflib
+
+    prefix = command_prefix(path) + "_"
+    known = _envvars(command)
+    out = []
+    for name in sorted(n for n in environ if n.startswith(prefix) and n not in known):
+        # an option of a subcommand first (ECGTOOL_FETCH_RECORDS → …_FETCH_SYNTHETIC_NUM_RECORDS), else a misspelling
+        tail = name[len(prefix):]
+        close = sorted(k for k in known if k.endswith("_" + tail)) or difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(close[:2])}?)" if close else ""
+        out.append(f"{name} names no option of `ecgtool {' '.join(path)}` and is ignored{hint}")
+    return out
+
+
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 seed_option = click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Random seed; the same seed repeats the run.")
