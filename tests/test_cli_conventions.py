@@ -228,6 +228,18 @@ def test_no_value_makes_an_option_fail_unexpectedly(path, command, option, paths
                 pytest.fail(f"{option.opts[0]} {text[:20]!r} ({'env' if env else 'argv'}): {type(e).__name__}: {e}")
 
 
+FLOATS = [c for c in CASES if isinstance(c[2].type, click.types.FloatParamType)]
+
+
+@pytest.mark.parametrize("path, command, option", FLOATS, ids=[i for c, i in zip(CASES, IDS) if c in FLOATS])
+def test_no_number_option_takes_nan_or_infinity(path, command, option, paths, monkeypatch):
+    """click's float types (ranges included: every comparison with NaN is false) let them through."""
+    base = required_args(command, paths, skip=option)
+    for text in ("nan", "inf", "-inf", "1e999"):
+        with pytest.raises(click.BadParameter, match="is not a finite number|is not in the range"):
+            parse(path, [*base, option.opts[0], text], None, monkeypatch)
+
+
 @pytest.mark.parametrize("args, env", [
     (["--ratios", "0.7,0.2,x"], None),
     ([], {"ECGTOOL_SPLIT_RATIOS": "bogus"}),
@@ -343,6 +355,16 @@ def test_fetch_list_is_a_table_or_json():
     assert ptbxl["variants"] == ["100", "500", "both"] and ptbxl["default_variant"] == "100" and "Wagner" in ptbxl["citation"]
     r = run_cli("fetch", "--json", expect=2)
     assert r.stderr.splitlines()[-1] == "Error: --json goes with --list (a dataset's command prints its output directory)"
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`ecgtool … | head`: no 'unexpected BrokenPipeError', and the status of a process killed by SIGPIPE."""
+    r = subprocess.run(f"{sys.executable} -m ecgtool fetch --list --json | head -c 1", shell=True, capture_output=True,
+                       text=True, env={**os.environ, "PYTHONUNBUFFERED": "0"}, executable="/bin/bash")
+    assert r.stdout == "[" and r.stderr == ""
+    r = subprocess.run(f"{sys.executable} -m ecgtool fetch --list --json | (exec 0<&-); echo ${{PIPESTATUS[0]}}",
+                       shell=True, capture_output=True, text=True, executable="/bin/bash")
+    assert r.stdout.strip() in ("0", "141") and "Error" not in r.stderr, r.stderr
 
 
 def test_a_variable_no_option_reads_is_named_with_the_likely_one():

@@ -55,6 +55,9 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:  # the reader went away (`ecgtool … | head`): stop quietly, as a shell tool does
+            _drop_stdout()
+            ctx.exit(141)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             ctx.exit(130)
@@ -99,8 +102,23 @@ def cli(ctx, debug):
 apply_conventions(cli)
 
 
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing what is left at exit raises no second BrokenPipeError."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main() -> None:
-    cli(prog_name="ecgtool")
+    try:
+        cli(prog_name="ecgtool")
+    finally:  # click ends with sys.exit; what is still buffered is flushed here, where a closed pipe can be caught
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _drop_stdout()
+            sys.exit(141)
 
 
 if __name__ == "__main__":  # pragma: no cover

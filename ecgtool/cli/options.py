@@ -71,6 +71,19 @@ def command_prefix(path) -> str:
     return "_".join(["ECGTOOL", *(p.replace("-", "_").upper() for p in path)])
 
 
+def _finite_first(callback):
+    """An option callback that refuses NaN and infinities (click's float types take them) before ``callback``."""
+
+    def check(ctx, param, value):
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        bad = next((v for v in values if isinstance(v, float) and not math.isfinite(v)), None)
+        if bad is not None:
+            raise click.BadParameter(f"{bad} is not a finite number", ctx=ctx, param=param)
+        return value if callback is None else callback(ctx, param, value)
+
+    return check
+
+
 def apply_conventions(command: click.Command, path=()) -> click.Command:
     """Give every option of ``command`` (and of its subcommands) its environment variable, named after its flag
     (:func:`envvar_name`); a variable an option names itself (``--mirror``'s ``ECGTOOL_MIRROR``) is read after it.
@@ -86,6 +99,8 @@ def apply_conventions(command: click.Command, path=()) -> click.Command:
         name = envvar_name(prefix, param)
         param.envvar = [name, *(e for e in own if e != name)]
         param.allow_from_autoenv = False
+        if isinstance(param.type, click.types.FloatParamType):  # FloatRange too: NaN passes every range check
+            param.callback = _finite_first(param.callback)
     if isinstance(command, click.Group) and path:  # the root's (lazy) commands get theirs as it hands them out
         ctx = click.Context(command)
         for name in command.list_commands(ctx):
