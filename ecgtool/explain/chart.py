@@ -37,6 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ecgtool.explain.explanation import lead_importance
+
 MM_PER_INCH = 25.4
 SPEED_MM_S = 25.0  # paper speed
 GAIN_MM_MV = 10.0  # amplitude scale
@@ -238,12 +240,6 @@ def figure(signal: np.ndarray, leads: list[str], fs: float, saliency: np.ndarray
         bar.set_label(colorbar_label, fontsize=8)
         bar.ax.tick_params(labelsize=7)
     return fig, ax
-
-
-def lead_importance(saliency: np.ndarray) -> np.ndarray:
-    """Per lead, the sum over time of |saliency| (``(..., leads, samples)`` → ``(..., leads)``): how much of the
-    record's attribution falls on each lead; its share of the record's total ranks the leads."""
-    return np.abs(np.asarray(saliency, dtype=np.float64)).sum(axis=-1)
 
 
 def _lead_ranking(ax, strips: list[Strip], saliency: np.ndarray, grid_w: float, grid_h: float, signed: bool) -> None:

@@ -223,7 +223,7 @@ def _explain_rows(ckpt, store, model, spec, layer, windows, rows, options, devic
     import torch
     import zarr
 
-    from ecgtool.explain.chart import lead_importance
+    from ecgtool.explain.explanation import lead_importance
     from ecgtool.explain.methods import explain
     from ecgtool.explain.options import PER_LEAD_METHODS
     from ecgtool.explain.timeaxis import stitch
