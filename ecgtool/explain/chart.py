@@ -140,7 +140,8 @@ def _overlay_colours(values: np.ndarray, signed: bool = False):
     from matplotlib import colormaps
 
     values = np.asarray(values)
-    rgba = colormaps[SIGNED_CMAP]((values + 1.0) / 2.0) if signed else colormaps[OVERLAY_CMAP](values)
+    # signed: the middle 80 % of the diverging map — its darkest ends turn muddy once blended into the paper
+    rgba = colormaps[SIGNED_CMAP](0.5 + 0.4 * values) if signed else colormaps[OVERLAY_CMAP](values)
     rgba[..., 3] = OVERLAY_ALPHA * np.abs(values) ** OVERLAY_GAMMA
     return rgba
 
