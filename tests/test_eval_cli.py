@@ -167,12 +167,16 @@ def test_outputs_plots_and_refusals(trained_checkpoint, synthetic_splits, tmp_pa
     assert not list(tmp_path.glob("*.tmp*"))
 
 
-def test_explain_refuses_a_crop_model_on_longer_records_clearly(synthetic_splits, tmp_path):
+def test_explain_runs_a_crop_model_on_evals_windows(synthetic_splits, tmp_path):
+    """A model trained on 5-s crops is explained on the 10-s records window by window, as eval scores it
+    (tests/test_explain_views.py checks the stitching and the deciding window)."""
     ckpt = tmp_path / "crop.ckpt"
     run_cli("train", "resnet18", synthetic_splits / "train.zarr", "-o", ckpt, "--epochs", 1, "--batch-size", 16,
             "--crop", 500, "--model-arg", "base_width=8")
-    r = run_cli("explain", ckpt, synthetic_splits / "test.zarr", "--first", 1, "-o", tmp_path / "x", expect=1)
-    assert "trained on crops" in r.stderr and "--seconds 5" in r.stderr and not (tmp_path / "x").exists()
+    r = run_cli("explain", ckpt, synthetic_splits / "test.zarr", "--first", 1, "-o", tmp_path / "x", "--no-charts", "--json")
+    doc = json.loads(r.stdout)
+    assert doc["windows"]["starts"] == [0, 250, 500] and doc["windows"]["aggregate"] == "max"
+    assert doc["records"][0]["window"]["index"] in (0, 1, 2)
 
 
 def test_progress_follows_each_inference_and_bootstrap(trained_checkpoint, synthetic_splits):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ecgtool.cli.options import LibraryCommand, device_option, json_option, overwrite_option, seed_option
-from ecgtool.eval.options import AGGREGATES, THRESHOLD_OBJECTIVES, THRESHOLD_SCOPES
+from ecgtool.cli.options import LibraryCommand, device_option, json_option, overwrite_option, seed_option, window_options
+from ecgtool.eval.options import THRESHOLD_OBJECTIVES, THRESHOLD_SCOPES
 
 
 @click.command("eval", cls=LibraryCommand)
@@ -28,10 +28,7 @@ from ecgtool.eval.options import AGGREGATES, THRESHOLD_OBJECTIVES, THRESHOLD_SCO
 @click.option("--save-resamples", type=click.Path(dir_okay=False), help="Write the resample ids used to this .npy file.")
 @click.option("--compare", type=click.Path(exists=True, dir_okay=False),
               help="A second checkpoint: report the paired difference CHECKPOINT − COMPARE on the same resamples.")
-@click.option("--window-stride", type=click.IntRange(1),
-              help="Stride of the sliding windows for records longer than the model's input [default: half the input].")
-@click.option("--aggregate", type=click.Choice(AGGREGATES),
-              help="How window probabilities combine into a record's [default: max for multi-label, mean for multi-class].")
+@window_options
 @click.option("--leads", metavar="LEAD[,LEAD...]", help="Run the model(s) on these of their leads only, the others "
               "zeroed (read by name: STORE needs only these): e.g. a 12-lead teacher on lead I beside a lead-I student.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ecgtool.cli.options import LibraryCommand, device_option, json_option, option, overwrite_option, seed_option
+from ecgtool.cli.options import (LibraryCommand, device_option, json_option, option, overwrite_option, seed_option,
+                                 window_options)
 from ecgtool.explain.options import METHODS, SANITY_MODES
 
 
@@ -15,7 +16,9 @@ from ecgtool.explain.options import METHODS, SANITY_MODES
 @click.option("--records", multiple=True, metavar="ID[,ID…]", help="Record ids (the store's record_id) to explain; repeatable.")
 @option("--limit", "first", aliases=("--first",), type=click.IntRange(1), help="Explain the store's first N records instead.")
 @click.option("--method", type=click.Choice(METHODS), default="gradcam", show_default=True,
-              help="gradcam (Grad-CAM), attention (attention models), ig (integrated gradients) or saliency (|gradient|).")
+              help="gradcam (Grad-CAM), attention (attention models), ig (integrated gradients, signed) or saliency (|gradient|).")
+@click.option("--per-lead", is_flag=True, help="Per-lead view (ig, saliency): every lead on its own row with its own band, "
+              "and the leads ranked by their share of the record's |attribution|.")
 @click.option("--layer", help="Grad-CAM layer, a dotted module name (default: the model's default_cam_layer).")
 @click.option("--class", "class_name", metavar="NAME", help="Explain this class (default: each record's predicted class, the most probable one above its threshold).")
 @click.option("--steps", type=click.IntRange(2), default=64, show_default=True, help="Integration steps for ig.")
@@ -23,17 +26,19 @@ from ecgtool.explain.options import METHODS, SANITY_MODES
 @click.option("--charts/--no-charts", default=True, show_default=True, help="Write the per-record PNG charts.")
 @click.option("--dpi", type=click.IntRange(50, 1200), default=150, show_default=True, help="Chart resolution; the grid is true to scale (25 mm/s, 10 mm/mV) at it.")
 @click.option("--sanity", type=click.Choice(SANITY_MODES), help="Also run the weight-randomisation sanity check (Adebayo et al. 2018) and print its rank correlations.")
+@window_options
 @seed_option
 @device_option
 @overwrite_option
 @json_option
-def explain(checkpoint, store_path, output, records, first, method, layer, class_name, steps, batch_size, charts, dpi,
-            sanity, seed, device, overwrite, as_json):
+def explain(checkpoint, store_path, output, records, first, method, per_lead, layer, class_name, steps, batch_size, charts, dpi,
+            sanity, window_stride, aggregate, seed, device, overwrite, as_json):
     """Explain CHECKPOINT's decisions on records of STORE; write OUTPUT/saliency.zarr and OUTPUT/<record>.png.
 
     Each chart is the ECG on paper (25 mm/s, 10 mm/mV, 3 x 4 leads plus a lead II
-    rhythm strip for 12 leads) with the map as a colour overlay. Prints OUTPUT (a
-    summary as JSON with --json); --sanity prints the randomisation check on stderr.
+    rhythm strip for 12 leads) with the map as a colour overlay. A model trained on
+    crops is explained on eval's sliding windows, stitched over the record. Prints
+    OUTPUT (a summary as JSON with --json); --sanity prints the randomisation check on stderr.
     """
     from ecgtool.cli.options import emit_json, resolve_device, stderr_console
     from ecgtool.cli.progress import ProgressDisplay
@@ -43,7 +48,8 @@ def explain(checkpoint, store_path, output, records, first, method, layer, class
     if bool(records) == (first is not None):
         raise click.UsageError("give either --records ID[,ID…] or --limit N")
     options = ExplainOptions(method=method, layer=layer, class_name=class_name, steps=steps, batch_size=batch_size,
-                             charts=charts, dpi=dpi, sanity=sanity, seed=seed)
+                             charts=charts, dpi=dpi, sanity=sanity, seed=seed, per_lead=per_lead,
+                             window_stride=window_stride, aggregate=aggregate)
     console = stderr_console()
     with ProgressDisplay("explain", console=console) as progress:
         result = run_explain(checkpoint, store_path, output, records=list(records), first=first, options=options,

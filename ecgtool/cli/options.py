@@ -10,6 +10,7 @@ import click
 
 from ecgtool.data.choices import LOADER_MODES
 from ecgtool.errors import ConfigError
+from ecgtool.eval.options import AGGREGATES
 from ecgtool.train.choices import PRECISIONS, SCHEDULES
 
 
@@ -148,6 +149,14 @@ log_dir_option = click.option(
     help="Also write each epoch's losses and validation metrics here as they come: history.csv, run.json, and "
          "TensorBoard event files when tensorboard is installed.")
 output_option = click.option("-o", "--output", required=True, type=click.Path(), help="Output path.")
+
+
+def window_options(f):
+    """``--window-stride`` and ``--aggregate``: the sliding windows of a model trained on crops (eval, explain)."""
+    f = click.option("--aggregate", type=click.Choice(AGGREGATES),
+                     help="How window probabilities combine into a record's [default: max for multi-label, mean for multi-class].")(f)
+    return click.option("--window-stride", type=click.IntRange(1),
+                        help="Stride of the sliding windows for records longer than the model's input [default: half the input].")(f)
 
 
 def key_values(ctx, param, values) -> dict:

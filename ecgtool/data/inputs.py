@@ -184,7 +184,8 @@ class RecordingReader:
         from ecgtool.data.transforms import preprocess, select_leads
 
         x = select_leads(signal, leads, self.spec.leads)
-        return preprocess(x, fs, self.prep, self.samples).astype(self.dtype).astype(np.float32)
+        row, _ = preprocess(x, fs, self.prep, self.samples)  # the z-score's scale is for charts, not for the model
+        return row.astype(self.dtype).astype(np.float32)
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         """Store rows ``(B, spec leads, samples)`` → model input ``(B, channels, samples)``."""

@@ -22,7 +22,7 @@ import numpy as np
 from ecgtool.data.choices import ON_ERROR
 from ecgtool.data.readers import DatasetReader
 from ecgtool.data.readers.base import read_fetch_provenance
-from ecgtool.data.store import StoreWriter
+from ecgtool.data.store import ZSCORE_SCALE, StoreWriter
 from ecgtool.data.transforms import PrepConfig, beat_windows, preprocess, select_leads
 from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.outputs import check_new_output
@@ -106,6 +106,7 @@ class _Rows:
     sex: str
     source: str
     beat_sample: np.ndarray | None = None  # [n] beat positions at the store's fs
+    scale: np.ndarray | None = None  # [n, leads, 2] the (mean, std) a z-score removed (zscore_scale)
     unknown: tuple[str, ...] = ()  # the record's labels (codes) outside the task's classes
 
 
@@ -126,15 +127,17 @@ def _prep_one(reader: DatasetReader, job: _Job, record_id: str) -> tuple:
         unknown = tuple(dict.fromkeys([*rec.unknown_labels, *(name for name in rec.labels if name not in index)]))
         meta = dict(patient=rec.patient_id, fold=rec.fold, age=rec.age, sex=rec.sex, source=rec.source, unknown=unknown)
         if job.cfg.beat_window is None:
-            signals = preprocess(x, rec.fs, job.cfg, job.n_samples)[None]
+            signals, scale = preprocess(x, rec.fs, job.cfg, job.n_samples)
             n_valid = min(job.n_samples, int(round(rec.signal.shape[-1] * job.cfg.fs / rec.fs)))
-            return record_id, None, _Rows(signals, np.array([n_valid]), _multi_hot(rec.labels, index)[None], **meta)
+            return record_id, None, _Rows(signals[None], np.array([n_valid]), _multi_hot(rec.labels, index)[None],
+                                          scale=None if scale is None else scale[None], **meta)
         if rec.beats is None:
             raise EcgtoolError("has no beat annotations (a beat window needs a beat-annotated dataset)")
-        signals, positions, keep = beat_windows(x, rec.fs, rec.beats[0], job.cfg)
+        signals, positions, keep, scales = beat_windows(x, rec.fs, rec.beats[0], job.cfg)
         symbols = [s for s, k in zip(rec.beats[1], keep) if k]
         labels = np.stack([_multi_hot([s], index) for s in symbols]) if symbols else np.zeros((0, len(index)), np.uint8)
-        return record_id, None, _Rows(signals, np.full(len(signals), job.n_samples), labels, beat_sample=positions, **meta)
+        return record_id, None, _Rows(signals, np.full(len(signals), job.n_samples), labels, beat_sample=positions,
+                                      scale=scales, **meta)
     except Exception as e:  # reported by name; --on-error decides
         message = str(e)
         prefix = f"{record_id}: "
@@ -235,9 +238,11 @@ def run_prep(
         "preprocessing": cfg.describe() | {"samples": n_samples},
         **reader.extra_attrs,
     }
+    scaled = cfg.normalisation == "zscore"  # keep what the z-score removed, so the mV come back (charts)
     writer = StoreWriter(
         out, n_leads=len(leads), n_samples=n_samples, attrs=attrs, dtype=dtype,
-        optional=("age", "sex", "source") + (("beat_sample",) if beats else ()), overwrite=overwrite,
+        optional=("age", "sex", "source") + (("beat_sample",) if beats else ()) + ((ZSCORE_SCALE,) if scaled else ()),
+        overwrite=overwrite,
         inputs=(getattr(reader, "root", None),),
     )
     with writer:
@@ -257,6 +262,8 @@ def run_prep(
                 if keep.any():
                     n = int(keep.sum())
                     extra = {"beat_sample": result.beat_sample[keep]} if beats else {}
+                    if scaled:
+                        extra[ZSCORE_SCALE] = result.scale[keep]
                     writer.append(
                         result.signals[keep], result.labels[keep], [Path(rid).name] * n, [result.patient] * n,
                         [result.fold] * n, age=[result.age] * n, sex=[result.sex] * n, source=[result.source] * n, **extra,

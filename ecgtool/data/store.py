@@ -8,6 +8,12 @@ A store is a Zarr v3 group (see docs/store.md):
     patient_id  str [N]                               drives patient-wise splits
     fold        int8 [N]                              official fold, else 0
     age, sex, … optional per-record arrays (age float32, NaN = unknown; sex str)
+    zscore_scale float32 [N, leads, 2]                optional: the (mean, std) in the source's units (mV) that
+                                                      a per-record z-score removed from each lead, so that
+                                                      ``signals * std + mean`` is the filtered record in mV
+                                                      (``to_physical``); NaN = unknown. Written by prep
+                                                      --normalise zscore (per beat window in a beat store),
+                                                      carried by split and merge like every optional array
 
 and group attributes (``STORE_FORMAT``, ``format_version``, ``fs``, ``leads``,
 ``units``, ``classes``, ``class_descriptions``, ``task``, ``multi_label``,
@@ -36,7 +42,10 @@ from ecgtool.outputs import check_new_output, publish, remove, remove_stale_sibl
 STORE_FORMAT = "ecgtool.ecg-store"
 STORE_VERSION = 1
 REQUIRED_ARRAYS = ("signals", "labels", "record_id", "patient_id", "fold")
-OPTIONAL_ARRAYS = {"age": "float32", "sex": str, "source": str, "beat_sample": "int64"}
+OPTIONAL_ARRAYS = {"age": "float32", "sex": str, "source": str, "beat_sample": "int64", "zscore_scale": "float32"}
+ZSCORE_SCALE = "zscore_scale"  # per record and lead: the (mean, std) the per-record z-score removed
+# Optional arrays with more than one value per record: their row shape, "leads" standing for the store's lead count.
+OPTIONAL_ROW_SHAPES = {ZSCORE_SCALE: ("leads", 2)}
 MISSING_VALUE = {"float32": np.nan, "int64": -1}  # what a row without the optional value holds (str: "")
 REQUIRED_ATTRS = ("fs", "leads", "units", "classes", "task", "multi_label", "normalisation", "provenance")
 # Target size of one signals chunk: whole records, a few MB, so that a loader
@@ -54,6 +63,11 @@ MAX_LABEL_VALUES = 1_000_000_000  # records × classes: the labels array is read
 
 class StoreError(EcgtoolError):
     """A store that is missing, incomplete, foreign, newer than this tool, or inconsistent."""
+
+
+def optional_row_shape(name: str, n_leads: int) -> tuple[int, ...]:
+    """The shape of one record's value of the optional array ``name`` (``()`` for one value per record)."""
+    return tuple(n_leads if d == "leads" else d for d in OPTIONAL_ROW_SHAPES.get(name, ()))
 
 
 def chunk_records_for(n_leads: int, n_samples: int, itemsize: int) -> int:
@@ -181,6 +195,22 @@ class EcgStore:
             block = self.read_chunk(start, min(start + c, len(self)))
             out[order[sel]] = block[sorted_idx[sel] - start]
         return out
+
+    def to_physical(self, rows: np.ndarray, signals: np.ndarray) -> np.ndarray | None:
+        """``signals`` (rows ``rows`` of this store, all its leads) in the source's physical units (mV), or None
+        where the store cannot give them back: a z-scored store without ``zscore_scale`` (written before it
+        existed) or with a row whose scale is unknown (NaN). A store that holds mV (``--normalise dataset`` or
+        ``none``; its dataset statistics are applied at load time only) returns the signals as they are."""
+        signals = np.asarray(signals, dtype=np.float32)
+        if self.attrs.get("units") == "mV":
+            return signals
+        scale = self.extras.get(ZSCORE_SCALE)
+        if scale is None:
+            return None
+        scale = scale[np.asarray(rows, dtype=np.int64)]
+        if not np.isfinite(scale).all():
+            return None
+        return signals * scale[..., 1:2] + scale[..., 0:1]
 
     def class_counts(self) -> dict[str, int]:
         return {c: int(n) for c, n in zip(self.classes, self.labels.sum(axis=0))}
@@ -368,6 +398,11 @@ def _open_arrays(p: Path, attrs: dict) -> EcgStore:
     for k, a in arrays.items():
         if a.shape != (n,):
             raise StoreError(f"{p}: {k} has shape {a.shape}, expected ({n},)")
+    for k in sorted(present & set(OPTIONAL_ROW_SHAPES)):
+        want = (n, *optional_row_shape(k, n_leads))
+        if group[k].shape != want or group[k].dtype.kind != "f":
+            raise StoreError(f"{p}: optional array {k} must be float {list(want)}, found {group[k].dtype} {list(group[k].shape)}; "
+                             "the store is inconsistent (damaged or edited by hand)")
     extras = {k: np.asarray(group[k][:]) for k in sorted(present - set(REQUIRED_ARRAYS))}
     extras = {k: _as_str(a) if a.dtype.kind == "T" else a for k, a in extras.items()}
     return EcgStore(
@@ -479,8 +514,8 @@ class StoreWriter:
             "fold": self.group.create_array("fold", shape=(0,), chunks=(4096,), dtype="int8"),
         }
         for name in self.optional:
-            dt = OPTIONAL_ARRAYS[name]
-            self.arrays[name] = self.group.create_array(name, shape=(0,), chunks=(4096,), dtype=dt)
+            dt, row = OPTIONAL_ARRAYS[name], optional_row_shape(name, self.n_leads)
+            self.arrays[name] = self.group.create_array(name, shape=(0, *row), chunks=(4096, *row), dtype=dt)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -530,10 +565,10 @@ class StoreWriter:
             "fold": np.zeros(n, np.int8) if fold is None else np.asarray(fold, dtype=np.int8).reshape(n),
         }
         for name in self.optional:
-            value = optional.get(name)
+            value, row = optional.get(name), optional_row_shape(name, self.n_leads)
             if value is None:
-                value = np.full(n, MISSING_VALUE.get(OPTIONAL_ARRAYS[name], ""))
-            batch[name] = np.asarray(value, dtype=OPTIONAL_ARRAYS[name]).reshape(n)
+                value = np.full((n, *row), MISSING_VALUE.get(OPTIONAL_ARRAYS[name], ""))
+            batch[name] = np.asarray(value, dtype=OPTIONAL_ARRAYS[name]).reshape(n, *row)
         extra = set(optional) - set(self.optional)
         if extra:
             raise EcgtoolError(f"optional array(s) {', '.join(sorted(extra))} were not declared for this store")

@@ -72,11 +72,16 @@ def fix_length(x: np.ndarray, n: int, crop: str = "start") -> np.ndarray:
     return x
 
 
+def zscore_scale(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """The ``(mean, std)`` per lead that :func:`zscore` removes, ``[..., leads, 2]`` (std floored at ``eps``):
+    ``zscore(x) * std + mean`` gives ``x`` back, which is what the store's ``zscore_scale`` keeps."""
+    return np.stack([x.mean(axis=-1), np.maximum(x.std(axis=-1), eps)], axis=-1)
+
+
 def zscore(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Per-record, per-lead standardisation; a flat lead stays zero rather than exploding."""
-    mean = x.mean(axis=-1, keepdims=True)
-    std = x.std(axis=-1, keepdims=True)
-    return (x - mean) / np.maximum(std, eps)
+    scale = zscore_scale(x, eps)
+    return (x - scale[..., 0:1]) / scale[..., 1:2]
 
 
 @dataclass(frozen=True)
@@ -198,8 +203,9 @@ def filtered(x: np.ndarray, fs_in: float, cfg: PrepConfig) -> np.ndarray:
     return x
 
 
-def preprocess(x: np.ndarray, fs_in: float, cfg: PrepConfig, n_samples: int) -> np.ndarray:
-    """One record ``[leads, samples]`` in physical units → the store's float32 representation.
+def preprocess(x: np.ndarray, fs_in: float, cfg: PrepConfig, n_samples: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """One record ``[leads, samples]`` in physical units → the store's float32 representation, and with
+    ``zscore`` the ``(mean, std)`` per lead it removed (``[leads, 2]`` float32; None otherwise).
 
     Filtering runs before cropping so the filter's edge effects fall in the part
     that is cut away where possible; the per-record z-score runs after cropping and
@@ -208,17 +214,21 @@ def preprocess(x: np.ndarray, fs_in: float, cfg: PrepConfig, n_samples: int) -> 
     """
     x = filtered(x, fs_in, cfg)
     x = fix_length(x, min(n_samples, x.shape[-1]), cfg.crop)
+    scale = None
     if cfg.normalisation == "zscore":
-        x = zscore(x)
-    return fix_length(x, n_samples).astype(np.float32)
+        scale = zscore_scale(x)
+        x = (x - scale[:, 0:1]) / scale[:, 1:2]
+    return fix_length(x, n_samples).astype(np.float32), None if scale is None else scale.astype(np.float32)
 
 
-def beat_windows(x: np.ndarray, fs_in: float, beat_samples: np.ndarray, cfg: PrepConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def beat_windows(x: np.ndarray, fs_in: float, beat_samples: np.ndarray, cfg: PrepConfig
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Windows ``[-pre, +post)`` seconds around each beat of a whole record, after resampling and filtering.
 
-    Returns ``(windows [n, leads, samples], beat positions at cfg.fs [n], kept mask over the input beats)``;
-    a beat whose window would leave the record is not kept. With ``zscore`` each window is standardised
-    on its own, as beat classifiers expect.
+    Returns ``(windows [n, leads, samples], beat positions at cfg.fs [n], kept mask over the input beats,
+    scales)``; a beat whose window would leave the record is not kept. With ``zscore`` each window is
+    standardised on its own, as beat classifiers expect, and ``scales`` ``[n, leads, 2]`` float32 holds
+    each window's ``(mean, std)`` per lead (None otherwise).
     """
     x = filtered(x, fs_in, cfg)
     pre = int(round(cfg.beat_window[0] * cfg.fs))
@@ -227,6 +237,9 @@ def beat_windows(x: np.ndarray, fs_in: float, beat_samples: np.ndarray, cfg: Pre
     keep = (centres - pre >= 0) & (centres - pre + width <= x.shape[-1])
     starts = centres[keep] - pre
     windows = np.stack([x[:, s : s + width] for s in starts]) if len(starts) else np.zeros((0, x.shape[0], width))
-    if cfg.normalisation == "zscore" and len(windows):
-        windows = zscore(windows)
-    return windows.astype(np.float32), centres[keep], keep
+    scales = None
+    if cfg.normalisation == "zscore":
+        scales = zscore_scale(windows) if len(windows) else np.zeros((0, x.shape[0], 2))
+        windows = (windows - scales[..., 0:1]) / scales[..., 1:2]
+        scales = scales.astype(np.float32)
+    return windows.astype(np.float32), centres[keep], keep, scales

@@ -24,7 +24,7 @@ from ecgtool.eval import bootstrap, challenge
 from ecgtool.eval.metrics import classification_report, predict_labels
 from ecgtool.eval.leads import ZeroedLeads, reduced_input
 from ecgtool.eval.options import EvalOptions
-from ecgtool.eval.predict import default_aggregate, predict, windows_for
+from ecgtool.eval.predict import predict, sliding_windows
 from ecgtool.eval.thresholds import checkpoint_thresholds, tune_thresholds
 from ecgtool.outputs import atomic_output
 from ecgtool.provenance import fingerprint, make_entry
@@ -66,15 +66,7 @@ class EvalResult:
 
 
 def _windows(ckpt: Checkpoint, store, opts: EvalOptions):
-    samples = ckpt.input.samples
-    windows = windows_for(samples, store.n_samples, opts.window_stride, opts.aggregate or default_aggregate(ckpt.multi_label))
-    if windows is None and (opts.window_stride or opts.aggregate):
-        what = "window_stride" if opts.window_stride else "aggregate"
-        raise ConfigError(f"{what}: {store.path}'s records are as long as the model's input ({samples} samples); there are no windows", what)
-    if windows is not None and windows.stride > windows.length:
-        raise ConfigError(f"a window stride of {windows.stride} is longer than the {windows.length}-sample window: samples would go unseen",
-                          "window_stride")
-    return windows
+    return sliding_windows(ckpt.input.samples, store.n_samples, opts.window_stride, opts.aggregate, ckpt.multi_label, store.path)
 
 
 def _probabilities(ckpt: Checkpoint, store, device, opts: EvalOptions, progress=None) -> tuple[np.ndarray, np.ndarray, dict | None]:

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from ecgtool.errors import ConfigError
+
 AGGREGATES = ("max", "mean")
 
 
@@ -47,19 +49,48 @@ def windows_for(model_samples: int, store_samples: int, stride: int | None = Non
     return Windows(model_samples, stride or max(model_samples // 2, 1), aggregate)
 
 
+def sliding_windows(model_samples: int, store_samples: int, stride: int | None, aggregate: str | None, multi_label: bool,
+                    store_path) -> Windows | None:
+    """The windows eval and explain run a model on for ``store_path``'s records (None: whole records), with
+    the stride and aggregate asked for (default: half the input; max for multi-label, mean for multi-class);
+    a stride or aggregate where there are no windows, or a stride that would skip samples, is a ``ConfigError``."""
+    windows = windows_for(model_samples, store_samples, stride, aggregate or default_aggregate(multi_label))
+    if windows is None and (stride or aggregate):
+        what = "window_stride" if stride else "aggregate"
+        raise ConfigError(f"{what}: {store_path}'s records are as long as the model's input ({model_samples} samples); "
+                          "there are no windows", what)
+    if windows is not None and windows.stride > windows.length:
+        raise ConfigError(f"a window stride of {windows.stride} is longer than the {windows.length}-sample window: samples would go unseen",
+                          "window_stride")
+    return windows
+
+
 def probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
     """Sigmoid per class for multi-label tasks, softmax across classes for multi-class ones."""
     return torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=1)
 
 
-def window_probabilities(model: torch.nn.Module, x: torch.Tensor, windows: Windows, multi_label: bool) -> torch.Tensor:
-    """``[B, K]`` aggregated probabilities of the windows of ``x [B, C, T]``; the model sees at
-    most ``B`` windows at a time, so memory stays that of a batch of records."""
-    starts = windows.starts(x.shape[-1])
-    crops = torch.stack([x[..., s:s + windows.length] for s in starts], dim=1).flatten(0, 1)  # [B * W, C, L]
+def window_crops(x: torch.Tensor, windows: Windows) -> torch.Tensor:
+    """The windows of ``x [B, C, T]`` as one batch ``[B * W, C, L]``, record by record (``windows.starts(T)``)."""
+    return torch.stack([x[..., s:s + windows.length] for s in windows.starts(x.shape[-1])], dim=1).flatten(0, 1)
+
+
+def each_window_probabilities(model: torch.nn.Module, x: torch.Tensor, windows: Windows, multi_label: bool) -> torch.Tensor:
+    """``[B, W, K]`` probabilities of every window of ``x [B, C, T]``; the model sees at most ``B``
+    windows at a time, so memory stays that of a batch of records."""
+    crops = window_crops(x, windows)
     logits = torch.cat([model(part) for part in crops.split(len(x))])
-    p = probabilities(logits.float(), multi_label).unflatten(0, (len(x), len(starts)))
+    return probabilities(logits.float(), multi_label).unflatten(0, (len(x), len(crops) // len(x)))
+
+
+def aggregate_windows(p: torch.Tensor, windows: Windows) -> torch.Tensor:
+    """``[B, W, K]`` window probabilities → ``[B, K]`` per record, by ``windows.aggregate``."""
     return p.amax(dim=1) if windows.aggregate == "max" else p.mean(dim=1)
+
+
+def window_probabilities(model: torch.nn.Module, x: torch.Tensor, windows: Windows, multi_label: bool) -> torch.Tensor:
+    """``[B, K]`` aggregated probabilities of the windows of ``x [B, C, T]``."""
+    return aggregate_windows(each_window_probabilities(model, x, windows, multi_label), windows)
 
 
 @torch.inference_mode()

@@ -1,4 +1,4 @@
-"""What every attribution method returns."""
+"""What every attribution method returns, and what a map says per lead."""
 
 from __future__ import annotations
 
@@ -14,3 +14,9 @@ class Explanation:
     maps: np.ndarray
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+
+
+def lead_importance(maps: np.ndarray) -> np.ndarray:
+    """Per lead, the sum over time of |map| (``(..., leads, samples)`` → ``(..., leads)``): how much of a
+    record's attribution falls on each lead; its share of the record's total ranks the leads."""
+    return np.abs(np.asarray(maps, dtype=np.float64)).sum(axis=-1)

@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ecgtool.errors import ConfigError
+from ecgtool.eval.options import AGGREGATES
 
 METHODS = ("gradcam", "attention", "ig", "saliency")
+# Methods whose map is computed for every lead on its own (an input gradient), so that leads can be compared;
+# Grad-CAM of a 1D layer and attention over time give one profile that all leads share.
+PER_LEAD_METHODS = ("ig", "saliency")
 SANITY_MODES = ("cascade", "full")  # Adebayo et al. 2018: randomise layers from the top one by one, or all at once
 
 
@@ -26,6 +30,9 @@ class ExplainOptions:
     dpi: float = 150.0
     sanity: str | None = None  # None, "cascade" or "full"
     seed: int = 0
+    per_lead: bool = False  # the per-lead view: one row per lead with its own band, and the leads ranked
+    window_stride: int | None = None  # a model trained on crops: eval's sliding windows (default: half the input)
+    aggregate: str | None = None  # how window probabilities combine (default: max multi-label, mean multi-class)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -34,6 +41,13 @@ class ExplainOptions:
             raise ConfigError(f"a layer applies to the gradcam method, not {self.method}", "layer")
         if self.sanity is not None and self.sanity not in SANITY_MODES:
             raise ConfigError(f"sanity {self.sanity!r} is not one of {', '.join(SANITY_MODES)}", "sanity")
+        if self.per_lead and self.method not in PER_LEAD_METHODS:
+            raise ConfigError(f"the per-lead view needs a map of each lead's own ({' or '.join(PER_LEAD_METHODS)}); "
+                              f"{self.method} gives one time profile for all leads of a 1D model", "per_lead")
+        if self.aggregate is not None and self.aggregate not in AGGREGATES:
+            raise ConfigError(f"aggregate {self.aggregate!r} is not one of {', '.join(AGGREGATES)}", "aggregate")
+        if self.window_stride is not None and self.window_stride < 1:
+            raise ConfigError(f"window_stride must be at least 1 sample, not {self.window_stride}", "window_stride")
         if self.steps < 2:
             raise ConfigError(f"integrated gradients need at least 2 steps, not {self.steps}", "steps")
         if self.batch_size < 1:

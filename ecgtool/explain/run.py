@@ -2,8 +2,16 @@
 
 The model input is rebuilt exactly as ``eval`` builds it — the checkpoint's
 leads, load-time normalisation and data-side view through its ``InputSpec`` — while
-the charts plot the store's own signal for those leads (mV, or z-scores for a
-store prepared with per-record ``zscore``), never the normalised model input.
+the charts plot the store's own signal for those leads in mV (a z-scored store's
+signal times the ``zscore_scale`` prep kept; z-scores, said so on the chart, where
+the store kept none), never the normalised model input.
+
+A model trained on crops shorter than the store's records is explained as eval
+scores it: on each sliding window (``eval.predict``'s windows, stride and
+aggregate), the windows' maps stitched back over the whole record with
+overlapping windows averaged (``timeaxis.stitch``), and the window that decided
+the prediction — the one most probable for the explained class, which gives the
+record its probability under max aggregation — kept and marked on the chart.
 
 Output directory (written all-or-nothing)::
 
@@ -14,7 +22,12 @@ Output directory (written all-or-nothing)::
         probabilities     float32 [records, classes]
         labels            uint8 [records, classes]
         explained_class   int16 [records]                     index into attrs "classes"
-        …                 method-specific arrays [records, …] (attention weights, IG convergence deltas)
+        lead_importance   float32 [records, leads]            ig, saliency: sum over time of |saliency| per lead
+        window_probability float32 [records, windows]         crop-trained model: each window's probability of
+                                                              the explained class (attrs "windows": the starts)
+        deciding_window   int16 [records]                     crop-trained model: the most probable window
+        …                 method-specific arrays [records, …] (attention weights, IG convergence deltas;
+                                                              [records, windows, …] for a crop-trained model)
     DIR/<record_id>.png   one chart per record (ids made safe for file names)
 """
 
@@ -34,6 +47,8 @@ from ecgtool.explain.options import ExplainOptions
 SALIENCY_FORMAT = "ecgtool.saliency"
 SALIENCY_VERSION = 1
 SMOOTH_S = {"ig": 0.04, "saliency": 0.04}  # display smoothing of per-sample gradient maps (charts only)
+SIGNED_METHODS = ("ig",)  # maps whose sign means something (for or against the class): drawn on a diverging scale
+Z_FOOTER = "amplitude: z-score (the store keeps no mV scale)"
 
 
 @dataclass(frozen=True)
@@ -46,10 +61,12 @@ class ExplainedRecord:
     probability: float  # the model's probability of it
     selection: str  # "chosen", "predicted", or why another class was taken
     chart: str | None  # PNG file name in the output directory
+    window: dict | None = None  # crop-trained model: the deciding window (index, start_s, stop_s, probability)
+    lead_share: dict | None = None  # ig, saliency: each lead's share of the record's |attribution|, largest first
 
     def to_dict(self) -> dict:
         return {"record_id": self.record_id, "row": self.row, "class": self.target, "probability": self.probability,
-                "selection": self.selection, "chart": self.chart}
+                "selection": self.selection, "chart": self.chart, "window": self.window, "lead_share": self.lead_share}
 
 
 @dataclass
@@ -64,11 +81,12 @@ class ExplainResult:
     leads: list[str]
     sanity: list[dict] | None = None
     output: str | None = None
+    windows: dict | None = None  # crop-trained model: eval's windows (length, stride, aggregate, starts)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "layer": self.layer, "records": [r.to_dict() for r in self.records],
                 "method_info": self.method_info, "classes": self.classes, "leads": self.leads,
-                "sanity": self.sanity, "output": self.output}
+                "windows": self.windows, "sanity": self.sanity, "output": self.output}
 
 
 def select_rows(store, records: list[str] | None, first: int | None) -> np.ndarray:
@@ -114,6 +132,7 @@ def prepare(ckpt_path, store_path, options: ExplainOptions, device):
     """Load and check everything a run needs, before any output is created: a one-line error for each misuse."""
     from ecgtool.checkpoint import Checkpoint
     from ecgtool.data.store import open_store
+    from ecgtool.eval.predict import sliding_windows
     from ecgtool.explain.attention import has_attention
     from ecgtool.explain.methods import resolve_layer
 
@@ -121,11 +140,9 @@ def prepare(ckpt_path, store_path, options: ExplainOptions, device):
     store = open_store(store_path)
     if len(store) == 0:
         raise EcgtoolError(f"{store.path} has no records to explain")
-    if store.n_samples > ckpt.input.samples:  # a model trained on crops: eval windows it, a map needs one input
-        raise EcgtoolError(f"{store.path} has {store.n_samples} samples per record and the model takes {ckpt.input.samples} "
-                           f"(trained on crops); explain needs records of the model's input length: prep a store with "
-                           f"--seconds {ckpt.input.seconds:g}")
-    ckpt.check_store(store)
+    ckpt.check_store(store, windows=True)  # records longer than a crop-trained model's input: explained window by window
+    windows = sliding_windows(ckpt.input.samples, store.n_samples, options.window_stride, options.aggregate,
+                              ckpt.multi_label, store.path)
     classes = list(ckpt.classes)
     if options.class_name is not None and options.class_name not in classes:
         raise ConfigError(f"unknown class {options.class_name!r}; {ckpt_path} has classes {', '.join(classes)}", "class_name")
@@ -133,7 +150,7 @@ def prepare(ckpt_path, store_path, options: ExplainOptions, device):
     if options.method == "attention" and not has_attention(model):
         raise ConfigError(f"{ckpt.model.name} has no attention over time positions; use gradcam, ig or saliency", "method")
     layer = resolve_layer(model, options.layer)[0] if options.method == "gradcam" else None
-    return ckpt, store, model, ckpt.input.reader(store), layer
+    return ckpt, store, model, ckpt.input.reader(store), layer, windows
 
 
 def run_explain(ckpt_path, store_path, output, *, records: list[str] | None = None, first: int | None = None,
@@ -147,12 +164,12 @@ def run_explain(ckpt_path, store_path, output, *, records: list[str] | None = No
     options = options or ExplainOptions()
     device = torch.device(device)
     check_new_output(output, overwrite, (ckpt_path, store_path))  # refuse before the work, not after
-    ckpt, store, model, spec, layer = prepare(ckpt_path, store_path, options, device)
+    ckpt, store, model, spec, layer, windows = prepare(ckpt_path, store_path, options, device)
     rows = select_rows(store, records, first)
     with atomic_output(output, overwrite, directory=True, inputs=(ckpt_path, store_path)) as tmp:
-        result = _explain_rows(ckpt, store, model, spec, layer, rows, options, device, Path(tmp), progress)
+        result = _explain_rows(ckpt, store, model, spec, layer, windows, rows, options, device, Path(tmp), progress)
         if options.sanity:
-            result.sanity = _sanity(model, store, spec, rows, options, layer, device, ckpt.threshold_values)
+            result.sanity = _sanity(model, store, spec, windows, rows, options, layer, device, ckpt.threshold_values)
         _finish_store(Path(tmp) / "saliency.zarr", ckpt, store, store_path, result, options)
     result.output = str(output)
     return result
@@ -176,15 +193,44 @@ def _targets(probs: np.ndarray, classes: list[str], options: ExplainOptions, mul
     return targets.astype(np.int64), why
 
 
-def _explain_rows(ckpt, store, model, spec, layer, rows, options, device, out: Path, progress) -> ExplainResult:
+def _scores(model, x, windows, multi_label: bool):
+    """``(probabilities [B, K], window probabilities [B, W, K] or None)`` as eval computes them."""
+    import torch
+
+    from ecgtool.eval.predict import aggregate_windows, each_window_probabilities, probabilities
+
+    with torch.no_grad():
+        if windows is None:
+            return probabilities(model(x).float(), multi_label).cpu().numpy(), None
+        each = each_window_probabilities(model, x, windows, multi_label)
+        return aggregate_windows(each, windows).cpu().numpy(), each.cpu().numpy()
+
+
+def _model_inputs(x, targets, windows):
+    """What a method explains: the records, or every window of every record (record by record) with its record's class."""
+    import torch
+
+    from ecgtool.eval.predict import window_crops
+
+    t = torch.as_tensor(np.asarray(targets), device=x.device)
+    if windows is None:
+        return x, t
+    crops = window_crops(x, windows)
+    return crops, t.repeat_interleave(len(crops) // len(x))
+
+
+def _explain_rows(ckpt, store, model, spec, layer, windows, rows, options, device, out: Path, progress) -> ExplainResult:
     import torch
     import zarr
 
-    from ecgtool.eval.predict import probabilities
+    from ecgtool.explain.explanation import lead_importance
     from ecgtool.explain.methods import explain
+    from ecgtool.explain.options import PER_LEAD_METHODS
+    from ecgtool.explain.timeaxis import stitch
 
     classes, multi = list(ckpt.classes), ckpt.multi_label
     n, leads, samples = len(rows), list(spec.leads), store.n_samples
+    starts = windows.starts(samples) if windows is not None else None
     group = zarr.open_group(out / "saliency.zarr", mode="w", zarr_format=3)
     group.attrs.update({"format": SALIENCY_FORMAT, "format_version": SALIENCY_VERSION, "complete": False})
     chunk = max(1, min(n, 64))
@@ -195,6 +241,11 @@ def _explain_rows(ckpt, store, model, spec, layer, rows, options, device, out: P
     group.create_array("row", data=rows.astype(np.int64))
     ids = group.create_array("record_id", shape=(n,), dtype=str)
     ids[:] = store.record_id[rows]
+    per_lead = options.method in PER_LEAD_METHODS
+    importance_arr = group.create_array("lead_importance", shape=(n, len(leads)), dtype="float32") if per_lead else None
+    if windows is not None:
+        window_arr = group.create_array("window_probability", shape=(n, len(starts)), dtype="float32")
+        deciding_arr = group.create_array("deciding_window", shape=(n,), dtype="int16")
     names = file_names(store.record_id[rows].tolist(), rows)
     thresholds = ckpt.threshold_values
     extra_arrays: dict = {}
@@ -202,36 +253,71 @@ def _explain_rows(ckpt, store, model, spec, layer, rows, options, device, out: P
     records = []
     for start in range(0, n, options.batch_size):
         batch = rows[start : start + options.batch_size]
+        b = len(batch)
         raw = store.read_rows(batch)
         x = torch.from_numpy(np.ascontiguousarray(spec(raw))).to(device)
-        with torch.no_grad():
-            probs = probabilities(model(x).float(), multi).cpu().numpy()
+        probs, each = _scores(model, x, windows, multi)
         targets, why = _targets(probs, classes, options, multi, thresholds)
-        e = explain(options.method, model, x, torch.from_numpy(targets).to(device), len(leads), layer=layer,
+        inputs, input_targets = _model_inputs(x, targets, windows)
+        e = explain(options.method, model, inputs, input_targets, len(leads), layer=layer,
                     steps=options.steps, internal_batch_size=max(options.batch_size, 64))
-        stop = start + len(batch)
-        saliency[start:stop] = e.maps
+        maps, arrays = e.maps, e.arrays
+        if windows is not None:  # each window's map back where the window lies, overlaps averaged
+            maps = stitch(maps.reshape(b, len(starts), *maps.shape[1:]), starts, samples).astype(np.float32)
+            arrays = {k: v.reshape(b, len(starts), *v.shape[1:]) for k, v in arrays.items()}
+            in_class = each[np.arange(b), :, targets]  # [B, W]: each window's probability of the explained class
+            deciding = in_class.argmax(axis=1)
+            window_arr[start : start + b] = in_class.astype(np.float32)
+            deciding_arr[start : start + b] = deciding.astype(np.int16)
+        stop = start + b
+        saliency[start:stop] = maps
         prob_arr[start:stop] = probs.astype(np.float32)
         target_arr[start:stop] = targets.astype(np.int16)
-        for key, value in e.arrays.items():
+        importance = lead_importance(maps) if per_lead else None
+        if per_lead:
+            importance_arr[start:stop] = importance.astype(np.float32)
+        for key, value in arrays.items():
             if key not in extra_arrays:
                 extra_arrays[key] = group.create_array(key, shape=(n, *value.shape[1:]), dtype=value.dtype)
             extra_arrays[key][start:stop] = value
         info = info or e.info
-        signal = raw[:, spec.lead_index].astype(np.float32)
-        for i in range(len(batch)):
+        signal, units = chart_signal(store, batch, raw, spec.lead_index)
+        for i in range(b):
             j = start + i
+            window = share = None
+            if windows is not None:
+                k = int(deciding[i])
+                window = {"index": k, "start_s": starts[k] / store.fs, "stop_s": (starts[k] + windows.length) / store.fs,
+                          "probability": float(in_class[i, k])}
+            if per_lead:
+                total = float(importance[i].sum())
+                share = {leads[k]: float(importance[i, k]) / total if total > 0 else 0.0
+                         for k in np.argsort(-importance[i], kind="stable")}
             record = ExplainedRecord(str(store.record_id[batch[i]]), int(batch[i]), classes[targets[i]],
-                                     float(probs[i, targets[i]]), why[i], names[j] if options.charts else None)
+                                     float(probs[i, targets[i]]), why[i], names[j] if options.charts else None, window, share)
             if options.charts:
-                _chart(out / names[j], signal[i], e.maps[i], store, ckpt, leads, record, probs[i], thresholds, options, layer)
+                _chart(out / names[j], signal[i], units, maps[i], store, ckpt, leads, record, probs[i], thresholds, options,
+                       layer, windows)
             records.append(record)
-        if progress:
-            progress(stop, n)
-    return ExplainResult(options.method, layer, records, info, classes, leads)
+            if progress:
+                progress(j + 1, n)  # per record: drawing a chart takes about as long as explaining it
+    result = ExplainResult(options.method, layer, records, info, classes, leads)
+    if windows is not None:
+        result.windows = {**windows.to_dict(), "starts": [int(s) for s in starts],
+                          "stitching": "mean of the maps of the windows covering each sample"}
+    return result
 
 
-def _chart(path: Path, signal, saliency, store, ckpt, leads, record: ExplainedRecord, probs, thresholds, options, layer) -> None:
+def chart_signal(store, rows: np.ndarray, raw: np.ndarray, lead_index: list[int]) -> tuple[np.ndarray, str]:
+    """What a chart draws of the store's rows ``raw`` (all its leads) for the model's leads, and in which units:
+    ``"mV"`` where the store holds mV or can give them back (``EcgStore.to_physical``), else its z-scores (``"SD"``)."""
+    mv = store.to_physical(rows, raw)
+    chosen = (raw if mv is None else mv)[:, lead_index].astype(np.float32)
+    return chosen, "SD" if mv is None else "mV"
+
+
+def _chart(path: Path, signal, units: str, saliency, store, ckpt, leads, record: ExplainedRecord, probs, thresholds, options,
+           layer, windows) -> None:
     from ecgtool.explain.chart import DISPLAY_PERCENTILE, save_chart
     from ecgtool.explain.methods import METHOD_NAMES
 
@@ -243,33 +329,43 @@ def _chart(path: Path, signal, saliency, store, ckpt, leads, record: ExplainedRe
     target = (f"(class-independent; the model's top class is {record.target}, p = {record.probability:.2f})"
               if options.method == "attention" else f"for {record.target} ({record.selection}, p = {record.probability:.2f})")
     subtitle = f"{method} {target} — {ckpt.model.name}"
-    mv = store.attrs.get("units") == "mV"
-    footer = "" if mv else "   amplitudes are per-record z-scores (store normalised by prep), not mV"
-    save_chart(path, signal, leads, store.fs, saliency, title, subtitle, dpi=options.dpi, units="mV" if mv else "SD",
-               smooth_s=SMOOTH_S.get(options.method, 0.0), footer=footer,
-               colorbar_label=f"{METHOD_NAMES[options.method]}, relative\n(1 = record's {DISPLAY_PERCENTILE:g}th pct.)")
+    notes = [] if units == "mV" else [Z_FOOTER]
+    window = None
+    if windows is not None:
+        w = record.window
+        first = int(round(w["start_s"] * store.fs))
+        window = (first, first + windows.length)
+        notes.append(f"model trained on {windows.length / store.fs:g}-s crops: explained on "
+                     f"{len(windows.starts(store.n_samples))} windows, stride {windows.stride / store.fs:g} s "
+                     f"({windows.aggregate} of the window probabilities, as eval), maps of overlapping windows averaged; "
+                     f"deciding window {w['start_s']:g}–{w['stop_s']:g} s, p = {w['probability']:.2f}")
+    signed = options.method in SIGNED_METHODS
+    scale = (f"relative, signed\n(±1 = record's {DISPLAY_PERCENTILE:g}th pct. of |map|;\nred raises, blue lowers the logit)"
+             if signed else f"relative\n(1 = record's {DISPLAY_PERCENTILE:g}th pct.)")
+    save_chart(path, signal, leads, store.fs, saliency, title, subtitle, dpi=options.dpi, units=units,
+               smooth_s=SMOOTH_S.get(options.method, 0.0), footer="   ".join(notes), signed=signed, per_lead=options.per_lead,
+               window=window, colorbar_label=f"{METHOD_NAMES[options.method]}, {scale}")
 
 
-def _sanity(model, store, spec, rows, options, layer, device, thresholds) -> list[dict]:
-    """Adebayo et al. 2018 randomisation test on (up to a batch of) the selected records, for the same classes."""
+def _sanity(model, store, spec, windows, rows, options, layer, device, thresholds) -> list[dict]:
+    """Adebayo et al. 2018 randomisation test on (up to a batch of) the selected records, for the same classes
+    (a crop-trained model's: on each of their windows)."""
     import torch
 
-    from ecgtool.eval.predict import probabilities
     from ecgtool.explain.methods import explain
     from ecgtool.explain.sanity import sanity_check
 
     batch = rows[: options.batch_size]
     x = torch.from_numpy(np.ascontiguousarray(spec(store.read_rows(batch)))).to(device)
-    with torch.no_grad():
-        probs = probabilities(model(x).float(), store.multi_label).cpu().numpy()
-    targets = torch.from_numpy(_targets(probs, store.classes, options, store.multi_label, thresholds)[0]).to(device)
+    probs = _scores(model, x, windows, store.multi_label)[0]
+    inputs, targets = _model_inputs(x, _targets(probs, store.classes, options, store.multi_label, thresholds)[0], windows)
     n_leads = len(spec.leads)
 
     def maps(m, xx, tt):
         return explain(options.method, m, xx, tt, n_leads, layer=layer, steps=options.steps,
                        internal_batch_size=max(options.batch_size, 64)).maps
 
-    return sanity_check(model, x, targets, maps, mode=options.sanity, seed=options.seed)
+    return sanity_check(model, inputs, targets, maps, mode=options.sanity, seed=options.seed)
 
 
 def _finish_store(path: Path, ckpt, store, store_path, result: ExplainResult, options: ExplainOptions) -> None:
@@ -293,6 +389,9 @@ def _finish_store(path: Path, ckpt, store, store_path, result: ExplainResult, op
         "leads": result.leads,
         "fs": store.fs,
         "signal_units": store.attrs["units"],
+        "chart_units": "mV" if store.to_physical(np.zeros(0, np.int64), np.zeros((0, len(store.leads), 1))) is not None
+                       else "z-score",
+        "windows": result.windows,
         "options": {k: v for k, v in asdict(options).items() if k not in ("charts", "dpi")},
         "sanity": _json_safe(result.sanity),
         "checkpoint": {"path": str(ckpt.path), "fingerprint": fingerprint(ckpt.path), "model": ckpt.model.to_dict(),

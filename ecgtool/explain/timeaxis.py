@@ -53,3 +53,17 @@ def spread(values: np.ndarray, starts: np.ndarray, width: int, samples: int, val
         np.add.at(total[i], idx[inside], values[i][keep[i]][inside])
         np.add.at(count[i], idx[inside], 1.0)
     return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+
+
+def stitch(maps: np.ndarray, starts, samples: int) -> np.ndarray:
+    """Maps of a record's sliding windows ``(B, W, leads, L)`` → one map ``(B, leads, samples)``.
+
+    Each window's map goes back where the window lies (``starts`` ``(W,)``, as
+    ``eval.predict.Windows.starts`` gives them); where windows overlap, a sample's value
+    is the mean of the windows covering it (``spread``), so a stitched map is on one scale
+    with each window's.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    b, w, leads, width = maps.shape
+    per_lead = maps.transpose(0, 2, 1, 3).reshape(b * leads, w, width)
+    return spread(per_lead, np.asarray(starts), width, samples).reshape(b, leads, samples)
