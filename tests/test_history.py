@@ -101,3 +101,14 @@ def test_pretrain_and_distill_take_log_dir(store, tmp_path):
     run_cli("distill", tmp_path / "t.ckpt", store, "--student", "resnet18", "-o", tmp_path / "s.ckpt", "--epochs", 1,
             "--batch-size", 8, "--model-arg", "base_width=8", "--log-dir", tmp_path / "dis")
     assert "train_loss" in _rows(tmp_path / "dis" / "history.csv")[0]
+
+
+def test_each_validation_pass_reports_its_progress(store, tmp_path):
+    from ecgtool.train.loop import TrainArgs, Trainer
+
+    trainer = Trainer(TrainArgs(model="resnet18", epochs=2, batch_size=8, threads=1, model_kwargs={"base_width": 8}),
+                      store, store, tmp_path / "m.ckpt")
+    calls = []
+    trainer.on_validate = lambda done, total: calls.append((done, total))
+    trainer.run()
+    assert calls == [(24, 24)] * 2  # the validation loader's one batch of 24 records, once per epoch

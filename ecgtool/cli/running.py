@@ -21,7 +21,7 @@ def run_loop(make_engine, *, epochs: int, resume: bool, overwrite: bool, env, lo
     progress = ProgressDisplay("epoch", unit="steps", console=console, enabled=main)
 
     def on_step(epoch, step, steps, loss):
-        progress(step, steps, label=f"epoch {epoch + 1}/{epochs}", note=f"loss {loss:.4f}")
+        progress(step, steps, label=f"epoch {epoch + 1}/{epochs}", note=f"loss {loss:.4f}", unit="steps")
 
     def on_epoch(record, best_epoch):
         parts = [f"epoch {record['epoch']:>3}/{epochs}", f"train loss {record['train_loss']:.4f}"]
@@ -36,6 +36,8 @@ def run_loop(make_engine, *, epochs: int, resume: bool, overwrite: bool, env, lo
 
     log = None
     engine = make_engine(on_step, on_epoch)
+    if main:
+        engine.on_validate = lambda done, total: progress(done, total, label="validation", unit="records", note="")
     try:
         if resume:
             if not engine.resume():

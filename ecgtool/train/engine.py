@@ -163,6 +163,7 @@ class Engine:
         self.position = fresh_position()  # where the first epoch starts
         self.stop_requested = False
         self.history: list[dict] = []
+        self.on_validate: Callable | None = None  # progress(done, total) of a validation pass (rank 0's share)
 
     def start(self, module: torch.nn.Module, loader, parameter_groups: Callable[[torch.nn.Module], list]) -> None:
         """Put ``module`` (what learns) on the device, join the process group, wrap it, and make the optimiser

@@ -268,7 +268,7 @@ class Trainer(Engine):
     def validate(self) -> tuple[dict, np.ndarray | None]:
         if self.val_loader is None:
             return {}, None
-        probs, rows = predict(self.model, self.val_loader, self.device, self.multi_label, self.windows)
+        probs, rows = predict(self.model, self.val_loader, self.device, self.multi_label, self.windows, self.on_validate)
         probs, rows = distributed.gather_rows(probs, rows)
         y = self.val_store.labels[rows]
         return {"val_loss": _prob_loss(probs, y, self.multi_label), "val_macro_auc": macro_auc(y, probs)}, probs
