@@ -27,6 +27,7 @@ COMMANDS = {
     "eval": ("ecgtool.cli.eval", "eval_", "Evaluate a checkpoint on a store."),
     "profile": ("ecgtool.cli.profile", "profile", "Count parameters and MACs and measure latency."),
     "explain": ("ecgtool.cli.explain", "explain", "Explain decisions: saliency maps and clinical ECG charts."),
+    "export": ("ecgtool.cli.export", "export", "Export a checkpoint's model to ONNX or TorchScript, parity-checked."),
     "info": ("ecgtool.cli.info", "info", "Summarise a store or a checkpoint."),
 }
 
