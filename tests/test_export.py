@@ -105,11 +105,29 @@ def test_parity_failure_leaves_no_output(tmp_path, monkeypatch):
     ckpt = tmp_path / "small.ckpt"
     _small_checkpoint("resnet18", ckpt, base_width=8)
     real = run.run_torchscript
-    monkeypatch.setattr(run, "run_torchscript", lambda path, x: real(path, x) + np.float32(1e-2))  # a subtly wrong export
+    monkeypatch.setattr(run, "run_torchscript", lambda path, xs: [y + np.float32(1e-2) for y in real(path, xs)])  # a subtly wrong export
     err = run_cli("export", ckpt, "-o", tmp_path / "model.pt", expect=1).stderr
     assert "differ from the PyTorch model's by up to 0.01" in err and "nothing was written" in err
     assert [p.name for p in tmp_path.iterdir()] == ["small.ckpt"]  # nor a temporary sibling
     run_cli("export", ckpt, "-o", tmp_path / "model.pt", "--atol", "0.02")  # within a looser tolerance
+
+
+def test_exporter_and_runtime_failures_are_one_line(tmp_path, monkeypatch):
+    import ecgtool.export.run as run
+
+    ckpt = tmp_path / "small.ckpt"
+    _small_checkpoint("resnet18", ckpt, base_width=8)
+
+    def refuse(*args):
+        raise RuntimeError("Could not guard on data-dependent expression\nmore detail")
+
+    monkeypatch.setattr(run, "run_torchscript", refuse)  # as onnxruntime refusing a batch size fixed in the graph
+    err = run_cli("export", ckpt, "-o", tmp_path / "model.pt", expect=1).stderr
+    assert "fails on the parity inputs" in err and "RuntimeError: Could not guard" in err and len(err.splitlines()) == 1
+    monkeypatch.setattr(run, "write_torchscript", refuse)  # as an exporter failing
+    err = run_cli("export", ckpt, "-o", tmp_path / "model.pt", expect=1).stderr
+    assert err.startswith("error: resnet18 cannot be exported to TorchScript: RuntimeError: Could not guard") and "--debug" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["small.ckpt"]
 
 
 def test_help_imports_neither_torch_nor_onnx():

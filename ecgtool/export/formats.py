@@ -13,7 +13,9 @@
   operations of one example run: shape arithmetic is kept symbolic where torch
   can, and what is not (a Python ``int`` of a shape) is fixed to the example's
   value, which the parity check at a second batch size catches. Run with
-  ``torch.jit.load``; needs torch only.
+  ``torch.jit.load`` (Python or LibTorch); needs torch only. torch 2.13 marks
+  ``torch.jit`` deprecated in favour of ``torch.export`` but still ships it, and
+  it is what LibTorch deployments load.
 
 onnx, onnxruntime and onnxscript are the optional extra ``export``
 (``pip install 'ecgtool[export]'``); :func:`require_onnx` names it when they are
@@ -108,38 +110,42 @@ def read_onnx_metadata(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+def run_onnx(path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The file's logits for each input batch, in one onnxruntime session on the CPU."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT_NAME], {INPUT_NAME: x.astype(np.float32, copy=False)})[0]
+    return [session.run([OUTPUT_NAME], {INPUT_NAME: x.astype(np.float32, copy=False)})[0] for x in inputs]
 
 
 def write_torchscript(model, example, path: Path, metadata: dict[str, str]) -> None:
     """Trace ``model`` (eval mode) on ``example`` and save it to ``path`` with ``metadata`` as ``_extra_files``."""
     import torch
 
-    with _quiet(), torch.no_grad():
+    with _quiet(), torch.no_grad():  # _quiet: torch 2.13 marks torch.jit deprecated (below)
         traced = torch.jit.trace(model, example, check_trace=False)  # the parity check, on other inputs, decides
-    torch.jit.save(traced, str(path), _extra_files=metadata)
+        torch.jit.save(traced, str(path), _extra_files=metadata)
 
 
 def read_torchscript_metadata(path: Path, keys) -> dict[str, str]:
     import torch
 
     files = {k: "" for k in keys}
-    torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+    with _quiet():
+        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
     return {k: v.decode() if isinstance(v, bytes) else v for k, v in files.items()}
 
 
-def run_torchscript(path: Path, x: np.ndarray) -> np.ndarray:
+def run_torchscript(path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The file's logits for each input batch, loaded once."""
     import torch
 
-    module = torch.jit.load(str(path), map_location="cpu")
+    with _quiet():  # torch.jit.load's deprecation warning
+        module = torch.jit.load(str(path), map_location="cpu")
     with torch.no_grad():
-        return module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+        return [module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy() for x in inputs]
 
 
 RUNNERS = {"onnx": run_onnx, "torchscript": run_torchscript}

@@ -65,11 +65,14 @@ def export_checkpoint(ckpt_path: str | os.PathLike, output: str | os.PathLike, *
         if read_metadata(written) != read_metadata(metadata):
             raise ExportError(f"{output}: the metadata read back from the exported file differs from what was written")
         run = run_onnx if fmt == "onnx" else run_torchscript
-        results = []
-        for name, x in checks.items():
-            with torch.no_grad():
-                reference = model(torch.from_numpy(x)).numpy()
-            results.append(compare(name, reference, run(tmp, x), atol, rtol))
+        with torch.no_grad():
+            references = [model(torch.from_numpy(x)).numpy() for x in checks.values()]
+        try:
+            outputs = run(tmp, list(checks.values()))
+        except Exception as e:  # e.g. a batch size fixed in the graph: onnxruntime refuses the other one
+            raise ExportError(f"{output}: the exported model fails on the parity inputs ({', '.join(checks)}): {_reason(e)}; "
+                              "nothing was written") from e
+        results = [compare(name, reference, got, atol, rtol) for name, reference, got in zip(checks, references, outputs)]
         failed = [c for c in results if not c.passed]
         if failed:
             worst = max(failed, key=lambda c: c.max_abs_diff)
