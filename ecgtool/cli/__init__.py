@@ -29,6 +29,7 @@ COMMANDS = {
     "predict": ("ecgtool.cli.predict", "predict", "Apply a checkpoint to raw recordings (WFDB, .mat, CSV)."),
     "profile": ("ecgtool.cli.profile", "profile", "Count parameters and MACs and measure latency."),
     "explain": ("ecgtool.cli.explain", "explain", "Explain decisions: saliency maps and clinical ECG charts."),
+    "export": ("ecgtool.cli.export", "export", "Export a checkpoint's model to ONNX or TorchScript, parity-checked."),
     "info": ("ecgtool.cli.info", "info", "Summarise a store or a checkpoint."),
 }
 

@@ -151,7 +151,7 @@ class TokenSelectBranch(nn.Module):
     def select(self, x: torch.Tensor, cls_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keep the CLS token and the ``keep_ratio`` patch tokens with the largest head-mean CLS attention."""
         score = cls_weights.detach().mean(dim=1)[:, 1:]  # (B, N), the CLS's own weight left out
-        k = max(1, int(round(self.keep_ratio * score.shape[1])))
+        k = max(1, round(self.keep_ratio * int(score.shape[1])))  # int(): a traced shape is a tensor, which round() refuses
         index = score.topk(k, dim=1).indices.sort(dim=1).values
         kept = x[:, 1:].gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         return torch.cat([x[:, :1], kept], dim=1), index
@@ -159,7 +159,7 @@ class TokenSelectBranch(nn.Module):
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         pad = self.tokens(f.shape[-1]) * self.patch - f.shape[-1]
         tokens = self.embed(F.pad(f, (0, pad))).transpose(1, 2)  # (B, N, dim)
-        x = torch.cat([self.cls_token.expand(len(tokens), -1, -1), tokens], dim=1) + self.positions(tokens.shape[1])
+        x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.positions(tokens.shape[1])
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i + 1 == self.select_after:

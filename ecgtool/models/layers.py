@@ -317,29 +317,35 @@ class BeatWindows:
         before = int(round(pre * fs))
         return cls(n_beats, before, before + int(round(post * fs)), max(1, int(round(grid * fs))))
 
-    def peaks(self, marks: torch.Tensor | None, b: int, n: int, device) -> list[torch.Tensor]:
-        """The peak samples used for each of ``b`` records (at most ``n_beats`` each)."""
+    def peaks(self, marks: torch.Tensor | None, b: int, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The peak samples used for each of ``b`` records ``(B, k)``, k <= ``n_beats`` (the first marks, in
+        order), and which of them are peaks ``(B, k)`` (a record with fewer marks has slots at sample 0).
+        Fixed shapes, no per-record lists, so the model traces and exports (``ecgtool export``)."""
         if marks is None:
             grid = torch.arange(self.grid // 2, n, self.grid, device=device)[: self.n_beats]
-            return [grid] * b
-        return [(marks[i] > 0.5).nonzero().flatten()[: self.n_beats] for i in range(b)]
+            return grid.expand(b, -1), torch.ones(b, grid.shape[0], dtype=torch.bool, device=device)
+        positions = torch.arange(n, device=device).expand(b, -1)
+        key = torch.where(marks > 0.5, positions, n)  # unmarked samples sort after every marked one
+        first = key.topk(min(self.n_beats, n), dim=1, largest=False, sorted=True).values
+        found = first < n
+        return torch.where(found, first, 0), found
 
     def cut(self, signal: torch.Tensor, marks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``signal (B, L, n)`` → windows ``(B, K, L, width)``, their validity ``(B, K)`` and peak samples ``(B, K)``
         (−1 for an empty window). A record without beats keeps one valid all-zero window, so no bag is empty."""
-        b, _, n = signal.shape
+        b, leads, n = signal.shape
         padded = F.pad(signal, (self.pre, self.width - self.pre))
-        offsets = torch.arange(self.width, device=signal.device)
-        out = signal.new_zeros(b, self.n_beats, signal.shape[1], self.width)
-        valid = torch.zeros(b, self.n_beats, dtype=torch.bool, device=signal.device)
-        peak = torch.full((b, self.n_beats), -1, dtype=torch.long, device=signal.device)
-        for i, p in enumerate(self.peaks(marks, b, n, signal.device)):
-            if len(p):
-                idx = p.unsqueeze(1) + offsets  # positions in the padded signal (centred on the peak)
-                out[i, : len(p)] = padded[i][:, idx].permute(1, 0, 2)
-                valid[i, : len(p)] = True
-                peak[i, : len(p)] = p
-        valid[:, 0] = True
+        p, found = self.peaks(marks, b, n, signal.device)
+        k = p.shape[1]
+        idx = (p.unsqueeze(-1) + torch.arange(self.width, device=signal.device)).reshape(b, 1, k * self.width)
+        out = padded.gather(2, idx.expand(b, leads, k * self.width)).reshape(b, leads, k, self.width).transpose(1, 2)
+        out = torch.where(found[:, :, None, None], out, torch.zeros((), dtype=out.dtype, device=out.device)).contiguous()
+        peak = torch.where(found, p, -1)
+        if k < self.n_beats:  # fewer grid points or samples than beats: empty windows at the end
+            out = F.pad(out, (0, 0, 0, 0, 0, self.n_beats - k))
+            found = torch.cat([found, found.new_zeros(b, self.n_beats - k)], dim=1)
+            peak = F.pad(peak, (0, self.n_beats - k), value=-1)
+        valid = torch.cat([torch.ones_like(found[:, :1]), found[:, 1:]], dim=1)  # the first window always counts
         return out, valid, peak
 
     def starts(self, x: torch.Tensor, num_leads: int) -> tuple[np.ndarray, np.ndarray]:

@@ -79,12 +79,16 @@ class Spectrogram(nn.Module):
         super().__init__()
         self.window = int(window)
         self.hop = None if hop is None else int(hop)
+        # Made once, as multimodule_rcnn's window: ONNX has no Hamming-window op for the exporter to emit at run time
+        # (the same float32 values as before; a float64 input now gets them widened)
+        self.register_buffer("hamming", torch.hamming_window(max(2, self.window), periodic=True), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, leads, t = x.shape
         win = max(2, min(self.window, t))  # clamp the window to the signal length
         hop = self.hop if self.hop is not None else max(1, win // 2)
-        window = torch.hamming_window(win, periodic=True, dtype=x.dtype, device=x.device)
+        window = self.hamming.to(x.dtype) if win == self.hamming.shape[0] else \
+            torch.hamming_window(win, periodic=True, dtype=x.dtype, device=x.device)  # a window clamped to a short input
         spec = torch.stft(
             x.reshape(b * leads, t), n_fft=win, hop_length=hop, win_length=win, window=window,
             center=True, pad_mode="reflect", return_complex=True,
