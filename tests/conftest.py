@@ -23,6 +23,21 @@ def run_cli(*args, expect: int = 0, env: dict | None = None):
     return result
 
 
+def help_imports(command: str, modules) -> tuple[str, list[str]]:
+    """``ecgtool --help`` then ``ecgtool COMMAND --help`` in a fresh interpreter: what they printed, and which of
+    ``modules`` they imported (help must stay fast: no torch, no plotting, no exporter)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ecgtool.cli import cli\n"
+            f"for args in (['--help'], [{command!r}, '--help']):\n"
+            "    try:\n        cli(args, prog_name='ecgtool')\n    except SystemExit:\n        pass\n"
+            f"print(sorted(m for m in {tuple(modules)!r} if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    text, _, imported = out.rstrip().rpartition("\n")
+    return text, eval(imported)  # a list of names printed by the child
+
+
 def interrupt_after_epoch(make_trainer, epoch: int = 2) -> None:
     """Run the Trainer that ``make_trainer(on_epoch=hook)`` builds and stop it as a crash would at the end of
     ``epoch`` (the hook raises before that epoch's resume state is written), leaving the earlier one's."""

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import help_imports, run_cli
 
 from ecgtool.checkpoint import Checkpoint, ModelSpec
 from ecgtool.data.inputs import InputSpec
@@ -131,12 +129,8 @@ def test_records_or_first_is_required(trained_checkpoint, test_store, tmp_path):
 
 
 def test_help_does_not_import_torch_or_matplotlib():
-    code = ("import sys\nfrom ecgtool.cli import cli\n"
-            "for args in (['--help'], ['explain', '--help']):\n"
-            "    try:\n        cli(args, prog_name='ecgtool')\n    except SystemExit:\n        pass\n"
-            "print(sorted(m for m in ('torch', 'matplotlib', 'captum') if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "explain" in out and "--method" in out and out.strip().endswith("[]")
+    text, imported = help_imports("explain", ("torch", "matplotlib", "captum"))
+    assert "explain" in text and "--method" in text and imported == []
 
 
 # --------------------------------------------------------------------------- Grad-CAM, 1D and 2D

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -18,7 +17,7 @@ from ecgtool.data.views import data_view
 from ecgtool.models import create_model, list_models, model_info
 from ecgtool.models.layers import BeatWindows
 from ecgtool.provenance import fingerprint
-from conftest import run_cli
+from conftest import help_imports, run_cli
 
 METADATA_KEYS = ("format", "format_version", "ecgtool_version", "model", "checkpoint", "input", "input_name", "input_shape",
                  "input_channels", "output_name", "output", "activation", "classes", "class_descriptions", "task",
@@ -131,12 +130,8 @@ def test_exporter_and_runtime_failures_are_one_line(tmp_path, monkeypatch):
 
 
 def test_help_imports_neither_torch_nor_onnx():
-    code = ("import sys\nfrom ecgtool.cli import cli\n"
-            "for args in (['--help'], ['export', '--help']):\n"
-            "    try:\n        cli(args, prog_name='ecgtool')\n    except SystemExit:\n        pass\n"
-            "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'onnxscript', 'numpy') if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "export" in out and "--check-store" in out and out.strip().endswith("[]")
+    text, imported = help_imports("export", ("torch", "onnx", "onnxruntime", "onnxscript", "numpy"))
+    assert "export" in text and "--check-store" in text and imported == []
 
 
 # --------------------------------------------------------------------------- every registered model
