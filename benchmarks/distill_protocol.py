@@ -112,6 +112,12 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0, help="dataset, split and training seed")
+    ap.add_argument("--train-seeds", default=None, metavar="S,S,…",
+                    help="the students' training seeds, each student alone and distilled once per seed, compared "
+                         "seed by seed (default: --seed); the teacher is trained once, with --seed")
+    ap.add_argument("--label-fraction", type=float, default=1.0,
+                    help="the students train on this fraction of the training records (train/distill --label-fraction; "
+                         "the teacher on all of them)")
     ap.add_argument("--device", default=None, help="cpu, cuda, … (default cpu; --full cuda)")
     ap.add_argument("--precision", default=None, help="fp32 or bf16 (default fp32; --full bf16)")
     ap.add_argument("--full", action="store_true", help="the GPU-node protocol: 10000 records, 30 epochs, cuda, bf16, MVMS pair")
@@ -129,6 +135,8 @@ def main(argv=None) -> int:
     student_args = a.student_arg if a.student_arg is not None else (
         [f"base_width={32 if a.full else 16}"] if a.student == "resnet18" else [])
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    seeds = [int(x) for x in a.train_seeds.split(",")] if a.train_seeds else [a.seed]
+    fraction = "" if a.label_fraction == 1.0 else f"-f{round(a.label_fraction * 100)}"
 
     tmp = None
     if a.work is None:
@@ -147,15 +155,15 @@ def main(argv=None) -> int:
     raw = work / "raw"
     s12, s1, sp12, sp1 = work / "syn12.zarr", work / "synI.zarr", work / "splits12", work / "splitsI"
     if not raw.exists():
-        _timed("generate", lambda: _cli("fetch", "synthetic", "-o", str(raw), "--records", str(records), "--fs", "500",
+        _timed("generate", lambda: _cli("fetch", "synthetic", "-o", str(raw), "--num-records", str(records), "--fs", "500",
                                         "--seconds", "10", "--seed", str(a.seed), log=log), timings, loads)
     workers = str(min(8, os.cpu_count() or 1))
     if not s12.exists():
         _timed("prep 12 leads", lambda: _cli("prep", str(raw), "-o", str(s12), "--fs", "100", "--seconds", "10",
-                                             "--workers", workers, log=log), timings, loads)
+                                             "--jobs", workers, log=log), timings, loads)
     if not s1.exists():
         _timed("prep lead I", lambda: _cli("prep", str(raw), "-o", str(s1), "--fs", "100", "--seconds", "10",
-                                           "--leads", "I", "--workers", workers, log=log), timings, loads)
+                                           "--leads", "I", "--jobs", workers, log=log), timings, loads)
     for store, splits in ((s12, sp12), (s1, sp1)):
         if not (splits / "test.zarr").exists():
             _timed(f"split {store.stem}", lambda: _cli("split", str(store), "-o", str(splits), "--seed", str(a.seed),
@@ -164,22 +172,26 @@ def main(argv=None) -> int:
     train12, val12, test12 = (sp12 / f"{p}.zarr" for p in ("train", "val", "test"))
     train1, val1 = sp1 / "train.zarr", sp1 / "val.zarr"
 
-    common = ["--epochs", str(epochs), "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(a.seed),
-              "--device", device, "--precision", precision, "--overwrite"]
+    common = ["--epochs", str(epochs), "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--device", device,
+              "--precision", precision, "--overwrite"]
+    students = ["--label-fraction", str(a.label_fraction)] if fraction else []
 
     def margs(values):
         return [x for v in values for x in ("--model-arg", v)]
 
-    def train(model, margs_, tr, va, out):
+    def train(model, margs_, tr, va, out, seed, extra=()):
         if not out.exists():
             _timed(out.stem, lambda: _cli("train", model, str(tr), "--val", str(va), "-o", str(out), *margs_, *common,
-                                          log=log), timings, loads)
+                                          "--seed", str(seed), *extra, log=log), timings, loads)
 
-    def distill(teacher_ckpt, student, margs_, method, out):
+    def distill(teacher_ckpt, student, margs_, method, out, seed):
         if not out.exists():
             _timed(out.stem, lambda: _cli("distill", str(teacher_ckpt), str(train12), "--val", str(val12), "--student",
                                           student, "--student-leads", "I", "--method", method, "-o", str(out), *margs_,
-                                          *a.distill_arg, *common, log=log), timings, loads)
+                                          *a.distill_arg, *common, "--seed", str(seed), *students, log=log), timings, loads)
+
+    def student_ckpt(prefix, name, seed):  # the first runs' names (seed = --seed, all labels) are kept
+        return work / f"{prefix}{name}{fraction}{'' if seed == a.seed else f'-s{seed}'}.ckpt"
 
     # (label, teacher model, teacher args, student model, student args, methods)
     pairs = [("", a.teacher, teacher_args, a.student, student_args, methods)]
@@ -188,25 +200,30 @@ def main(argv=None) -> int:
     results = []
     for prefix, teacher, targs, student, sargs, ms in pairs:
         tckpt = work / f"{prefix}teacher.ckpt"
-        alone = work / f"{prefix}alone.ckpt"
-        train(teacher, margs(targs), train12, val12, tckpt)
-        train(student, margs(sargs), train1, val1, alone)
-        for m in ms:
-            distill(tckpt, student, margs(sargs), m, work / f"{prefix}{m}.ckpt")
+        train(teacher, margs(targs), train12, val12, tckpt, a.seed)
         teacher_row = _timed(f"eval {prefix}teacher", lambda: _eval(tckpt, test12, None, a.bootstrap, device, log),
                              timings, loads)
-        alone_row = _timed(f"eval {prefix}alone", lambda: _eval(alone, test12, None, a.bootstrap, device, log),
-                           timings, loads)
+
         def named(model, margs_):
             return model + (f"({','.join(margs_)})" if margs_ else "")
 
         pair = f"{named(teacher, targs)} -> {named(student, sargs)}"
         results.append({"pair": pair, "method": "teacher (12 leads)", **teacher_row})
-        results.append({"pair": pair, "method": "alone (lead I)", **alone_row})
-        for m in ms:
-            row = _timed(f"eval {prefix}{m}", lambda: _eval(work / f"{prefix}{m}.ckpt", test12, alone, a.bootstrap,
-                                                             device, log), timings, loads)
-            results.append({"pair": pair, "method": f"{m} (lead I)", "teacher_auroc": teacher_row["auroc"], **row})
+        for seed in seeds:
+            tag = "" if len(seeds) == 1 else f" s{seed}"
+            alone = student_ckpt(prefix, "alone", seed)
+            train(student, margs(sargs), train1, val1, alone, seed, students)
+            for m in ms:
+                distill(tckpt, student, margs(sargs), m, student_ckpt(prefix, m, seed), seed)
+            alone_row = _timed(f"eval {alone.stem}", lambda: _eval(alone, test12, None, a.bootstrap, device, log),
+                               timings, loads)
+            results.append({"pair": pair, "method": f"alone (lead I){tag}", "seed": seed, **alone_row})
+            for m in ms:
+                ckpt = student_ckpt(prefix, m, seed)
+                row = _timed(f"eval {ckpt.stem}", lambda: _eval(ckpt, test12, alone, a.bootstrap, device, log),
+                             timings, loads)
+                results.append({"pair": pair, "method": f"{m} (lead I){tag}", "seed": seed, "distilled": m,
+                                "teacher_auroc": teacher_row["auroc"], **row})
     wall = time.perf_counter() - start
 
     def ci(v, lo, hi, signed=False):
@@ -215,18 +232,29 @@ def main(argv=None) -> int:
 
     print(f"\nDistillation protocol on synthetic data: {records} records (500 Hz → 100 Hz, 10 s), patient-wise split "
           f"{sizes['train']}/{sizes['val']}/{sizes['test']} (identical record ids in the 12-lead and lead-I stores), "
-          f"{epochs} epochs, batch {a.batch_size}, AdamW lr {a.lr:g} cosine, seed {a.seed}, {device} {precision}; "
+          f"{epochs} epochs, batch {a.batch_size}, AdamW lr {a.lr:g} cosine, seed {a.seed}"
+          + (f", students' seeds {','.join(map(str, seeds))}" if len(seeds) > 1 else "")
+          + (f", students on {a.label_fraction:g} of the labels" if fraction else "") + f", {device} {precision}; "
           f"test macro AUROC, {a.bootstrap} paired bootstrap resamples, 95% intervals"
           + (f"; distill options {' '.join(a.distill_arg)}" if a.distill_arg else ""))
     pw = max(len(r["pair"]) for r in results) + 2
-    head = f"{'teacher -> student':<{pw}}{'method':<20}{'macro AUROC [CI]':<26}{'vs alone [CI]':<28}{'p':>7}{'teacher':>9}"
+    mw = max(len(r["method"]) for r in results) + 2
+    head = f"{'teacher -> student':<{pw}}{'method':<{mw}}{'macro AUROC [CI]':<26}{'vs alone [CI]':<28}{'p':>7}{'teacher':>9}"
     print(head)
     print("-" * len(head))
     for r in results:
         diff = ci(r.get("diff"), r.get("diff_low"), r.get("diff_high"), signed=True) if "diff" in r else ""
         p = "" if r.get("p") is None else (f"<{1 / a.bootstrap:.3g}" if r["p"] == 0 else f"{r['p']:.3f}")
         teacher = f"{r['teacher_auroc']:.3f}" if "teacher_auroc" in r else ""
-        print(f"{r['pair']:<{pw}}{r['method']:<20}{ci(r['auroc'], r['low'], r['high']):<26}{diff:<28}{p:>7}{teacher:>9}")
+        print(f"{r['pair']:<{pw}}{r['method']:<{mw}}{ci(r['auroc'], r['low'], r['high']):<26}{diff:<28}{p:>7}{teacher:>9}")
+    if len(seeds) > 1:  # the difference to the student alone, seed by seed
+        print(f"\nvs alone, seed by seed (* interval above zero)\n{'method':<12}"
+              + "".join(f"{f'seed {s}':>12}" for s in seeds) + f"{'mean':>10}")
+        for pair in dict.fromkeys(r["pair"] for r in results):
+            for m in dict.fromkeys(r["distilled"] for r in results if r["pair"] == pair and "distilled" in r):
+                rows = [r for r in results if r["pair"] == pair and r.get("distilled") == m]
+                cells = "".join(f"{r['diff']:>+11.3f}{'*' if (r['diff_low'] or 0) > 0 else ' '}" for r in rows)
+                print(f"{m:<12}{cells}{sum(r['diff'] for r in rows) / len(rows):>+10.3f}")
     classes = list(results[0]["per_class"])
     print("\nper-class test AUROC")
     print(f"{'method':<30}" + "".join(f"{c:>7}" for c in classes))

@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     # -- data: generate, prep, split (patient-wise); optional unlabelled pool ------------------------------------
     splits = work / "splits"
     if not (splits / "test.zarr").exists():
-        run("fetch", "fetch", "synthetic", "-o", work / "raw", "--records", records, "--fs", 100, "--seed", a.seed,
+        run("fetch", "fetch", "synthetic", "-o", work / "raw", "--num-records", records, "--fs", 100, "--seed", a.seed,
             "--overwrite")
         run("prep", "prep", work / "raw", "-o", work / "syn.zarr", "--fs", 100, "--seconds", 10, "--overwrite")
         run("split", "split", work / "syn.zarr", "-o", splits, "--seed", a.seed, "--overwrite")
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
     if a.unlabelled:
         unl = work / "unlabelled.zarr"
         if not unl.exists():
-            run("fetch-unlabelled", "fetch", "synthetic", "-o", work / "raw-unlabelled", "--records", a.unlabelled,
+            run("fetch-unlabelled", "fetch", "synthetic", "-o", work / "raw-unlabelled", "--num-records", a.unlabelled,
                 "--fs", 100, "--seed", a.seed + 1000, "--overwrite")
             run("prep-unlabelled", "prep", work / "raw-unlabelled", "-o", unl, "--fs", 100, "--seconds", 10,
                 "--overwrite")

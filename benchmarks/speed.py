@@ -180,7 +180,7 @@ def _synthetic(work: Path, records: int, fs: int, seed: int) -> Path:
     out = work / f"raw{fs}-n{records}-s{seed}"
     if not out.exists():
         _say(f"  ecgtool fetch synthetic -o {out.name} --records {records} --fs {fs} --seed {seed}")
-        _cli("fetch", "synthetic", "-o", str(out), "--records", str(records), "--fs", str(fs), "--seed", str(seed))
+        _cli("fetch", "synthetic", "-o", str(out), "--num-records", str(records), "--fs", str(fs), "--seed", str(seed))
     return out
 
 
@@ -188,7 +188,7 @@ def _prepped(work: Path, raw: Path, fs: int, limit: int) -> Path:
     out = work / f"{raw.name}-fs{fs}-n{limit}.zarr"
     if not out.exists():
         _say(f"  ecgtool prep {raw.name} -o {out.name} --fs {fs} --limit {limit}")
-        _cli("prep", str(raw), "-o", str(out), "--fs", str(fs), "--limit", str(limit), "--workers", "2")
+        _cli("prep", str(raw), "-o", str(out), "--fs", str(fs), "--limit", str(limit), "--jobs", "2")
     return out
 
 
@@ -635,9 +635,9 @@ def section_prep(work: Path, records: int, repeats: int, seed: int, quiet_wait: 
     for n in (max(BATCH, records // 4), records):
         _wait_quiet(quiet_wait)
         cli = [*_ecgtool_cmd(), "prep", str(raw500), "-o", str(scratch / f"cli{n}.zarr"), "--fs", "100",
-               "--workers", "2", "--limit", str(n), "--overwrite"]
+               "--jobs", "2", "--limit", str(n), "--overwrite"]
         naive_cmd = [sys.executable, str(Path(__file__).resolve()), "--naive-prep", str(raw500), str(n), str(scratch / f"naive{n}.npy")]
-        for label, cmd in (("ecgtool prep --workers 2 (CLI)", cli), ("naive loop (subprocess)", naive_cmd)):
+        for label, cmd in (("ecgtool prep --jobs 2 (CLI)", cli), ("naive loop (subprocess)", naive_cmd)):
             _say(f"    peak memory: {label}, {n} records")
             s, largest, tree = _peak_memory(cmd)
             mem_rows.append([label, str(n), f"{s:.1f}", f"{largest / 2**20:,.0f}", f"{tree / 2**20:,.0f}"])

@@ -126,14 +126,14 @@ def wfdb_store(out: Path, *, seconds: float = 4.0, prep_fs: int = 100, prep_lead
 def synthetic_raw(tmp_path_factory) -> Path:
     """120 synthetic 12-lead records, 10 s at 100 Hz, written by `fetch synthetic`."""
     out = tmp_path_factory.mktemp("raw") / "synthetic"
-    run_cli("fetch", "synthetic", "-o", out, "--records", 120, "--fs", 100, "--seed", 7)
+    run_cli("fetch", "synthetic", "-o", out, "--num-records", 120, "--fs", 100, "--seed", 7)
     return out
 
 
 @pytest.fixture(scope="session")
 def synthetic_store(synthetic_raw, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("store") / "syn.zarr"
-    run_cli("prep", synthetic_raw, "-o", out, "--fs", 100, "--workers", 1)
+    run_cli("prep", synthetic_raw, "-o", out, "--fs", 100, "--jobs", 1)
     return out
 
 
