@@ -42,14 +42,16 @@ def resample_ids(y: np.ndarray, n: int, seed: int, max_draws_per_sample: int = 1
     keep = np.prod((1 - (1 - frac[need_pos]) ** count)) * np.prod((1 - frac[need_neg] ** count))
     if keep * max_draws_per_sample < 1:
         return _give_up(n, positives, need_pos)
-    out = []
+    out = np.empty((n, count), dtype=np.int32)  # filled in place: a list and a stack would hold it twice
+    kept = 0
     for _ in range(n * max_draws_per_sample):
         ids = rng.integers(0, count, count, dtype=np.int64)
         s = y[ids].sum(axis=0)
         if (s[need_pos] > 0).all() and (s[need_neg] < count).all():
-            out.append(ids.astype(np.int32))
-            if len(out) == n:
-                return np.stack(out)
+            out[kept] = ids
+            kept += 1
+            if kept == n:
+                return out
     return _give_up(n, positives, need_pos)
 
 

@@ -79,7 +79,9 @@ def _probabilities(ckpt: Checkpoint, store, device, opts: EvalOptions, progress=
         spec, positions = reduced_input(ckpt.input, opts.leads)
         if len(positions) < len(ckpt.input.leads):
             model = ZeroedLeads(model, positions, len(ckpt.input.leads)).to(device)
-    loader = ChunkLoader(store, opts.batch_size, spec=spec, pin_memory=torch.device(device).type == "cuda")
+    # one pass over the store: streaming chunk by chunk keeps memory flat in its size (holding it in memory, the
+    # loader's choice for training epochs, would only pay off on a second pass)
+    loader = ChunkLoader(store, opts.batch_size, spec=spec, mode="stream", pin_memory=torch.device(device).type == "cuda")
     probs, rows = predict(model, loader, torch.device(device), ckpt.multi_label, windows, progress)
     return probs, rows, None if windows is None else windows.to_dict()
 
