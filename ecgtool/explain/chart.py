@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecgtool.explain.explanation import lead_importance
+from ecgtool.explain.explanation import lead_importance, lead_shares
 
 MM_PER_INCH = 25.4
 SPEED_MM_S = 25.0  # paper speed
@@ -245,9 +245,7 @@ def figure(signal: np.ndarray, leads: list[str], fs: float, saliency: np.ndarray
 
 def _lead_ranking(ax, strips: list[Strip], saliency: np.ndarray, grid_w: float, grid_h: float, signed: bool) -> None:
     """Beside each lead's first row: a bar of its share of the record's |attribution| and its rank."""
-    weight = lead_importance(saliency)
-    total = weight.sum()
-    share = weight / total if total > 0 else np.zeros_like(weight)
+    share = lead_shares(lead_importance(saliency))
     net = saliency.sum(axis=-1)
     rank = np.empty(len(share), dtype=np.int64)
     rank[np.argsort(-share, kind="stable")] = np.arange(1, len(share) + 1)

@@ -223,7 +223,7 @@ def _explain_rows(ckpt, store, model, spec, layer, windows, rows, options, devic
     import torch
     import zarr
 
-    from ecgtool.explain.explanation import lead_importance
+    from ecgtool.explain.explanation import lead_importance, lead_shares
     from ecgtool.explain.methods import explain
     from ecgtool.explain.options import PER_LEAD_METHODS
     from ecgtool.explain.timeaxis import stitch
@@ -273,9 +273,10 @@ def _explain_rows(ckpt, store, model, spec, layer, windows, rows, options, devic
         saliency[start:stop] = maps
         prob_arr[start:stop] = probs.astype(np.float32)
         target_arr[start:stop] = targets.astype(np.int16)
-        importance = lead_importance(maps) if per_lead else None
         if per_lead:
+            importance = lead_importance(maps)
             importance_arr[start:stop] = importance.astype(np.float32)
+            shares = lead_shares(importance)
         for key, value in arrays.items():
             if key not in extra_arrays:
                 extra_arrays[key] = group.create_array(key, shape=(n, *value.shape[1:]), dtype=value.dtype)
@@ -290,9 +291,7 @@ def _explain_rows(ckpt, store, model, spec, layer, windows, rows, options, devic
                 window = {"index": k, "start_s": starts[k] / store.fs, "stop_s": (starts[k] + windows.length) / store.fs,
                           "probability": float(in_class[i, k])}
             if per_lead:
-                total = float(importance[i].sum())
-                share = {leads[k]: float(importance[i, k]) / total if total > 0 else 0.0
-                         for k in np.argsort(-importance[i], kind="stable")}
+                share = {leads[k]: float(shares[i, k]) for k in np.argsort(-shares[i], kind="stable")}
             record = ExplainedRecord(str(store.record_id[batch[i]]), int(batch[i]), classes[targets[i]],
                                      float(probs[i, targets[i]]), why[i], names[j] if options.charts else None, window, share)
             if options.charts:
