@@ -72,6 +72,11 @@ def command_prefix(path) -> str:
     return "_".join(["ECGTOOL", *(p.replace("-", "_").upper() for p in path)])
 
 
+def _envvar_list(param: click.Option) -> list[str]:
+    """The variables an option reads (click takes one name, a list, or None)."""
+    return [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+
+
 def _finite_first(callback):
     """An option callback that refuses NaN and infinities (click's float types take them) before ``callback``."""
 
@@ -96,7 +101,7 @@ def apply_conventions(command: click.Command, path=()) -> click.Command:
     for param in command.params:
         if not isinstance(param, click.Option) or param.name in ("help", "version"):
             continue
-        own = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+        own = _envvar_list(param)
         name = envvar_name(prefix, param)
         param.envvar = [name, *(e for e in own if e != name)]
         param.allow_from_autoenv = False
@@ -112,8 +117,7 @@ def apply_conventions(command: click.Command, path=()) -> click.Command:
 
 def _envvars(command: click.Command) -> set[str]:
     """Every environment variable ``command`` and its subcommands read (after :func:`apply_conventions`)."""
-    names = {e for p in command.params if isinstance(p, click.Option)
-             for e in ([p.envvar] if isinstance(p.envvar, str) else p.envvar or ())}
+    names = {e for p in command.params if isinstance(p, click.Option) for e in _envvar_list(p)}
     if isinstance(command, click.Group):
         ctx = click.Context(command)
         for name in command.list_commands(ctx):

@@ -72,8 +72,8 @@ def _epoch_log(log_dir, engine, resume: bool, overwrite: bool):
     from ecgtool import __version__
     from ecgtool.train.history import EpochLog, check_log_dir
 
-    check_log_dir(log_dir, resume=resume, overwrite=overwrite, inputs=engine.inputs)
-    if not engine.env.is_main:
+    if not engine.env.is_main:  # the other ranks only check (rank 0's EpochLog checks too), so that all stop together
+        check_log_dir(log_dir, resume=resume, overwrite=overwrite, inputs=engine.inputs)
         return None
 
     run = {"ecgtool": __version__, "command": sys.argv, "output": str(engine.out), "inputs": [str(p) for p in engine.inputs if p is not None],
