@@ -36,9 +36,10 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from workdir import work_dir  # benchmarks/workdir.py: the scripts run from this directory
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("kd", "mvms", "mvkt")
@@ -138,13 +139,7 @@ def main(argv=None) -> int:
     seeds = [int(x) for x in a.train_seeds.split(",")] if a.train_seeds else [a.seed]
     fraction = "" if a.label_fraction == 1.0 else f"-f{round(a.label_fraction * 100)}"
 
-    tmp = None
-    if a.work is None:
-        tmp = tempfile.TemporaryDirectory(prefix="ecg_distill_")
-        work = Path(tmp.name)
-    else:
-        work = a.work
-        work.mkdir(parents=True, exist_ok=True)
+    work, tmp = work_dir(a.work, "ecg_distill_")
     print(f"work dir {work}; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f} at start", file=sys.stderr)
     timings: dict[str, float] = {}
     loads: dict[str, float] = {}

@@ -39,10 +39,11 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from workdir import work_dir  # benchmarks/workdir.py: the scripts run from this directory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,13 +140,7 @@ def main(argv=None) -> int:
     gpu = ["--precision", "bf16"] if device.startswith("cuda") else []
     pool = ThreadPoolExecutor(max_workers=a.jobs)
 
-    tmp = None
-    if a.work is None:
-        tmp = tempfile.TemporaryDirectory(prefix="ecg_pretrain_protocol_")
-        work = Path(tmp.name)
-    else:
-        work = a.work
-        work.mkdir(parents=True, exist_ok=True)
+    work, tmp = work_dir(a.work, "ecg_pretrain_protocol_")
     print(f"work dir {work}", file=sys.stderr)
     run = Runner(work, device, threads)
     t_start = time.perf_counter()

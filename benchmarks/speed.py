@@ -53,6 +53,8 @@ from pathlib import Path
 
 import numpy as np
 
+from workdir import work_dir  # benchmarks/workdir.py: the scripts run from this directory
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -783,13 +785,7 @@ def main(argv=None) -> int:
         ap.error(f"--records must be at least {4 * BATCH}")
 
     start = time.perf_counter()
-    tmp = None
-    if a.work is None:
-        tmp = tempfile.TemporaryDirectory(prefix="ecgtool-speed-")
-        work = Path(tmp.name)
-    else:
-        work = a.work.resolve()
-        work.mkdir(parents=True, exist_ok=True)
+    work, tmp = work_dir(None if a.work is None else a.work.resolve(), "ecgtool-speed-")
     cmd = "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"# ecgtool speed — `{cmd.strip()}`\n")
     for line in _machine():

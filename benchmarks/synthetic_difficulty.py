@@ -23,11 +23,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from workdir import work_dir  # benchmarks/workdir.py: the scripts run from this directory
 
 
 def _cli(*args: str, capture: bool = False) -> str:
@@ -94,13 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="also print the numbers as JSON")
     a = ap.parse_args(argv)
 
-    tmp = None
-    if a.work is None:
-        tmp = tempfile.TemporaryDirectory(prefix="ecg_difficulty_")
-        work = Path(tmp.name)
-    else:
-        work = a.work
-        work.mkdir(parents=True, exist_ok=True)
+    work, tmp = work_dir(a.work, "ecg_difficulty_")
     raw, store, splits = work / "raw", work / "syn.zarr", work / "splits"
     timings: dict[str, float] = {}
     print(f"work dir {work}", file=sys.stderr)
