@@ -57,7 +57,7 @@ def small_raw(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_store(small_raw, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("hostile") / "small.zarr"
-    run_cli("prep", small_raw, "-o", out, "--fs", 100, "--seconds", 4, "--workers", 1)
+    run_cli("prep", small_raw, "-o", out, "--fs", 100, "--seconds", 4, "--jobs", 1)
     return out
 
 
@@ -65,7 +65,7 @@ def small_store(small_raw, tmp_path_factory) -> Path:
 def short_store(small_raw, tmp_path_factory) -> Path:
     """small_store's records at 2 s: a store that does not pool with it."""
     out = tmp_path_factory.mktemp("hostile") / "short.zarr"
-    run_cli("prep", small_raw, "-o", out, "--fs", 100, "--seconds", 2, "--workers", 1)
+    run_cli("prep", small_raw, "-o", out, "--fs", 100, "--seconds", 2, "--jobs", 1)
     return out
 
 

@@ -1,5 +1,5 @@
 """Broken and hostile checkpoints, through every command that loads one: info, profile, eval (and
---compare), explain, train --resume and --init, pretrain --resume, distill's TEACHER and --resume. Pickle payloads in every encoding must never run."""
+--compare), explain, predict, export, train --resume and --init, pretrain --resume, distill's TEACHER and --resume. Pickle payloads in every encoding must never run."""
 
 from __future__ import annotations
 
@@ -59,10 +59,12 @@ COMMANDS = {
     "pretrain-resume": (["pretrain", "cpc", "{small_store}", "-o", "{tmp}/e.ckpt", "--resume", "--backbone", "resnet18",
                          "--model-arg", "base_width=8", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--workers", "1"],
                         "e.ckpt.resume"),
+    "predict": (["predict", "{c}", "{small_raw}", "--device", "cpu"], "c.ckpt"),
+    "export": (["export", "{c}", "-o", "{tmp}/model.pt"], "c.ckpt"),
     "distill-teacher": (["distill", "{c}", "{small_store}", *DISTILL], "c.ckpt"),
     "distill-resume": (["distill", "{teacher}", "{small_store}", "--resume", *DISTILL], "s.ckpt.resume"),
 }
-SHARED = ("ckpt", "store", "small_store", "teacher")
+SHARED = ("ckpt", "store", "small_store", "small_raw", "teacher")
 
 
 def _build(command: str, make):
@@ -151,6 +153,10 @@ def foreign_dict(doc):
     doc.update({"epoch": 3, "model_state": {}})
 
 
+def no_preprocessing(doc):  # a checkpoint from before train recorded its training data's preprocessing
+    doc.pop("preprocessing", None)
+
+
 def newer(doc):
     doc["format_version"] = 99
 
@@ -197,12 +203,16 @@ CASES = [
     case("other-run", "distill-resume", trained),  # a finished train run's checkpoint where distill's resume file goes
     case("other-run", "distill-teacher", trained, needle="TEACHER", exit=2),  # another task's classifier as the teacher
     *[case("random-bytes", cmd, random_bytes) for cmd in COMMANDS],
-    *[case("empty-file", cmd, empty_file) for cmd in ("info", "eval", "train-resume", "train-init", "pretrain-resume",
-                                                     "distill-teacher", "distill-resume")],
+    *[case("empty-file", cmd, empty_file) for cmd in ("info", "eval", "predict", "export", "train-resume", "train-init",
+                                                     "pretrain-resume", "distill-teacher", "distill-resume")],
     *[case("json-file", cmd, json_file) for cmd in ("info", "profile")],
     *[case("foreign-dict", cmd, edited(foreign_dict)) for cmd in ("info", "eval-compare")],
     *[case("newer-version", cmd, edited(newer)) for cmd in ("info", "explain")],
     *[case("unknown-model", cmd, edited(unknown_model)) for cmd in ALL if cmd != "info"],  # info needs no model
+    *[case(kind, "export", edited(change)) for kind, change in (("unknown-model", unknown_model),
+                                                                 ("model-kwargs-do-not-fit", wrong_kwargs),
+                                                                 ("tensor-missing", missing_tensor))],
+    case("no-preprocessing-record", "predict", edited(no_preprocessing)),
     *[case("model-kwargs-do-not-fit", cmd, edited(wrong_kwargs)) for cmd in ("profile", "eval", "explain")],
     *[case("tensor-shape-wrong", cmd, edited(bad_tensor)) for cmd in ("profile", "eval-compare")],
     *[case("tensor-missing", cmd, edited(missing_tensor)) for cmd in ("profile", "explain")],
