@@ -1,0 +1,55 @@
+"""int16 signals with a per-record, per-lead scale: how a store keeps its rows at the size of the raw data.
+
+A WFDB record keeps its samples as 16-bit integers with a gain per lead; a store
+that kept float32 rows was twice that size (1.6× after compression, which ECG
+barely allows: ``benchmarks/store_codecs.py``). A store written with ``int16``
+keeps ``q = round(x / scale)`` with ``scale = max|x| / 32767`` per record and
+lead (the array ``signal_scale``), so every lead uses the whole int16 range,
+and is read back as ``q * scale`` in float32.
+
+The error is bounded: ``|x - q * scale| <= scale / 2 = max|x| / 65534`` per lead
+(plus float32 rounding), i.e. 1/65534 of the lead's peak. On a z-scored record
+whose peak is 10 standard deviations that is 0.00015 standard deviations;
+PTB-XL's own ADC resolution (1 µV on leads of 0.1–0.3 mV standard deviation) is
+some 20× coarser. An all-zero lead (padding, a missing lead) keeps scale 1 and q 0.
+
+These two functions are the only place that rounds or scales; every reader of
+a store (the loader, eval, explain, split and merge, predict's replay of prep)
+goes through :func:`dequantise` so that all of them see the same float32 values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+INT16_PEAK = 32767  # symmetric: -32768 is never written
+
+
+def quantise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Records ``[n, leads, samples]`` → ``(q int16 [n, leads, samples], scale float32 [n, leads])``."""
+    x = np.asarray(x, dtype=np.float32)
+    peak = np.abs(x).max(axis=-1) if x.shape[-1] else np.zeros(x.shape[:-1], np.float32)
+    scale = np.where(peak > 0, peak / np.float32(INT16_PEAK), np.float32(1)).astype(np.float32)
+    q = np.rint(x / scale[..., None])
+    np.clip(q, -INT16_PEAK, INT16_PEAK, out=q)  # x / scale may round a hair past the peak
+    return q.astype(np.int16), scale
+
+
+def dequantise(q: np.ndarray, scale: np.ndarray | None, out: np.ndarray | None = None) -> np.ndarray:
+    """Stored rows ``[n, leads, samples]`` (int16 with ``scale`` [n, leads], or float with ``scale`` None)
+    → float32, written into ``out`` when given. The int16 product is computed in float32 (numpy casts the
+    int16 exactly), the same operation whatever the caller, so every reader gets identical values."""
+    if scale is None:
+        if out is None:
+            return np.asarray(q, dtype=np.float32)
+        out[...] = q
+        return out
+    return np.multiply(q, np.asarray(scale, np.float32)[..., None], out=out, dtype=np.float32)
+
+
+def as_stored(x: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 records as a store of ``dtype`` gives them back (quantised for int16, rounded for float16):
+    what predict feeds a model trained on such a store."""
+    if np.dtype(dtype) == np.int16:
+        return dequantise(*quantise(x))
+    return np.asarray(x).astype(dtype).astype(np.float32)
