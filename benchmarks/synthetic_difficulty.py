@@ -64,8 +64,8 @@ def linear_baseline(train_path: Path, test_path: Path, seed: int = 0) -> dict:
     from ecgtool.data.store import open_store
 
     tr, te = open_store(train_path), open_store(test_path)
-    xtr = np.asarray(tr.signals[:], dtype=np.float32).reshape(len(tr), -1)
-    xte = np.asarray(te.signals[:], dtype=np.float32).reshape(len(te), -1)
+    xtr = tr.rows().reshape(len(tr), -1)
+    xte = te.rows().reshape(len(te), -1)
     ytr, yte = np.asarray(tr.labels).astype(int), np.asarray(te.labels).astype(int)
     clf = OneVsRestClassifier(
         LogisticRegression(C=0.01, max_iter=300, random_state=seed), n_jobs=min(2, os.cpu_count() or 1)

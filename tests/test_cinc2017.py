@@ -23,5 +23,5 @@ def test_fetch_unpack_and_prep(tmp_path):
     s = open_store(tmp_path / "s.zarr")
     assert s.classes == ["Normal", "AF", "Other", "Noisy"] and not s.multi_label and s.leads == ["ECG"]
     assert s.labels.argmax(1).tolist() == [0, 1, 2, 3, 0] and (s.labels.sum(1) == 1).all()
-    assert s.signals.shape == (5, 1, 9000) and np.all(s.signals[0, 0, 2700:] == 0)  # A00001 is 9 s: padded
+    assert s.signals.shape == (5, 1, 9000) and np.all(s.rows()[0, 0, 2700:] == 0)  # A00001 is 9 s: padded
     assert s.attrs["patient_ids"] == "record"

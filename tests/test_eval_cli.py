@@ -100,7 +100,7 @@ def test_crop_training_and_windowed_eval(synthetic_splits, tmp_path):
     loaded = Checkpoint.load(ckpt)
     model = loaded.build_model().eval()
     store = open_store(test)
-    x = torch.from_numpy(loaded.input.reader(store)(store.signals[:2]))
+    x = torch.from_numpy(loaded.input.reader(store)(store.rows(0, 2)))
     with torch.no_grad():
         expected = torch.stack([torch.sigmoid(model(x[..., s:s + 400])) for s in (0, 200, 400, 600)]).amax(0)
     got = zarr.open_group(tmp_path / "p.zarr", mode="r")["probabilities"][:2]

@@ -32,6 +32,6 @@ def test_fetch_and_prep_a_beat_store(tmp_path):
     assert s.record_id.tolist() == ["100"] * 10 + ["101"] * 11
     assert s.labels.argmax(1).tolist()[:10] == [0, 0, 1, 0, 0, 2, 0, 0, 0, 0]
     assert s.extras["beat_sample"][:3].tolist() == [360, 720, 1080]
-    assert (np.abs(np.abs(s.signals[:, 0]).argmax(axis=1) - 90) <= 1).all()  # the R peak sits at 0.25 s into each window
+    assert (np.abs(np.abs(s.rows()[:, 0]).argmax(axis=1) - 90) <= 1).all()  # the R peak sits at 0.25 s into each window
     r = run_cli("split", tmp_path / "beats.zarr", "-o", tmp_path / "sp", expect=1)
     assert "only the official folds 1, 2" in r.stderr

@@ -120,7 +120,7 @@ def test_two_writers_racing_for_one_store_the_second_fails(tmp_path, system):
     first.__exit__(None, None, None)
     with pytest.raises(EcgtoolError, match="appeared while this run was writing it"):
         second.__exit__(None, None, None)
-    assert float(open_store(tmp_path / "s.zarr").signals[0, 0, 0]) == 1.0
+    assert float(open_store(tmp_path / "s.zarr").rows()[0, 0, 0]) == 1.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
 
 

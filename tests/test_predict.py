@@ -213,7 +213,7 @@ def test_recording_reader_makes_the_loaders_input_of_the_store_row(tmp_path, nor
     spec = InputSpec.of_store(store, view)
     record = store.attrs["preprocessing"]
     reader = RecordingReader(spec, PrepConfig.from_record(record), record["samples"], dtype)
-    expected = spec.reader(store)(store.signals[:])
+    expected = spec.reader(store)(store.rows())
     for rec in find_recordings([raw]):
         i = store.record_id.tolist().index(rec.name)
         r = read_recording(rec)

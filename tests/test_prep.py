@@ -28,14 +28,14 @@ def test_store_from_generic_wfdb(raw, tmp_path):
     assert list(s.patient_id[:4]) == ["P0", "P0", "P1", "P1"] and s.attrs["patient_ids"] == "dataset"
     assert s.extras["age"][0] == 40 and s.extras["sex"][0] == "M"
     # resampled sine keeps its amplitude (lead I scale 0.5, class A = 1 Hz)
-    assert 0.45 < np.abs(s.signals[0, 0]).max() < 0.65
+    assert 0.45 < np.abs(s.rows()[0, 0]).max() < 0.65
     assert s.attrs["provenance"][0]["step"] == "prep" and s.attrs["preprocessing"]["samples"] == 300
 
 
 def test_microvolt_records_are_converted(tmp_path):
     raw = write_wfdb_dir(tmp_path / "raw", n=2, units="uV")
     run_prep(open_reader(raw), tmp_path / "s.zarr", PrepConfig(fs=250, seconds=4, normalisation="none", lowcut=None, highcut=None))
-    assert 0.45 < np.abs(open_store(tmp_path / "s.zarr").signals[0, 0]).max() < 0.65
+    assert 0.45 < np.abs(open_store(tmp_path / "s.zarr").rows()[0, 0]).max() < 0.65
 
 
 def test_parallel_equals_serial(raw, tmp_path):
@@ -43,7 +43,7 @@ def test_parallel_equals_serial(raw, tmp_path):
     run_prep(open_reader(raw), tmp_path / "a.zarr", cfg, workers=1)
     run_prep(open_reader(raw), tmp_path / "b.zarr", cfg, workers=2)
     a, b = open_store(tmp_path / "a.zarr"), open_store(tmp_path / "b.zarr")
-    np.testing.assert_array_equal(a.signals[:], b.signals[:])
+    np.testing.assert_array_equal(a.rows(), b.rows())
     assert a.attrs["content_hash"] == b.attrs["content_hash"]
 
 
@@ -52,11 +52,11 @@ def test_lead_selection_and_dataset_normalisation(raw, tmp_path):
     run_prep(open_reader(raw), tmp_path / "s.zarr", cfg)
     s = open_store(tmp_path / "s.zarr")
     assert s.leads == ["V1", "I"]
-    x = s.signals[:].astype(np.float64)
+    x = s.rows().astype(np.float64)
     norm = s.attrs["normalisation"]
     np.testing.assert_allclose(norm["mean"], x.mean(axis=(0, 2)), atol=1e-6)
     np.testing.assert_allclose(norm["std"], x.std(axis=(0, 2)), rtol=1e-4)
-    assert np.abs(s.signals[0, 0]).max() > np.abs(s.signals[0, 1]).max()  # V1 has the larger scale
+    assert np.abs(s.rows()[0, 0]).max() > np.abs(s.rows()[0, 1]).max()  # V1 has the larger scale
 
 
 def test_unreadable_record_skip_or_fail(raw, tmp_path):

@@ -42,7 +42,7 @@ def test_pretrained_backbone_fine_tunes_through_train_init(store, tmp_path, meth
     objective = objective_class(backbone, fs=s.fs, leads=list(s.leads), samples=s.n_samples, **objective_kwargs)
     trainable = [p for p in objective.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=1e-3)
-    x = torch.from_numpy(s.signals[:8]).float()
+    x = torch.from_numpy(s.rows(0, 8)).float()
     patients = torch.arange(8) // 2  # two records per patient
     losses = []
     for _ in range(3):

@@ -83,7 +83,7 @@ def test_multiclass_split_and_subset_content(tmp_path):
     for s in SPLITS:
         sub = open_store(paths[s])
         idx = plan.members[s]
-        np.testing.assert_array_equal(sub.signals[:], store.signals[:][idx])
+        np.testing.assert_array_equal(sub.rows(), store.rows()[idx])
         np.testing.assert_array_equal(sub.record_id, store.record_id[idx])
         assert sub.attrs["split"]["name"] == s and sub.attrs["provenance"][-1]["step"] == "split"
         total += len(sub)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ecgtool.data.store import STORE_VERSION, StoreError, StoreWriter, open_store
+from ecgtool.data.quantise import as_stored, dequantise, quantise
 from ecgtool.errors import EcgtoolError
 
 ATTRS = dict(fs=100.0, leads=["I", "II"], units="mV", classes=["A", "B", "C"], task="t", multi_label=True,
@@ -30,13 +31,15 @@ def test_round_trip(tmp_path):
     sig, lab = write(tmp_path / "s.zarr")
     s = open_store(tmp_path / "s.zarr")
     assert len(s) == 23 and s.chunk_records == 5 and s.signals.chunks == (5, 2, 50)
-    np.testing.assert_array_equal(s.signals[:], sig)
+    assert s.signals.dtype == np.int16 and s.scale.shape == (23, 2)  # the default: int16 rows with a scale
+    np.testing.assert_array_equal(s.rows(), as_stored(sig, "int16"))
+    assert np.abs(s.rows() - sig).max() <= np.abs(sig).max() / 65534 * 1.01
     np.testing.assert_array_equal(s.labels, lab)
     assert list(s.record_id[:2]) == ["r0", "r1"] and s.patient_id[5] == "p1"
     assert s.fold[12] == 2 and s.extras["age"][3] == 3 and s.extras["sex"][0] == "F"
     assert s.classes == ["A", "B", "C"] and s.fs == 100.0
     rows = np.array([22, 0, 7, 7])
-    np.testing.assert_array_equal(s.read_rows(rows), sig[rows])
+    np.testing.assert_array_equal(s.read_rows(rows), as_stored(sig[rows], "int16"))
     summary = s.summary()
     assert summary["class_counts"]["A"] == int(lab[:, 0].sum())
     assert summary["patients"] == 8 and summary["format_version"] == STORE_VERSION
@@ -126,7 +129,7 @@ def test_missing_array_is_refused(tmp_path):
         open_store(tmp_path / "s.zarr")
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("dtype", ["int16", "float32", "float16"])
 def test_direct_chunk_decoding_equals_zarr(tmp_path, dtype):
     """read_chunk decodes the chunk files itself (numcodecs Blosc); it must return exactly what
     Zarr returns, the partial last chunk included, and fall back to Zarr for other codecs."""
@@ -138,9 +141,63 @@ def test_direct_chunk_decoding_equals_zarr(tmp_path, dtype):
     s = open_store(tmp_path / "s.zarr")
     assert _direct_decoder(s.signals) is not None
     for start, stop in s.chunk_bounds():
-        got = s.read_chunk(start, stop)
+        got = s.read_stored(start, stop)
         assert got.dtype == np.dtype(dtype) and np.array_equal(got, np.asarray(s.signals[start:stop]))
-    np.testing.assert_array_equal(s.read_chunk(20, 23), sig[20:23].astype(dtype))
+        into = np.full(s.signals.chunks, 7, dtype)  # a reused buffer: decoded into, then cut to the chunk's rows
+        assert np.array_equal(s.read_stored(start, stop, out=into), got)
+        assert s.read_chunk(start, stop).dtype == np.float32
+    np.testing.assert_array_equal(s.read_chunk(20, 23), as_stored(sig[20:23], dtype))
     g = zarr.open_group(tmp_path / "plain.zarr", mode="w", zarr_format=3)
     plain = g.create_array("signals", data=sig, chunks=(5, 2, 50), compressors=None)
     assert _direct_decoder(plain) is None
+
+
+def test_quantisation_error_is_bounded_and_copies_keep_the_rows_bit_for_bit(tmp_path):
+    """int16 rows: |x - read| ≤ peak/65534 per record and lead (float32 rounding aside); an all-zero lead stays
+    zero; rows given as int16 with their scale (split's and merge's copies) are stored as they are."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((6, 2, 50)) * rng.uniform(0.01, 30, (6, 2, 1))).astype(np.float32)
+    x[2, 1] = 0
+    q, scale = quantise(x)
+    assert q.dtype == np.int16 and np.abs(q).max() == 32767 and scale[2, 1] == 1 and not q[2, 1].any()
+    bound = np.abs(x).max(axis=-1, keepdims=True) / 65534
+    assert (np.abs(dequantise(q, scale) - x) <= bound * 1.001 + 1e-12).all()
+    attrs = {**ATTRS}
+    with StoreWriter(tmp_path / "a.zarr", n_leads=2, n_samples=50, attrs=attrs) as w:
+        w.append(x, np.zeros((6, 3)), [str(i) for i in range(6)], ["p"] * 6)
+    a = open_store(tmp_path / "a.zarr")
+    with StoreWriter(tmp_path / "b.zarr", n_leads=2, n_samples=50, attrs=attrs) as w:
+        w.append(*a.stored_rows(0, 6)[:1], a.labels, a.record_id, a.patient_id, signal_scale=a.scale)
+    b = open_store(tmp_path / "b.zarr")
+    assert np.array_equal(b.read_stored(0, 6), q) and np.array_equal(b.scale, scale)
+    assert a.attrs["content_hash"] == b.attrs["content_hash"]
+    with pytest.raises(EcgtoolError, match="signal scale goes with int16 rows"):
+        with StoreWriter(tmp_path / "c.zarr", n_leads=2, n_samples=50, attrs=attrs, dtype="float32") as w:
+            w.append(q, np.zeros((6, 3)), [str(i) for i in range(6)], ["p"] * 6, signal_scale=scale)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("delete", "without the array signal_scale"), ("nan", "not a positive number"), ("zero", "not a positive number")])
+def test_a_damaged_signal_scale_is_refused(tmp_path, damage, message):
+    import shutil
+
+    import zarr
+
+    write(tmp_path / "s.zarr")
+    if damage == "delete":
+        shutil.rmtree(tmp_path / "s.zarr" / "signal_scale")
+    else:
+        array = zarr.open_array(tmp_path / "s.zarr" / "signal_scale", mode="r+")
+        array[4, 1] = np.nan if damage == "nan" else 0.0
+    with pytest.raises(StoreError, match=message):
+        open_store(tmp_path / "s.zarr")
+
+
+def test_nan_in_a_float_store_is_named_when_read(tmp_path):
+    import zarr
+
+    write(tmp_path / "s.zarr", dtype="float32")
+    zarr.open_group(tmp_path / "s.zarr", mode="r+")["signals"][7, 1, 3] = np.inf
+    s = open_store(tmp_path / "s.zarr")
+    with pytest.raises(StoreError, match="record r7 .row 7. has NaN or infinite signal values"):
+        s.read_chunk(5, 10)

@@ -123,7 +123,7 @@ def test_multiclass_task_uses_cross_entropy_and_argmax(stores, tmp_path):
         attrs = {k: v for k, v in src.attrs.items() if k not in ("format", "format_version", "complete", "content_hash")}
         attrs["multi_label"] = False
         with StoreWriter(tmp_path / f"{name}.zarr", n_leads=len(src.leads), n_samples=src.n_samples, attrs=attrs) as w:
-            w.append(src.signals[:], src.labels, src.record_id, src.patient_id)
+            w.append(src.rows(), src.labels, src.record_id, src.patient_id)
         paths.append(tmp_path / f"{name}.zarr")
     trainer = Trainer(args(epochs=2), *paths, tmp_path / "m.ckpt")
     assert isinstance(trainer.criterion, torch.nn.CrossEntropyLoss)

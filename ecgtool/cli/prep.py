@@ -55,7 +55,9 @@ def _beat_window(ctx, param, value):
 @click.option("--normalise", "normalisation", type=click.Choice(NORMALISATIONS), default="zscore", show_default=True,
               help="zscore: per record and lead; dataset: per-lead mean/std stored in attrs and applied when loading; none.")
 @click.option("--leads", callback=_leads, help="Comma-separated leads to keep, in this order (default: all).")
-@click.option("--dtype", type=click.Choice(SIGNAL_DTYPES), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(SIGNAL_DTYPES), default="int16", show_default=True,
+              help="How the store keeps its rows: int16 with a per-record, per-lead scale (the size of the raw data; "
+                   "error ≤ 1/65534 of each lead's peak) or float32/float16.")
 @option("--jobs", "workers", aliases=("--workers",), type=click.IntRange(1), default=None,
         help="Records preprocessed in parallel, one process each [default: CPU count, at most 8].")
 @click.option("--on-error", type=click.Choice(ON_ERROR), default="fail", show_default=True, help="What to do with a record that cannot be read.")

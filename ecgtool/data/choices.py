@@ -8,7 +8,7 @@ code loads scipy, zarr or wfdb, and the CLI's option definitions (read for
 
 CROP_POLICIES = ("start", "center")  # PrepConfig.crop: which part of a longer record to keep
 NORMALISATIONS = ("zscore", "dataset", "none")  # PrepConfig.normalisation
-SIGNAL_DTYPES = ("float32", "float16")  # the store's signals
+SIGNAL_DTYPES = ("int16", "float32", "float16")  # the store's signals (int16: with a per-record, per-lead scale)
 ON_ERROR = ("fail", "skip")  # run_prep: what to do with a record that cannot be read
 PTBXL_RATES = (100, 500)  # PTB-XL's two sets of files, in Hz
 LOADER_MODES = ("auto", "memory", "stream")  # ChunkLoader: hold the store in memory, stream it, or choose by size

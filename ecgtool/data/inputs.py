@@ -147,11 +147,18 @@ class StoreReader:
                 self.mean, self.std = self.mean[self.lead_index], self.std[self.lead_index]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if not self.all_leads:
-            x = x[:, self.lead_index]
+        return self.finish(x if self.all_leads else x[:, self.lead_index])
+
+    def finish(self, x: np.ndarray, in_place: bool = False) -> np.ndarray:
+        """Rows already in the spec's leads → the input: dataset normalisation, then the view. ``in_place``:
+        ``x`` is float32 and the caller's to overwrite (the loader's batch), normalised where it lies."""
         x = x.astype(np.float32, copy=False)
         if self.mean is not None:
-            x = (x - self.mean) / self.std
+            if in_place:
+                x -= self.mean
+                x /= self.std
+            else:
+                x = (x - self.mean) / self.std
         return apply_view(self.view, x, self.fs, self.leads)
 
 
@@ -167,7 +174,7 @@ class RecordingReader:
     length (at least the spec's: longer rows are scored in sliding windows), ``dtype`` its signals' dtype.
     """
 
-    def __init__(self, spec: InputSpec, prep, samples: int, dtype: str = "float32"):
+    def __init__(self, spec: InputSpec, prep, samples: int, dtype: str = "int16"):
         method = spec.normalisation.get("method")
         if prep.beat_window is not None:
             raise EcgtoolError("the model was trained on beat windows (prep --beat-window) around annotated beats, "
@@ -184,8 +191,10 @@ class RecordingReader:
         from ecgtool.data.transforms import preprocess, select_leads
 
         x = select_leads(signal, leads, self.spec.leads)
+        from ecgtool.data.quantise import as_stored
+
         row, _ = preprocess(x, fs, self.prep, self.samples)  # the z-score's scale is for charts, not for the model
-        return row.astype(self.dtype).astype(np.float32)
+        return as_stored(row[None], self.dtype)[0]
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         """Store rows ``(B, spec leads, samples)`` → model input ``(B, channels, samples)``."""

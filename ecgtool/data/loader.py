@@ -6,9 +6,16 @@ epoch. Two modes, chosen automatically from the store's size:
 
 * in memory — the selected records are read once, chunk by chunk, and every
   epoch shuffles indices into that array;
-* streaming — the chunk order is shuffled, a window of chunks is decoded in a
-  background thread and shuffled within the window, so memory stays at a few
-  windows whatever the store's size.
+* streaming — the chunk order is shuffled, a window of chunks is decoded and
+  shuffled within the window, so memory stays at one window whatever the store's size.
+
+Rows stay as the store keeps them (int16 with their scale: half the bytes of
+float32) until a batch is formed: each batch is gathered from the held rows and
+dequantised straight into its own float32 tensor (pinned, for a GPU), which
+costs less than gathering float32 rows (``benchmarks/speed.py``). A model input
+with a data-side view (R peaks) is computed once per held row instead, as the
+view is costly. The buffers are allocated once per epoch and reused window after
+window, and batches are formed in a background thread, ahead of the training step.
 
 Both are deterministic for a (seed, epoch) pair, which is what ``--resume``
 relies on; an epoch can start at any batch (a run resumed mid-epoch).
@@ -24,11 +31,13 @@ from __future__ import annotations
 
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
 
 from ecgtool.data.choices import LOADER_MODES
+from ecgtool.data.quantise import dequantise
 from ecgtool.data.store import EcgStore
 from ecgtool.data.inputs import InputSpec
 
@@ -69,6 +78,7 @@ class ChunkLoader:
         workers: int = 2,
         rank: int = 0,
         world_size: int = 1,
+        prefetch: int = 4,
     ):
         self.store = store
         self.batch_size = batch_size
@@ -82,16 +92,24 @@ class ChunkLoader:
         self.workers = max(1, workers)
         self.rank, self.world_size = rank, world_size
         self.global_batch = batch_size * world_size
+        self.prefetch = max(1, prefetch)
         self.epoch = 0
         self.start_batch = 0
         if mode not in LOADER_MODES:
             raise ValueError(f"mode must be one of {', '.join(LOADER_MODES)}, not {mode!r}")
-        row_bytes = int(np.prod(store.signals.shape[1:])) * 4 * len(self.specs)
+        # What a held row costs: the stored row once for the specs formed per batch, a float32 input per viewed spec.
+        self.scale = getattr(store, "scale", None)  # an int16 store's; None: the rows read as float32
+        self.stored_dtype = np.dtype(np.int16) if self.scale is not None else np.dtype(np.float32)
+        self.per_batch = [t.view.get("name", "raw") == "raw" for t in self.transforms]
+        n_leads, n_samples = store.signals.shape[1:]
+        row_bytes = (n_leads * n_samples * self.stored_dtype.itemsize if any(self.per_batch) else 0) + sum(
+            4 * s.channels * n_samples for s, fused in zip(self.specs, self.per_batch) if not fused)
         if mode == "auto":
             budget = auto_memory_budget() if memory_budget is None else memory_budget
             mode = "memory" if row_bytes * len(self.indices) <= budget else "stream"
         self.mode = mode
-        self._cache: list[np.ndarray] | None = None
+        self._held: _Held | None = None  # memory mode: the selected rows, kept from epoch to epoch
+        self._scratch = threading.local()  # per decoding thread: one whole-chunk buffer, reused
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """The epoch whose order to produce, from its ``start_batch``-th batch on."""
@@ -120,93 +138,146 @@ class ChunkLoader:
                 out.append((start, stop, rows))
         return out
 
-    def _decode(self, chunk: tuple[int, int, np.ndarray]) -> list[np.ndarray]:
-        """The chunk's selected records as each spec's input."""
-        start, stop, rows = chunk
-        block = self.store.read_chunk(start, stop)
-        if len(rows) < stop - start:  # a whole chunk needs no row selection (and no copy)
-            block = block[rows - start]
-        return [transform(block) for transform in self.transforms]
+    def _new_held(self, capacity: int) -> _Held:
+        n_leads, n_samples = self.store.signals.shape[1:]
+        return _Held(capacity, (n_leads, n_samples), self.stored_dtype, self.scale is not None,
+                     [None if fused else (s.channels, n_samples) for s, fused in zip(self.specs, self.per_batch)],
+                     keep_stored=any(self.per_batch))
 
-    def _decode_many(self, chunks: list) -> list[list[np.ndarray]]:
-        """Decode chunks, in ``workers`` threads when there are several (Blosc releases the GIL)."""
-        if self.workers == 1 or len(chunks) == 1:
-            return [self._decode(c) for c in chunks]
-        from concurrent.futures import ThreadPoolExecutor
+    def _fill(self, held: _Held, offset: int, chunks: list, pool) -> int:
+        """Decode ``chunks`` into ``held`` from row ``offset`` on, in the pool's threads; returns the rows added."""
+        offsets = offset + np.cumsum([0] + [len(rows) for _, _, rows in chunks])
+        scratch = self._scratch
 
-        with ThreadPoolExecutor(self.workers) as pool:
-            return list(pool.map(self._decode, chunks))
+        def fill(i: int) -> None:
+            start, stop, rows = chunks[i]
+            at = slice(int(offsets[i]), int(offsets[i + 1]))
+            if self.scale is not None:
+                buffer = getattr(scratch, "buffer", None)
+                if buffer is None:
+                    buffer = scratch.buffer = np.empty(self.store.signals.chunks, self.stored_dtype)
+                block = self.store.read_stored(start, stop, out=buffer)
+                scale = self.scale[rows]
+            else:
+                block, scale = self.store.read_chunk(start, stop), None
+            block = block if len(rows) == stop - start else block[rows - start]
+            held.put(at, block, scale, rows, self.transforms)
+
+        list(pool.map(fill, range(len(chunks))))
+        return int(offsets[-1] - offset)
+
+    def _batch(self, held: _Held, pos: np.ndarray) -> list:
+        """The inputs of the records at ``pos`` of ``held``, one float32 tensor per spec."""
+        import torch
+
+        out = []
+        for i, (transform, spec) in enumerate(zip(self.transforms, self.specs)):
+            shape = (len(pos), spec.channels, self.store.n_samples)
+            x = torch.empty(shape, dtype=torch.float32, pin_memory=self.pin_memory)
+            held.gather(i, pos, transform, x.numpy())
+            out.append(x)
+        return out
 
     # -- the two modes --------------------------------------------------------------------
-    def _load_all(self) -> list[np.ndarray]:
-        """The selected records, decoded once into one preallocated array per spec (peak memory: the arrays)."""
-        if self._cache is None:
-            chunks = self._selected_chunks()
-            cache = [np.empty((len(self.indices), s.channels, self.store.n_samples), np.float32) for s in self.specs]
-            offsets = np.cumsum([0] + [len(rows) for _, _, rows in chunks])
-            from concurrent.futures import ThreadPoolExecutor
-
-            def fill(i: int) -> None:
-                for array, decoded in zip(cache, self._decode(chunks[i])):
-                    array[offsets[i] : offsets[i + 1]] = decoded
-
+    def _memory_batches(self) -> Iterator[tuple[list, np.ndarray]]:
+        if self._held is None:
+            held = self._new_held(len(self.indices))
             with ThreadPoolExecutor(self.workers) as pool:
-                list(pool.map(fill, range(len(chunks))))
-            self._cache = cache
-        return self._cache
-
-    def _memory_batches(self) -> Iterator[tuple[list[np.ndarray], np.ndarray]]:
-        data = self._load_all()
+                self._fill(held, 0, self._selected_chunks(), pool)
+            held.rows = self.indices.copy()
+            self._held = held
+        held = self._held
         order = self._rng().permutation(len(self.indices)) if self.shuffle else np.arange(len(self.indices))
         g = self.global_batch
         for b in range(self.start_batch, len(self)):
             batch = order[b * g : (b + 1) * g]
             pos = batch[self.rank_slice(len(batch))]  # in batch order, so a rank's records hold the same places as in one process
-            yield [d[pos] for d in data], self.indices[pos]
+            yield self._batch(held, pos), self.indices[pos]
 
-    def _windows(self) -> Iterator[tuple[list[list[np.ndarray]], np.ndarray]]:
-        """Decoded (signals, rows) per window of chunks, in the epoch's chunk order."""
+    def _stream_batches(self) -> Iterator[tuple[list, np.ndarray]]:
+        """Windows of ``window_chunks`` chunks in the epoch's chunk order, each shuffled within itself; the
+        records a window leaves over (fewer than a global batch) open the next one, as drawn."""
         chunks = self._selected_chunks()
-        order = self._rng().permutation(len(chunks)) if self.shuffle else np.arange(len(chunks))
-        for w in range(0, len(order), self.window_chunks):
-            window = [chunks[c] for c in sorted(order[w : w + self.window_chunks])]
-            yield self._decode_many(window), np.concatenate([rows for _, _, rows in window])
-
-    def _stream_batches(self) -> Iterator[tuple[list[np.ndarray], np.ndarray]]:
-        rng = self._rng()
-        carry_x = [np.empty((0, s.channels, self.store.n_samples), np.float32) for s in self.specs]
-        carry_rows = np.empty(0, np.int64)
+        chunk_order = self._rng().permutation(len(chunks)) if self.shuffle else np.arange(len(chunks))
+        rng = self._rng()  # a generator of its own for the windows, as the orders of earlier versions had
         g, done = self.global_batch, 0  # global batches formed so far; the first start_batch are skipped
-        for blocks, rows in _background(self._windows()):
-            # One copy joins the carried-over records and the window; each batch is then gathered
-            # once in the shuffled order (the carry first, as it was drawn earlier).
-            x = [np.concatenate([carry, *(block[i] for block in blocks)]) for i, carry in enumerate(carry_x)]
-            order = np.arange(len(x[0]))
-            if self.shuffle:
-                order[len(carry_rows):] = len(carry_rows) + rng.permutation(len(rows))
-            rows = np.concatenate([carry_rows, rows])[order]
-            n_full = len(rows) // g * g
-            for b in range(0, n_full, g):
-                if done >= self.start_batch:
-                    mine = self.rank_slice(len(rows[b : b + g]))
-                    yield [a[order[b : b + g][mine]] for a in x], rows[b : b + g][mine]
-                done += 1
-            carry_x, carry_rows = [a[order[n_full:]] for a in x], rows[n_full:]
-        if len(carry_rows) and not self.drop_last and done >= self.start_batch:
-            mine = self.rank_slice(len(carry_rows))
-            yield [a[mine] for a in carry_x], carry_rows[mine]
+        largest = max((sum(len(chunks[c][2]) for c in chunk_order[w : w + self.window_chunks])
+                       for w in range(0, len(chunk_order), self.window_chunks)), default=0)
+        held = self._new_held(g - 1 + largest)
+        carry = 0  # the first ``carry`` rows of ``held`` are the last window's left-over records, in drawn order
+        with ThreadPoolExecutor(self.workers) as pool:
+            for w in range(0, len(chunk_order), self.window_chunks):
+                window = [chunks[c] for c in sorted(chunk_order[w : w + self.window_chunks])]
+                added = self._fill(held, carry, window, pool)
+                held.rows[carry : carry + added] = np.concatenate([rows for _, _, rows in window])
+                order = np.arange(carry + added)
+                if self.shuffle:
+                    order[carry:] = carry + rng.permutation(added)
+                n_full = len(order) // g * g
+                for b in range(0, n_full, g):
+                    if done >= self.start_batch:
+                        pos = order[b : b + g][self.rank_slice(g)]
+                        yield self._batch(held, pos), held.rows[pos].copy()
+                    done += 1
+                carry = len(order) - n_full
+                held.move_to_front(order[n_full:])
+        if carry and not self.drop_last and done >= self.start_batch:
+            pos = np.arange(carry)[self.rank_slice(carry)]
+            yield self._batch(held, pos), held.rows[pos].copy()
 
     def __iter__(self):
         import torch
 
         batches = self._memory_batches() if self.mode == "memory" else self._stream_batches()
         labels = self.store.labels
-        for x, rows in batches:
-            xt = [torch.from_numpy(np.ascontiguousarray(a)) for a in x]
+        for x, rows in _background(batches, self.prefetch):
             yt = torch.from_numpy(labels[rows].astype(np.float32))
             if self.pin_memory:
-                xt, yt = [a.pin_memory() for a in xt], yt.pin_memory()
-            yield (xt[0] if len(xt) == 1 else tuple(xt)), yt, rows
+                yt = yt.pin_memory()
+            yield (x[0] if len(x) == 1 else tuple(x)), yt, rows
+
+
+class _Held:
+    """Rows held by the loader: as stored (int16 with their scale, or float32) for the inputs formed per batch,
+    and the finished input of each spec with a data-side view; positions ``[0, capacity)``."""
+
+    def __init__(self, capacity: int, row: tuple[int, int], dtype: np.dtype, scaled: bool, viewed: list, keep_stored: bool):
+        self.stored = np.empty((capacity, *row), dtype) if keep_stored else None
+        self.scale = np.empty((capacity, row[0]), np.float32) if scaled and keep_stored else None
+        self.viewed = [None if shape is None else np.empty((capacity, *shape), np.float32) for shape in viewed]
+        self.rows = np.empty(capacity, np.int64)
+
+    def put(self, at: slice, block: np.ndarray, scale: np.ndarray | None, rows, transforms) -> None:
+        """Hold ``block`` (stored rows; ``scale`` theirs, or None for float32) at positions ``at``."""
+        if self.stored is not None:
+            self.stored[at] = block
+            if self.scale is not None:
+                self.scale[at] = scale
+        if any(v is not None for v in self.viewed):
+            x = dequantise(block, scale)
+            for array, transform in zip(self.viewed, transforms):
+                if array is not None:
+                    array[at] = transform(x)
+
+    def gather(self, i: int, pos: np.ndarray, transform, out: np.ndarray) -> None:
+        """Spec ``i``'s input for the held records at ``pos``, written into ``out``."""
+        if self.viewed[i] is not None:
+            np.take(self.viewed[i], pos, axis=0, out=out)
+            return
+        leads = None if transform.all_leads else np.asarray(transform.lead_index)
+        if self.scale is None and leads is None:
+            np.take(self.stored, pos, axis=0, out=out)
+        else:
+            rows = self.stored[pos] if leads is None else self.stored[pos[:, None], leads]
+            scale = None if self.scale is None else (self.scale[pos] if leads is None else self.scale[pos[:, None], leads])
+            dequantise(rows, scale, out=out)
+        transform.finish(out, in_place=True)
+
+    def move_to_front(self, pos: np.ndarray) -> None:
+        """Put the records at ``pos`` (in that order) at positions ``[0, len(pos))``."""
+        for array in (self.stored, self.scale, self.rows, *self.viewed):
+            if array is not None and len(pos):
+                array[: len(pos)] = array[pos]  # fancy indexing copies before the write, so overlap is safe
 
 
 def _background(it: Iterator, depth: int = 2) -> Iterator:

@@ -166,9 +166,10 @@ def merge_parts(
         for info in parts:
             part = open_store(info.path)
             for start, stop in part.chunk_bounds():
+                block, scale = part.stored_rows(start, stop)
                 writer.append(
-                    part.read_chunk(start, stop), part.labels[start:stop], part.record_id[start:stop],
-                    part.patient_id[start:stop], part.fold[start:stop],
+                    block, part.labels[start:stop], part.record_id[start:stop],
+                    part.patient_id[start:stop], part.fold[start:stop], signal_scale=scale,
                     **{k: v[start:stop] for k, v in part.extras.items()},
                 )
                 done += stop - start

@@ -175,7 +175,7 @@ def run_prep(
     workers: int = 1,
     on_error: str = "fail",
     keep_unlabelled: bool = False,
-    dtype: str = "float32",
+    dtype: str = "int16",
     overwrite: bool = False,
     limit: int | None = None,
     shard: tuple[int, int] | None = None,

@@ -143,10 +143,10 @@ def write_subset(store: EcgStore, indices: np.ndarray, out: Path, folds: np.ndar
             sel = indices[(indices >= start) & (indices < stop)]
             if len(sel) == 0:
                 continue
-            block = store.read_chunk(start, stop)[sel - start]  # a missing or corrupt chunk is an error, not zeros
+            block, scale = store.stored_rows(start, stop)  # a missing or corrupt chunk is an error, not zeros
             w.append(
-                block, store.labels[sel], store.record_id[sel], store.patient_id[sel], folds[sel],
-                **{k: v[sel] for k, v in store.extras.items()},
+                block[sel - start], store.labels[sel], store.record_id[sel], store.patient_id[sel], folds[sel],
+                signal_scale=None if scale is None else scale[sel - start], **{k: v[sel] for k, v in store.extras.items()},
             )
     return len(indices)
 

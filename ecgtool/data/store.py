@@ -2,7 +2,9 @@
 
 A store is a Zarr v3 group (see docs/store.md):
 
-    signals     float32|float16 [N, leads, samples]  chunked along N only
+    signals     int16|float32|float16 [N, leads, samples]  chunked along N only
+    signal_scale float32 [N, leads]                   with int16 signals only: the rows are ``signals * signal_scale``
+                                                      (data/quantise.py; error ≤ 1/65534 of each lead's peak)
     labels      uint8 [N, K]                          multi-hot (one-hot when multi-class)
     record_id   str [N]                               the source dataset's record name
     patient_id  str [N]                               drives patient-wise splits
@@ -20,6 +22,9 @@ and group attributes (``STORE_FORMAT``, ``format_version``, ``fs``, ``leads``,
 ``normalisation``, ``patient_ids``, ``provenance``, ``content_hash``,
 ``complete``).
 
+Format version 2 added int16 signals with ``signal_scale`` (the default of prep since; the size of the raw
+int16 data); version 1 stores (float32/float16) read as before.
+
 Writes are all-or-nothing: a ``StoreWriter`` fills a hidden temporary sibling,
 writes ``complete: true`` last and renames it into place. ``open_store`` refuses
 a missing, incomplete, foreign or newer-format store with one clear sentence.
@@ -36,11 +41,13 @@ from pathlib import Path
 import numpy as np
 
 from ecgtool.data.choices import SIGNAL_DTYPES
+from ecgtool.data.quantise import dequantise, quantise
 from ecgtool.errors import EcgtoolError, output_error
 from ecgtool.outputs import check_new_output, publish, remove, remove_stale_siblings, sibling_of, temporary_sibling
 
 STORE_FORMAT = "ecgtool.ecg-store"
-STORE_VERSION = 1
+STORE_VERSION = 2
+SIGNAL_SCALE = "signal_scale"  # float32 [N, leads] beside int16 signals: the rows are signals * signal_scale
 REQUIRED_ARRAYS = ("signals", "labels", "record_id", "patient_id", "fold")
 OPTIONAL_ARRAYS = {"age": "float32", "sex": str, "source": str, "beat_sample": "int64", "zscore_scale": "float32"}
 ZSCORE_SCALE = "zscore_scale"  # per record and lead: the (mean, std) the per-record z-score removed
@@ -104,6 +111,7 @@ class EcgStore:
     patient_id: np.ndarray
     fold: np.ndarray
     extras: dict
+    scale: np.ndarray | None = None  # ``signal_scale`` of an int16 store (in memory: N × leads float32), else None
 
     def __len__(self) -> int:
         return int(self.signals.shape[0])
@@ -136,42 +144,17 @@ class EcgStore:
         c, n = self.chunk_records, len(self)
         return [(s, min(s + c, n)) for s in range(0, n, c)]
 
-    def read_chunk(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)`` of one signals chunk (``start`` on a chunk boundary).
+    @property
+    def stored_dtype(self) -> np.dtype:
+        return np.dtype(self.signals.dtype)
 
-        A store written by ecgtool keeps each chunk as one file of Blosc-compressed
-        little-endian bytes; decoding that file directly with numcodecs (which
-        releases the GIL) runs about three times faster than Zarr's read path on two
-        threads, and is what the loader's epochs spend their time on. Any other
-        layout (a remote store, other codecs, a chunk never written) goes through Zarr.
-        """
-        index = start // self.chunk_records
-        where = f"{self.path}: signals chunk {index} (records {start}-{stop - 1})"
-        direct = _direct_decoder(self.signals)
-        try:
-            if direct is not None:
-                path = Path(self.path) / "signals" / "c" / str(index) / "0" / "0"
-                try:
-                    raw = path.read_bytes()
-                except FileNotFoundError:
-                    raise StoreError(f"{where} is missing (the file {path} was deleted?); the store is damaged") from None
-                expected = int(np.prod(self.signals.chunks)) * self.signals.dtype.itemsize
-                _check_blosc_frame(raw, expected, where)
-                decoded = direct.decode(raw)
-                if len(decoded) != expected:
-                    raise StoreError(f"{where} is corrupt (it decodes to {len(decoded)} bytes, not {expected}); the store is damaged")
-                chunk = np.frombuffer(decoded, dtype=self.signals.dtype.newbyteorder("<"))
-                chunk = chunk.reshape(self.signals.chunks)[: stop - start]
-            else:
-                if not _chunk_exists(self.signals, (index, 0, 0)):
-                    raise StoreError(f"{where} is missing; the store is damaged")
-                chunk = np.asarray(self.signals[start:stop])
-        except StoreError:
-            raise
-        except OSError as e:
-            raise StoreError(f"{where} cannot be read ({e.strerror or e})") from e
-        except Exception as e:  # a truncated or corrupt chunk: Blosc's RuntimeError, a wrong size's ValueError …
-            raise StoreError(f"{where} is corrupt ({type(e).__name__}: {e}); the store is damaged") from e
+    def read_chunk(self, start: int, stop: int) -> np.ndarray:
+        """float32 rows ``[start, stop)`` of one signals chunk (``start`` on a chunk boundary): an int16
+        store's rows dequantised, a float store's checked finite."""
+        chunk = self.read_stored(start, stop)
+        if self.scale is not None:
+            return dequantise(chunk, self.scale[start:stop])
+        chunk = chunk.astype(np.float32, copy=False)
         bad = ~np.isfinite(chunk).all(axis=(1, 2))
         if bad.any():
             row = start + int(np.flatnonzero(bad)[0])
@@ -179,10 +162,58 @@ class EcgStore:
                              f"(row {row}) has NaN or infinite signal values; a store holds finite signals only")
         return chunk
 
+    def stored_rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows ``[start, stop)`` of one chunk as a copy into another store takes them: ``(int16 rows, their
+        signal_scale)``, kept bit for bit, or ``(float32 rows checked finite, None)``."""
+        if self.scale is None:
+            return self.read_chunk(start, stop), None
+        return self.read_stored(start, stop), self.scale[start:stop]
+
+    def read_stored(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``[start, stop)`` of one signals chunk as stored (int16 or float; with ``self.scale`` they are
+        the physical rows), decoded into ``out`` (``[chunk_records, leads, samples]`` of the stored dtype) when
+        given: the loader reuses its buffers. A float store's values are not checked here (``read_chunk`` does).
+
+        A store written by ecgtool keeps each chunk as one file of Blosc-framed little-endian bytes; decoding
+        that file directly with numcodecs (which releases the GIL) runs about three times faster than Zarr's
+        read path on two threads, and is what the loader's epochs spend their time on. Any other layout (a
+        remote store, other codecs, a chunk never written) goes through Zarr.
+        """
+        index = start // self.chunk_records
+        where = f"{self.path}: signals chunk {index} (records {start}-{stop - 1})"
+        direct = _direct_decoder(self.signals)
+        dtype = self.stored_dtype.newbyteorder("<")
+        try:
+            if direct is not None:
+                path = Path(self.path) / "signals" / "c" / str(index) / "0" / "0"
+                try:
+                    raw = path.read_bytes()
+                except FileNotFoundError:
+                    raise StoreError(f"{where} is missing (the file {path} was deleted?); the store is damaged") from None
+                expected = int(np.prod(self.signals.chunks)) * dtype.itemsize
+                _check_blosc_frame(raw, expected, where)
+                if out is None:
+                    out = np.empty(self.signals.chunks, dtype)
+                direct.decode(raw, out=out)
+                return out[: stop - start]
+            if not _chunk_exists(self.signals, (index, 0, 0)):
+                raise StoreError(f"{where} is missing; the store is damaged")
+            chunk = np.asarray(self.signals[start:stop])
+            if out is None:
+                return chunk
+            out[: stop - start] = chunk
+            return out[: stop - start]
+        except StoreError:
+            raise
+        except OSError as e:
+            raise StoreError(f"{where} cannot be read ({e.strerror or e})") from e
+        except Exception as e:  # a truncated or corrupt chunk: Blosc's RuntimeError, a wrong size's ValueError …
+            raise StoreError(f"{where} is corrupt ({type(e).__name__}: {e}); the store is damaged") from e
+
     def read_rows(self, indices: np.ndarray) -> np.ndarray:
         """Signals of arbitrary rows, read chunk-wise (each touched chunk is decoded once)."""
         indices = np.asarray(indices, dtype=np.int64)
-        out = np.empty((len(indices), *self.signals.shape[1:]), dtype=self.signals.dtype)
+        out = np.empty((len(indices), *self.signals.shape[1:]), dtype=np.float32)
         if len(indices) == 0:
             return out
         c = self.chunk_records
@@ -195,6 +226,10 @@ class EcgStore:
             block = self.read_chunk(start, min(start + c, len(self)))
             out[order[sel]] = block[sorted_idx[sel] - start]
         return out
+
+    def rows(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """float32 rows ``[start, stop)`` (default: all), as every reader sees them."""
+        return self.read_rows(np.arange(start, len(self) if stop is None else stop))
 
     def to_physical(self, rows: np.ndarray, signals: np.ndarray) -> np.ndarray | None:
         """``signals`` (rows ``rows`` of this store, all its leads) in the source's physical units (mV), or None
@@ -226,6 +261,7 @@ class EcgStore:
             "patients": int(len(np.unique(self.patient_id))),
             "shape": list(self.signals.shape),
             "dtype": str(self.signals.dtype),
+            "signal_scale": self.scale is not None,
             "chunk_records": self.chunk_records,
             "fs": self.fs,
             "leads": self.leads,
@@ -362,7 +398,7 @@ def _open_arrays(p: Path, attrs: dict) -> EcgStore:
         raise StoreError(f"{p} lacks the array(s) {', '.join(missing)}")
     signals = group["signals"]
     if signals.ndim != 3 or str(signals.dtype) not in SIGNAL_DTYPES:
-        raise StoreError(f"{p}: signals must be float32/float16 [N, leads, samples], found {signals.dtype} {signals.shape}")
+        raise StoreError(f"{p}: signals must be {'/'.join(SIGNAL_DTYPES)} [N, leads, samples], found {signals.dtype} {signals.shape}")
     n, n_leads, _ = signals.shape
     if signals.chunks[1:] != signals.shape[1:]:
         raise StoreError(f"{p}: signals must be chunked along records only, found chunks {signals.chunks}")
@@ -403,7 +439,8 @@ def _open_arrays(p: Path, attrs: dict) -> EcgStore:
         if group[k].shape != want or group[k].dtype.kind != "f":
             raise StoreError(f"{p}: optional array {k} must be float {list(want)}, found {group[k].dtype} {list(group[k].shape)}; "
                              "the store is inconsistent (damaged or edited by hand)")
-    extras = {k: np.asarray(group[k][:]) for k in sorted(present - set(REQUIRED_ARRAYS))}
+    scale = _read_scale(p, group, signals, present, _as_str(arrays["record_id"]))
+    extras = {k: np.asarray(group[k][:]) for k in sorted(present - set(REQUIRED_ARRAYS) - {SIGNAL_SCALE})}
     extras = {k: _as_str(a) if a.dtype.kind == "T" else a for k, a in extras.items()}
     return EcgStore(
         path=p,
@@ -414,7 +451,32 @@ def _open_arrays(p: Path, attrs: dict) -> EcgStore:
         patient_id=_as_str(arrays["patient_id"]),
         fold=arrays["fold"].astype(np.int8),
         extras=extras,
+        scale=scale,
     )
+
+
+def _read_scale(p: Path, group, signals, present: set, record_id: np.ndarray) -> np.ndarray | None:
+    """The ``signal_scale`` of int16 signals (positive and finite, one per record and lead), or None for float."""
+    if signals.dtype != np.int16:
+        if SIGNAL_SCALE in present:
+            raise StoreError(f"{p}: has {SIGNAL_SCALE} but {signals.dtype} signals (a scale goes with int16 signals only); "
+                             "the store is inconsistent")
+        return None
+    if SIGNAL_SCALE not in present:
+        raise StoreError(f"{p}: int16 signals without the array {SIGNAL_SCALE} that scales them; the store is damaged")
+    want = signals.shape[:2]
+    array = group[SIGNAL_SCALE]
+    if array.shape != want or array.dtype != np.float32:
+        raise StoreError(f"{p}: {SIGNAL_SCALE} must be float32 {list(want)}, found {array.dtype} {list(array.shape)}; "
+                         "the store is damaged")
+    scale = np.asarray(array[:])
+    bad = ~(np.isfinite(scale) & (scale > 0))
+    if bad.any():
+        row, lead = np.argwhere(bad)[0]
+        value = "NaN" if np.isnan(scale[row, lead]) else f"{scale[row, lead]:g}"
+        raise StoreError(f"{p}: record {record_id[row]} (row {row}) has the {SIGNAL_SCALE} {value} for lead {lead}, not a "
+                         "positive number; the store is damaged")
+    return scale
 
 
 def _as_str(a: np.ndarray) -> np.ndarray:
@@ -436,6 +498,8 @@ class StoreWriter:
         with StoreWriter(path, n_leads=12, n_samples=1000, attrs=meta, overwrite=False) as w:
             w.append(signals, labels, record_id, patient_id, fold, age=..., sex=...)
 
+    float rows given to an int16 store are quantised (``data/quantise.py``); rows already quantised (another
+    store's, copied by split or merge) come as int16 with their ``signal_scale`` and are kept as they are.
     Records are buffered to whole chunks before they reach Zarr, so memory stays at
     one chunk whatever the dataset size. On an exception the temporary store is
     removed and nothing appears at ``path``.
@@ -448,7 +512,7 @@ class StoreWriter:
         n_leads: int,
         n_samples: int,
         attrs: dict,
-        dtype: str = "float32",
+        dtype: str = "int16",
         optional: tuple[str, ...] = (),
         overwrite: bool = False,
         chunk_records: int | None = None,
@@ -478,7 +542,8 @@ class StoreWriter:
         self._buffered = 0
         # One running hash per array, combined at the end, so the content hash does
         # not depend on how records were batched or chunked.
-        self._hashes = {name: hashlib.blake2b(digest_size=16) for name in REQUIRED_ARRAYS}
+        self.hashed = REQUIRED_ARRAYS + ((SIGNAL_SCALE,) if self.dtype == np.int16 else ())
+        self._hashes = {name: hashlib.blake2b(digest_size=16) for name in self.hashed}
 
     # -- context management -------------------------------------------------------------
     def __enter__(self) -> "StoreWriter":
@@ -500,8 +565,11 @@ class StoreWriter:
         # Attributes go in first with complete=False, so a crash leaves a store
         # that every reader recognises as incomplete.
         self.group.attrs.update({**self._base_attrs(), "complete": False})
-        # Blosc/zstd with byte shuffle: ~2-3x on ECG at decode speeds of GB/s.
-        compressor = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+        # Blosc/LZ4 with byte shuffle, chosen by benchmarks/store_codecs.py (RESULTS.md): filtered ECG at full
+        # int16 resolution is noise in its low bits, so no codec saves more than 4-14% on real records
+        # (zstd, at a tenth of LZ4's decode speed, which the loader's first epoch is bound by); LZ4 stores an
+        # incompressible block as it is (decoding is a memcpy) and squeezes out the zero padding of short records.
+        compressor = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
         c = self.chunk
         self.arrays = {
             "signals": self.group.create_array(
@@ -513,6 +581,9 @@ class StoreWriter:
             "patient_id": self.group.create_array("patient_id", shape=(0,), chunks=(4096,), dtype=str),
             "fold": self.group.create_array("fold", shape=(0,), chunks=(4096,), dtype="int8"),
         }
+        if self.dtype == np.int16:
+            self.arrays[SIGNAL_SCALE] = self.group.create_array(
+                SIGNAL_SCALE, shape=(0, self.n_leads), chunks=(4096, self.n_leads), dtype="float32")
         for name in self.optional:
             dt, row = OPTIONAL_ARRAYS[name], optional_row_shape(name, self.n_leads)
             self.arrays[name] = self.group.create_array(name, shape=(0, *row), chunks=(4096, *row), dtype=dt)
@@ -538,7 +609,7 @@ class StoreWriter:
 
     def content_hash(self) -> str:
         combined = hashlib.blake2b(digest_size=16)
-        for name in REQUIRED_ARRAYS:
+        for name in self.hashed:
             combined.update(self._hashes[name].digest())
         return combined.hexdigest()
 
@@ -548,8 +619,9 @@ class StoreWriter:
         """Records appended so far (written or still buffered)."""
         return self.count + self._buffered
 
-    def append(self, signals, labels, record_id, patient_id, fold=None, **optional) -> None:
-        """Append a batch of records (signals ``[n, leads, samples]``)."""
+    def append(self, signals, labels, record_id, patient_id, fold=None, signal_scale=None, **optional) -> None:
+        """Append a batch of records (signals ``[n, leads, samples]``; int16 with their ``signal_scale``
+        ``[n, leads]`` when they are another int16 store's rows, as stored)."""
         signals = np.asarray(signals)
         n = signals.shape[0]
         if signals.shape[1:] != (self.n_leads, self.n_samples):
@@ -557,8 +629,18 @@ class StoreWriter:
                 f"records of shape {signals.shape[1:]} do not fit a store of {self.n_leads} leads × {self.n_samples} samples"
             )
         labels = np.asarray(labels, dtype=np.uint8).reshape(n, self.n_classes)
+        if signal_scale is not None:
+            if self.dtype != np.int16 or signals.dtype != np.int16:
+                raise EcgtoolError(f"a signal scale goes with int16 rows for an int16 store, not {signals.dtype} rows "
+                                   f"for a {self.dtype} store")
+            scaled = {"signals": signals, SIGNAL_SCALE: np.asarray(signal_scale, np.float32).reshape(n, self.n_leads)}
+        elif self.dtype == np.int16:
+            q, scale = quantise(signals)
+            scaled = {"signals": q, SIGNAL_SCALE: scale}
+        else:
+            scaled = {"signals": signals.astype(self.dtype, copy=False)}
         batch = {
-            "signals": signals.astype(self.dtype, copy=False),
+            **scaled,
             "labels": labels,
             "record_id": np.asarray(record_id, dtype=str).reshape(n),
             "patient_id": np.asarray(patient_id, dtype=str).reshape(n),
@@ -593,7 +675,7 @@ class StoreWriter:
         for name, arr in self.arrays.items():
             arr.resize((stop, *arr.shape[1:]))
             arr[start:stop] = merged[name][:n_write]
-        for name in REQUIRED_ARRAYS:
+        for name in self.hashed:
             self._hashes[name].update(_hashable_bytes(merged[name][:n_write]))
         self.count = stop
         rest = {k: v[n_write:] for k, v in merged.items()}

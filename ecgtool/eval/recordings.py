@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ecgtool.checkpoint import Checkpoint, CheckpointError
-from ecgtool.data.choices import CSV_UNITS, ON_ERROR
+from ecgtool.data.choices import CSV_UNITS, ON_ERROR, SIGNAL_DTYPES
 from ecgtool.data.inputs import RecordingReader
 from ecgtool.data.recordings import Recording, read_recording
 from ecgtool.errors import ConfigError, EcgtoolError
@@ -126,8 +126,8 @@ def recording_reader(ckpt: Checkpoint) -> RecordingReader:
         if samples * len(ckpt.input.leads) > MAX_RECORD_VALUES:  # a stranger's file: refused before allocating
             raise EcgtoolError(f"gives {samples} samples per row of {len(ckpt.input.leads)} leads, more than the "
                                f"{MAX_RECORD_VALUES} values ecgtool accepts per record")
-        if dtype not in ("float32", "float16"):
-            raise EcgtoolError(f"gives the row dtype {dtype!r}, not float32 or float16")
+        if dtype not in SIGNAL_DTYPES:
+            raise EcgtoolError(f"gives the row dtype {dtype!r}, not {' or '.join(SIGNAL_DTYPES)}")
     except EcgtoolError as e:
         raise CheckpointError(f"{ckpt.name}: the record of its training data's preprocessing {e}") from None
     try:

@@ -56,7 +56,7 @@ def garbage_metadata(s):
 
 
 def wrong_dtype(s):
-    _array_meta(s, "signals", data_type="int16")
+    _array_meta(s, "signals", data_type="float64")
 
 
 def wrong_shape(s):  # one more label column than classes
@@ -73,8 +73,9 @@ def labels_out_of_range(s):
     _write(s, "labels", (0, 0), 7)
 
 
-def nan_signals(s):
-    _write(s, "signals", slice(0, 2), np.nan)
+def nan_signals(s):  # an int16 store's NaN is in the scale of its rows
+    scaled = (s / "signal_scale").exists()
+    _write(s, "signal_scale" if scaled else "signals", slice(0, 2), np.nan)
 
 
 def no_positives(s):  # the last class has no positive record
