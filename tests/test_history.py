@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli, wfdb_store
 
 from ecgtool.checkpoint import Checkpoint
-from ecgtool.train.engine import Engine
+from ecgtool.train.engine import SPEED_KEYS, Engine, without_speed
 from ecgtool.train.history import history_csv
 
 
@@ -55,7 +55,11 @@ def test_train_writes_the_checkpoints_history_and_tensorboard(store, tmp_path):
     run = json.loads((tmp_path / "logs" / "run" / "run.json").read_text())
     assert run["output"] == str(tmp_path / "m.ckpt") and run["arguments"]["epochs"] == 3 and str(store) in run["inputs"]
     scalars = _scalars(tmp_path / "logs" / "run")
-    assert {"train/loss", "val/loss", "val/macro_auc", "lr"} <= set(scalars)
+    assert {"train/loss", "val/loss", "val/macro_auc", "lr", "data/wait", "samples/per_s", "epoch/seconds"} <= set(scalars)
+    for row in rows:  # each epoch's timings (Engine._timing)
+        assert 0 <= float(row["data_wait"]) <= 1 and float(row["samples_per_s"]) > 0 and float(row["epoch_seconds"]) > 0
+        assert float(row["samples_per_s"]) == pytest.approx(24 / float(row["epoch_seconds"]))  # 24 records: 3 steps of 8
+    assert not set(SPEED_KEYS) & set(Checkpoint.load(tmp_path / "m.ckpt").metrics)  # how fast is not a metric
     assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3]
     assert all(math.isclose(v, r["train_loss"], rel_tol=1e-6) for (_, v), r in zip(scalars["train/loss"], history))
 
@@ -79,10 +83,15 @@ def test_a_crashed_and_resumed_run_logs_each_epoch_once_as_an_uninterrupted_one(
     _train(store, tmp_path / "cut.ckpt", tmp_path / "cut", expect=1)  # another run's history is not overwritten
     _train(store, tmp_path / "cut.ckpt", tmp_path / "cut", "--resume")  # continues after epoch 1
 
-    assert (tmp_path / "cut" / "history.csv").read_text() == (tmp_path / "whole" / "history.csv").read_text()
+    # the same records but for the timings (wall-clock); the same columns
+    cut_rows, whole_rows = _rows(tmp_path / "cut" / "history.csv"), _rows(tmp_path / "whole" / "history.csv")
+    assert [without_speed(r) for r in cut_rows] == [without_speed(r) for r in whole_rows]
+    assert list(cut_rows[0]) == list(whole_rows[0])
     whole, cut = _scalars(tmp_path / "whole"), _scalars(tmp_path / "cut")
     assert [s for s, _ in cut["train/loss"]] == [1, 2, 3]  # the crashed run's epoch 2 purged
-    assert cut == whole
+    assert [s for s, _ in cut["data/wait"]] == [1, 2, 3]
+    timings = {"data/wait", "samples/per_s", "epoch/seconds"}
+    assert {k: v for k, v in cut.items() if k not in timings} == {k: v for k, v in whole.items() if k not in timings}
 
 
 def test_log_dir_refusals_leave_no_files(store, tmp_path):

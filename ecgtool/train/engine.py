@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -43,6 +43,7 @@ from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.outputs import check_new_output
 from ecgtool.train import distributed
 from ecgtool.train.choices import PRECISIONS, SCHEDULES
+from ecgtool.train.prefetch import DataWait, prefetch
 
 PREEMPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later"; requeue scripts look for it
@@ -110,13 +111,21 @@ def random_crop(x, length: int, draws: int | None = None, part: slice = slice(No
     state the resume checkpoint keeps). Under DDP every rank draws the offsets of the whole global batch
     (``draws``) and uses its ``part``, as one process would."""
     first = x[0] if isinstance(x, tuple) else x
-    start = torch.randint(0, first.shape[-1] - length + 1, (draws or len(first), 1))[part]
-    window = start + torch.arange(length)
+    start = torch.randint(0, first.shape[-1] - length + 1, (draws or len(first), 1))[part]  # on the CPU generator
+    window = start.to(first.device) + torch.arange(length, device=first.device)
 
     def cut(t: torch.Tensor) -> torch.Tensor:
         return t.gather(-1, window.unsqueeze(1).expand(-1, t.shape[1], -1))
 
     return tuple(cut(t) for t in x) if isinstance(x, tuple) else cut(x)
+
+
+SPEED_KEYS = ("epoch_seconds", "samples_per_s", "data_wait")  # an epoch record's timings (Engine._timing)
+
+
+def without_speed(record: dict) -> dict:
+    """An epoch record without its timings: what a checkpoint keeps as its metrics (how fast is not what)."""
+    return {k: v for k, v in record.items() if k not in SPEED_KEYS}
 
 
 def fresh_position() -> dict:
@@ -163,6 +172,7 @@ class Engine:
         self.position = fresh_position()  # where the first epoch starts
         self.stop_requested = False
         self.history: list[dict] = []
+        self.epoch_stats: dict = {}  # the last epoch's timings (SPEED_KEYS): end_epoch adds them to its record
         self.on_validate: Callable | None = None  # progress(done, total) of a validation pass (rank 0's share)
 
     def start(self, module: torch.nn.Module, loader, parameter_groups: Callable[[torch.nn.Module], list]) -> None:
@@ -286,11 +296,21 @@ class Engine:
         self.position = fresh_position()
         self.loader.set_epoch(epoch, start)
         crop = self.args.crop
-        for step, (x, y, rows) in enumerate(self.loader, start=start):
+        clock = DataWait(self.device)
+        clock.start()
+        counted = count
+        with closing(clock.timed(prefetch(self.loader, self.device))) as batches:
+            total, count, aux_total = self._steps(batches, epoch, start, total, count, aux_total, crop)
+        clock.stop()
+        self.epoch_stats = self._timing(clock, count - counted)
+        total, count, aux_total = self._sum_ranks(total, count, aux_total)
+        return total / max(count, 1), {name: value / max(count, 1) for name, value in aux_total.items()}
+
+    def _steps(self, batches, epoch: int, start: int, total: float, count: int, aux_total: dict, crop: int):
+        """The epoch's steps over ``batches`` (on the device): this rank's running sums."""
+        for step, (x, y, rows) in enumerate(batches, start=start):
             if crop and crop < (x[0] if isinstance(x, tuple) else x).shape[-1]:
-                x = random_crop(x, crop, *self._global_draws())
-            x = tuple(t.to(self.device, non_blocking=True) for t in x) if isinstance(x, tuple) else x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
+                x = random_crop(x, crop, *self._global_draws())  # after the copy: the draws stay in this thread's order
             objective, loss, terms = self.batch_loss(x, y, rows, epoch, step)
             if not torch.isfinite(objective):
                 self._refuse_nonfinite(loss, terms, epoch, step)
@@ -312,8 +332,16 @@ class Engine:
                 # a launcher tears the job down when the first rank exits: none may leave before rank 0 has written
                 distributed.barrier()
                 raise Preempted(f"stopped by a signal at epoch {epoch + 1}, step {step + 1}")
-        total, count, aux_total = self._sum_ranks(total, count, aux_total)
-        return total / max(count, 1), {name: value / max(count, 1) for name, value in aux_total.items()}
+        return total, count, aux_total
+
+    def _timing(self, clock: DataWait, samples: int) -> dict:
+        """The epoch's speed, for its history record: wall seconds of its training steps (after a resume: of
+        those this run took), records per second (every rank's ``samples``), and the share of the time the
+        step waited for its batch (over all ranks)."""
+        wait, elapsed, samples = distributed.all_sum([clock.wait, clock.elapsed, samples], self.device)
+        seconds = elapsed / self.env.world_size
+        return {"epoch_seconds": seconds, "samples_per_s": samples / seconds if seconds > 0 else math.nan,
+                "data_wait": min(1.0, wait / elapsed) if elapsed > 0 else math.nan}
 
     def _global_draws(self) -> tuple:
         """Under DDP, the global batch and this rank's part of it (random draws are made for the whole

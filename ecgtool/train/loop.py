@@ -53,7 +53,7 @@ from ecgtool.models import create_model, model_info
 from ecgtool.provenance import make_entry
 from ecgtool.train import distributed, transfer
 from ecgtool.train.augment import Augmenter, resolve_augment
-from ecgtool.train.engine import Engine, check_number, check_optimisation_args, resume_path
+from ecgtool.train.engine import Engine, check_number, check_optimisation_args, resume_path, without_speed
 
 @dataclass
 class TrainArgs:
@@ -276,7 +276,7 @@ class Trainer(Engine):
     def end_epoch(self, epoch: int, train_loss: float, aux: dict[str, float]) -> None:
         metrics, probs = self.validate()
         record = {"epoch": epoch + 1, "train_loss": train_loss, **{f"train_{name}": value for name, value in aux.items()},
-                  "lr": self.scheduler.get_last_lr()[0], **metrics}
+                  "lr": self.scheduler.get_last_lr()[0], **metrics, **self.epoch_stats}
         self.history.append(record)
         # Without validation the last epoch is "best"; with it, the highest macro AUC (NaN never wins).
         score = metrics.get("val_macro_auc", epoch)
@@ -323,7 +323,7 @@ class Trainer(Engine):
 
     def resume_checkpoint(self, resume: dict) -> Checkpoint:
         latest = self.history[-1] if self.history else {}
-        return self._checkpoint(self.model.state_dict(), None, latest, resume=resume)
+        return self._checkpoint(self.model.state_dict(), None, without_speed(latest), resume=resume)
 
     def finish(self) -> Checkpoint:
         if self.best["state"] is None:
@@ -343,7 +343,7 @@ class Trainer(Engine):
             thresholds = {"values": values.tolist(), "source": source,
                           "windows": None if self.windows is None else self.windows.to_dict()}
         best_record = next(h for h in self.history if h["epoch"] == self.best["epoch"])
-        ckpt = self._checkpoint(self.best["state"], thresholds, {**best_record, "best_epoch": self.best["epoch"]})
+        ckpt = self._checkpoint(self.best["state"], thresholds, {**without_speed(best_record), "best_epoch": self.best["epoch"]})
         if self.env.is_main:
             ckpt.save(self.out, overwrite=self.overwrite, inputs=self.inputs)
             resume_path(self.out).unlink(missing_ok=True)

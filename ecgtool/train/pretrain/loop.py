@@ -37,7 +37,7 @@ from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.models import create_model, model_info
 from ecgtool.provenance import make_entry
 from ecgtool.train import distributed
-from ecgtool.train.engine import Engine, check_optimisation_args, resume_path
+from ecgtool.train.engine import Engine, check_optimisation_args, resume_path, without_speed
 from ecgtool.train.pretrain.methods import METHODS
 
 
@@ -265,7 +265,7 @@ class Pretrainer(Engine):
 
     def end_epoch(self, epoch: int, train_loss: float, terms: dict[str, float]) -> None:
         record = {"epoch": epoch + 1, "train_loss": train_loss, **{f"train_{k}": v for k, v in terms.items()},
-                  "lr": self.scheduler.get_last_lr()[0]}
+                  "lr": self.scheduler.get_last_lr()[0], **self.epoch_stats}
         self.history.append(record)
         self.on_epoch(record, None)  # no validation: no best epoch
 
@@ -281,7 +281,7 @@ class Pretrainer(Engine):
             make_entry("pretrain", [s.path for s in self.stores], method=self.args.method, model=self.args.backbone)]
         ckpt = encoder_checkpoint(self.objective.backbone, self.stores, method=self.args.method,
                                   hyperparameters=self.objective.hyperparameters(), train_args=self._train_args(),
-                                  metrics=latest, history=self.history, input=self.encoder_input(), provenance=provenance)
+                                  metrics=without_speed(latest), history=self.history, input=self.encoder_input(), provenance=provenance)
         return ckpt.replace(resume=resume) if resume is not None else ckpt
 
     def resume_checkpoint(self, resume: dict) -> Checkpoint:
