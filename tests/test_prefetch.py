@@ -1,4 +1,5 @@
-"""train/prefetch.py: batches on the device ahead of the step, in the loader's order; the epoch's data wait."""
+"""train/prefetch.py: batches on the device ahead of the step, in the loader's order; the epoch's data wait; and
+ecgtool/background.py, the thread both the prefetch and the loader use."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import time
 import pytest
 import torch
 
+from ecgtool.background import background
 from ecgtool.train.engine import random_crop
-from ecgtool.train.prefetch import DataWait, background, prefetch
+from ecgtool.train.prefetch import DataWait, prefetch
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
 
@@ -47,7 +49,7 @@ def test_background_yields_every_result_in_order_computed_ahead(depth):
         return batch[2][0]
 
     assert list(background(_batches(9), work, depth)) == [3 * i for i in range(9)]
-    assert set(seen) == {"ecgtool-prefetch"}  # the work ran in the thread, not the caller's
+    assert set(seen) == {"ecgtool-background"}  # the work ran in the thread, not the caller's
 
 
 def test_background_raises_the_sources_error_in_the_consumer():

@@ -29,13 +29,13 @@ what it reads; in streaming mode that is every chunk of each window.
 
 from __future__ import annotations
 
-import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
 
+from ecgtool.background import background
 from ecgtool.data.choices import LOADER_MODES
 from ecgtool.data.quantise import dequantise
 from ecgtool.data.store import EcgStore
@@ -230,7 +230,7 @@ class ChunkLoader:
 
         batches = self._memory_batches() if self.mode == "memory" else self._stream_batches()
         labels = self.store.labels
-        for x, rows in _background(batches, self.prefetch):
+        for x, rows in background(batches, depth=self.prefetch, name="ecgtool-loader"):
             yt = torch.from_numpy(labels[rows].astype(np.float32))
             if self.pin_memory:
                 yt = yt.pin_memory()
@@ -278,38 +278,3 @@ class _Held:
         for array in (self.stored, self.scale, self.rows, *self.viewed):
             if array is not None and len(pos):
                 array[: len(pos)] = array[pos]  # fancy indexing copies before the write, so overlap is safe
-
-
-def _background(it: Iterator, depth: int = 2) -> Iterator:
-    """Run ``it`` in a thread, ``depth`` items ahead: decoding overlaps the training step."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():  # a consumer that stopped early must not leave this thread blocked
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work():
-        try:
-            for item in it:
-                if not put(item):
-                    return
-            put(done)
-        except BaseException as e:  # re-raised in the consumer
-            put(e)
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    try:
-        while (item := q.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()

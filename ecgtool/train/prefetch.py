@@ -18,12 +18,12 @@ completion, and the epoch's time ends with one synchronise.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from typing import Iterable, Iterator
 
 import torch
+
+from ecgtool.background import background, close
 
 
 def _tensors(batch):
@@ -52,7 +52,7 @@ def prefetch(batches: Iterable, device: torch.device, depth: int = 2) -> Iterato
             for batch in it:
                 yield to_device(batch, device)
         finally:
-            _close(it)
+            close(it)
         return
     stream = torch.cuda.Stream(device)
 
@@ -63,7 +63,8 @@ def prefetch(batches: Iterable, device: torch.device, depth: int = 2) -> Iterato
             done.record(stream)
         return moved, done
 
-    ahead = background(batches, copy, depth, device=device)
+    ahead = background(batches, copy, depth, setup=lambda: torch.cuda.set_device(device),  # per thread
+                       name="ecgtool-prefetch")
     try:
         for moved, done in ahead:
             done.synchronize()  # the copy's completion is part of the wait for the batch (the GPU would idle for it)
@@ -74,55 +75,6 @@ def prefetch(batches: Iterable, device: torch.device, depth: int = 2) -> Iterato
             yield moved
     finally:
         ahead.close()
-
-
-def _close(it) -> None:
-    close = getattr(it, "close", None)
-    if close is not None:
-        close()
-
-
-def background(batches: Iterable, work, depth: int, device: torch.device | None = None) -> Iterator:
-    """``work(batch)`` for each batch, computed in a thread up to ``depth`` items ahead, yielded in order.
-    An exception in the thread is raised in the consumer; a consumer that stops early stops the thread
-    (and closes ``batches``, which may hold a thread of its own)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    end = object()
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():  # a consumer that left must not leave this thread blocked
-            try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run():
-        it = iter(batches)
-        try:
-            if device is not None and device.type == "cuda":
-                torch.cuda.set_device(device)  # the current device is per thread
-            for batch in it:
-                if not put((work(batch),)):
-                    return
-            put(end)
-        except BaseException as e:  # re-raised in the consumer
-            put(e)
-        finally:
-            _close(it)
-
-    thread = threading.Thread(target=run, name="ecgtool-prefetch", daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not end:
-            if isinstance(item, BaseException):
-                raise item
-            yield item[0]
-    finally:
-        stop.set()
-        thread.join()
 
 
 class DataWait:
@@ -158,4 +110,4 @@ class DataWait:
                     self.wait += time.perf_counter() - t
                 yield item
         finally:
-            _close(it)
+            close(it)
