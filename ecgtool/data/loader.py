@@ -9,13 +9,15 @@ epoch. Two modes, chosen automatically from the store's size:
 * streaming — the chunk order is shuffled, a window of chunks is decoded and
   shuffled within the window, so memory stays at one window whatever the store's size.
 
-Rows stay as the store keeps them (int16 with their scale: half the bytes of
-float32) until a batch is formed: each batch is gathered from the held rows and
-dequantised straight into its own float32 tensor (pinned, for a GPU), which
-costs less than gathering float32 rows (``benchmarks/speed.py``). A model input
-with a data-side view (R peaks) is computed once per held row instead, as the
-view is costly. The buffers are allocated once per epoch and reused window after
-window, and batches are formed in a background thread, ahead of the training step.
+In memory mode the rows are dequantised once, as they are loaded, so that every
+later epoch only gathers float32 rows (the speed of indexing an array in RAM).
+In streaming mode, where each row is used once per epoch anyway, a window holds
+its rows as the store keeps them (int16 with their scale: half the bytes) and
+each batch is gathered and dequantised straight into its own float32 tensor
+(pinned, for a GPU). A model input with a data-side view (R peaks) is computed
+once per held row, as the view is costly. The window's buffers are allocated once
+per epoch and reused window after window; on a GPU the whole loader runs ahead of
+the training step in the prefetch thread of ``train/prefetch.py``.
 
 Both are deterministic for a (seed, epoch) pair, which is what ``--resume``
 relies on; an epoch can start at any batch (a run resumed mid-epoch).
@@ -78,7 +80,7 @@ class ChunkLoader:
         workers: int = 2,
         rank: int = 0,
         world_size: int = 1,
-        prefetch: int = 4,
+        prefetch: int = 0,
     ):
         self.store = store
         self.batch_size = batch_size
@@ -92,18 +94,21 @@ class ChunkLoader:
         self.workers = max(1, workers)
         self.rank, self.world_size = rank, world_size
         self.global_batch = batch_size * world_size
-        self.prefetch = max(1, prefetch)
+        # Batches formed this many ahead in a thread of their own; 0: as they are asked for. A thread pays off
+        # only beside a consumer that releases the GIL for long (a GPU step): handing each batch over costs up
+        # to the interpreter's switch interval, and on a CPU the step needs the same cores. Training on a GPU
+        # runs the whole loader in train/prefetch.py's thread instead, which also copies to the device.
+        self.prefetch = prefetch
         self.epoch = 0
         self.start_batch = 0
         if mode not in LOADER_MODES:
             raise ValueError(f"mode must be one of {', '.join(LOADER_MODES)}, not {mode!r}")
         # What a held row costs: the stored row once for the specs formed per batch, a float32 input per viewed spec.
         self.scale = getattr(store, "scale", None)  # an int16 store's; None: the rows read as float32
-        self.stored_dtype = np.dtype(np.int16) if self.scale is not None else np.dtype(np.float32)
         self.per_batch = [t.view.get("name", "raw") == "raw" for t in self.transforms]
-        n_leads, n_samples = store.signals.shape[1:]
-        row_bytes = (n_leads * n_samples * self.stored_dtype.itemsize if any(self.per_batch) else 0) + sum(
-            4 * s.channels * n_samples for s, fused in zip(self.specs, self.per_batch) if not fused)
+        self.n_leads, self.n_samples = store.signals.shape[1:]
+        row_bytes = (self.n_leads * self.n_samples * 4 if any(self.per_batch) else 0) + sum(
+            4 * s.channels * self.n_samples for s, fused in zip(self.specs, self.per_batch) if not fused)
         if mode == "auto":
             budget = auto_memory_budget() if memory_budget is None else memory_budget
             mode = "memory" if row_bytes * len(self.indices) <= budget else "stream"
@@ -138,10 +143,10 @@ class ChunkLoader:
                 out.append((start, stop, rows))
         return out
 
-    def _new_held(self, capacity: int) -> _Held:
-        n_leads, n_samples = self.store.signals.shape[1:]
-        return _Held(capacity, (n_leads, n_samples), self.stored_dtype, self.scale is not None,
-                     [None if fused else (s.channels, n_samples) for s, fused in zip(self.specs, self.per_batch)],
+    def _new_held(self, capacity: int, scaled: bool) -> _Held:
+        """Buffers for ``capacity`` rows: int16 with their scale (``scaled``) or float32."""
+        return _Held(capacity, (self.n_leads, self.n_samples), scaled,
+                     [None if fused else (s.channels, self.n_samples) for s, fused in zip(self.specs, self.per_batch)],
                      keep_stored=any(self.per_batch))
 
     def _fill(self, held: _Held, offset: int, chunks: list, pool) -> int:
@@ -153,9 +158,16 @@ class ChunkLoader:
             start, stop, rows = chunks[i]
             at = slice(int(offsets[i]), int(offsets[i + 1]))
             if self.scale is not None:
+                c = self.store.chunk_records
+                if held.can_decode_into(at.start, c) and len(rows) == stop - start:
+                    # A whole chunk decodes straight into its rows of the window (the last chunk's unused rows
+                    # land in the window's slack): one copy fewer.
+                    self.store.read_stored(start, stop, out=held.stored[at.start : at.start + c])
+                    held.scale[at] = self.scale[start:stop]
+                    return
                 buffer = getattr(scratch, "buffer", None)
                 if buffer is None:
-                    buffer = scratch.buffer = np.empty(self.store.signals.chunks, self.stored_dtype)
+                    buffer = scratch.buffer = np.empty(self.store.signals.chunks, np.int16)
                 block = self.store.read_stored(start, stop, out=buffer)
                 scale = self.scale[rows]
             else:
@@ -167,21 +179,21 @@ class ChunkLoader:
         return int(offsets[-1] - offset)
 
     def _batch(self, held: _Held, pos: np.ndarray) -> list:
-        """The inputs of the records at ``pos`` of ``held``, one float32 tensor per spec."""
+        """The inputs of the records at ``pos`` of ``held``, one float32 tensor per spec (pinned if asked)."""
         import torch
 
         out = []
-        for i, (transform, spec) in enumerate(zip(self.transforms, self.specs)):
-            shape = (len(pos), spec.channels, self.store.n_samples)
-            x = torch.empty(shape, dtype=torch.float32, pin_memory=self.pin_memory)
-            held.gather(i, pos, transform, x.numpy())
+        for i, transform in enumerate(self.transforms):
+            x = torch.from_numpy(held.gather(i, pos, transform))
+            if self.pin_memory:
+                x = x.pin_memory()
             out.append(x)
         return out
 
     # -- the two modes --------------------------------------------------------------------
     def _memory_batches(self) -> Iterator[tuple[list, np.ndarray]]:
         if self._held is None:
-            held = self._new_held(len(self.indices))
+            held = self._new_held(len(self.indices), scaled=False)
             with ThreadPoolExecutor(self.workers) as pool:
                 self._fill(held, 0, self._selected_chunks(), pool)
             held.rows = self.indices.copy()
@@ -203,7 +215,8 @@ class ChunkLoader:
         g, done = self.global_batch, 0  # global batches formed so far; the first start_batch are skipped
         largest = max((sum(len(chunks[c][2]) for c in chunk_order[w : w + self.window_chunks])
                        for w in range(0, len(chunk_order), self.window_chunks)), default=0)
-        held = self._new_held(g - 1 + largest)
+        slack = self.store.chunk_records if self.scale is not None else 0  # room for a last, partial chunk decoded whole
+        held = self._new_held(g - 1 + largest + slack, scaled=self.scale is not None)
         carry = 0  # the first ``carry`` rows of ``held`` are the last window's left-over records, in drawn order
         with ThreadPoolExecutor(self.workers) as pool:
             for w in range(0, len(chunk_order), self.window_chunks):
@@ -230,7 +243,9 @@ class ChunkLoader:
 
         batches = self._memory_batches() if self.mode == "memory" else self._stream_batches()
         labels = self.store.labels
-        for x, rows in background(batches, depth=self.prefetch, name="ecgtool-loader"):
+        if self.prefetch:
+            batches = background(batches, depth=self.prefetch, name="ecgtool-loader")
+        for x, rows in batches:
             yt = torch.from_numpy(labels[rows].astype(np.float32))
             if self.pin_memory:
                 yt = yt.pin_memory()
@@ -238,40 +253,44 @@ class ChunkLoader:
 
 
 class _Held:
-    """Rows held by the loader: as stored (int16 with their scale, or float32) for the inputs formed per batch,
-    and the finished input of each spec with a data-side view; positions ``[0, capacity)``."""
+    """Rows held by the loader at positions ``[0, capacity)``: as stored (int16 with their scale, when
+    ``scaled``; else float32, an int16 store's dequantised as they are put) for the inputs formed per batch,
+    and the finished input of each spec with a data-side view."""
 
-    def __init__(self, capacity: int, row: tuple[int, int], dtype: np.dtype, scaled: bool, viewed: list, keep_stored: bool):
-        self.stored = np.empty((capacity, *row), dtype) if keep_stored else None
+    def __init__(self, capacity: int, row: tuple[int, int], scaled: bool, viewed: list, keep_stored: bool):
+        self.stored = np.empty((capacity, *row), np.int16 if scaled else np.float32) if keep_stored else None
         self.scale = np.empty((capacity, row[0]), np.float32) if scaled and keep_stored else None
         self.viewed = [None if shape is None else np.empty((capacity, *shape), np.float32) for shape in viewed]
         self.rows = np.empty(capacity, np.int64)
 
+    def can_decode_into(self, start: int, rows: int) -> bool:
+        """Whether a whole chunk of ``rows`` int16 rows may be decoded into the stored rows from ``start`` on."""
+        return self.scale is not None and not any(v is not None for v in self.viewed) and start + rows <= len(self.stored)
+
     def put(self, at: slice, block: np.ndarray, scale: np.ndarray | None, rows, transforms) -> None:
-        """Hold ``block`` (stored rows; ``scale`` theirs, or None for float32) at positions ``at``."""
+        """Hold ``block`` (a chunk's rows as stored; ``scale`` theirs, or None for float32) at positions ``at``."""
         if self.stored is not None:
-            self.stored[at] = block
             if self.scale is not None:
+                self.stored[at] = block
                 self.scale[at] = scale
+            else:
+                dequantise(block, scale, out=self.stored[at])
         if any(v is not None for v in self.viewed):
             x = dequantise(block, scale)
             for array, transform in zip(self.viewed, transforms):
                 if array is not None:
                     array[at] = transform(x)
 
-    def gather(self, i: int, pos: np.ndarray, transform, out: np.ndarray) -> None:
-        """Spec ``i``'s input for the held records at ``pos``, written into ``out``."""
+    def gather(self, i: int, pos: np.ndarray, transform) -> np.ndarray:
+        """Spec ``i``'s input for the held records at ``pos`` (a new array: fancy indexing gathers rows faster
+        than ``np.take`` into a given buffer)."""
         if self.viewed[i] is not None:
-            np.take(self.viewed[i], pos, axis=0, out=out)
-            return
+            return self.viewed[i][pos]
         leads = None if transform.all_leads else np.asarray(transform.lead_index)
-        if self.scale is None and leads is None:
-            np.take(self.stored, pos, axis=0, out=out)
-        else:
-            rows = self.stored[pos] if leads is None else self.stored[pos[:, None], leads]
-            scale = None if self.scale is None else (self.scale[pos] if leads is None else self.scale[pos[:, None], leads])
-            dequantise(rows, scale, out=out)
-        transform.finish(out, in_place=True)
+        rows = self.stored[pos] if leads is None else self.stored[pos[:, None], leads]
+        if self.scale is not None:
+            rows = dequantise(rows, self.scale[pos] if leads is None else self.scale[pos[:, None], leads])
+        return transform.finish(rows, in_place=True)
 
     def move_to_front(self, pos: np.ndarray) -> None:
         """Put the records at ``pos`` (in that order) at positions ``[0, len(pos))``."""

@@ -37,14 +37,16 @@ def quantise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def dequantise(q: np.ndarray, scale: np.ndarray | None, out: np.ndarray | None = None) -> np.ndarray:
     """Stored rows ``[n, leads, samples]`` (int16 with ``scale`` [n, leads], or float with ``scale`` None)
-    → float32, written into ``out`` when given. The int16 product is computed in float32 (numpy casts the
-    int16 exactly), the same operation whatever the caller, so every reader gets identical values."""
-    if scale is None:
-        if out is None:
-            return np.asarray(q, dtype=np.float32)
-        out[...] = q
-        return out
-    return np.multiply(q, np.asarray(scale, np.float32)[..., None], out=out, dtype=np.float32)
+    → float32, written into ``out`` when given. The int16 product is computed in float32 (the int16 cast
+    exactly), the same operation whatever the caller, so every reader gets identical values."""
+    if out is None:
+        out = np.empty(np.shape(q), np.float32)
+    np.copyto(out, q, casting="unsafe")  # int16 → float32 is exact
+    if scale is not None:
+        # In place, float32 × float32: four times faster than one mixed-type multiply (numpy casts that
+        # through a buffer), with the same result.
+        np.multiply(out, np.asarray(scale, np.float32)[..., None], out=out)
+    return out
 
 
 def as_stored(x: np.ndarray, dtype: str) -> np.ndarray:

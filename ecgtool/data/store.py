@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,7 +188,7 @@ class EcgStore:
             if direct is not None:
                 path = Path(self.path) / "signals" / "c" / str(index) / "0" / "0"
                 try:
-                    raw = path.read_bytes()
+                    raw = _read_file(path)
                 except FileNotFoundError:
                     raise StoreError(f"{where} is missing (the file {path} was deleted?); the store is damaged") from None
                 expected = int(np.prod(self.signals.chunks)) * dtype.itemsize
@@ -291,6 +292,22 @@ def qualified_ids(store: EcgStore, ids) -> np.ndarray:
         source = np.asarray(source, dtype=str)
         ids = np.where(source != "", np.char.add(np.char.add(source, "/"), ids), ids)
     return np.char.add(dataset + "/", ids)
+
+
+_READ_BUFFERS = threading.local()  # per thread: one buffer the chunk files are read into, grown as needed
+
+
+def _read_file(path: Path) -> memoryview:
+    """The bytes of ``path``, read into this thread's reusable buffer (valid until its next call): a fresh
+    bytes object per chunk would cost the kernel's zeroing of new pages on every read."""
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        buffer = getattr(_READ_BUFFERS, "buffer", None)
+        if buffer is None or len(buffer) < size:
+            buffer = _READ_BUFFERS.buffer = bytearray(size)
+        view = memoryview(buffer)[:size]
+        got = f.readinto(view)
+        return view[:got]
 
 
 def _check_blosc_frame(raw: bytes, expected: int, where: str) -> None:
