@@ -29,17 +29,18 @@ from ecgtool.background import background, close
 def _tensors(batch):
     """The tensors of a loader batch ``(x, y, rows)``: ``x`` may be a tuple of inputs."""
     x, y = batch[0], batch[1]
-    return (*(x if isinstance(x, tuple) else (x,)), y)
+    return (*(x if isinstance(x, tuple) else (x,)), *(() if y is None else (y,)))
 
 
 def to_device(batch, device: torch.device):
-    """``(x, y, rows)`` with ``x`` (a tensor or a tuple of them) and ``y`` on ``device``; non-blocking from pinned memory."""
+    """``(x, y, rows)`` with ``x`` (a tensor or a tuple of them) and ``y`` (None for unlabelled recordings) on
+    ``device``; non-blocking from pinned memory."""
     x, y, rows = batch
 
     def move(t: torch.Tensor) -> torch.Tensor:
         return t.to(device, non_blocking=True)
 
-    return (tuple(move(t) for t in x) if isinstance(x, tuple) else move(x)), move(y), rows
+    return (tuple(move(t) for t in x) if isinstance(x, tuple) else move(x)), None if y is None else move(y), rows
 
 
 def prefetch(batches: Iterable, device: torch.device, depth: int = 2) -> Iterator:
