@@ -10,10 +10,11 @@ prep       ``prep`` to 100 Hz (default filters, z-score, ``--jobs`` default)
 split      ``split`` patient-wise (8/1/1 stratified folds)
 train      ``train resnet18`` with ``base_width=16``, one epoch, ``--val`` (loader ``auto``: memory
            mode when the store fits, so its memory follows the training store *by design*)
-eval       ``eval`` on the test split with its default bootstrap (1000 resamples)
+eval       ``eval`` on the whole prepped store (all N records, so that its memory is measured
+           against the store's size, not a tenth of it) with its default bootstrap (1000 resamples)
 eval-nb    the same with ``--bootstrap 0``: inference and point metrics only
-explain    ``explain --limit 8`` (Grad-CAM, charts): a fixed number of records, so its time
-           and memory should not grow with N at all (only opening the store does)
+explain    ``explain --limit 8`` on the whole store (Grad-CAM, charts): a fixed number of records,
+           so its time and memory should not grow with N at all (only opening the store does)
 predict    ``predict`` on the raw WFDB recordings of all N records (the checkpoint's own
            preprocessing) → CSV
 ========== ======================================================================================
@@ -25,7 +26,7 @@ started (the cores are often shared: a load above the core count slows the wall 
 time much less). Then a table of every step × N with:
 
 * **s / 1k records** — the slope of the wall time between the two largest N, per 1,000 records
-  of N (eval, explain and train see the test or train split, about 10 % or 80 % of N);
+  of N (train sees the training split, about 80 % of N);
 * **memory flat** — whether peak RSS at the largest N stays within 15 % of the smallest N's plus
   the N × K outputs that step must hold (float64 probabilities, labels and decisions of the rows
   it sees) — "yes", or the growth in MB.
@@ -94,16 +95,16 @@ def _records_in(store: Path) -> int:
 
 def step_args(step: str, d: Path, n: int, bootstrap: int) -> tuple[list[str], Path | None]:
     """The ecgtool arguments of ``step`` for the data in ``d`` (and a file for its stdout)."""
-    ckpt, splits = d / "model.ckpt", d / "splits"
+    ckpt, splits, store = d / "model.ckpt", d / "splits", d / "store.zarr"
     return {
         "fetch": (["fetch", "synthetic", "-o", str(d / "raw"), "--num-records", str(n), "--overwrite"], None),
-        "prep": (["prep", str(d / "raw"), "-o", str(d / "store.zarr"), "--fs", "100", "--overwrite"], None),
-        "split": (["split", str(d / "store.zarr"), "-o", str(splits), "--overwrite"], None),
+        "prep": (["prep", str(d / "raw"), "-o", str(store), "--fs", "100", "--overwrite"], None),
+        "split": (["split", str(store), "-o", str(splits), "--overwrite"], None),
         "train": (["train", "resnet18", str(splits / "train.zarr"), "--val", str(splits / "val.zarr"), "-o", str(ckpt),
                    "--epochs", "1", "--model-arg", "base_width=16", "--overwrite"], None),
-        "eval": (["eval", str(ckpt), str(splits / "test.zarr"), "--json", "--bootstrap", str(bootstrap)], d / "eval.json"),
-        "eval-nb": (["eval", str(ckpt), str(splits / "test.zarr"), "--json", "--bootstrap", "0"], d / "eval-nb.json"),
-        "explain": (["explain", str(ckpt), str(splits / "test.zarr"), "--limit", str(EXPLAINED), "-o", str(d / "explain"),
+        "eval": (["eval", str(ckpt), str(store), "--json", "--bootstrap", str(bootstrap)], d / "eval.json"),
+        "eval-nb": (["eval", str(ckpt), str(store), "--json", "--bootstrap", "0"], d / "eval-nb.json"),
+        "explain": (["explain", str(ckpt), str(store), "--limit", str(EXPLAINED), "-o", str(d / "explain"),
                      "--overwrite"], None),
         "predict": (["predict", str(ckpt), str(d / "raw"), "-o", str(d / "predictions.csv"), "--overwrite"], None),
     }[step]
@@ -111,11 +112,8 @@ def step_args(step: str, d: Path, n: int, bootstrap: int) -> tuple[list[str], Pa
 
 def _rows(step: str, d: Path, n: int) -> int:
     """Records a step's outputs cover."""
-    splits = d / "splits"
-    if step in ("eval", "eval-nb"):
-        return _records_in(splits / "test.zarr")
     if step == "train":
-        return _records_in(splits / "val.zarr")  # validation outputs; the training store is the loader's choice
+        return _records_in(d / "splits" / "val.zarr")  # validation outputs; the training store is the loader's choice
     return EXPLAINED if step == "explain" else n
 
 
