@@ -25,8 +25,10 @@ worker processes count one at a time, not summed), and the 1-minute load average
 started (the cores are often shared: a load above the core count slows the wall time, the CPU
 time much less). Then a table of every step × N with:
 
-* **s / 1k records** — the slope of the wall time between the two largest N, per 1,000 records
-  of N (train sees the training split, about 80 % of N);
+* **s / 1k records** — the slope of the wall time (and of the CPU time, less disturbed by other
+  processes on shared cores) between the two largest N, per 1,000 records of N (train sees the
+  training split, about 80 % of N);
+* **MB / 1k records** — the slope of the peak memory between the two largest N;
 * **memory flat** — whether peak RSS at the largest N stays within 15 % of the smallest N's plus
   the N × K outputs that step must hold (float64 probabilities, labels and decisions of the rows
   it sees) — "yes", or the growth in MB.
@@ -132,8 +134,8 @@ def run_all(work: Path, sizes: list[int], steps: list[str], bootstrap: int) -> l
     return runs
 
 
-def _slope(a: Run, b: Run) -> float:
-    return (b.seconds - a.seconds) / (b.records - a.records) * 1000
+def _slope(a: Run, b: Run, what: str) -> float:
+    return (getattr(b, what) - getattr(a, what)) / (b.records - a.records) * 1000
 
 
 def _flat(small: Run, large: Run) -> str:
@@ -145,7 +147,7 @@ def _flat(small: Run, large: Run) -> str:
 def table(runs: list[Run]) -> str:
     sizes = sorted({r.records for r in runs})
     by = {(r.step, r.records): r for r in runs}
-    head = ["step", *(f"N={n:,}: wall s (CPU s) / MB" for n in sizes), "s / 1k records", "memory flat"]
+    head = ["step", *(f"N={n:,}: wall s (CPU s) / MB" for n in sizes), "s / 1k records: wall (CPU)", "MB / 1k records", "memory flat"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["--:"] * (len(head) - 1)) + "|"]
     for step in STEPS:
         got = [by.get((step, n)) for n in sizes]
@@ -153,9 +155,10 @@ def table(runs: list[Run]) -> str:
             continue
         cells = [f"{r.seconds:.1f} ({r.cpu:.0f}) / {r.peak_mb:.0f}" if r else "–" for r in got]
         have = [r for r in got if r]
-        slope = f"{_slope(have[-2], have[-1]):.2f}" if len(have) > 1 else "–"
+        slope = f"{_slope(have[-2], have[-1], 'seconds'):.2f} ({_slope(have[-2], have[-1], 'cpu'):.2f})" if len(have) > 1 else "–"
+        memory = f"{_slope(have[-2], have[-1], 'peak_mb'):.1f}" if len(have) > 1 else "–"
         flat = _flat(have[0], have[-1]) if len(have) > 1 else "–"
-        lines.append("| " + " | ".join([step, *cells, slope, flat]) + " |")
+        lines.append("| " + " | ".join([step, *cells, slope, memory, flat]) + " |")
     loads = ", ".join(f"{r.load:.1f}" for r in runs)
     lines.append("")
     lines.append(f"Load average (1 min) at each step's start, in order: {loads} ({os.cpu_count()} cores).")
