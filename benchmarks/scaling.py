@@ -34,13 +34,16 @@ time much less). Then a table of every step × N with:
   it sees) — "yes", or the growth in MB.
 
 With ``--work DIR`` everything is kept in ``DIR/nN/`` and ``--steps`` can rerun some steps on the
-data left by an earlier run (e.g. ``--steps eval,eval-nb`` after changing eval). The script
-itself imports only the standard library, so its own memory stays small.
+data left by an earlier run (e.g. ``--steps eval,eval-nb`` after changing eval); every measurement
+is also appended to ``DIR/runs.jsonl``, and the table then shows, for the N asked for, the latest
+measurement of every step recorded there (rerun steps beside the earlier ones). The script itself
+imports only the standard library, so its own memory stays small.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -119,7 +122,7 @@ def _rows(step: str, d: Path, n: int) -> int:
     return EXPLAINED if step == "explain" else n
 
 
-def run_all(work: Path, sizes: list[int], steps: list[str], bootstrap: int) -> list[Run]:
+def run_all(work: Path, sizes: list[int], steps: list[str], bootstrap: int, record: Path | None) -> list[Run]:
     runs = []
     for n in sizes:
         d = work / f"n{n}"
@@ -130,6 +133,9 @@ def run_all(work: Path, sizes: list[int], steps: list[str], bootstrap: int) -> l
             _say(f"N={n:>6} {step:<8} (load {load:.2f}) ecgtool {' '.join(args)}")
             seconds, cpu, peak = _run(args, d / f"{step}.log", stdout)
             runs.append(Run(step, n, seconds, cpu, peak, load, _rows(step, d, n)))
+            if record is not None:
+                with open(record, "a") as f:
+                    f.write(json.dumps(dataclasses.asdict(runs[-1])) + "\n")
             _say(f"         {seconds:8.1f} s wall  {cpu:8.1f} s CPU  {peak:7.0f} MB peak RSS")
     return runs
 
@@ -159,9 +165,9 @@ def table(runs: list[Run]) -> str:
         memory = f"{_slope(have[-2], have[-1], 'peak_mb'):.1f}" if len(have) > 1 else "–"
         flat = _flat(have[0], have[-1]) if len(have) > 1 else "–"
         lines.append("| " + " | ".join([step, *cells, slope, memory, flat]) + " |")
-    loads = ", ".join(f"{r.load:.1f}" for r in runs)
+    loads = "; ".join(f"N={n:,}: " + ", ".join(f"{by[s, n].load:.1f}" for s in STEPS if (s, n) in by) for n in sizes)
     lines.append("")
-    lines.append(f"Load average (1 min) at each step's start, in order: {loads} ({os.cpu_count()} cores).")
+    lines.append(f"Load average (1 min) at each step's start, steps in table order: {loads} ({os.cpu_count()} cores).")
     return "\n".join(lines)
 
 
@@ -185,7 +191,15 @@ def main() -> None:
          + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     t0 = time.perf_counter()
     try:
-        runs = run_all(work, sizes, steps, bootstrap)
+        record = None if tmp is not None else work / "runs.jsonl"
+        runs = run_all(work, sizes, steps, bootstrap, record)
+        if record is not None:  # the latest of every step recorded for these N
+            latest = {}
+            for line in record.read_text().splitlines():
+                r = Run(**json.loads(line))
+                if r.records in sizes:
+                    latest[r.step, r.records] = r
+            runs = list(latest.values())
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -166,3 +166,18 @@ def test_saved_resamples_refuse_what_is_not_a_matrix_of_ids(tmp_path):
     (tmp_path / "short.npy").write_bytes((tmp_path / "short.npy").read_bytes()[:-8])
     with pytest.raises(ValueError, match="ends"):
         bootstrap.Resamples.saved(tmp_path / "short.npy").array()
+
+
+def test_blocks_shrink_beyond_32768_records_and_metrics_stay_within_rounding(monkeypatch):
+    assert bootstrap.block_for(100) == bootstrap.block_for(32768) == 64
+    assert bootstrap.block_for(88253) == 23 and bootstrap.block_for(10**9) == 1
+    y, p = case(n=300)
+    metrics = bootstrap.HeadlineMetrics(y, p, predict_labels(p, True, None), True)
+    resamples = bootstrap.Resamples.drawn(y, 100, seed=0)
+    wide = bootstrap.resampled_metrics(metrics, resamples)
+    monkeypatch.setattr(bootstrap, "BLOCK_VALUES", 300 * 7)  # 7 resamples per block at 300 records
+    seen = []
+    narrow = bootstrap.resampled_metrics(metrics, resamples, lambda done, total: seen.append(done))
+    assert seen[:2] == [7, 14] and seen[-1] == 100
+    for k in wide:
+        np.testing.assert_allclose(narrow[k], wide[k], rtol=0, atol=1e-14)

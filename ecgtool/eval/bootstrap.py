@@ -28,7 +28,16 @@ from ecgtool.errors import EcgtoolError
 from ecgtool.eval import challenge
 from ecgtool.eval.metrics import beta_measures, count_ratios, fmax_from_sums, fmax_terms, label_normalised_counts
 
-BLOCK = 64  # resamples per vectorised block: bounds memory at BLOCK x N
+BLOCK = 64  # resamples per vectorised block
+BLOCK_VALUES = BLOCK * 32768  # at most this many values per [resamples, records] array of a block (16 MB as float64)
+
+
+def block_for(records: int) -> int:
+    """Resamples per block of the metrics: ``BLOCK`` up to 32,768 records, fewer beyond, so that a block's
+    ``[resamples, records]`` arrays (about ten of them live at once) stay within ``BLOCK_VALUES`` values whatever
+    the store's size. Each resample's metrics are computed alone, but matrix products may round differently
+    with another block size (by ~1e-16), so below that size results equal those of 64-resample blocks exactly."""
+    return max(1, min(BLOCK, BLOCK_VALUES // max(records, 1)))
 
 
 class Resamples:
@@ -230,10 +239,10 @@ class HeadlineMetrics:
 
 
 def resampled_metrics(metrics: HeadlineMetrics, resamples: Resamples, progress=None) -> dict[str, np.ndarray]:
-    """Every headline metric over every resample, computed in blocks of ``BLOCK`` resamples (only the
-    ``[resamples, K]`` results are kept); ``progress(resamples done, resamples in all)`` after each block."""
+    """Every headline metric over every resample, computed in blocks of ``block_for(records)`` resamples (only
+    the ``[resamples, K]`` results are kept); ``progress(resamples done, resamples in all)`` after each block."""
     parts, done = [], 0
-    for ids in resamples.blocks(BLOCK):
+    for ids in resamples.blocks(block_for(len(metrics.y))):
         parts.append(metrics(multiplicities(ids, len(metrics.y))))
         done += len(ids)
         if progress is not None:
