@@ -148,10 +148,12 @@ def test_blocks_reproduce_the_held_matrix_and_its_metrics(n, seed, tmp_path):
     with open(tmp_path / "blocks.npy", "wb") as f:
         resamples.write_npy(f)
     assert (tmp_path / "blocks.npy").read_bytes() == (tmp_path / "held.npy").read_bytes()
-    np.save(tmp_path / "wide.npy", held.astype(np.int64))
-    saved = bootstrap.Resamples.saved(tmp_path / "wide.npy")
-    assert (saved.n, saved.records) == held.shape and np.array_equal(saved.array(), held)
-    assert saved.sha256() == resamples.sha256()
+    for dtype in (np.int64, np.uint64):
+        np.save(tmp_path / "wide.npy", held.astype(dtype))
+        saved = bootstrap.Resamples.saved(tmp_path / "wide.npy")
+        assert (saved.n, saved.records) == held.shape and np.array_equal(saved.array(), held)
+        assert saved.sha256() == resamples.sha256()
+        np.testing.assert_array_equal(bootstrap.resampled_metrics(metrics, saved)["auroc"], got["auroc"])
 
 
 def test_saved_resamples_refuse_what_is_not_a_matrix_of_ids(tmp_path):

@@ -80,7 +80,8 @@ class Resamples:
                     block = np.fromfile(f, dtype=dtype, count=rows * records)
                     if block.size < rows * records:
                         raise ValueError(f"the file ends before its {n} × {records} ids do")
-                    yield block.reshape(rows, records)
+                    # unsigned ids as signed: uint64 + int64 offsets would turn float in ``multiplicities``
+                    yield block.reshape(rows, records).astype(np.int64 if dtype.kind == "u" else dtype, copy=False)
         return cls(n, records, blocks)
 
     @classmethod
