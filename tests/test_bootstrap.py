@@ -29,7 +29,7 @@ def test_resampled_metrics_equal_the_report_on_resampled_arrays(multi_label):
     t = np.linspace(0.3, 0.6, 6)
     yhat = predict_labels(p, multi_label, t)
     ids = bootstrap.resample_ids(y, 8, seed=0)
-    got = bootstrap.resampled_metrics(bootstrap.HeadlineMetrics(y, p, yhat, multi_label), ids)
+    got = bootstrap.resampled_metrics(bootstrap.HeadlineMetrics(y, p, yhat, multi_label), bootstrap.Resamples.of(ids))
     names = ["auroc", "auprc", "f1", "sensitivity", "specificity", "f_beta2", "g_beta2"]
     names += ["fmax", "exact_match"] if multi_label else ["accuracy"]
     for b in range(len(ids)):
@@ -49,7 +49,7 @@ def test_resampled_challenge_metric_equals_direct_computation():
     p = rng.random((200, 26))
     yhat = predict_labels(p, True, np.full(26, 0.8))
     ids = bootstrap.resample_ids(y, 5, seed=3)
-    got = bootstrap.resampled_metrics(bootstrap.HeadlineMetrics(y, p, yhat, True, mapping), ids)["challenge"]
+    got = bootstrap.resampled_metrics(bootstrap.HeadlineMetrics(y, p, yhat, True, mapping), bootstrap.Resamples.of(ids))["challenge"]
     for b in range(5):
         assert got[b] == pytest.approx(challenge.challenge_metric(y[ids[b]], yhat[ids[b]], mapping))
 
@@ -83,7 +83,7 @@ def test_interval_matches_the_binomial_sampling_distribution():
     y = np.eye(3, dtype=np.uint8)[truth]
     p = np.eye(3)[chosen] * 0.8 + 0.2 / 3
     metrics = bootstrap.HeadlineMetrics(y, p, predict_labels(p, False, None), False)
-    values = bootstrap.resampled_metrics(metrics, bootstrap.resample_ids(y, 1000, seed=0))["accuracy"]
+    values = bootstrap.resampled_metrics(metrics, bootstrap.Resamples.drawn(y, 1000, seed=0))["accuracy"]
     low, high = bootstrap.interval(values, 0.95)
     expected = 2 * 1.959964 * np.sqrt(right.mean() * (1 - right.mean()) / n)
     assert high - low == pytest.approx(expected, rel=0.12)
@@ -93,7 +93,7 @@ def test_interval_matches_the_binomial_sampling_distribution():
 
 def test_paired_difference():
     y, p = case(n=500)
-    ids = bootstrap.resample_ids(y, 200, seed=0)
+    ids = bootstrap.Resamples.drawn(y, 200, seed=0)
     yhat = predict_labels(p, True, None)
     good = bootstrap.resampled_metrics(bootstrap.HeadlineMetrics(y, p, yhat, True), ids)
     point = classification_report(y, p, list("abcdef"), True, None)["macro"]
@@ -104,3 +104,82 @@ def test_paired_difference():
     point_worse = classification_report(y, noisy, list("abcdef"), True, None)["macro"]
     d = bootstrap.paired_difference(good, worse, point, point_worse, 0.95)["auroc"]
     assert d["difference"] > 0 and 0 < d["low"] < d["difference"] < d["high"] and d["p_value"] < 0.01
+
+
+def _held_resample_ids(y, n, seed, max_draws_per_sample=1000):
+    """The implementation before resamples were drawn block by block (every id held in one
+    ``[n, N]`` matrix): the reference the blocks must reproduce exactly."""
+    rng = np.random.default_rng(seed)
+    count = len(y)
+    positives = y.sum(axis=0)
+    need_pos, need_neg = positives > 0, positives < count
+    out = np.empty((n, count), dtype=np.int32)
+    kept = 0
+    for _ in range(n * max_draws_per_sample):
+        ids = rng.integers(0, count, count, dtype=np.int64)
+        s = y[ids].sum(axis=0)
+        if (s[need_pos] > 0).all() and (s[need_neg] < count).all():
+            out[kept] = ids
+            kept += 1
+            if kept == n:
+                return out
+    raise AssertionError("unreachable in these cases")
+
+
+@pytest.mark.parametrize("n, seed", [(1, 0), (64, 1), (130, 5)])
+def test_blocks_reproduce_the_held_matrix_and_its_metrics(n, seed, tmp_path):
+    import hashlib
+
+    y, p = case(n=90)
+    y[:, 4] = 0
+    y[[3, 50], 4] = 1  # a rare class: many draws are rejected, so the random stream matters
+    held = _held_resample_ids(y, n, seed)
+    resamples = bootstrap.Resamples.drawn(y, n, seed)
+    for size in (1, 7, 64, 1000):  # the block size changes how the ids are handed out, not which
+        blocks = list(resamples.blocks(size))
+        assert all(len(b) <= size for b in blocks) and np.array_equal(np.concatenate(blocks), held)
+    assert resamples.sha256() == hashlib.sha256(held.tobytes()).hexdigest()
+    metrics = bootstrap.HeadlineMetrics(y, p, predict_labels(p, True, None), True)
+    got = bootstrap.resampled_metrics(metrics, resamples)
+    before = bootstrap.resampled_metrics(metrics, bootstrap.Resamples.of(held))
+    assert got.keys() == before.keys()
+    assert all(np.array_equal(got[k], before[k], equal_nan=True) for k in got)
+    np.save(tmp_path / "held.npy", held)
+    with open(tmp_path / "blocks.npy", "wb") as f:
+        resamples.write_npy(f)
+    assert (tmp_path / "blocks.npy").read_bytes() == (tmp_path / "held.npy").read_bytes()
+    for dtype in (np.int64, np.uint64):
+        np.save(tmp_path / "wide.npy", held.astype(dtype))
+        saved = bootstrap.Resamples.saved(tmp_path / "wide.npy")
+        assert (saved.n, saved.records) == held.shape and np.array_equal(saved.array(), held)
+        assert saved.sha256() == resamples.sha256()
+        np.testing.assert_array_equal(bootstrap.resampled_metrics(metrics, saved)["auroc"], got["auroc"])
+
+
+def test_saved_resamples_refuse_what_is_not_a_matrix_of_ids(tmp_path):
+    np.save(tmp_path / "f.npy", np.zeros((2, 3)))
+    np.save(tmp_path / "v.npy", np.zeros(3, dtype=np.int32))
+    np.save(tmp_path / "t.npy", np.zeros((3, 2), dtype=np.int32).T)  # Fortran order
+    (tmp_path / "x.npy").write_bytes(b"not numpy")
+    for name in ("f", "v", "t", "x"):
+        with pytest.raises(ValueError):
+            bootstrap.Resamples.saved(tmp_path / f"{name}.npy")
+    np.save(tmp_path / "short.npy", np.zeros((4, 3), dtype=np.int32))
+    (tmp_path / "short.npy").write_bytes((tmp_path / "short.npy").read_bytes()[:-8])
+    with pytest.raises(ValueError, match="ends"):
+        bootstrap.Resamples.saved(tmp_path / "short.npy").array()
+
+
+def test_blocks_shrink_beyond_32768_records_and_metrics_stay_within_rounding(monkeypatch):
+    assert bootstrap.block_for(100) == bootstrap.block_for(32768) == 64
+    assert bootstrap.block_for(88253) == 23 and bootstrap.block_for(10**9) == 1
+    y, p = case(n=300)
+    metrics = bootstrap.HeadlineMetrics(y, p, predict_labels(p, True, None), True)
+    resamples = bootstrap.Resamples.drawn(y, 100, seed=0)
+    wide = bootstrap.resampled_metrics(metrics, resamples)
+    monkeypatch.setattr(bootstrap, "BLOCK_VALUES", 300 * 7)  # 7 resamples per block at 300 records
+    seen = []
+    narrow = bootstrap.resampled_metrics(metrics, resamples, lambda done, total: seen.append(done))
+    assert seen[:2] == [7, 14] and seen[-1] == 100
+    for k in wide:
+        np.testing.assert_allclose(narrow[k], wide[k], rtol=0, atol=1e-14)

@@ -181,3 +181,17 @@ def test_thresholds_separate_saturated_float32_scores(objective):
     assert (predict_labels(p, True, t)[:, 0] == y[:, 0]).all()
     g = tune_thresholds(y, p, objective, "global")
     assert (predict_labels(p, True, g)[:, 0] == y[:, 0]).all()
+
+
+def test_fmax_terms_in_steps_of_records_equal_one_step(monkeypatch):
+    """The Fmax terms and their sums, computed a few records at a time, are bit-identical to one step."""
+    from ecgtool.eval import metrics
+
+    rng = np.random.default_rng(4)
+    y = (rng.random((3001, 5)) < 0.3).astype(np.uint8)
+    p = np.round(rng.random((3001, 5)), 2)
+    whole_terms, whole_sums = metrics.fmax_terms(y, p), metrics.fmax_sums(y, p)
+    assert np.array_equal(whole_sums, whole_terms.sum(axis=1))
+    monkeypatch.setattr(metrics, "FMAX_RECORDS", 97)
+    assert np.array_equal(metrics.fmax_terms(y, p), whole_terms)
+    assert np.array_equal(metrics.fmax_sums(y, p), whole_sums)

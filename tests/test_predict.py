@@ -218,3 +218,32 @@ def test_recording_reader_makes_the_loaders_input_of_the_store_row(tmp_path, nor
         i = store.record_id.tolist().index(rec.name)
         r = read_recording(rec)
         np.testing.assert_array_equal(reader(reader.row(r.signal, r.fs, r.leads)[None])[0], expected[i])
+
+
+@pytest.mark.parametrize("records", [0, 1, 3])
+def test_written_json_and_csv_are_the_whole_document_record_by_record(records):
+    """write_json streams the records; its text is exactly json.dumps(to_dict(), indent=2)."""
+    import io
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from ecgtool.data.recordings import Recording
+    from ecgtool.eval.recordings import Predictions
+
+    ckpt = SimpleNamespace(path=None, model=SimpleNamespace(name="resnet18"), task="t", multi_label=True,
+                           classes=["A", "B"], preprocessing={"fs": 100.0, "note": 'a "records": [] b'})
+    recs = [Recording(f"r{i}", "wfdb", Path(f"/d/r{i}"), Path("/d")) for i in range(records)]
+    probs = np.array([[0.25, np.nan], [1.0, 0.0], [0.5, 0.125]])[:records]
+    result = Predictions(ckpt, recs, probs, (np.nan_to_num(probs) > 0.4).astype(np.uint8), np.array([0.4, 0.4]), "tuned",
+                         None, skipped=[(Recording("bad", "csv", Path("/d/bad.csv"), Path("/d")), "unreadable")],
+                         warnings=["w"], provenance={"step": "predict"})
+    f = io.StringIO()
+    result.write_json(f)
+    assert f.getvalue() == json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
+    assert len(json.loads(f.getvalue())["records"]) == records
+    f = io.StringIO()
+    result.write_csv(f)
+    lines = f.getvalue().splitlines()
+    assert lines[0] == "record,A,B,labels" and len(lines) == records + 1
+    if records:
+        assert lines[1] == "r0,0.25,nan,"

@@ -82,11 +82,9 @@ def eval_(checkpoint, store_path, val, threshold_objective, threshold_scope, tun
     if predictions:
         write_predictions(predictions, result, overwrite, inputs)
     if save_resamples:
-        import numpy as np
-
         with atomic_output(save_resamples, overwrite, inputs=inputs) as tmp:
             with open(tmp, "wb") as f:
-                np.save(f, result.resample_ids.astype(np.int32))
+                result.resamples.write_npy(f)
     if plots:
         from ecgtool.eval.plots import write_report_plots
 

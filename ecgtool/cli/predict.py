@@ -37,7 +37,7 @@ def predict(checkpoint, inputs, output, fs, csv_units, on_error, batch_size, dev
     """
     from rich.markup import escape
 
-    from ecgtool.cli.options import emit_json, resolve_device, stderr_console, stdout_console
+    from ecgtool.cli.options import resolve_device, stderr_console, stdout_console
     from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.data.recordings import find_recordings
     from ecgtool.eval.recordings import PredictOptions, check_recordings, output_format, run_predict, write_predictions
@@ -64,7 +64,9 @@ def predict(checkpoint, inputs, output, fs, csv_units, on_error, batch_size, dev
         console.print(f"predicted {len(result.recordings)} recording(s) into {escape(str(output))}"
                       + (f"; {len(result.skipped)} left out" if result.skipped else ""), highlight=False)
     if as_json:
-        emit_json(result.to_dict())
+        import sys
+
+        result.write_json(sys.stdout)  # record by record: a large run is never held as one text
     elif output:
         click.echo(output)
     else:

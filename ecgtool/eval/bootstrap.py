@@ -18,7 +18,9 @@ saved and reloaded, so two models are compared on identical resamples.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -26,33 +28,132 @@ from ecgtool.errors import EcgtoolError
 from ecgtool.eval import challenge
 from ecgtool.eval.metrics import beta_measures, count_ratios, fmax_from_sums, fmax_terms, label_normalised_counts
 
-BLOCK = 64  # resamples per vectorised block: bounds memory at BLOCK x N
+BLOCK = 64  # resamples per vectorised block
+BLOCK_VALUES = BLOCK * 32768  # at most this many values per [resamples, records] array of a block (16 MB as float64)
+
+
+def block_for(records: int) -> int:
+    """Resamples per block of the metrics: ``BLOCK`` up to 32,768 records, fewer beyond, so that a block's
+    ``[resamples, records]`` arrays (about ten of them live at once) stay within ``BLOCK_VALUES`` values whatever
+    the store's size. Each resample's metrics are computed alone, but matrix products may round differently
+    with another block size (by ~1e-16), so below that size results equal those of 64-resample blocks exactly."""
+    return max(1, min(BLOCK, BLOCK_VALUES // max(records, 1)))
+
+
+class Resamples:
+    """Bootstrap resample ids ``[n, records]`` handed out block by block, so that no pass holds them whole
+    (1000 resamples of 88k records are 352 MB as int32): drawn afresh from the seed on every pass, the same
+    ids each time (a pass costs a few % of the metrics computed on it), read block by block from a saved
+    ``.npy`` file, or held (``of``)."""
+
+    def __init__(self, n: int, records: int, blocks: Callable[[int], Iterator[np.ndarray]]):
+        self.n, self.records, self._blocks = n, records, blocks
+
+    @classmethod
+    def drawn(cls, y: np.ndarray, n: int, seed: int, max_draws_per_sample: int = 1000) -> "Resamples":
+        """``n`` seeded resamples of the records of ``y``, each keeping every class's two label values that
+        ``y`` has; a class too rare for that is refused now, before any pass."""
+        _check_drawable(y, n, max_draws_per_sample)
+        return cls(n, len(y), lambda size: _drawn_blocks(y, n, seed, max_draws_per_sample, size))
+
+    @classmethod
+    def saved(cls, path) -> "Resamples":
+        """The ids in the ``.npy`` file ``path`` (any integer dtype, C order), read a block at a time; a file
+        that is not a 2-D integer array raises ``ValueError``."""
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f".npy format version {version} is not read here")
+            shape, fortran, dtype = read_header(f)  # numpy's own parser: a literal, never a pickle
+            offset = f.tell()
+        if len(shape) != 2 or fortran or not np.issubdtype(dtype, np.integer):
+            raise ValueError(f"a C-order 2-D integer array is needed, not shape {shape}, dtype {dtype}"
+                             + (", Fortran order" if fortran else ""))
+        n, records = shape
+
+        def blocks(size: int) -> Iterator[np.ndarray]:
+            with open(path, "rb") as f:
+                for i in range(0, n, size):
+                    rows = min(size, n - i)
+                    f.seek(offset + i * records * dtype.itemsize)
+                    block = np.fromfile(f, dtype=dtype, count=rows * records)
+                    if block.size < rows * records:
+                        raise ValueError(f"the file ends before its {n} × {records} ids do")
+                    # unsigned ids as signed: uint64 + int64 offsets would turn float in ``multiplicities``
+                    yield block.reshape(rows, records).astype(np.int64 if dtype.kind == "u" else dtype, copy=False)
+        return cls(n, records, blocks)
+
+    @classmethod
+    def of(cls, ids: np.ndarray) -> "Resamples":
+        """Ids already in memory."""
+        ids = np.asarray(ids)
+        return cls(len(ids), ids.shape[1], lambda size: (ids[i:i + size] for i in range(0, len(ids), size)))
+
+    def blocks(self, size: int = BLOCK) -> Iterator[np.ndarray]:
+        """``[≤ size, records]`` integer blocks (int32 when drawn) of consecutive resamples, in order."""
+        return self._blocks(size)
+
+    def array(self) -> np.ndarray:
+        """All ids at once (for small stores and tests)."""
+        return np.concatenate(list(self.blocks())) if self.n else np.empty((0, self.records), np.int32)
+
+    def sha256(self) -> str:
+        """Of the ids as one C-order int32 array."""
+        h = hashlib.sha256()
+        for block in self.blocks():
+            h.update(np.ascontiguousarray(block, dtype=np.int32))
+        return h.hexdigest()
+
+    def write_npy(self, f) -> None:
+        """The ids as one int32 ``.npy`` array into the binary file ``f`` (what ``np.save`` writes)."""
+        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int32)),
+                                                 "fortran_order": False, "shape": (self.n, self.records)})
+        for block in self.blocks():
+            f.write(np.ascontiguousarray(block, dtype=np.int32).tobytes())
 
 
 def resample_ids(y: np.ndarray, n: int, seed: int, max_draws_per_sample: int = 1000) -> np.ndarray:
-    """``[n, N]`` int32 record indices; each resample keeps every class's two label values that the store has."""
-    rng = np.random.default_rng(seed)
-    count = len(y)
+    """``[n, N]`` int32 record indices of ``Resamples.drawn`` held at once."""
+    return Resamples.drawn(y, n, seed, max_draws_per_sample).array()
+
+
+def _needs(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     positives = y.sum(axis=0)
-    need_pos = positives > 0
-    need_neg = positives < count
+    return positives, positives > 0, positives < len(y)
+
+
+def _check_drawable(y: np.ndarray, n: int, max_draws_per_sample: int) -> None:
     # Probability that one draw keeps every class (classes treated as independent): fail at once
     # when the expected number of draws per kept resample exceeds the budget, instead of after it.
+    count = len(y)
+    positives, need_pos, need_neg = _needs(y)
     frac = positives / count
     keep = np.prod((1 - (1 - frac[need_pos]) ** count)) * np.prod((1 - frac[need_neg] ** count))
     if keep * max_draws_per_sample < 1:
-        return _give_up(n, positives, need_pos)
-    out = np.empty((n, count), dtype=np.int32)  # filled in place: a list and a stack would hold it twice
-    kept = 0
+        _give_up(n, positives, need_pos)
+
+
+def _drawn_blocks(y: np.ndarray, n: int, seed: int, max_draws_per_sample: int, size: int) -> Iterator[np.ndarray]:
+    """Draw N record indices with replacement until a draw keeps every needed class; ``size`` kept
+    resamples at a time. The random stream does not depend on ``size``: every block size gives the same ids."""
+    rng = np.random.default_rng(seed)
+    count = len(y)
+    positives, need_pos, need_neg = _needs(y)
+    block, filled, kept = np.empty((min(size, n), count), dtype=np.int32), 0, 0
     for _ in range(n * max_draws_per_sample):
+        if kept == n:
+            return
         ids = rng.integers(0, count, count, dtype=np.int64)
         s = y[ids].sum(axis=0)
         if (s[need_pos] > 0).all() and (s[need_neg] < count).all():
-            out[kept] = ids
-            kept += 1
-            if kept == n:
-                return out
-    return _give_up(n, positives, need_pos)
+            block[filled] = ids
+            filled, kept = filled + 1, kept + 1
+            if filled == len(block) or kept == n:
+                yield block[:filled]
+                block, filled = np.empty((min(size, n - kept), count), dtype=np.int32), 0
+    if kept < n:
+        _give_up(n, positives, need_pos)
 
 
 def _give_up(n: int, positives: np.ndarray, need_pos: np.ndarray):
@@ -138,14 +239,15 @@ class HeadlineMetrics:
         return out
 
 
-def resampled_metrics(metrics: HeadlineMetrics, ids: np.ndarray, progress=None) -> dict[str, np.ndarray]:
-    """Every headline metric over every resample, computed in blocks of ``BLOCK`` resamples;
-    ``progress(resamples done, resamples in all)`` after each block."""
-    parts = []
-    for i in range(0, len(ids), BLOCK):
-        parts.append(metrics(multiplicities(ids[i:i + BLOCK], len(metrics.y))))
+def resampled_metrics(metrics: HeadlineMetrics, resamples: Resamples, progress=None) -> dict[str, np.ndarray]:
+    """Every headline metric over every resample, computed in blocks of ``block_for(records)`` resamples (only
+    the ``[resamples, K]`` results are kept); ``progress(resamples done, resamples in all)`` after each block."""
+    parts, done = [], 0
+    for ids in resamples.blocks(block_for(len(metrics.y))):
+        parts.append(metrics(multiplicities(ids, len(metrics.y))))
+        done += len(ids)
         if progress is not None:
-            progress(min(i + BLOCK, len(ids)), len(ids))
+            progress(done, resamples.n)
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 

@@ -9,7 +9,6 @@ second checkpoint is compared on the very same resamples.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -52,12 +51,12 @@ class CheckpointResult:
 @dataclass
 class EvalResult:
     """``eval``'s outcome: the evaluated checkpoint's result (``report`` completed with the store,
-    bootstrap intervals and the comparison), the compared one's, and the resample ids used."""
+    bootstrap intervals and the comparison), the compared one's, and the resamples used."""
 
     store: EcgStore
     main: CheckpointResult
     other: CheckpointResult | None = None
-    resample_ids: np.ndarray | None = None
+    resamples: bootstrap.Resamples | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -213,16 +212,19 @@ def evaluate_checkpoint(ckpt: Checkpoint, store, device, opts: EvalOptions, prog
     return CheckpointResult(ckpt, probs, rows, y, yhat, thresholds, mapping, report)
 
 
-def _load_resamples(path, records: int) -> np.ndarray:
+def _load_resamples(path, records: int) -> bootstrap.Resamples:
+    """The saved resample ids of ``--resamples``, checked block by block (never held whole)."""
+    expected = f"expected integer ids [resamples, {records}] below {records} in a .npy file"
     try:
-        ids = np.load(path, allow_pickle=False)
+        resamples = bootstrap.Resamples.saved(path)
+        if resamples.n == 0 or resamples.records != records:
+            raise ValueError(f"got shape {(resamples.n, resamples.records)}")
+        for block in resamples.blocks():
+            if block.min() < 0 or block.max() >= records:
+                raise ValueError(f"ids from {block.min()} to {block.max()}")
     except (OSError, ValueError) as e:
-        raise ConfigError(f"resamples {path}: not a .npy array of resample ids ({e})", "resamples") from None
-    if not isinstance(ids, np.ndarray) or ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] != records \
-            or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= records:
-        shape = getattr(ids, "shape", type(ids).__name__)
-        raise ConfigError(f"resamples {path}: expected integer ids [resamples, {records}] below {records}, got {shape}", "resamples")
-    return ids
+        raise ConfigError(f"resamples {path}: {expected} ({e})", "resamples") from None
+    return resamples
 
 
 def run_eval(ckpt_path, store_path, device, opts: EvalOptions | None = None, compare: str | None = None,
@@ -239,14 +241,15 @@ def run_eval(ckpt_path, store_path, device, opts: EvalOptions | None = None, com
     report = main.report
     report.update({"store": str(store_path), "store_fingerprint": fingerprint(store_path), "warnings": warnings})
     other = evaluate_checkpoint(checkpoints[1], store, device, opts, progress) if compare else None
-    ids = None
+    resamples = None
     if opts.bootstrap or opts.resamples:
-        ids = _load_resamples(opts.resamples, len(store)) if opts.resamples else bootstrap.resample_ids(main.y, opts.bootstrap, opts.seed)
-        resampled = bootstrap.resampled_metrics(main.headline(), ids, _labelled(progress, f"bootstrap {_name(main.checkpoint.path)}", "resamples"))
+        resamples = _load_resamples(opts.resamples, len(store)) if opts.resamples else \
+            bootstrap.Resamples.drawn(main.y, opts.bootstrap, opts.seed)
+        resampled = bootstrap.resampled_metrics(main.headline(), resamples, _labelled(progress, f"bootstrap {_name(main.checkpoint.path)}", "resamples"))
         report["bootstrap"] = {
-            "resamples": int(len(ids)), "seed": None if opts.resamples else opts.seed, "level": opts.level,
+            "resamples": resamples.n, "seed": None if opts.resamples else opts.seed, "level": opts.level,
             "method": "percentile; resamples missing a class's positives or negatives redrawn (PTB-XL benchmark)",
-            "resample_ids_sha256": hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int32).tobytes()).hexdigest(),
+            "resample_ids_sha256": resamples.sha256(),
             "intervals": bootstrap.summarise(resampled, opts.level, report["classes"]),
         }
     if other is not None:
@@ -255,11 +258,11 @@ def run_eval(ckpt_path, store_path, device, opts: EvalOptions | None = None, com
             "checkpoint": str(compare), "checkpoint_fingerprint": o["checkpoint_fingerprint"], "model": o["model"],
             "threshold_source": o["threshold_source"], "windows": o["windows"], "macro": o["macro"],
         }
-        if ids is not None:
+        if resamples is not None:
             report["comparison"]["difference"] = bootstrap.paired_difference(
-                resampled, bootstrap.resampled_metrics(other.headline(), ids, _labelled(progress, f"bootstrap {_name(other.checkpoint.path)}", "resamples")),
+                resampled, bootstrap.resampled_metrics(other.headline(), resamples, _labelled(progress, f"bootstrap {_name(other.checkpoint.path)}", "resamples")),
                 report["macro"], o["macro"], opts.level)
-    return EvalResult(store, main, other, ids, warnings)
+    return EvalResult(store, main, other, resamples, warnings)
 
 
 def write_predictions(path: str | os.PathLike, result: EvalResult, overwrite: bool, inputs=()) -> None:
@@ -275,8 +278,14 @@ def write_predictions(path: str | os.PathLike, result: EvalResult, overwrite: bo
         g.create_array("labels", data=store.labels[rows])
         ids = g.create_array("record_id", shape=(len(rows),), dtype=str)  # variable-length strings, as in the ECG store
         ids[:] = store.record_id[rows]
-        if result.resample_ids is not None:
-            g.create_array("resample_ids", data=result.resample_ids.astype(np.int32))
+        resamples = result.resamples
+        if resamples is not None:  # written block by block, as the bootstrap reads them
+            out = g.create_array("resample_ids", shape=(resamples.n, resamples.records), dtype=np.int32,
+                                 chunks=(min(bootstrap.BLOCK, resamples.n), resamples.records))
+            done = 0
+            for block in resamples.blocks():
+                out[done:done + len(block)] = block
+                done += len(block)
         g.attrs.update({
             "format": PREDICTIONS_FORMAT, "format_version": 1, "classes": report["classes"],
             "multi_label": report["multi_label"], "threshold_source": report["threshold_source"],

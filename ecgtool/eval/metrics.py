@@ -84,12 +84,10 @@ def fbeta_gbeta(y: np.ndarray, yhat: np.ndarray, beta: float = BETA) -> tuple[fl
     return nanmean_or_none(f), nanmean_or_none(g)
 
 
-def fmax_terms(y: np.ndarray, p: np.ndarray, grid: np.ndarray = FMAX_GRID) -> np.ndarray:
-    """Per record and threshold ``[4, N, T]``: precision, has-prediction, recall, has-label.
+FMAX_RECORDS = 2048  # records per step of the Fmax terms: bounds the [records, T, K] comparison (2048 × 101 × K bytes)
 
-    Sums of these over (resampled) records give P(t) and R(t), so the bootstrap
-    reuses them.
-    """
+
+def _fmax_terms(y: np.ndarray, p: np.ndarray, grid: np.ndarray) -> np.ndarray:
     decided = p[:, None, :] >= grid[None, :, None]  # [N, T, K]
     hits = (decided & y.astype(bool)[:, None, :]).sum(axis=2)
     npred = decided.sum(axis=2)
@@ -98,7 +96,33 @@ def fmax_terms(y: np.ndarray, p: np.ndarray, grid: np.ndarray = FMAX_GRID) -> np
     precision = np.where(has_pred, hits / np.maximum(npred, 1), 0.0)
     has_label = np.broadcast_to(nlab > 0, hits.shape)
     recall = np.where(has_label, hits / np.maximum(nlab, 1), 0.0)
-    return np.stack([precision, has_pred, recall, has_label]).astype(np.float64)
+    return np.stack([precision, has_pred, recall, has_label]).astype(np.float64, copy=False)
+
+
+def _record_steps(n: int):
+    return (slice(s, s + FMAX_RECORDS) for s in range(0, n, FMAX_RECORDS))
+
+
+def fmax_terms(y: np.ndarray, p: np.ndarray, grid: np.ndarray = FMAX_GRID) -> np.ndarray:
+    """Per record and threshold ``[4, N, T]``: precision, has-prediction, recall, has-label.
+
+    Sums of these over (resampled) records give P(t) and R(t), so the bootstrap
+    reuses them. Computed ``FMAX_RECORDS`` records at a time: the ``[N, T, K]``
+    comparison behind them would be 101 × the store's labels.
+    """
+    out = np.empty((4, len(y), len(grid)))
+    for rows in _record_steps(len(y)):
+        out[:, rows] = _fmax_terms(y[rows], p[rows], grid)
+    return out
+
+
+def fmax_sums(y: np.ndarray, p: np.ndarray, grid: np.ndarray = FMAX_GRID) -> np.ndarray:
+    """``fmax_terms(y, p).sum(axis=1)`` without holding the terms: each step's records are added to the running
+    sums in record order, as numpy adds the rows of one ``[4, N, T]`` array (so the sums are bit-identical)."""
+    sums = np.zeros((4, len(grid)))
+    for rows in _record_steps(len(y)):
+        sums = np.concatenate([sums[:, None], _fmax_terms(y[rows], p[rows], grid)], axis=1).sum(axis=1)
+    return sums
 
 
 def fmax_from_sums(sums: np.ndarray, grid: np.ndarray = FMAX_GRID) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +136,7 @@ def fmax_from_sums(sums: np.ndarray, grid: np.ndarray = FMAX_GRID) -> tuple[np.n
 
 
 def fmax(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
-    value, threshold = fmax_from_sums(fmax_terms(y, p).sum(axis=1))
+    value, threshold = fmax_from_sums(fmax_sums(y, p))
     return float(value), float(threshold)
 
 

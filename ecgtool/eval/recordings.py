@@ -12,7 +12,6 @@ checkpoint's thresholds (multi-label) or the argmax (multi-class).
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -76,28 +75,45 @@ class Predictions:
     def labels(self, i: int) -> list[str]:
         return [c for c, d in zip(self.classes, self.decisions[i]) if d]
 
-    def to_dict(self) -> dict:
+    def to_dict(self, records: bool = True) -> dict:
+        """The JSON document (``records=False``: with a placeholder for the records that ``write_json`` fills)."""
         ckpt = self.checkpoint
         return {
             "checkpoint": str(ckpt.path), "checkpoint_fingerprint": fingerprint(ckpt.path) if ckpt.path else None,
             "model": ckpt.model.name, "task": ckpt.task, "multi_label": ckpt.multi_label, "classes": self.classes,
-            "thresholds": None if self.thresholds is None else [float(t) for t in self.thresholds],
+            "thresholds": None if self.thresholds is None else [_number(t) for t in self.thresholds],
             "threshold_source": self.threshold_source, "windows": self.windows, "preprocessing": ckpt.preprocessing,
-            "records": [{"record": r.name, "path": str(r.path),
-                         "probabilities": {c: _number(p) for c, p in zip(self.classes, self.probs[i])},
-                         "labels": self.labels(i)} for i, r in enumerate(self.recordings)],
+            "records": [self._record(i) for i in range(len(self.recordings))] if records else _RECORDS,
             "skipped": [{"record": r.name, "path": str(r.path), "reason": why} for r, why in self.skipped],
             "warnings": self.warnings, "provenance": [self.provenance],
         }
 
-    def to_csv(self) -> str:
-        """``record``, one probability column per class (named by it), ``labels`` (decided classes joined by ``;``)."""
-        out = io.StringIO()
-        w = csv.writer(out, lineterminator="\n")
+    def _record(self, i: int) -> dict:
+        r = self.recordings[i]
+        return {"record": r.name, "path": str(r.path), "probabilities": {c: _number(p) for c, p in zip(self.classes, self.probs[i])},
+                "labels": self.labels(i)}
+
+    def write_json(self, f) -> None:
+        """``to_dict()`` as ``json.dumps(..., indent=2)`` writes it, into the text file ``f`` one record at a time:
+        a large run's records are never all held as dicts or text (several hundred bytes each, against 4 per
+        probability in ``probs``)."""
+        head, tail = json.dumps(self.to_dict(records=False), indent=2, allow_nan=False).split(json.dumps(_RECORDS))
+        f.write(head + "[")
+        for i in range(len(self.recordings)):
+            text = json.dumps(self._record(i), indent=2, allow_nan=False).replace("\n", "\n    ")
+            f.write(("," if i else "") + "\n    " + text)
+        f.write(("\n  ]" if self.recordings else "]") + tail + "\n")
+
+    def write_csv(self, f) -> None:
+        """``record``, one probability column per class (named by it), ``labels`` (decided classes joined by ``;``),
+        into the text file ``f`` row by row."""
+        w = csv.writer(f, lineterminator="\n")
         w.writerow(["record", *self.classes, "labels"])
         for i, r in enumerate(self.recordings):
             w.writerow([r.name, *(f"{p:.6g}" for p in self.probs[i]), ";".join(self.labels(i))])
-        return out.getvalue()
+
+
+_RECORDS = "\0records\0"  # placeholder of the records in the document's text: no path or name holds a NUL
 
 
 def _number(p) -> float | None:
@@ -228,10 +244,10 @@ def output_format(path: str | os.PathLike) -> str:
 
 def write_predictions(path: str | os.PathLike, result: Predictions, overwrite: bool, inputs=()) -> None:
     """The predictions as CSV or JSON (by the suffix), written atomically."""
-    text = result.to_csv() if output_format(path) == "csv" else json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
+    write = result.write_csv if output_format(path) == "csv" else result.write_json
     with atomic_output(path, overwrite, inputs=inputs) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
 

@@ -97,9 +97,12 @@ def select_rows(store, records: list[str] | None, first: int | None) -> np.ndarr
     wanted = list(dict.fromkeys(wanted))  # repeated ids once, first mention first
     if not wanted:
         raise ConfigError("no records to explain: give record ids or a number of first records", "records")
+    # the asked-for ids only (a dict of every id would hold the whole store's ids as Python strings)
+    ids = np.asarray(store.record_id)
+    hits = np.flatnonzero(np.isin(ids, wanted))
     rows_of: dict[str, list[int]] = {}
-    for row, rid in enumerate(store.record_id.tolist()):
-        rows_of.setdefault(rid, []).append(row)
+    for row in hits.tolist():
+        rows_of.setdefault(str(ids[row]), []).append(row)
     missing = [r for r in wanted if r not in rows_of]
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
