@@ -170,9 +170,9 @@ def test_saved_resamples_refuse_what_is_not_a_matrix_of_ids(tmp_path):
         bootstrap.Resamples.saved(tmp_path / "short.npy").array()
 
 
-def test_blocks_shrink_beyond_32768_records_and_metrics_stay_within_rounding(monkeypatch):
-    assert bootstrap.block_for(100) == bootstrap.block_for(32768) == 64
-    assert bootstrap.block_for(88253) == 23 and bootstrap.block_for(10**9) == 1
+def test_blocks_shrink_beyond_4096_records_and_metrics_stay_within_rounding(monkeypatch):
+    assert bootstrap.block_for(100) == bootstrap.block_for(4096) == 64
+    assert bootstrap.block_for(32768) == 8 and bootstrap.block_for(88253) == 2 and bootstrap.block_for(10**9) == 1
     y, p = case(n=300)
     metrics = bootstrap.HeadlineMetrics(y, p, predict_labels(p, True, None), True)
     resamples = bootstrap.Resamples.drawn(y, 100, seed=0)

@@ -103,7 +103,8 @@ class ChunkLoader:
         self.start_batch = 0
         if mode not in LOADER_MODES:
             raise ValueError(f"mode must be one of {', '.join(LOADER_MODES)}, not {mode!r}")
-        # What a held row costs: the stored row once for the specs formed per batch, a float32 input per viewed spec.
+        # What a row held in memory costs: its float32 row once for the specs formed per batch (memory mode
+        # dequantises as it loads), a float32 input per spec with a data-side view.
         self.scale = getattr(store, "scale", None)  # an int16 store's; None: the rows read as float32
         self.per_batch = [t.view.get("name", "raw") == "raw" for t in self.transforms]
         self.n_leads, self.n_samples = store.signals.shape[1:]

@@ -29,11 +29,11 @@ from ecgtool.eval import challenge
 from ecgtool.eval.metrics import beta_measures, count_ratios, fmax_from_sums, fmax_terms, label_normalised_counts
 
 BLOCK = 64  # resamples per vectorised block
-BLOCK_VALUES = BLOCK * 32768  # at most this many values per [resamples, records] array of a block (16 MB as float64)
+BLOCK_VALUES = BLOCK * 4096  # at most this many values per [resamples, records] array of a block (2 MB as float64)
 
 
 def block_for(records: int) -> int:
-    """Resamples per block of the metrics: ``BLOCK`` up to 32,768 records, fewer beyond, so that a block's
+    """Resamples per block of the metrics: ``BLOCK`` up to 4,096 records, fewer beyond, so that a block's
     ``[resamples, records]`` arrays (about ten of them live at once) stay within ``BLOCK_VALUES`` values whatever
     the store's size. Each resample's metrics are computed alone, but matrix products may round differently
     with another block size (by ~1e-16), so below that size results equal those of 64-resample blocks exactly."""
