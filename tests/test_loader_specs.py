@@ -50,3 +50,13 @@ def test_a_tuple_is_cropped_with_one_window():
     ca, cb = random_crop((a, b), 4)
     assert ca.shape == (2, 3, 4) and cb.shape == (2, 1, 4)
     assert torch.equal(ca[:, 1:2], cb)
+
+
+def test_release_free_memory_trims_the_c_heap_where_there_is_one():
+    import sys
+
+    from ecgtool.data.loader import _malloc_trim, release_free_memory
+
+    release_free_memory()  # after each streamed window; a no-op where the C library has no malloc_trim
+    if sys.platform.startswith("linux"):
+        assert _malloc_trim() is not None
