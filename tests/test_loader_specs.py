@@ -55,7 +55,7 @@ def test_a_tuple_is_cropped_with_one_window():
 def test_release_free_memory_trims_the_c_heap_where_there_is_one():
     import sys
 
-    from ecgtool.data.loader import _malloc_trim, release_free_memory
+    from ecgtool.heap import _malloc_trim, release_free_memory
 
     release_free_memory()  # after each streamed window; a no-op where the C library has no malloc_trim
     if sys.platform.startswith("linux"):

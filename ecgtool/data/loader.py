@@ -31,7 +31,6 @@ what it reads; in streaming mode that is every chunk of each window.
 
 from __future__ import annotations
 
-import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -39,36 +38,13 @@ from typing import Iterator
 import numpy as np
 
 from ecgtool.background import background
+from ecgtool.heap import release_free_memory
 from ecgtool.data.choices import LOADER_MODES
 from ecgtool.data.quantise import dequantise
 from ecgtool.data.store import EcgStore
 from ecgtool.data.inputs import InputSpec
 
 FALLBACK_MEMORY_BUDGET = 4 << 30  # where the available memory cannot be read
-
-
-def release_free_memory() -> None:
-    """Hand the C heap's free memory back to the system (glibc's ``malloc_trim``; elsewhere nothing).
-
-    Each batch is a fresh multi-MB array, and so are the model's activations: glibc serves such sizes from
-    its heaps once it has freed one (its mmap threshold adapts upwards), and keeps what they free, so a
-    process streaming a large store grew by ~200 MB from 8,000 to 32,000 records (eval --bootstrap 0: 589 →
-    740-810 MB) while Python held nothing more. Trimming after each window keeps it flat (542 → 614 MB)
-    at no measurable cost (docs/scaling.md)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim():
-    import ctypes
-    import ctypes.util
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim this way
-        return None
 
 
 def auto_memory_budget(share: int = 1) -> int:
@@ -260,7 +236,8 @@ class ChunkLoader:
                     done += 1
                 carry = len(order) - n_full
                 held.move_to_front(order[n_full:])
-                release_free_memory()
+                if w // self.window_chunks % 4 == 3:
+                    release_free_memory()  # every fourth window: often enough to stay flat, seldom enough to cost nothing
         if carry and not self.drop_last and done >= self.start_batch:
             pos = np.arange(carry)[self.rank_slice(carry)]
             yield self._batch(held, pos), held.rows[pos].copy()

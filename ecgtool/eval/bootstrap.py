@@ -26,6 +26,7 @@ import numpy as np
 
 from ecgtool.errors import EcgtoolError
 from ecgtool.eval import challenge
+from ecgtool.heap import release_free_memory
 from ecgtool.eval.metrics import beta_measures, count_ratios, fmax_from_sums, fmax_terms, label_normalised_counts
 
 BLOCK = 64  # resamples per vectorised block
@@ -243,9 +244,11 @@ def resampled_metrics(metrics: HeadlineMetrics, resamples: Resamples, progress=N
     """Every headline metric over every resample, computed in blocks of ``block_for(records)`` resamples (only
     the ``[resamples, K]`` results are kept); ``progress(resamples done, resamples in all)`` after each block."""
     parts, done = [], 0
-    for ids in resamples.blocks(block_for(len(metrics.y))):
+    for i, ids in enumerate(resamples.blocks(block_for(len(metrics.y)))):
         parts.append(metrics(multiplicities(ids, len(metrics.y))))
         done += len(ids)
+        if i % 4 == 3:
+            release_free_memory()  # a block's arrays are freed and drawn again: keep the heap from holding them
         if progress is not None:
             progress(done, resamples.n)
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
