@@ -582,10 +582,9 @@ class StoreWriter:
         # Attributes go in first with complete=False, so a crash leaves a store
         # that every reader recognises as incomplete.
         self.group.attrs.update({**self._base_attrs(), "complete": False})
-        # Blosc/LZ4 with byte shuffle, chosen by benchmarks/store_codecs.py (RESULTS.md): filtered ECG at full
-        # int16 resolution is noise in its low bits, so no codec saves more than 4-14% on real records
-        # (zstd, at a tenth of LZ4's decode speed, which the loader's first epoch is bound by); LZ4 stores an
-        # incompressible block as it is (decoding is a memcpy) and squeezes out the zero padding of short records.
+        # Blosc/LZ4 with byte shuffle, chosen by benchmarks/store_codecs.py on a real PTB record (RESULTS.md):
+        # int16 rows + LZ4 are 0.86-0.96x the raw WFDB data in every prep case (padded records included), and
+        # zstd, 4-15% smaller, decodes at a third to a half of LZ4's speed, which the first epoch is bound by.
         compressor = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
         c = self.chunk
         self.arrays = {
