@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ecgtool.data.quantise import as_stored
 from ecgtool.data.views import VIEWS, apply_view, extra_channels
 from ecgtool.errors import EcgtoolError
 
@@ -191,8 +192,6 @@ class RecordingReader:
         from ecgtool.data.transforms import preprocess, select_leads
 
         x = select_leads(signal, leads, self.spec.leads)
-        from ecgtool.data.quantise import as_stored
-
         row, _ = preprocess(x, fs, self.prep, self.samples)  # the z-score's scale is for charts, not for the model
         return as_stored(row[None], self.dtype)[0]
 

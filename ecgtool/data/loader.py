@@ -38,11 +38,11 @@ from typing import Iterator
 import numpy as np
 
 from ecgtool.background import background
-from ecgtool.heap import release_free_memory
 from ecgtool.data.choices import LOADER_MODES
+from ecgtool.data.inputs import InputSpec
 from ecgtool.data.quantise import dequantise
 from ecgtool.data.store import EcgStore
-from ecgtool.data.inputs import InputSpec
+from ecgtool.heap import release_free_memory
 
 FALLBACK_MEMORY_BUDGET = 4 << 30  # where the available memory cannot be read
 
@@ -175,7 +175,7 @@ class ChunkLoader:
             else:
                 block, scale = self.store.read_chunk(start, stop), None
             block = block if len(rows) == stop - start else block[rows - start]
-            held.put(at, block, scale, rows, self.transforms)
+            held.put(at, block, scale, self.transforms)
 
         list(pool.map(fill, range(len(chunks))))
         return int(offsets[-1] - offset)
@@ -198,7 +198,6 @@ class ChunkLoader:
             held = self._new_held(len(self.indices), scaled=False)
             with ThreadPoolExecutor(self.workers) as pool:
                 self._fill(held, 0, self._selected_chunks(), pool)
-            held.rows = self.indices.copy()
             self._held = held
         held = self._held
         order = self._rng().permutation(len(self.indices)) if self.shuffle else np.arange(len(self.indices))
@@ -271,7 +270,7 @@ class _Held:
         """Whether a whole chunk of ``rows`` int16 rows may be decoded into the stored rows from ``start`` on."""
         return self.scale is not None and not any(v is not None for v in self.viewed) and start + rows <= len(self.stored)
 
-    def put(self, at: slice, block: np.ndarray, scale: np.ndarray | None, rows, transforms) -> None:
+    def put(self, at: slice, block: np.ndarray, scale: np.ndarray | None, transforms) -> None:
         """Hold ``block`` (a chunk's rows as stored; ``scale`` theirs, or None for float32) at positions ``at``."""
         if self.stored is not None:
             if self.scale is not None:

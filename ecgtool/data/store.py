@@ -145,10 +145,6 @@ class EcgStore:
         c, n = self.chunk_records, len(self)
         return [(s, min(s + c, n)) for s in range(0, n, c)]
 
-    @property
-    def stored_dtype(self) -> np.dtype:
-        return np.dtype(self.signals.dtype)
-
     def read_chunk(self, start: int, stop: int) -> np.ndarray:
         """float32 rows ``[start, stop)`` of one signals chunk (``start`` on a chunk boundary): an int16
         store's rows dequantised, a float store's checked finite."""
@@ -183,7 +179,7 @@ class EcgStore:
         index = start // self.chunk_records
         where = f"{self.path}: signals chunk {index} (records {start}-{stop - 1})"
         direct = _direct_decoder(self.signals)
-        dtype = self.stored_dtype.newbyteorder("<")
+        dtype = np.dtype(self.signals.dtype).newbyteorder("<")
         try:
             if direct is not None:
                 path = Path(self.path) / "signals" / "c" / str(index) / "0" / "0"
@@ -456,7 +452,8 @@ def _open_arrays(p: Path, attrs: dict) -> EcgStore:
         if group[k].shape != want or group[k].dtype.kind != "f":
             raise StoreError(f"{p}: optional array {k} must be float {list(want)}, found {group[k].dtype} {list(group[k].shape)}; "
                              "the store is inconsistent (damaged or edited by hand)")
-    scale = _read_scale(p, group, signals, present, _as_str(arrays["record_id"]))
+    record_id = _as_str(arrays["record_id"])
+    scale = _read_scale(p, group, signals, present, record_id)
     extras = {k: np.asarray(group[k][:]) for k in sorted(present - set(REQUIRED_ARRAYS) - {SIGNAL_SCALE})}
     extras = {k: _as_str(a) if a.dtype.kind == "T" else a for k, a in extras.items()}
     return EcgStore(
@@ -464,7 +461,7 @@ def _open_arrays(p: Path, attrs: dict) -> EcgStore:
         attrs=dict(attrs),
         signals=signals,
         labels=labels,
-        record_id=_as_str(arrays["record_id"]),
+        record_id=record_id,
         patient_id=_as_str(arrays["patient_id"]),
         fold=arrays["fold"].astype(np.int8),
         extras=extras,

@@ -26,8 +26,8 @@ import numpy as np
 
 from ecgtool.errors import EcgtoolError
 from ecgtool.eval import challenge
-from ecgtool.heap import release_free_memory
 from ecgtool.eval.metrics import beta_measures, count_ratios, fmax_from_sums, fmax_terms, label_normalised_counts
+from ecgtool.heap import release_free_memory
 
 BLOCK = 64  # resamples per vectorised block
 BLOCK_VALUES = BLOCK * 4096  # at most this many values per [resamples, records] array of a block (2 MB as float64)

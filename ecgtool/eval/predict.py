@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ecgtool.errors import ConfigError
+from ecgtool.train.prefetch import prefetch
 
 AGGREGATES = ("max", "mean")
 
@@ -102,8 +103,6 @@ def predict(model: torch.nn.Module, loader, device: torch.device, multi_label: b
     model.eval()
     probs, rows = [], []
     done, total = 0, len(loader.indices) if hasattr(loader, "indices") else None
-    from ecgtool.train.prefetch import prefetch
-
     for x, _, idx in prefetch(loader, device):  # on a GPU, the next batch is read and copied while this one runs
         p = probabilities(model(x).float(), multi_label) if windows is None else window_probabilities(model, x, windows, multi_label)
         probs.append(p.cpu().numpy())
