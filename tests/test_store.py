@@ -177,15 +177,22 @@ def test_quantisation_error_is_bounded_and_copies_keep_the_rows_bit_for_bit(tmp_
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("delete", "without the array signal_scale"), ("nan", "not a positive number"), ("zero", "not a positive number")])
+    ("delete", "without the array signal_scale"), ("nan", "record r4 .row 4. has the signal_scale NaN"),
+    ("zero", "not a positive number"), ("shape", "signal_scale must be float32 \\[23, 2\\]"),
+    ("float-store", "has signal_scale but float32 signals")])
 def test_a_damaged_signal_scale_is_refused(tmp_path, damage, message):
     import shutil
 
     import zarr
 
-    write(tmp_path / "s.zarr")
+    write(tmp_path / "s.zarr", dtype="float32" if damage == "float-store" else "int16")
     if damage == "delete":
         shutil.rmtree(tmp_path / "s.zarr" / "signal_scale")
+    elif damage in ("shape", "float-store"):  # a scale of another shape, or one beside float signals
+        g = zarr.open_group(tmp_path / "s.zarr", mode="r+")
+        if damage == "shape":
+            del g["signal_scale"]
+        g.create_array("signal_scale", data=np.ones((23, 3), np.float32))
     else:
         array = zarr.open_array(tmp_path / "s.zarr" / "signal_scale", mode="r+")
         array[4, 1] = np.nan if damage == "nan" else 0.0
