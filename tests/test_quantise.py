@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from ecgtool.data.quantise import INT16_PEAK, as_stored, dequantise, quantise
+from ecgtool.data.quantise import INT16_PEAK, as_stored, dequantise, dequantise_rows, quantise
 from ecgtool.data.store import open_store
 
 
@@ -53,3 +53,14 @@ def test_quantise_round_trips_the_int16_grid_and_float16_rounds():
     assert np.array_equal(dequantise(q2, scale2), as_stored(x, "int16"))
     assert np.abs(dequantise(q2, scale2) - x).max() <= float(scale[0, 0]) / 2
     assert np.array_equal(as_stored(x, "float16"), x.astype(np.float16).astype(np.float32))
+
+
+@pytest.mark.parametrize("leads", [None, [0, 2]])
+def test_dequantise_rows_is_dequantise_of_the_gathered_rows_bit_for_bit(leads):
+    rng = np.random.default_rng(4)
+    q, scale = quantise(rng.normal(size=(9, 3, 50)).astype(np.float32) * rng.uniform(0.1, 5, size=(9, 3, 1)))
+    pos = np.array([7, 0, 3, 3, 8])
+    got = dequantise_rows(q, scale, pos, None if leads is None else np.array(leads))
+    sel = slice(None) if leads is None else leads
+    want = dequantise(q[pos][:, sel], scale[pos][:, sel])
+    assert got.dtype == np.float32 and got.shape == want.shape and np.array_equal(got.view(np.int32), want.view(np.int32))

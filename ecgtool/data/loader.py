@@ -7,17 +7,19 @@ epoch. Two modes, chosen automatically from the store's size:
 * in memory — the selected records are read once, chunk by chunk, and every
   epoch shuffles indices into that array;
 * streaming — the chunk order is shuffled, a window of chunks is decoded and
-  shuffled within the window, so memory stays at one window whatever the store's size.
+  shuffled within the window, so memory stays at two windows whatever the store's size.
 
 In memory mode the rows are dequantised once, as they are loaded, so that every
 later epoch only gathers float32 rows (the speed of indexing an array in RAM).
 In streaming mode, where each row is used once per epoch anyway, a window holds
 its rows as the store keeps them (int16 with their scale: half the bytes) and
-each batch is gathered and dequantised straight into its own float32 tensor
-(pinned, for a GPU). A model input with a data-side view (R peaks) is computed
-once per held row, as the view is costly. The window's buffers are allocated once
-per epoch and reused window after window; on a GPU the whole loader runs ahead of
-the training step in the prefetch thread of ``train/prefetch.py``.
+each batch is gathered and dequantised row by row straight into its own float32
+tensor (pinned, for a GPU). A model input with a data-side view (R peaks) is
+computed once per held row, as the view is costly. Two windows' buffers are
+allocated once and reused epoch after epoch: while the batches of one window are
+formed, the decoding threads (also kept from epoch to epoch) fill the other with
+the next window. On a GPU the whole loader runs ahead of the training step in the
+prefetch thread of ``train/prefetch.py``.
 
 Both are deterministic for a (seed, epoch) pair, which is what ``--resume``
 relies on; an epoch can start at any batch (a run resumed mid-epoch).
@@ -32,7 +34,7 @@ what it reads; in streaming mode that is every chunk of each window.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
@@ -40,7 +42,7 @@ import numpy as np
 from ecgtool.background import background
 from ecgtool.data.choices import LOADER_MODES
 from ecgtool.data.inputs import InputSpec
-from ecgtool.data.quantise import dequantise
+from ecgtool.data.quantise import dequantise, dequantise_rows
 from ecgtool.data.store import EcgStore
 from ecgtool.heap import release_free_memory
 
@@ -116,6 +118,8 @@ class ChunkLoader:
             mode = "memory" if row_bytes * len(self.indices) <= budget else "stream"
         self.mode = mode
         self._held: _Held | None = None  # memory mode: the selected rows, kept from epoch to epoch
+        self._windows: tuple[_Held, _Held] | None = None  # stream mode: two windows' buffers, reused from epoch to epoch
+        self._threads: ThreadPoolExecutor | None = None  # the decoding threads, started at the first read
         self._scratch = threading.local()  # per decoding thread: one whole-chunk buffer, reused
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -151,8 +155,15 @@ class ChunkLoader:
                      [None if fused else (s.channels, self.n_samples) for s, fused in zip(self.specs, self.per_batch)],
                      keep_stored=any(self.per_batch))
 
-    def _fill(self, held: _Held, offset: int, chunks: list, pool) -> int:
-        """Decode ``chunks`` into ``held`` from row ``offset`` on, in the pool's threads; returns the rows added."""
+    def _pool(self) -> ThreadPoolExecutor:
+        """The decoding threads, kept from epoch to epoch with their reusable buffers."""
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="ecgtool-decode")
+        return self._threads
+
+    def _fill(self, held: _Held, offset: int, chunks: list) -> list[Future]:
+        """Start decoding ``chunks`` into ``held`` from row ``offset`` on, in the pool's threads: one future per
+        chunk, whose ``result()`` raises what decoding it raised."""
         offsets = offset + np.cumsum([0] + [len(rows) for _, _, rows in chunks])
         scratch = self._scratch
 
@@ -177,8 +188,7 @@ class ChunkLoader:
             block = block if len(rows) == stop - start else block[rows - start]
             held.put(at, block, scale, self.transforms)
 
-        list(pool.map(fill, range(len(chunks))))
-        return int(offsets[-1] - offset)
+        return [self._pool().submit(fill, i) for i in range(len(chunks))]
 
     def _batch(self, held: _Held, pos: np.ndarray) -> list:
         """The inputs of the records at ``pos`` of ``held``, one float32 tensor per spec (pinned if asked)."""
@@ -196,8 +206,7 @@ class ChunkLoader:
     def _memory_batches(self) -> Iterator[tuple[list, np.ndarray]]:
         if self._held is None:
             held = self._new_held(len(self.indices), scaled=False)
-            with ThreadPoolExecutor(self.workers) as pool:
-                self._fill(held, 0, self._selected_chunks(), pool)
+            _finish(self._fill(held, 0, self._selected_chunks()))
             self._held = held
         held = self._held
         order = self._rng().permutation(len(self.indices)) if self.shuffle else np.arange(len(self.indices))
@@ -213,30 +222,54 @@ class ChunkLoader:
         chunks = self._selected_chunks()
         chunk_order = self._rng().permutation(len(chunks)) if self.shuffle else np.arange(len(chunks))
         rng = self._rng()  # a generator of its own for the windows, as the orders of earlier versions had
+        # Two windows: while the batches of one are formed, the pool decodes the next into the other. Their
+        # buffers outlive the epoch (allocating them anew cost the kernel's zeroing of tens of MB of fresh pages,
+        # a third of a 12 × 1000 epoch); they are taken while an epoch runs, so a second iterator alive at the
+        # same time gets buffers of its own.
+        windows, self._windows = self._windows or (self._new_window(chunks), self._new_window(chunks)), None
+        try:
+            yield from self._window_batches(windows, [[chunks[c] for c in sorted(chunk_order[w : w + self.window_chunks])]
+                                                      for w in range(0, len(chunk_order), self.window_chunks)], rng)
+        finally:
+            self._windows = windows
+
+    def _new_window(self, chunks: list) -> _Held:
+        """Buffers for the largest window any epoch's chunk order can form, plus the records the window before
+        leaves over (fewer than a global batch) and room for a last, partial chunk decoded whole."""
+        largest = sum(sorted((len(rows) for _, _, rows in chunks), reverse=True)[: self.window_chunks])
+        slack = self.store.chunk_records if self.scale is not None else 0
+        return self._new_held(self.global_batch - 1 + largest + slack, scaled=self.scale is not None)
+
+    def _window_batches(self, buffers: tuple[_Held, _Held], windows: list, rng) -> Iterator[tuple[list, np.ndarray]]:
+        """The epoch's batches, window after window; the next window decodes while this one's batches are formed.
+        A window's records are shuffled among themselves; those it leaves over (fewer than a global batch) are
+        copied to the front of the next window's buffer, ahead of its rows, and open its batches in drawn order."""
         g, done = self.global_batch, 0  # global batches formed so far; the first start_batch are skipped
-        largest = max((sum(len(chunks[c][2]) for c in chunk_order[w : w + self.window_chunks])
-                       for w in range(0, len(chunk_order), self.window_chunks)), default=0)
-        slack = self.store.chunk_records if self.scale is not None else 0  # room for a last, partial chunk decoded whole
-        held = self._new_held(g - 1 + largest + slack, scaled=self.scale is not None)
+        held, following = buffers
         carry = 0  # the first ``carry`` rows of ``held`` are the last window's left-over records, in drawn order
-        with ThreadPoolExecutor(self.workers) as pool:
-            for w in range(0, len(chunk_order), self.window_chunks):
-                window = [chunks[c] for c in sorted(chunk_order[w : w + self.window_chunks])]
-                added = self._fill(held, carry, window, pool)
+        pending = self._fill(held, 0, windows[0]) if windows else []
+        try:
+            for w, window in enumerate(windows):
+                _finish(pending)
+                added = sum(len(rows) for _, _, rows in window)
                 held.rows[carry : carry + added] = np.concatenate([rows for _, _, rows in window])
                 order = np.arange(carry + added)
                 if self.shuffle:
                     order[carry:] = carry + rng.permutation(added)
                 n_full = len(order) // g * g
+                left = order[n_full:]
+                pending = self._fill(following, len(left), windows[w + 1]) if w + 1 < len(windows) else []
                 for b in range(0, n_full, g):
                     if done >= self.start_batch:
                         pos = order[b : b + g][self.rank_slice(g)]
                         yield self._batch(held, pos), held.rows[pos].copy()
                     done += 1
-                carry = len(order) - n_full
-                held.move_to_front(order[n_full:])
-                if w // self.window_chunks % 4 == 3:
+                following.take_front(held, left)
+                held, following, carry = following, held, len(left)
+                if w % 4 == 3:
                     release_free_memory()  # every fourth window: often enough to stay flat, seldom enough to cost nothing
+        finally:
+            _finish(pending, quiet=True)  # an epoch left early: no thread may still write into buffers handed back
         if carry and not self.drop_last and done >= self.start_batch:
             pos = np.arange(carry)[self.rank_slice(carry)]
             yield self._batch(held, pos), held.rows[pos].copy()
@@ -290,13 +323,27 @@ class _Held:
         if self.viewed[i] is not None:
             return self.viewed[i][pos]
         leads = None if transform.all_leads else np.asarray(transform.lead_index)
-        rows = self.stored[pos] if leads is None else self.stored[pos[:, None], leads]
         if self.scale is not None:
-            rows = dequantise(rows, self.scale[pos] if leads is None else self.scale[pos[:, None], leads])
+            rows = dequantise_rows(self.stored, self.scale, pos, leads)
+        else:
+            rows = self.stored[pos] if leads is None else self.stored[pos[:, None], leads]
         return transform.finish(rows, in_place=True)
 
-    def move_to_front(self, pos: np.ndarray) -> None:
-        """Put the records at ``pos`` (in that order) at positions ``[0, len(pos))``."""
-        for array in (self.stored, self.scale, self.rows, *self.viewed):
-            if array is not None and len(pos):
-                array[: len(pos)] = array[pos]  # fancy indexing copies before the write, so overlap is safe
+    def take_front(self, other: _Held, pos: np.ndarray) -> None:
+        """Put ``other``'s records at ``pos`` (in that order) at positions ``[0, len(pos))``."""
+        for mine, theirs in zip((self.stored, self.scale, self.rows, *self.viewed),
+                                (other.stored, other.scale, other.rows, *other.viewed)):
+            if mine is not None and len(pos):
+                mine[: len(pos)] = theirs[pos]
+
+
+def _finish(futures: list[Future], quiet: bool = False) -> None:
+    """Wait for every future; raise the first one's error unless ``quiet`` (all are waited for either way)."""
+    error = None
+    for f in futures:
+        try:
+            f.result()
+        except BaseException as e:  # noqa: BLE001 - re-raised below once every thread has stopped writing
+            error = error or e
+    if error is not None and not quiet:
+        raise error

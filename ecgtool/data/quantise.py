@@ -49,6 +49,20 @@ def dequantise(q: np.ndarray, scale: np.ndarray | None, out: np.ndarray | None =
     return out
 
 
+def dequantise_rows(q: np.ndarray, scale: np.ndarray, pos: np.ndarray, leads: np.ndarray | None = None) -> np.ndarray:
+    """``dequantise(q[pos][:, leads], scale[pos][:, leads])`` (all leads when ``leads`` is None), computed row by
+    row: each int16 row is cast straight into the float32 result and the result is then scaled in place, the
+    same arithmetic as :func:`dequantise`. Skipping the int16 copy of the gathered rows makes a batch of 64
+    12 × 5000 records about 1.3× faster to form (``benchmarks/speed.py``'s loader section)."""
+    width = q.shape[1] if leads is None else len(leads)
+    out = np.empty((len(pos), width, *q.shape[2:]), np.float32)
+    for i, p in enumerate(pos):
+        out[i] = q[p] if leads is None else q[p, leads]  # int16 → float32 is exact
+    s = scale[pos] if leads is None else scale[pos[:, None], leads]
+    np.multiply(out, s[..., None], out=out)
+    return out
+
+
 def as_stored(x: np.ndarray, dtype: str) -> np.ndarray:
     """float32 records as a store of ``dtype`` gives them back (quantised for int16, rounded for float16):
     what predict feeds a model trained on such a store."""
