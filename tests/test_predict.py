@@ -247,3 +247,19 @@ def test_written_json_and_csv_are_the_whole_document_record_by_record(records):
     assert lines[0] == "record,A,B,labels" and len(lines) == records + 1
     if records:
         assert lines[1] == "r0,0.25,nan,"
+
+
+@pytest.mark.slow
+def test_jobs_read_in_worker_processes_give_what_one_process_gives(setup, tmp_path):
+    """40 recordings (three batches of 16 for the workers) and one that lacks a lead, last: --jobs 2 gives the
+    same document as --jobs 1, in input order, the bad one refused by name or left out."""
+    _, _, models = setup
+    write_wfdb_dir(tmp_path / "many", n=40, seed=6)
+    write_wfdb_dir(tmp_path / "two", n=41, leads=("I", "II"), seed=4)
+    bad = tmp_path / "two" / "R040.hea"
+    docs = [predict_json(models["whole"], tmp_path / "many", bad, "--on-error", "skip", "--jobs", jobs)
+            for jobs in (1, 2)]
+    assert [r["record"] for r in docs[1]["records"]] == [f"R{i:03d}" for i in range(40)]
+    assert docs[0]["records"] == docs[1]["records"] and docs[1]["skipped"] == docs[0]["skipped"] != []
+    r = run_cli("predict", models["whole"], tmp_path / "many", bad, "--device", "cpu", "--jobs", 2, expect=1)
+    assert r.stderr.strip().splitlines() == ["error: record R040: lacks lead(s) V1 (use --on-error skip to leave it out)"]

@@ -20,10 +20,12 @@ from ecgtool.data.choices import CSV_UNITS, ON_ERROR
 @click.option("--on-error", type=click.Choice(ON_ERROR), default="fail", show_default=True,
               help="What to do with a recording that cannot be read or lacks a lead the model reads.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--jobs", "workers", type=click.IntRange(1), default=None,
+        help="Recordings read and preprocessed in parallel, one process each [default: CPU count, at most 8].")
 @device_option
 @json_option
 @overwrite_option
-def predict(checkpoint, inputs, output, fs, csv_units, on_error, batch_size, device, as_json, overwrite):
+def predict(checkpoint, inputs, output, fs, csv_units, on_error, batch_size, workers, device, as_json, overwrite):
     """Apply CHECKPOINT to raw recordings: WFDB records (.hea, or the .dat/.mat
     signal file beside it), CSV files (a header row of lead names; --fs), or
     directories of them.
@@ -43,7 +45,9 @@ def predict(checkpoint, inputs, output, fs, csv_units, on_error, batch_size, dev
     from ecgtool.eval.recordings import PredictOptions, check_recordings, output_format, run_predict, write_predictions
     from ecgtool.outputs import check_new_output
 
-    opts = PredictOptions(batch_size=batch_size, on_error=on_error, fs=fs, csv_units=csv_units)
+    from ecgtool.processes import default_workers
+
+    opts = PredictOptions(batch_size=batch_size, on_error=on_error, fs=fs, csv_units=csv_units, workers=workers or default_workers())
     recordings = find_recordings(inputs)
     check_recordings(recordings, opts)
     protected = [checkpoint, *inputs, *(f for r in recordings for f in r.files)]

@@ -82,7 +82,8 @@ def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_w
 
     from ecgtool.cli.options import stderr_console
     from ecgtool.cli.progress import ProgressDisplay
-    from ecgtool.data.prep import default_workers, run_prep
+    from ecgtool.data.prep import run_prep
+    from ecgtool.processes import default_workers
     from ecgtool.data.readers import open_reader
     from ecgtool.data.transforms import PrepConfig
 

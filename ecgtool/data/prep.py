@@ -1,19 +1,17 @@
 """``prep``: a raw dataset directory → an ECG store.
 
 Records are read and preprocessed in parallel worker processes, in batches,
-with a bounded number of batches in flight, and streamed into the store in
-record order: memory holds a few batches and one store chunk, never the dataset.
+with a bounded number of batches in flight (``ecgtool.processes``), and streamed
+into the store in record order: memory holds a few batches and one store chunk,
+never the dataset.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import os
-from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -26,10 +24,8 @@ from ecgtool.data.store import ZSCORE_SCALE, StoreWriter
 from ecgtool.data.transforms import PrepConfig, beat_windows, preprocess, select_leads
 from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.outputs import check_new_output
+from ecgtool.processes import ordered_map
 from ecgtool.provenance import make_entry
-
-BATCH = 16  # records per task sent to a worker: amortises inter-process overhead
-
 
 @dataclass
 class PrepReport:
@@ -81,18 +77,6 @@ class _Job:
     n_samples: int
 
 
-_worker_state: dict = {}
-
-
-def _init_worker(reader: DatasetReader, job: _Job) -> None:
-    # One copy of the reader (and its label tables) per worker, not per task.
-    _worker_state["reader"], _worker_state["job"] = reader, job
-
-
-def _prep_batch(record_ids: list[str]) -> list[tuple]:
-    return [_prep_one(_worker_state["reader"], _worker_state["job"], rid) for rid in record_ids]
-
-
 @dataclass
 class _Rows:
     """What one source record becomes: one row (a record store) or one row per beat (a beat store)."""
@@ -142,29 +126,6 @@ def _prep_one(reader: DatasetReader, job: _Job, record_id: str) -> tuple:
         message = str(e)
         prefix = f"{record_id}: "
         return record_id, message[len(prefix):] if message.startswith(prefix) else message, None
-
-
-def _results(reader: DatasetReader, job: _Job, ids: list[str], workers: int):
-    """Yield per-record results in record order, with at most ``4 × workers`` batches in flight."""
-    batches = [ids[i : i + BATCH] for i in range(0, len(ids), BATCH)]
-    if workers <= 1:
-        for batch in batches:
-            yield from (_prep_one(reader, job, rid) for rid in batch)
-        return
-    # spawn, not fork: a parent that has imported torch or started threads cannot fork safely.
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(reader, job)) as pool:
-        pending: deque = deque()
-        todo = iter(batches)
-        for batch in todo:
-            pending.append(pool.submit(_prep_batch, batch))
-            if len(pending) >= 4 * workers:
-                break
-        while pending:
-            done = pending.popleft().result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append(pool.submit(_prep_batch, nxt))
-            yield from done
 
 
 def run_prep(
@@ -246,7 +207,7 @@ def run_prep(
         inputs=(getattr(reader, "root", None),),
     )
     with writer:
-        for i, (rid, error, result) in enumerate(_results(reader, job, ids, workers), 1):
+        for i, (rid, error, result) in enumerate(ordered_map(partial(_prep_one, reader, job), ids, workers), 1):
             if error is not None:
                 if on_error == "fail":
                     raise EcgtoolError(f"record {rid}: {error} (use --on-error skip to leave it out)")
@@ -311,7 +272,3 @@ def _longest(reader: DatasetReader, ids: list[str], fs: float, on_error: str) ->
     if longest == 0:
         raise EcgtoolError("no record could be read to find the longest length")
     return int(math.ceil(longest * fs))
-
-
-def default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 1)))

@@ -15,6 +15,7 @@ import csv
 import json
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +30,7 @@ from ecgtool.eval.metrics import predict_labels
 from ecgtool.eval.predict import Windows, default_aggregate, predict, windows_for
 from ecgtool.eval.thresholds import checkpoint_thresholds
 from ecgtool.outputs import atomic_output
+from ecgtool.processes import ordered_map
 from ecgtool.provenance import fingerprint, make_entry
 
 OUTPUT_SUFFIXES = (".csv", ".json")
@@ -41,6 +43,7 @@ class PredictOptions:
     on_error: str = "fail"  # a recording that cannot be read or scored: stop (nothing written) or leave it out
     fs: float | None = None  # the sampling rate of CSV recordings (a CSV carries none)
     csv_units: str = "mV"
+    workers: int = 1  # processes reading and preprocessing recordings (ecgtool.processes)
 
     def __post_init__(self):
         if self.on_error not in ON_ERROR:
@@ -51,6 +54,8 @@ class PredictOptions:
             raise ConfigError(f"fs must be positive, not {self.fs:g} Hz", "fs")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, not {self.batch_size}", "batch_size")
+        if self.workers < 1:
+            raise ConfigError(f"jobs must be at least 1, not {self.workers}", "workers")
 
 
 @dataclass
@@ -194,19 +199,16 @@ def run_predict(ckpt: Checkpoint | str | os.PathLike, recordings: list[Recording
 
     def batches():
         rows, start = [], 0
-        for i, rec in enumerate(recordings, 1):
-            try:
-                raw = read_recording(rec, fs=opts.fs, units=opts.csv_units)
-                rows.append(reader.row(raw.signal, raw.fs, raw.leads))
-                length = raw.signal.shape[-1] * fs / raw.fs  # samples at the model's rate
+        read = partial(_read_row, reader, opts.fs, opts.csv_units)
+        for i, (rec, (row, length, why)) in enumerate(zip(recordings, ordered_map(read, recordings, opts.workers)), 1):
+            if why is None:
+                rows.append(row)
                 (short if length < samples - 0.5 else long if length > samples + 0.5 else []).append(rec.name)
                 kept.append(rec)
-            except Exception as e:  # reported by name; --on-error decides
-                message = str(e) or type(e).__name__
-                message = message.removeprefix(f"{rec.name}: ")
-                if opts.on_error == "fail":
-                    raise EcgtoolError(f"record {rec.name}: {message} (use --on-error skip to leave it out)") from e
-                skipped.append((rec, message))
+            elif opts.on_error == "fail":
+                raise EcgtoolError(f"record {rec.name}: {why} (use --on-error skip to leave it out)")
+            else:
+                skipped.append((rec, why))
             if progress:
                 progress(i, len(recordings))
             if len(rows) == opts.batch_size or (i == len(recordings) and rows):
@@ -232,6 +234,17 @@ def run_predict(ckpt: Checkpoint | str | os.PathLike, recordings: list[Recording
     inputs = ([ckpt.path] if ckpt.path else []) + list(dict.fromkeys(r.source for r in recordings))
     return Predictions(ckpt, kept, probs, decisions, thresholds, source, None if windows is None else windows.to_dict(),
                        skipped, warnings, make_entry("predict", inputs, on_error=opts.on_error))
+
+
+def _read_row(reader: RecordingReader, fs: float | None, units: str, rec: Recording) -> tuple[np.ndarray | None, float, str | None]:
+    """``(store row, length in samples at the model's rate, None)`` of one recording, or ``(None, 0, why)`` when it
+    cannot be read or lacks a lead the model reads; never raises (it runs in a worker process)."""
+    try:
+        raw = read_recording(rec, fs=fs, units=units)
+        return reader.row(raw.signal, raw.fs, raw.leads), raw.signal.shape[-1] * reader.prep.fs / raw.fs, None
+    except Exception as e:  # reported by name; --on-error decides
+        message = str(e) or type(e).__name__
+        return None, 0.0, message.removeprefix(f"{rec.name}: ")
 
 
 def output_format(path: str | os.PathLike) -> str:
