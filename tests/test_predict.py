@@ -263,3 +263,15 @@ def test_jobs_read_in_worker_processes_give_what_one_process_gives(setup, tmp_pa
     assert docs[0]["records"] == docs[1]["records"] and docs[1]["skipped"] == docs[0]["skipped"] != []
     r = run_cli("predict", models["whole"], tmp_path / "many", bad, "--device", "cpu", "--jobs", 2, expect=1)
     assert r.stderr.strip().splitlines() == ["error: record R040: lacks lead(s) V1 (use --on-error skip to leave it out)"]
+
+
+def test_named_files_are_the_named_recordings_files_each_directory_listed_once(tmp_path):
+    from ecgtool.data.recordings import find_recordings, named_files
+
+    write_wfdb_dir(tmp_path / "d", n=3, seed=1)
+    (tmp_path / "d" / "R001.v2.hea").write_text((tmp_path / "d" / "R001.hea").read_text())  # another record's name
+    (tmp_path / "rec.csv").write_text("I,II\n0,1\n")
+    recs = find_recordings([tmp_path / "d" / "R001.hea", tmp_path / "d" / "R002.dat", tmp_path / "rec.csv"])
+    d = tmp_path / "d"
+    assert named_files(recs) == [tmp_path / "rec.csv", d / "R001.dat", d / "R001.hea", d / "R001.v2.hea", d / "R002.dat", d / "R002.hea"]
+    assert named_files(find_recordings([d])) == []  # found in a directory: the directory protects them

@@ -41,7 +41,7 @@ def predict(checkpoint, inputs, output, fs, csv_units, on_error, batch_size, wor
 
     from ecgtool.cli.options import resolve_device, stderr_console, stdout_console
     from ecgtool.cli.progress import ProgressDisplay
-    from ecgtool.data.recordings import find_recordings
+    from ecgtool.data.recordings import find_recordings, named_files
     from ecgtool.eval.recordings import PredictOptions, check_recordings, output_format, run_predict, write_predictions
     from ecgtool.outputs import check_new_output
 
@@ -50,7 +50,7 @@ def predict(checkpoint, inputs, output, fs, csv_units, on_error, batch_size, wor
     opts = PredictOptions(batch_size=batch_size, on_error=on_error, fs=fs, csv_units=csv_units, workers=workers or default_workers())
     recordings = find_recordings(inputs)
     check_recordings(recordings, opts)
-    protected = [checkpoint, *inputs, *(f for r in recordings for f in r.files)]
+    protected = [checkpoint, *inputs, *named_files(recordings)]
     if output:
         output_format(output)
         check_new_output(output, overwrite, protected)  # before reading a single recording
