@@ -275,3 +275,21 @@ def test_named_files_are_the_named_recordings_files_each_directory_listed_once(t
     d = tmp_path / "d"
     assert named_files(recs) == [tmp_path / "rec.csv", d / "R001.dat", d / "R001.hea", d / "R001.v2.hea", d / "R002.dat", d / "R002.hea"]
     assert named_files(find_recordings([d])) == []  # found in a directory: the directory protects them
+
+
+def test_the_workers_task_imports_no_torch():
+    """predict's workers unpickle recording_row and the reader: torch (300 MB, seconds to import) stays out."""
+    import pickle
+    import subprocess
+    import sys
+
+    from ecgtool.data.inputs import InputSpec, RecordingReader
+    from ecgtool.data.recordings import recording_row
+    from ecgtool.data.transforms import PrepConfig
+    from functools import partial
+
+    spec = InputSpec(fs=100.0, leads=("I",), samples=400, normalisation={"method": "zscore"})
+    task = pickle.dumps(partial(recording_row, RecordingReader(spec, PrepConfig(fs=100, seconds=4.0), 400), None, "mV"))
+    code = "import pickle, sys; pickle.loads(sys.stdin.buffer.read()); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], input=task, capture_output=True, check=True)
+    assert out.stdout.decode().strip() == "False"

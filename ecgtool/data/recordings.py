@@ -21,6 +21,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from ecgtool.data.choices import CSV_UNITS
 from ecgtool.data.readers.base import RawRecord, open_text
 from ecgtool.data.readers.wfdb_dir import UNIT_TO_MV, canonical_lead, physical_mv, read_wfdb
 from ecgtool.errors import ConfigError, EcgtoolError
+
+if TYPE_CHECKING:
+    from ecgtool.data.inputs import RecordingReader
 
 SIGNAL_SUFFIXES = (".dat", ".mat")  # a WFDB signal file named instead of its header
 
@@ -126,6 +130,18 @@ def read_recording(rec: Recording, *, fs: float | None = None, units: str = "mV"
     if duplicated:
         raise EcgtoolError(f"{rec.name}: lead(s) {', '.join(duplicated)} appear more than once")
     return RawRecord(record_id=rec.name, patient_id=rec.name, signal=signal, fs=rate, leads=leads, labels=[])
+
+
+def recording_row(reader: RecordingReader, fs: float | None, units: str, rec: Recording) -> tuple[np.ndarray | None, float, str | None]:
+    """``(its store row, its length in samples at the model's rate, None)`` for one recording (``reader``: how the
+    model's training rows were made), or ``(None, 0, why)`` when it cannot be read or lacks a lead the model reads.
+    Never raises: it runs in ``predict``'s worker processes, which this module keeps free of torch."""
+    try:
+        raw = read_recording(rec, fs=fs, units=units)
+        return reader.row(raw.signal, raw.fs, raw.leads), raw.signal.shape[-1] * reader.prep.fs / raw.fs, None
+    except Exception as e:  # reported by name; predict --on-error decides
+        message = str(e) or type(e).__name__
+        return None, 0.0, message.removeprefix(f"{rec.name}: ")
 
 
 def csv_unit_factor(units: str) -> float:

@@ -24,7 +24,7 @@ import numpy as np
 from ecgtool.checkpoint import Checkpoint, CheckpointError
 from ecgtool.data.choices import CSV_UNITS, ON_ERROR, SIGNAL_DTYPES
 from ecgtool.data.inputs import RecordingReader
-from ecgtool.data.recordings import Recording, read_recording
+from ecgtool.data.recordings import Recording, recording_row
 from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.eval.metrics import predict_labels
 from ecgtool.eval.predict import Windows, default_aggregate, predict, windows_for
@@ -199,7 +199,7 @@ def run_predict(ckpt: Checkpoint | str | os.PathLike, recordings: list[Recording
 
     def batches():
         rows, start = [], 0
-        read = partial(_read_row, reader, opts.fs, opts.csv_units)
+        read = partial(recording_row, reader, opts.fs, opts.csv_units)  # torch-free: the workers start light
         for i, (rec, (row, length, why)) in enumerate(zip(recordings, ordered_map(read, recordings, opts.workers)), 1):
             if why is None:
                 rows.append(row)
@@ -234,17 +234,6 @@ def run_predict(ckpt: Checkpoint | str | os.PathLike, recordings: list[Recording
     inputs = ([ckpt.path] if ckpt.path else []) + list(dict.fromkeys(r.source for r in recordings))
     return Predictions(ckpt, kept, probs, decisions, thresholds, source, None if windows is None else windows.to_dict(),
                        skipped, warnings, make_entry("predict", inputs, on_error=opts.on_error))
-
-
-def _read_row(reader: RecordingReader, fs: float | None, units: str, rec: Recording) -> tuple[np.ndarray | None, float, str | None]:
-    """``(store row, length in samples at the model's rate, None)`` of one recording, or ``(None, 0, why)`` when it
-    cannot be read or lacks a lead the model reads; never raises (it runs in a worker process)."""
-    try:
-        raw = read_recording(rec, fs=fs, units=units)
-        return reader.row(raw.signal, raw.fs, raw.leads), raw.signal.shape[-1] * reader.prep.fs / raw.fs, None
-    except Exception as e:  # reported by name; --on-error decides
-        message = str(e) or type(e).__name__
-        return None, 0.0, message.removeprefix(f"{rec.name}: ")
 
 
 def output_format(path: str | os.PathLike) -> str:
