@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ecgtool.errors import ConfigError
+from ecgtool.heap import release_free_memory
 from ecgtool.train.prefetch import prefetch
 
 AGGREGATES = ("max", "mean")
@@ -103,11 +104,15 @@ def predict(model: torch.nn.Module, loader, device: torch.device, multi_label: b
     model.eval()
     probs, rows = [], []
     done, total = 0, len(loader.indices) if hasattr(loader, "indices") else None
-    for x, _, idx in prefetch(loader, device):  # on a GPU, the next batch is read and copied while this one runs
+    for i, (x, _, idx) in enumerate(prefetch(loader, device)):  # on a GPU, the next batch is read and copied while this one runs
         p = probabilities(model(x).float(), multi_label) if windows is None else window_probabilities(model, x, windows, multi_label)
         probs.append(p.cpu().numpy())
         rows.append(idx)
         done += len(idx)
+        if i % 16 == 15:
+            # Each batch's small outputs are kept between its large, freed inputs and activations, which then stay
+            # in the process: predict on 32,000 recordings grew 445 → 560 MB, 522 MB with this.
+            release_free_memory()
         if progress is not None:
             progress(done, total)
     model.train(was_training)
