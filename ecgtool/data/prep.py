@@ -27,6 +27,7 @@ from ecgtool.outputs import check_new_output
 from ecgtool.processes import ordered_map
 from ecgtool.provenance import make_entry
 
+
 @dataclass
 class PrepReport:
     written: int = 0
