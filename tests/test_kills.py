@@ -1,4 +1,5 @@
-"""SIGKILL at seeded random moments of prep, merge, split, train, pretrain, distill, fetch and predict, replacing an existing output.
+"""SIGKILL at seeded random moments of prep, merge, split, train, pretrain, distill, fetch, predict and export, replacing an
+existing output.
 
 After every kill the real name holds the previous output byte for byte or a complete new one (for
 split: all three stores of one run), no partial sibling is accepted by ``info``, and a clean rerun
@@ -64,6 +65,14 @@ def _complete(out: Path, kind: str) -> bool:
         return len(commands) == 1  # one run's stores, never a mix
     if kind == "fetch":
         return all((out / name).exists() for name in ("RECORDS", "labels.csv", "PROVENANCE.json"))
+    if kind == "export":  # a TorchScript file that loads
+        import torch
+
+        try:
+            torch.jit.load(str(out))
+            return True
+        except Exception:
+            return False
     if kind == "predict":  # a CSV: its header and one line per recording of synthetic_raw (120), ended
         text = out.read_text() if out.exists() else ""
         return text.endswith("\n") and text.startswith("record,") and len(text.splitlines()) == 121
@@ -100,6 +109,7 @@ def _argv(kind, out, seed, synthetic_raw, synthetic_store, synthetic_splits, par
         "distill": ["distill", teacher, synthetic_splits / "train.zarr", "-o", out, *DISTILL, "--epochs", 1, "--seed", seed],
         "fetch": ["fetch", "synthetic", "-o", out, "--records", 60, "--fs", 100, "--seed", seed],
         "predict": ["predict", teacher, synthetic_raw, "-o", out, "--device", "cpu", "--jobs", 1 + seed % 2],
+        "export": ["export", teacher, "-o", out, "--format", "torchscript", "--batch", 2 + seed % 3],
     }[kind]
 
 
@@ -111,12 +121,12 @@ DISTILL = ["--student", "resnet18", "--model-arg", "base_width=8", "--method", "
            "--clt-arg", "embed_dim=8", "--batch-size", 16, "--device", "cpu", "--threads", 1, "--workers", 1]
 
 
-@pytest.mark.parametrize("kind", ["prep", "merge", "split", "train", "pretrain", "distill", "fetch", "predict"])
+@pytest.mark.parametrize("kind", ["prep", "merge", "split", "train", "pretrain", "distill", "fetch", "predict", "export"])
 def test_sigkill_leaves_the_old_or_the_new_output(kind, synthetic_raw, synthetic_store, synthetic_splits, parts, tmp_path, request):
     rng = random.Random(f"kill-{kind}")
     out = tmp_path / {"prep": "s.zarr", "merge": "m.zarr", "split": "splits", "train": "m.ckpt", "pretrain": "e.ckpt",
-                      "distill": "s.ckpt", "fetch": "raw", "predict": "p.csv"}[kind]
-    t = request.getfixturevalue("teacher") if kind in ("distill", "predict") else None
+                      "distill": "s.ckpt", "fetch": "raw", "predict": "p.csv", "export": "m.pt"}[kind]
+    t = request.getfixturevalue("teacher") if kind in ("distill", "predict", "export") else None
     args = lambda seed: _argv(kind, out, seed, synthetic_raw, synthetic_store, synthetic_splits, parts, t)  # noqa: E731
     start = time.monotonic()
     first = _run(args(0))
