@@ -44,7 +44,6 @@ def predict(checkpoint, inputs, output, fs, csv_units, on_error, batch_size, wor
     from ecgtool.data.recordings import find_recordings, named_files
     from ecgtool.eval.recordings import PredictOptions, check_recordings, output_format, run_predict, write_predictions
     from ecgtool.outputs import check_new_output
-
     from ecgtool.processes import default_workers
 
     opts = PredictOptions(batch_size=batch_size, on_error=on_error, fs=fs, csv_units=csv_units, workers=workers or default_workers())

@@ -83,9 +83,9 @@ def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_w
     from ecgtool.cli.options import stderr_console
     from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.data.prep import run_prep
-    from ecgtool.processes import default_workers
     from ecgtool.data.readers import open_reader
     from ecgtool.data.transforms import PrepConfig
+    from ecgtool.processes import default_workers
 
     # The values are checked by PrepConfig and run_prep (LibraryCommand names the flag at fault).
     cfg = PrepConfig(

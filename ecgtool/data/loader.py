@@ -151,11 +151,12 @@ class ChunkLoader:
                 out.append((start, stop, rows))
         return out
 
-    def _new_held(self, capacity: int, scaled: bool) -> _Held:
-        """Buffers for ``capacity`` rows: int16 with their scale (``scaled``) or float32."""
+    def _new_held(self, capacity: int, scaled: bool, window: bool) -> _Held:
+        """Buffers for ``capacity`` rows: int16 with their scale (``scaled``) or float32; a stream ``window`` also
+        keeps the store row of each position (memory mode's positions are ``self.indices``)."""
         return _Held(capacity, (self.n_leads, self.n_samples), scaled,
                      [None if fused else (s.channels, self.n_samples) for s, fused in zip(self.specs, self.per_batch)],
-                     keep_stored=any(self.per_batch))
+                     keep_stored=any(self.per_batch), keep_rows=window)
 
     def _pool(self) -> ThreadPoolExecutor:
         """The decoding threads, kept from epoch to epoch with their reusable buffers."""
@@ -207,7 +208,7 @@ class ChunkLoader:
     # -- the two modes --------------------------------------------------------------------
     def _memory_batches(self) -> Iterator[tuple[list, np.ndarray]]:
         if self._held is None:
-            held = self._new_held(len(self.indices), scaled=False)
+            held = self._new_held(len(self.indices), scaled=False, window=False)
             _finish(self._fill(held, 0, self._selected_chunks()))
             self._held = held
         held = self._held
@@ -240,7 +241,7 @@ class ChunkLoader:
         leaves over (fewer than a global batch) and room for a last, partial chunk decoded whole."""
         largest = sum(sorted((len(rows) for _, _, rows in chunks), reverse=True)[: self.window_chunks])
         slack = self.store.chunk_records if self.scale is not None else 0
-        return self._new_held(self.global_batch - 1 + largest + slack, scaled=self.scale is not None)
+        return self._new_held(self.global_batch - 1 + largest + slack, scaled=self.scale is not None, window=True)
 
     def _window_batches(self, buffers: tuple[_Held, _Held], windows: list, rng) -> Iterator[tuple[list, np.ndarray]]:
         """The epoch's batches, window after window; the next window decodes while this one's batches are formed.
@@ -293,13 +294,13 @@ class ChunkLoader:
 class _Held:
     """Rows held by the loader at positions ``[0, capacity)``: as stored (int16 with their scale, when
     ``scaled``; else float32, an int16 store's dequantised as they are put) for the inputs formed per batch,
-    and the finished input of each spec with a data-side view."""
+    and the finished input of each spec with a data-side view; with ``keep_rows``, the store row of each position."""
 
-    def __init__(self, capacity: int, row: tuple[int, int], scaled: bool, viewed: list, keep_stored: bool):
+    def __init__(self, capacity: int, row: tuple[int, int], scaled: bool, viewed: list, keep_stored: bool, keep_rows: bool):
         self.stored = np.empty((capacity, *row), np.int16 if scaled else np.float32) if keep_stored else None
         self.scale = np.empty((capacity, row[0]), np.float32) if scaled and keep_stored else None
         self.viewed = [None if shape is None else np.empty((capacity, *shape), np.float32) for shape in viewed]
-        self.rows = np.empty(capacity, np.int64)
+        self.rows = np.empty(capacity, np.int64) if keep_rows else None
 
     def can_decode_into(self, start: int, rows: int) -> bool:
         """Whether a whole chunk of ``rows`` int16 rows may be decoded into the stored rows from ``start`` on."""

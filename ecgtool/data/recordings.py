@@ -46,7 +46,6 @@ class Recording:
     source: Path  # the file or directory it was found from, as given (a record path: its header)
 
 
-
 def find_recordings(paths) -> list[Recording]:
     """Every recording ``paths`` name (files, record paths, directories), in the order given (a directory's
     sorted); refuses a path that is none and two recordings of one name."""
