@@ -36,3 +36,9 @@ def output_error(path: str | os.PathLike, error: OSError) -> EcgtoolError:
     """An ``OSError`` met while writing the output ``path`` (a full disk, a quota, permissions) as one sentence naming it."""
     reason = _REASONS.get(error.errno) or (error.strerror or str(error)).lower()
     return EcgtoolError(f"{path}: cannot write the output: {reason} (nothing was left behind)")
+
+
+def record_failure(error: BaseException, record: str) -> str:
+    """Why one record failed, for a per-record report that names the record itself (prep and predict ``--on-error``):
+    the message without a leading ``"record: "``, or the exception's type when it has no message."""
+    return (str(error) or type(error).__name__).removeprefix(f"{record}: ")

@@ -69,6 +69,14 @@ def test_unreadable_record_skip_or_fail(raw, tmp_path):
     assert open_store(tmp_path / "s.zarr").attrs["skipped_records"][0]["record"] == "R003"
 
 
+def test_a_record_whose_error_has_no_message_is_reported_by_its_type(raw, tmp_path, monkeypatch):
+    reader = open_reader(raw)
+    read = reader.read
+    monkeypatch.setattr(reader, "read", lambda rid: (_ for _ in ()).throw(ZeroDivisionError()) if rid == "R002" else read(rid))
+    report = run_prep(reader, tmp_path / "s.zarr", PrepConfig(fs=100, seconds=3), on_error="skip")
+    assert report.skipped == [("R002", "ZeroDivisionError")]
+
+
 def test_unknown_lead_is_a_clear_error(raw, tmp_path):
     with pytest.raises(EcgtoolError, match="leads: aVR not among"):  # the parameter; the CLI names --leads
         run_prep(open_reader(raw), tmp_path / "s.zarr", PrepConfig(leads=("aVR",)))

@@ -22,7 +22,7 @@ from ecgtool.data.readers import DatasetReader
 from ecgtool.data.readers.base import read_fetch_provenance
 from ecgtool.data.store import ZSCORE_SCALE, StoreWriter
 from ecgtool.data.transforms import PrepConfig, beat_windows, preprocess, select_leads
-from ecgtool.errors import ConfigError, EcgtoolError
+from ecgtool.errors import ConfigError, EcgtoolError, record_failure
 from ecgtool.outputs import check_new_output
 from ecgtool.processes import ordered_map
 from ecgtool.provenance import make_entry
@@ -124,9 +124,7 @@ def _prep_one(reader: DatasetReader, job: _Job, record_id: str) -> tuple:
         return record_id, None, _Rows(signals, np.full(len(signals), job.n_samples), labels, beat_sample=positions,
                                       scale=scales, **meta)
     except Exception as e:  # reported by name; --on-error decides
-        message = str(e)
-        prefix = f"{record_id}: "
-        return record_id, message[len(prefix):] if message.startswith(prefix) else message, None
+        return record_id, record_failure(e, record_id), None
 
 
 def run_prep(

@@ -28,7 +28,7 @@ import numpy as np
 from ecgtool.data.choices import CSV_UNITS
 from ecgtool.data.readers.base import RawRecord, open_text
 from ecgtool.data.readers.wfdb_dir import UNIT_TO_MV, canonical_lead, physical_mv, read_wfdb
-from ecgtool.errors import ConfigError, EcgtoolError
+from ecgtool.errors import ConfigError, EcgtoolError, record_failure
 
 if TYPE_CHECKING:
     from ecgtool.data.inputs import RecordingReader
@@ -139,8 +139,7 @@ def recording_row(reader: RecordingReader, fs: float | None, units: str, rec: Re
         raw = read_recording(rec, fs=fs, units=units)
         return reader.row(raw.signal, raw.fs, raw.leads), raw.signal.shape[-1] * reader.prep.fs / raw.fs, None
     except Exception as e:  # reported by name; predict --on-error decides
-        message = str(e) or type(e).__name__
-        return None, 0.0, message.removeprefix(f"{rec.name}: ")
+        return None, 0.0, record_failure(e, rec.name)
 
 
 def csv_unit_factor(units: str) -> float:
