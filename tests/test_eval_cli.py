@@ -4,6 +4,7 @@ sliding windows for crop-trained models, plots, and outputs never left half-writ
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -31,6 +32,17 @@ def test_default_report_has_intervals_and_provenance(trained_checkpoint, synthet
     assert all(set(c["confusion"]) == {"tp", "fp", "fn", "tn"} for c in rep["per_class"])
     again = eval_json(trained_checkpoint, synthetic_splits / "test.zarr", "--bootstrap", 200)
     assert again["bootstrap"] == boot  # seeded
+
+
+def test_the_table_in_a_file_keeps_its_natural_width(trained_checkpoint, synthetic_splits, monkeypatch):
+    """Redirected output (CliRunner's is not a terminal) is not squeezed to 80 columns: at that width rich cut the
+    headers to "precis…" and wrapped each interval over three lines."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    out = run_cli("eval", trained_checkpoint, synthetic_splits / "test.zarr", "--bootstrap", 20).stdout
+    assert "precision" in out and "thresh." in out and "…" not in out
+    rows = [line for line in out.splitlines() if line.startswith("│")]
+    assert rows and not [line for line in rows if re.match(r"│\s+│", line)]  # no row wrapped onto a continuation line
+    assert re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", out)
 
 
 def test_thresholds_are_never_tuned_on_the_reported_store_by_accident(trained_checkpoint, synthetic_splits):

@@ -205,9 +205,22 @@ def stderr_console():
 
 
 def stdout_console():
+    """The console for a command's result. On a terminal it fits the window; redirected to a file or a pipe it
+    widens to each table's natural width (unless the table fills the width it is given) and never wraps a line,
+    where rich's default of 80 columns cut record names and probabilities to "SYN…" and "0.3…"."""
     from rich.console import Console
+    from rich.measure import Measurement
 
-    return Console()
+    class ResultConsole(Console):
+        def print(self, *objects, **kwargs):
+            if not self.is_terminal:
+                wide = self.options.update_width(1_000_000)
+                natural = max((Measurement.get(self, wide, o).maximum for o in objects
+                               if not isinstance(o, str) and not getattr(o, "expand", False)), default=0)  # fetch --list wraps its prose
+                self.width = max(self.width, natural)
+            super().print(*objects, **kwargs)
+
+    return ResultConsole(soft_wrap=not sys.stdout.isatty())
 
 
 def resolve_device(name: str):
