@@ -117,3 +117,27 @@ def test_a_phase_may_count_another_unit(clock):
         progress(5, 10)
         progress(0, 10, label="bootstrap", unit="resamples")
         assert progress._rate.unit == "resamples"  # the bar's rate column follows
+
+
+def test_a_slow_phase_shows_seconds_per_item(clock):
+    con = console(terminal=False)
+    with ProgressDisplay("epoch", unit="steps", console=con, interval=30) as progress:
+        progress(0, 7, label="epoch 1/1")
+        clock.now += 95
+        progress(3, 7)  # 0.03 steps/s printed as "0.0 steps/s" before
+    assert con.file.getvalue().splitlines() == ["epoch 1/1: 3/7 steps (43%), 31.7 s/step, 2m07s left"]
+
+
+def test_a_summary_line_of_the_caller_is_not_repeated_at_the_end(clock):
+    """train's epoch line sums up the last validation: a log must not end with the validation count after it."""
+    con = console(terminal=False)
+    with ProgressDisplay("epoch", unit="steps", console=con, interval=5) as progress:
+        progress(0, 10, label="epoch 1/1")
+        clock.now += 6
+        progress(10, 10)
+        progress(0, 50, label="validation", unit="records")
+        clock.now += 1
+        progress(50, 50)
+        con.print("epoch   1/1  train loss 0.5")
+        progress.reported()
+    assert con.file.getvalue().splitlines() == ["epoch 1/1: 10/10 steps (100%), 1.7 steps/s, done in 6s", "epoch   1/1  train loss 0.5"]

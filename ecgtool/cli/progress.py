@@ -30,6 +30,14 @@ from rich.text import Text
 LOG_INTERVAL = 30.0  # seconds between lines in a log: often enough to see a job move, rarely enough to read it
 
 
+def rate_text(rate: float, unit: str) -> str:
+    """``45.2 records/s``, or for fewer than one a second ``4.3 s/step``: a rate under 0.05/s printed as
+    ``0.0 steps/s`` on every line of a slow model's run."""
+    if rate >= 0.95:
+        return f"{rate:.1f} {unit}/s"
+    return f"{1 / rate:.1f} s/{unit.removesuffix('s')}"
+
+
 class _Rate(ProgressColumn):
     """Items per second (rich has a rate column for bytes only)."""
 
@@ -38,7 +46,7 @@ class _Rate(ProgressColumn):
         self.unit = unit
 
     def render(self, task) -> Text:
-        return Text(f"{task.speed:.1f} {self.unit}/s" if task.speed else "", style="progress.data.speed")
+        return Text(rate_text(task.speed, self.unit) if task.speed else "", style="progress.data.speed")
 
 
 def _duration(seconds: float) -> str:
@@ -99,6 +107,11 @@ class ProgressDisplay:
         elif now - self._last_line >= self.interval:
             self._log(now)
 
+    def reported(self) -> None:
+        """The caller has printed a line that sums up the latest state (train's epoch line after its validation):
+        the end of the run need not repeat it."""
+        self._logged = self._state
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
@@ -137,7 +150,7 @@ class ProgressDisplay:
                  + (f" ({100 * done / total:.0f}%)" if total else "")]
         rate = advanced / elapsed if elapsed > 0 else 0.0
         if rate > 0:
-            parts.append(f"{decimal(int(rate))}/s" if self.unit == "bytes" else f"{rate:.1f} {self.unit}/s")
+            parts.append(f"{decimal(int(rate))}/s" if self.unit == "bytes" else rate_text(rate, self.unit))
             if total and done < total:
                 parts.append(f"{_duration((total - done) / rate)} left")
         if total and done >= total:

@@ -31,6 +31,7 @@ def run_loop(make_engine, *, epochs: int, resume: bool, overwrite: bool, env, lo
             parts += [f"val loss {record['val_loss']:.4f}", f"val macro AUC {record['val_macro_auc']:.4f}"]
         parts.append(f"lr {record['lr']:.2e}")
         console.print("  ".join(parts) + ("  [green]best[/]" if best_epoch == record["epoch"] else ""))
+        progress.reported()
         if log is not None:
             log.epoch(engine.history)
 
