@@ -108,6 +108,12 @@ def test_info_describes_the_trained_checkpoint(trained_checkpoint):
     assert info["train_args"]["epochs"] == 2 and info["train_args"]["batch_size"] == 16 and info["train_args"]["seed"] == 0
 
 
+def test_info_text_names_the_input_leads_and_where_the_thresholds_came_from(trained_checkpoint):
+    out = " ".join(run_cli("info", trained_checkpoint).stdout.split())
+    assert "input 12 leads (I, II, III, aVR, aVL, aVF, V1, V2, V3, V4, V5, V6), 1000 samples" in out
+    assert "thresholds, tuned on validation store" in out
+
+
 def test_eval_json_reports_every_record_and_class(eval_run, synthetic_splits):
     report, _ = eval_run
     assert report["records"] == len(open_store(synthetic_splits / "test.zarr"))

@@ -48,14 +48,15 @@ def _print_summary(s: dict, console) -> None:
         console.print(f"[bold]{s['path']}[/]  checkpoint v{s['format_version']} ({s['checkpoint_kind']})")
         console.print(f"model {s['model']['name']} {s['model']['kwargs']}")
         inp = s["input"]
-        console.print(f"input {len(inp['leads'])} leads × {inp['samples']} samples at {inp['fs']} Hz, "
+        n = len(inp["leads"])
+        console.print(f"input {n} lead{'s' if n > 1 else ''} ({', '.join(inp['leads'])}), {inp['samples']} samples at {inp['fs']} Hz, "
                       f"normalisation {inp['normalisation']['method']}, view {inp['view']['name']}")
         if s["checkpoint_kind"] == "encoder":
             console.print(f"task {s['task']}: an encoder without a classifier head (train MODEL STORE --init {s['path']})")
         else:
             console.print(f"task {s['task']} ({'multi-label' if s['multi_label'] else 'multi-class'}), classes {', '.join(s['classes'])}")
         if s["thresholds"]:
-            console.print(f"thresholds from {s['thresholds']['source']}: " + ", ".join(f"{v:.3f}" for v in s["thresholds"]["values"]))
+            console.print(f"thresholds, {s['thresholds']['source']}: " + ", ".join(f"{v:.3f}" for v in s["thresholds"]["values"]))
         if s["metrics"]:
             console.print("metrics " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in s["metrics"].items()))
         if s.get("init"):
