@@ -69,7 +69,13 @@ def test_defaults_come_from_the_method(stores, tmp_path):
     assert ckpt.input.leads == ("II",)  # what train --init then takes
     assert ckpt.train_args["lr"] == 1e-4 and ckpt.train_args["weight_decay"] == 0.0  # CLOCS' Adam at 1e-4
     assert ckpt.pretraining["hyperparameters"]["embedding_dim"] == 0  # clocs_cnn ends in the embedding itself
-    assert "500 Hz" in r.stderr
+    assert "500 Hz" in r.stderr and "warm-up" not in r.stderr  # CLOCS does not warm up
+
+
+def test_a_warm_up_as_long_as_the_run_is_named(stores, tmp_path):
+    r = run_cli("pretrain", "clocs-cmsc", stores[0], "-o", tmp_path / "enc.ckpt", "--epochs", 1, "--warmup-epochs", 2,
+                "--batch-size", 8)
+    assert "the warm-up of 2 epochs is not shorter than the run's 1" in " ".join(r.stderr.split())
 
 
 def test_pooled_stores_are_all_seen_and_recorded(stores, tmp_path):

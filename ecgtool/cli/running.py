@@ -49,7 +49,7 @@ def run_loop(make_engine, *, epochs: int, resume: bool, overwrite: bool, env, lo
             raise EcgtoolError(f"{resume_path(engine.out)} holds an interrupted run; pass --resume to continue it or --overwrite to start again")
         if log_dir is not None:
             log = _epoch_log(log_dir, engine, resume, overwrite)
-        for line in engine.warnings if main else ():
+        for line in [*engine.warnings, *engine.schedule_warnings()] if main else ():
             console.print(f"[yellow]warning: {line}")
         if env.active and main:
             console.print(f"data-parallel on {env.world_size} processes, {engine.args.batch_size // env.world_size} records each per step")

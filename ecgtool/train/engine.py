@@ -175,6 +175,15 @@ class Engine:
         self.epoch_stats: dict = {}  # the last epoch's timings (SPEED_KEYS): end_epoch adds them to its record
         self.on_validate: Callable | None = None  # progress(done, total) of a validation pass (rank 0's share)
 
+    def schedule_warnings(self) -> list[str]:
+        """A warm-up as long as the run: the learning rate climbs the whole time and never reaches its peak (a
+        short trial of a method whose reference warms up for 5 or 10 epochs), which would otherwise pass unseen."""
+        args = self.args
+        if not args.warmup_epochs or args.warmup_epochs < args.epochs:
+            return []
+        return [f"the warm-up of {args.warmup_epochs:g} epochs is not shorter than the run's {args.epochs}: the learning rate "
+                f"rises the whole time and ends near {args.lr * args.epochs / args.warmup_epochs:.1e}, below its {args.lr:.1e} peak"]
+
     def start(self, module: torch.nn.Module, loader, parameter_groups: Callable[[torch.nn.Module], list]) -> None:
         """Put ``module`` (what learns) on the device, join the process group, wrap it, and make the optimiser
         over ``parameter_groups(module)`` (called after SyncBatchNorm replaced layers), scaler and schedule."""
