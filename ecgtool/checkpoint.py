@@ -357,6 +357,14 @@ class Checkpoint:
         entry = self.provenance[-1] if self.provenance else {}
         return [i.get("fingerprint") for i in entry.get("inputs", [])] if entry.get("step") in ("train", "distill") else []
 
+    def unfinished(self) -> list[str]:
+        """A warning when this is a run's ``.resume`` file rather than its output: the latest weights, not the best
+        epoch's (eval and predict take it, to look at a run still going, but never silently)."""
+        if self.resume is None:
+            return []
+        return [f"{self.path or 'the checkpoint'} is the resume file of an unfinished run (it would resume at epoch "
+                f"{self.resume['epoch'] + 1}): its weights are the latest, not the best epoch's"]
+
     def summary(self) -> dict:
         n_params = sum(int(t.numel()) for t in self.state_dict.values() if hasattr(t, "numel"))
         return {

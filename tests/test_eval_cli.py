@@ -45,6 +45,18 @@ def test_the_table_in_a_file_keeps_its_natural_width(trained_checkpoint, synthet
     assert re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", out)
 
 
+def test_a_resume_file_is_evaluated_with_a_warning(trained_checkpoint, synthetic_splits, tmp_path):
+    import dataclasses
+
+    from ecgtool.checkpoint import Checkpoint
+
+    ckpt = Checkpoint.load(trained_checkpoint)
+    dataclasses.replace(ckpt, resume={"epoch": 1, "position": {}}).save(tmp_path / "m.ckpt.resume")
+    err = " ".join(run_cli("eval", tmp_path / "m.ckpt.resume", synthetic_splits / "test.zarr", "--bootstrap", 0).stderr.split())
+    assert "m.ckpt.resume is the resume file of an unfinished run (it would resume at epoch 2)" in err
+    assert "resume file" not in run_cli("eval", trained_checkpoint, synthetic_splits / "test.zarr", "--bootstrap", 0).stderr
+
+
 def test_thresholds_are_never_tuned_on_the_reported_store_by_accident(trained_checkpoint, synthetic_splits):
     test = synthetic_splits / "test.zarr"
     r = run_cli("eval", trained_checkpoint, test, "--val", test, expect=2)

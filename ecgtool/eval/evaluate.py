@@ -156,6 +156,7 @@ def check_eval_inputs(checkpoints: list[Checkpoint], store, opts: EvalOptions) -
                 for w in classes_without_both(store, "evaluated store")]
     store_fingerprint = fingerprint(store.path)
     for c in checkpoints:
+        warnings += c.unfinished()
         if c.trained_on()[:1] == [store_fingerprint]:
             warnings.append(f"{store.path} is the store {c.path} was trained on: these are training-set metrics")
         if c.init is not None and store_fingerprint in c.init.get("trained_on", ())[:1]:

@@ -222,7 +222,7 @@ def run_predict(ckpt: Checkpoint | str | os.PathLike, recordings: list[Recording
 
     probs, _ = predict(model, batches(), device, ckpt.multi_label, windows)
     decisions = predict_labels(probs, ckpt.multi_label, thresholds)
-    warnings = []
+    warnings = ckpt.unfinished()
     seconds = f"{samples / fs:g} s ({samples} samples at {fs:g} Hz)"
     if short:
         warnings.append(f"{len(short)} recording(s) shorter than the {seconds} of the model's training records, zero-padded "
