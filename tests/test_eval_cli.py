@@ -57,6 +57,15 @@ def test_a_resume_file_is_evaluated_with_a_warning(trained_checkpoint, synthetic
     assert "resume file" not in run_cli("eval", trained_checkpoint, synthetic_splits / "test.zarr", "--bootstrap", 0).stderr
 
 
+def test_an_output_that_is_an_input_or_another_output_is_named(trained_checkpoint, synthetic_splits, tmp_path):
+    test = synthetic_splits / "test.zarr"
+    err = run_cli("eval", trained_checkpoint, test, "--plots", test, expect=2).stderr
+    assert "'--plots'" in err and "is an input of this evaluation" in err
+    err = run_cli("eval", trained_checkpoint, test, "--predictions", tmp_path / "p.npz", "--save-resamples", tmp_path / "p.npz",
+                  expect=2).stderr
+    assert "'--save-resamples'" in err and "is also the --predictions path" in " ".join(err.split())
+
+
 def test_thresholds_are_never_tuned_on_the_reported_store_by_accident(trained_checkpoint, synthetic_splits):
     test = synthetic_splits / "test.zarr"
     r = run_cli("eval", trained_checkpoint, test, "--val", test, expect=2)

@@ -63,11 +63,20 @@ def eval_(checkpoint, store_path, val, threshold_objective, threshold_scope, tun
                        leads=None if leads is None else tuple(x.strip() for x in leads.split(",") if x.strip()))
     if save_resamples and not (bootstrap or resamples):
         raise click.UsageError("--save-resamples needs --bootstrap N > 0")
-    outputs = [p for p in (predictions, plots, save_resamples) if p]
+    named = {"--predictions": predictions, "--plots": plots, "--save-resamples": save_resamples}
+    outputs = [p for p in named.values() if p]
     inputs = [p for p in (checkpoint, store_path, val, compare, resamples) if p]
-    real = [os.path.realpath(p) for p in outputs]
-    if len(set(real)) < len(real) or set(real) & {os.path.realpath(p) for p in inputs}:
-        raise click.UsageError("--predictions, --plots and --save-resamples need distinct paths, none of them an input")
+    real_inputs = {os.path.realpath(p) for p in inputs}
+    seen: dict[str, str] = {}
+    for flag, path in named.items():
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        if real in real_inputs:
+            raise click.BadParameter(f"{path} is an input of this evaluation", param_hint=f"'{flag}'")
+        if real in seen:
+            raise click.BadParameter(f"{path} is also the {seen[real]} path; each output needs its own", param_hint=f"'{flag}'")
+        seen[real] = flag
     for path in outputs:
         check_new_output(path, overwrite, inputs)  # refuse before the evaluation, not after
     if tune_on_eval_store:
