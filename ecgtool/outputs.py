@@ -4,7 +4,8 @@ Four promises, kept here once for every command:
 
 * An output is never one of the command's inputs, nor inside one, nor contains
   one — with ``--overwrite`` or without (``check_new_output``): replacing it
-  would destroy the input.
+  would destroy the input. An output whose directory cannot be written is
+  refused there too, before the work that would be lost.
 * An output is written to a hidden temporary sibling (``.NAME.partial-HOST-PID``)
   and published under its real name only when complete, so a crash, Ctrl-C or
   SIGKILL never leaves a half-written result under the real name.
@@ -68,7 +69,28 @@ def check_new_output(path: str | os.PathLike, overwrite: bool, inputs: Iterable[
         raise EcgtoolError(f"{path} already exists; pass --overwrite to replace it")
     if not path.parent.is_dir():
         raise EcgtoolError(f"the directory {path.parent} for {path.name} does not exist")
+    check_writable(path)
     return path
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse, before any work, an output that this process cannot create: its directory (or, where that is still to be
+    made, the nearest directory that exists) is on a read-only file system or not writable. Found only when the output
+    is written, it would cost the whole run (hours of training). A late failure is still reported by
+    :func:`atomic_output`, naming the output: ``os.access`` can be wrong (ACLs, network file systems) and a directory
+    can change meanwhile."""
+    path = Path(path)
+    directory = path.parent
+    while not directory.is_dir() and directory != directory.parent:
+        directory = directory.parent
+    if os.access(directory, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        return
+    try:
+        readonly = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        readonly = False
+    why = f"the directory {directory} is on a read-only file system" if readonly else f"no permission to write in the directory {directory}"
+    raise EcgtoolError(f"{path}: cannot write the output: {why}")
 
 
 def temporary_sibling(final: Path, kind: str = "partial") -> Path:
@@ -90,6 +112,8 @@ def sibling_of(path: Path) -> str | None:
 
 
 def remove(path: Path) -> None:
+    if not os.path.lexists(path):
+        return  # nothing to do; unlink would fail anyway on a read-only file system (EROFS, not "no such file")
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -211,13 +235,15 @@ def atomic_output(path: str | os.PathLike, overwrite: bool, directory: bool = Fa
                   inputs: Iterable[str | os.PathLike | None] = ()) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is published as ``path``, on failure it disappears."""
     final = check_new_output(path, overwrite, inputs)
-    remove_stale_siblings(final)
     tmp = temporary_sibling(final)
-    remove(tmp)
-    if directory:
-        tmp.mkdir()
     try:
         try:
+            # inside the try: on a read-only file system even removing an absent name fails (EROFS), and that error
+            # names the hidden temporary sibling, not the output the user asked for
+            remove_stale_siblings(final)
+            remove(tmp)
+            if directory:
+                tmp.mkdir()
             yield tmp
             publish(tmp, final, overwrite)
         except OSError as e:  # a full disk, a quota, permissions: one sentence naming the output

@@ -202,3 +202,57 @@ def test_a_complete_temporary_sibling_is_refused_by_readers(tmp_path, synthetic_
     shutil.copy(trained_checkpoint, ckpt)
     r = run_cli("info", ckpt, expect=1)
     assert "temporary copy of a write to" in r.stderr
+
+
+# -- an output directory this process cannot write in ---------------------------------------------
+@pytest.fixture
+def unwritable(tmp_path):
+    """A directory this process cannot write in: mode 0o555, or for root (whom permissions do not stop) a read-only
+    tmpfs where the sandbox lets a test mount one."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() != 0:
+        ro.chmod(0o555)
+        yield ro
+        ro.chmod(0o755)
+        return
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"running as root, and cannot mount a read-only tmpfs here ({(r.stderr or r.stdout).strip() or r.returncode})")
+    try:
+        yield ro
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True)
+
+
+def _one_line_naming(r, out) -> str:
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {out}: cannot write the output: "), r.stderr
+    assert ".partial-" not in lines[0] and "Traceback" not in r.stderr
+    return lines[0]
+
+
+def test_an_unwritable_output_directory_is_refused_before_any_work(unwritable, synthetic_raw, synthetic_splits,
+                                                                   trained_checkpoint, tmp_path, monkeypatch):
+    """Found when the output was written, it cost a whole training epoch (or export's trace, predict's reading) and the
+    message named the hidden temporary sibling; now every command refuses up front, naming its output."""
+    from ecgtool.train.engine import Engine
+
+    def trained(*args, **kwargs):
+        raise AssertionError("training started before the output directory was checked")
+
+    monkeypatch.setattr(Engine, "start", trained)
+    train, val = synthetic_splits / "train.zarr", synthetic_splits / "val.zarr"
+    cases = [("train", "resnet18", train, "-o", unwritable / "m.ckpt", "--epochs", 1),
+             ("distill", trained_checkpoint, train, "--student", "resnet18", "-o", unwritable / "s.ckpt", "--epochs", 1),
+             ("pretrain", "cpc", train, "--backbone", "resnet18", "-o", unwritable / "e.ckpt", "--epochs", 1),
+             ("export", trained_checkpoint, "-o", unwritable / "m.pt"),
+             ("predict", trained_checkpoint, synthetic_raw, "-o", unwritable / "p.csv"),
+             ("eval", trained_checkpoint, val, "--predictions", unwritable / "p.csv"),
+             ("merge", train, "-o", unwritable / "m.zarr")]
+    for args in cases:
+        out = args[-1] if args[0] == "eval" else args[args.index("-o") + 1]
+        line = _one_line_naming(run_cli(*args, expect=1), out)
+        assert line.endswith(("is on a read-only file system", "no permission to write in the directory " + str(unwritable))), line
+    assert os.listdir(unwritable) == [] and sorted(os.listdir(tmp_path)) == ["ro"]
+

@@ -562,10 +562,10 @@ class StoreWriter:
     # -- context management -------------------------------------------------------------
     def __enter__(self) -> "StoreWriter":
         check_new_output(self.path, self.overwrite, self.inputs)
-        remove_stale_siblings(self.path)
         self.tmp = temporary_sibling(self.path)
-        remove(self.tmp)
         try:
+            remove_stale_siblings(self.path)  # in the try: on a read-only file system these fail too (EROFS)
+            remove(self.tmp)
             return self._create()
         except OSError as e:  # a full disk, a quota, permissions: one sentence naming the output
             remove(self.tmp)

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from ecgtool.errors import EcgtoolError
-from ecgtool.outputs import atomic_output, check_apart
+from ecgtool.outputs import atomic_output, check_apart, check_writable
 
 HISTORY_FILE = "history.csv"
 RUN_FILE = "run.json"
@@ -56,6 +56,7 @@ def check_log_dir(directory: str | os.PathLike, *, resume: bool = False, overwri
         raise EcgtoolError(f"the log directory {path} is not a directory")
     if (path / HISTORY_FILE).exists() and not (resume or overwrite):
         raise EcgtoolError(f"{path} already holds a run's history; give another log directory, --resume the run or --overwrite")
+    check_writable(path / RUN_FILE)  # the directory, or the nearest one that exists where it is still to be made
     return path
 
 
