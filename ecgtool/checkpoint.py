@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 from ecgtool.data.inputs import InputSpec, check_labels
 from ecgtool.data.store import MAX_CLASSES, qualified_ids
 from ecgtool.errors import EcgtoolError
-from ecgtool.outputs import atomic_output, sibling_of
+from ecgtool.outputs import atomic_output, output_file, sibling_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -255,10 +255,8 @@ class Checkpoint:
 
         doc = self.to_dict()
         with atomic_output(path, overwrite, inputs=inputs) as tmp:
-            with open(tmp, "wb") as f:
+            with output_file(tmp) as f:  # a full disk is then an OSError that names the file, not torch's "unexpected pos"
                 torch.save(doc, f)
-                f.flush()
-                os.fsync(f.fileno())
 
     def replace(self, **changes: Any) -> Checkpoint:
         return replace(self, **changes)

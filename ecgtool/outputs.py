@@ -30,12 +30,13 @@ import ctypes
 import ctypes.util
 import errno
 import glob
+import io
 import os
 import shutil
 import socket
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 from ecgtool.errors import EcgtoolError, output_error
 
@@ -251,3 +252,44 @@ def atomic_output(path: str | os.PathLike, overwrite: bool, directory: bool = Fa
     finally:
         if os.path.lexists(tmp):
             remove(tmp)
+
+
+class _RecordingFile(io.BufferedWriter):
+    """A file written through Python that keeps the first OSError its writes met (``error``)."""
+
+    error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return super().write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+
+@contextmanager
+def output_file(tmp: str | os.PathLike) -> Iterator[BinaryIO]:
+    """``tmp`` (what :func:`atomic_output` yields) opened to write bytes, flushed, synced to disk and closed after the
+    block, for writers that hide why a write failed: torch.save's C++ zip writer turns the OSError that a full disk
+    raised in its file's write() into ``RuntimeError("[enforce fail at inline_container.cc] unexpected pos …")``.
+    The file keeps that OSError, and a failure of the block after one is raised as it, which :func:`atomic_output`
+    reports in one sentence naming the output."""
+    f = _RecordingFile(io.FileIO(tmp, "w"))
+    try:
+        try:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            f.close()
+    except Exception as e:
+        if f.error is None or e is f.error:
+            raise
+        raise f.error from e

@@ -4,7 +4,11 @@ fault, never in numbers computed from garbage or in "unexpected <Type>"."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -402,6 +406,87 @@ def test_a_full_disk_while_a_checkpoint_is_saved_names_it(trained_checkpoint, tm
     with pytest.raises(EcgtoolError, match="no space left on device"):
         ckpt.save(tmp_path / "m.ckpt")
     assert list(tmp_path.iterdir()) == []
+
+
+@contextmanager
+def _file_size_limit(limit: int):
+    """Files written meanwhile may not grow past ``limit`` bytes: write() then fails with EFBIG, as it fails with
+    ENOSPC on a full disk, through the same code (SIGXFSZ ignored: by default it kills the process). Portable where
+    mounting a small tmpfs is not (it needs root)."""
+    import resource
+    import signal
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def _run_file_size_limited(limit: int | None, *args) -> subprocess.CompletedProcess:
+    """``ecgtool ARGS`` in a fresh process whose files may not grow past ``limit`` bytes (see _file_size_limit; None:
+    no limit): a process, because torch's C++ writer used to abort the one it ran in."""
+    def apply():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # ignored, it stays ignored across exec
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    return subprocess.run([sys.executable, "-m", "ecgtool", *map(str, args)], capture_output=True, text=True, env=env,
+                          preexec_fn=None if limit is None else apply, timeout=300)
+
+
+def test_a_checkpoint_too_big_for_the_disk_is_one_sentence_naming_it(trained_checkpoint, tmp_path):
+    """torch.save's own writer, failed by the file system, said "unexpected pos" in a RuntimeError."""
+    from ecgtool.checkpoint import Checkpoint
+    from ecgtool.errors import EcgtoolError
+
+    ckpt = Checkpoint.load(trained_checkpoint)
+    out = tmp_path / "m.ckpt"
+    with _file_size_limit(64 << 10), pytest.raises(EcgtoolError) as caught:
+        ckpt.save(out)
+    assert str(caught.value) == f"{out}: cannot write the output: file too large for the file system (nothing was left behind)"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["train", "pretrain"])
+def test_training_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, command):
+    """The resume checkpoint after the first epoch meets the full disk: one line naming it (distill saves the same way)."""
+    from conftest import wfdb_store
+
+    store = wfdb_store(tmp_path / "data" / "s.zarr", n=8)
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "m.ckpt"
+    args = ("train", "resnet18", store) if command == "train" else ("pretrain", "cpc", store, "--backbone", "resnet18")
+    with _file_size_limit(64 << 10):
+        r = run_cli(*args, "-o", out, "--epochs", 1, "--batch-size", 4, expect=1)
+    assert r.stderr.splitlines()[-1] == f"error: {out}.resume: cannot write the output: file too large for the file system (nothing was left behind)"
+    assert "unexpected" not in r.stderr and list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_export_on_a_full_disk_is_one_line_and_leaves_nothing(trained_checkpoint, tmp_path):
+    """torch.jit.save's C++ writer aborted the whole process (SIGABRT from a destructor, exit 134) and left its
+    temporary file; ONNX goes through onnx's Python writer."""
+    out = tmp_path / "m.pt"
+    r = _run_file_size_limited(64 << 10, "export", trained_checkpoint, "-o", out)
+    assert (r.returncode, r.stdout) == (1, ""), (r.returncode, r.stderr[-2000:])
+    assert r.stderr.splitlines() == [f"error: {out}: cannot write the output: file too large for the file system (nothing was left behind)"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_export_on_a_full_tmpfs_is_one_line_and_leaves_nothing(trained_checkpoint, small_disk):
+    out = small_disk / "m.pt"
+    r = _run_file_size_limited(None, "export", trained_checkpoint, "-o", out)
+    assert (r.returncode, r.stdout) == (1, ""), (r.returncode, r.stderr[-2000:])
+    assert r.stderr.splitlines() == [f"error: {out}: cannot write the output: no space left on device (nothing was left behind)"]
+    assert list(small_disk.iterdir()) == []
 
 
 # -- a stranger's checkpoint claiming absurd sizes ---------------------------------------------------

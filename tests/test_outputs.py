@@ -242,13 +242,13 @@ def test_an_unwritable_output_directory_is_refused_before_any_work(unwritable, s
         raise AssertionError("training started before the output directory was checked")
 
     monkeypatch.setattr(Engine, "start", trained)
-    train, val = synthetic_splits / "train.zarr", synthetic_splits / "val.zarr"
+    train = synthetic_splits / "train.zarr"
     cases = [("train", "resnet18", train, "-o", unwritable / "m.ckpt", "--epochs", 1),
              ("distill", trained_checkpoint, train, "--student", "resnet18", "-o", unwritable / "s.ckpt", "--epochs", 1),
              ("pretrain", "cpc", train, "--backbone", "resnet18", "-o", unwritable / "e.ckpt", "--epochs", 1),
              ("export", trained_checkpoint, "-o", unwritable / "m.pt"),
              ("predict", trained_checkpoint, synthetic_raw, "-o", unwritable / "p.csv"),
-             ("eval", trained_checkpoint, val, "--predictions", unwritable / "p.csv"),
+             ("eval", trained_checkpoint, synthetic_splits / "test.zarr", "--predictions", unwritable / "p.csv"),
              ("merge", train, "-o", unwritable / "m.zarr")]
     for args in cases:
         out = args[-1] if args[0] == "eval" else args[args.index("-o") + 1]
@@ -256,3 +256,16 @@ def test_an_unwritable_output_directory_is_refused_before_any_work(unwritable, s
         assert line.endswith(("is on a read-only file system", "no permission to write in the directory " + str(unwritable))), line
     assert os.listdir(unwritable) == [] and sorted(os.listdir(tmp_path)) == ["ro"]
 
+
+
+def test_an_output_directory_found_unwritable_late_names_the_output(unwritable, synthetic_splits, trained_checkpoint,
+                                                                     monkeypatch):
+    """Where the check up front is wrong (os.access and ACLs, a network file system, a directory changed meanwhile),
+    the failure still names the output, not its hidden temporary sibling, and leaves nothing."""
+    monkeypatch.setattr(outputs.os, "access", lambda *args, **kwargs: True)
+    for args, out in [(("export", trained_checkpoint, "-o", unwritable / "m.pt"), unwritable / "m.pt"),
+                      (("eval", trained_checkpoint, synthetic_splits / "test.zarr", "--predictions", unwritable / "p.csv"),
+                       unwritable / "p.csv")]:
+        line = _one_line_naming(run_cli(*args, expect=1), out)
+        assert line.endswith(("read-only file system (nothing was left behind)", "permission denied (nothing was left behind)"))
+    assert os.listdir(unwritable) == []

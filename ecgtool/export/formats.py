@@ -122,11 +122,20 @@ def run_onnx(path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
 
 def write_torchscript(model, example, path: Path, metadata: dict[str, str]) -> None:
     """Trace ``model`` (eval mode) on ``example`` and save it to ``path`` with ``metadata`` as ``_extra_files``."""
+    import io
+
     import torch
+
+    from ecgtool.outputs import output_file
 
     with _quiet(), torch.no_grad():  # _quiet: torch 2.13 marks torch.jit deprecated (below)
         traced = torch.jit.trace(model, example, check_trace=False)  # the parity check, on other inputs, decides
-        torch.jit.save(traced, str(path), _extra_files=metadata)
+        # Into memory first, then to the file: torch.jit.save's C++ writer, given a file that a full disk fails,
+        # aborts the whole process (SIGABRT from a destructor that writes again) and leaves its partial file.
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files=metadata)
+    with output_file(path) as f:
+        f.write(buffer.getbuffer())
 
 
 def read_torchscript_metadata(path: Path, keys) -> dict[str, str]:
