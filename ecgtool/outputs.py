@@ -46,6 +46,12 @@ _RENAME_EXCHANGE = 2
 _SIBLING_KINDS = ("partial", "old")
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file or directory: the same after links are resolved, or hard links to one file."""
+    ra, rb = os.path.realpath(a), os.path.realpath(b)
+    return ra == rb or (os.path.exists(ra) and os.path.exists(rb) and os.path.samefile(ra, rb))
+
+
 def check_apart(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
     """Refuse an output that is an input, lies inside one, or contains one (links resolved)."""
     out = Path(os.path.realpath(output))
@@ -53,7 +59,7 @@ def check_apart(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | 
         if given is None:
             continue
         inp = Path(os.path.realpath(given))
-        if out == inp or (out.exists() and inp.exists() and os.path.samefile(out, inp)):
+        if same_file(out, inp):
             raise EcgtoolError(f"the output {output} is the input {given}; writing it would destroy the input")
         if inp in out.parents:
             raise EcgtoolError(f"the output {output} lies inside the input {given}; write it elsewhere")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import json
 import math
 
@@ -121,3 +122,31 @@ def test_each_validation_pass_reports_its_progress(store, tmp_path):
     trainer.on_validate = lambda done, total: calls.append((done, total))
     trainer.run()
     assert calls == [(24, 24)] * 2  # the validation loader's one batch of 24 records, once per epoch
+
+
+@pytest.mark.parametrize("command", ["train", "distill", "pretrain"])
+def test_an_output_among_the_log_files_is_refused_before_any_work(store, tmp_path, monkeypatch, command):
+    """-o LOG/run.json with --log-dir LOG: with --overwrite the checkpoint silently replaced the run's log (or the log
+    the checkpoint); without, the whole run trained, then failed ("already exists"), losing the model and leaving a
+    .resume that blocked the rerun. Every name the log directory holds, or would hold, is refused up front."""
+    def started(*args, **kwargs):
+        raise AssertionError("the engine was built before the log directory was checked")
+
+    monkeypatch.setattr(Engine, "__init__", started)
+    log = tmp_path / "logs"
+    (tmp_path / "teacher.ckpt").write_bytes(b"never read")
+    head = {"train": ("train", "resnet18", store), "distill": ("distill", tmp_path / "teacher.ckpt", store, "--student", "resnet18"),
+            "pretrain": ("pretrain", "cpc", store, "--backbone", "resnet18")}[command]
+    cases = [(log / "run.json", "is the log directory's run.json"), (log / "history.csv", "is the log directory's history.csv"),
+             (log / "events.out.tfevents.1700000000.host.1.0", "is named as TensorBoard's event files"),
+             (log, "is the log directory")]
+    for out, words in cases:
+        for extra in ((), ("--overwrite",)):
+            r = run_cli(*head, "-o", out, "--epochs", 1, "--log-dir", log, *extra, expect=1)
+            assert r.stderr == f"error: the output {out} {words}" + r.stderr.split(words, 1)[1] and r.stderr.count("\n") == 1, r.stderr
+    log.mkdir()
+    (log / "run.json").write_text("{}")  # an existing log (another run's): neither replaced nor read
+    r = run_cli(*head, "-o", log / "run.json", "--epochs", 1, "--log-dir", log, "--overwrite", expect=1)
+    assert "is the log directory's run.json" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "teacher.ckpt"] and os.listdir(log) == ["run.json"]
+    assert (log / "run.json").read_text() == "{}"

@@ -244,6 +244,7 @@ def test_an_unwritable_output_directory_is_refused_before_any_work(unwritable, s
     monkeypatch.setattr(Engine, "start", trained)
     train = synthetic_splits / "train.zarr"
     cases = [("train", "resnet18", train, "-o", unwritable / "m.ckpt", "--epochs", 1),
+             ("train", "resnet18", train, "-o", tmp_path / "m.ckpt", "--epochs", 1, "--log-dir", unwritable / "logs"),
              ("distill", trained_checkpoint, train, "--student", "resnet18", "-o", unwritable / "s.ckpt", "--epochs", 1),
              ("pretrain", "cpc", train, "--backbone", "resnet18", "-o", unwritable / "e.ckpt", "--epochs", 1),
              ("export", trained_checkpoint, "-o", unwritable / "m.pt"),
@@ -252,6 +253,8 @@ def test_an_unwritable_output_directory_is_refused_before_any_work(unwritable, s
              ("merge", train, "-o", unwritable / "m.zarr")]
     for args in cases:
         out = args[-1] if args[0] == "eval" else args[args.index("-o") + 1]
+        if "--log-dir" in args:
+            out = unwritable / "logs" / "run.json"
         line = _one_line_naming(run_cli(*args, expect=1), out)
         assert line.endswith(("is on a read-only file system", "no permission to write in the directory " + str(unwritable))), line
     assert os.listdir(unwritable) == [] and sorted(os.listdir(tmp_path)) == ["ro"]

@@ -64,7 +64,7 @@ def distill(teacher, train_store, model_name, output, method, student_leads, alp
     val_store = loop["val_store"]
     ckpt = run_loop(lambda on_step, on_epoch: Distiller(args, train_store, val_store, output, overwrite=overwrite,
                                                         on_step=on_step, on_epoch=on_epoch, env=env),
-                    epochs=args.epochs, resume=loop["resume"], overwrite=overwrite, env=env,
+                    output=output, epochs=args.epochs, resume=loop["resume"], overwrite=overwrite, env=env,
                     log_dir=loop["log_dir"])
     if not env.is_main:
         return

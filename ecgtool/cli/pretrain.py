@@ -83,7 +83,7 @@ def pretrain(method, stores, output, backbone, model_kwargs, method_kwargs, epoc
     env = distributed.detect()
     ckpt = run_loop(lambda on_step, on_epoch: Pretrainer(args, stores, output, overwrite=overwrite, on_step=on_step,
                                                          on_epoch=on_epoch, env=env),
-                    epochs=args.with_defaults().epochs, resume=resume, overwrite=overwrite, env=env,
+                    output=output, epochs=args.with_defaults().epochs, resume=resume, overwrite=overwrite, env=env,
                     log_dir=log_dir)
     if not env.is_main:
         return

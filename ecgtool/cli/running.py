@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
-def run_loop(make_engine, *, epochs: int, resume: bool, overwrite: bool, env, log_dir=None):
+def run_loop(make_engine, *, output, epochs: int, resume: bool, overwrite: bool, env, log_dir=None):
     """Build the loop with ``make_engine(on_step, on_epoch)``, continue it with ``resume``, run it with a
     progress bar and one line per epoch on stderr (rank 0 only), and return its final checkpoint. With
     ``log_dir`` rank 0 also writes the epoch history there (train/history.py). A pre-emption signal exits with
-    status 75 after the resume checkpoint is written; the process group is left in every case."""
+    status 75 after the resume checkpoint is written; the process group is left in every case. ``output`` is the
+    checkpoint the engine writes (and ``OUTPUT.resume``), which the log directory is checked against before any work."""
     from ecgtool.cli.options import stderr_console
     from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.errors import EcgtoolError
     from ecgtool.train import distributed
     from ecgtool.train.engine import EXIT_PREEMPTED, Preempted, resume_path
+    from ecgtool.train.history import check_log_dir
 
+    if log_dir is not None:  # before the engine reads its stores; the inputs are checked again once it knows them
+        check_log_dir(log_dir, resume=resume, overwrite=overwrite, outputs=(output, resume_path(Path(output))))
     main = env.is_main  # only rank 0 talks
     console = stderr_console()
     progress = ProgressDisplay("epoch", unit="steps", console=console, enabled=main)
@@ -71,12 +76,15 @@ def _epoch_log(log_dir, engine, resume: bool, overwrite: bool):
     import dataclasses
 
     from ecgtool import __version__
+    from ecgtool.train.engine import resume_path
     from ecgtool.train.history import EpochLog, check_log_dir
 
+    outputs = (engine.out, resume_path(engine.out))
     if not engine.env.is_main:  # the other ranks only check (rank 0's EpochLog checks too), so that all stop together
-        check_log_dir(log_dir, resume=resume, overwrite=overwrite, inputs=engine.inputs)
+        check_log_dir(log_dir, resume=resume, overwrite=overwrite, inputs=engine.inputs, outputs=outputs)
         return None
 
     run = {"ecgtool": __version__, "command": sys.argv, "output": str(engine.out), "inputs": [str(p) for p in engine.inputs if p is not None],
            "arguments": dataclasses.asdict(engine.args) if dataclasses.is_dataclass(engine.args) else vars(engine.args)}
-    return EpochLog(log_dir, run, start_epoch=engine.start_epoch, resume=resume, overwrite=overwrite, inputs=engine.inputs)
+    return EpochLog(log_dir, run, start_epoch=engine.start_epoch, resume=resume, overwrite=overwrite, inputs=engine.inputs,
+                    outputs=outputs)

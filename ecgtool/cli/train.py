@@ -65,7 +65,7 @@ def train(model_name, train_store, output, augment, seed, device, overwrite, as_
     val_store = loop["val_store"]
     ckpt = run_loop(lambda on_step, on_epoch: Trainer(args, train_store, val_store, output, overwrite=overwrite, on_step=on_step,
                                                       on_epoch=on_epoch, env=env),
-                    epochs=args.epochs, resume=loop["resume"], overwrite=overwrite, env=env,
+                    output=output, epochs=args.epochs, resume=loop["resume"], overwrite=overwrite, env=env,
                     log_dir=loop["log_dir"])
     main = env.is_main
     if not main:

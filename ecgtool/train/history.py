@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from ecgtool.errors import EcgtoolError
-from ecgtool.outputs import atomic_output, check_apart, check_writable
+from ecgtool.outputs import atomic_output, check_apart, check_writable, same_file
 
 HISTORY_FILE = "history.csv"
 RUN_FILE = "run.json"
@@ -46,12 +46,34 @@ def history_csv(history: list[dict]) -> str:
     return out.getvalue()
 
 
-def check_log_dir(directory: str | os.PathLike, *, resume: bool = False, overwrite: bool = False, inputs=()) -> Path:
-    """Refuse, before any work: a log directory inside an input, a file in its place, or another run's
-    history there (unless the run resumes or overwrites). Every DDP rank checks, so that all stop together."""
+def is_event_file(path: str | os.PathLike) -> bool:
+    """Whether TensorBoard reads ``path`` as an event file of its directory (it reads every name holding "tfevents"),
+    and so whether a new run's log with ``overwrite`` removes it (``events.out.tfevents.*``)."""
+    return "tfevents" in Path(path).name
+
+
+def check_log_dir(directory: str | os.PathLike, *, resume: bool = False, overwrite: bool = False, inputs=(),
+                  outputs=()) -> Path:
+    """Refuse, before any work: a log directory inside an input, a file in its place, another run's history there
+    (unless the run resumes or overwrites), or a log file that is one of the run's other ``outputs`` (its checkpoint
+    and resume checkpoint: the log would be written over the checkpoint, or the checkpoint over the log, or the log's
+    TensorBoard files, which --overwrite removes, include it). Every DDP rank checks, so that all stop together."""
     path = Path(directory)
     for name in (HISTORY_FILE, RUN_FILE):  # the directory may hold the inputs, but must not lie inside one
         check_apart(path / name, inputs)
+    real = Path(os.path.realpath(path))
+    for output in outputs:
+        if same_file(output, path):
+            raise EcgtoolError(f"the output {output} is the log directory {path}; give them different names")
+        if Path(os.path.realpath(output)) in real.parents:
+            raise EcgtoolError(f"the log directory {path} lies inside the output {output}; give them different names")
+        for name in (RUN_FILE, HISTORY_FILE):
+            if same_file(output, path / name):
+                raise EcgtoolError(f"the output {output} is the log directory's {name}; one would be written over the "
+                                   "other: give the output another name or the log another directory")
+        if is_event_file(output) and Path(os.path.realpath(output)).parent == real:
+            raise EcgtoolError(f"the output {output} is named as TensorBoard's event files in the log directory {path}, "
+                               "which the log writes and replaces; give the output another name or the log another directory")
     if path.exists() and not path.is_dir():
         raise EcgtoolError(f"the log directory {path} is not a directory")
     if (path / HISTORY_FILE).exists() and not (resume or overwrite):
@@ -65,8 +87,8 @@ class EpochLog:
     epochs already done (a resumed run's), whose events are kept."""
 
     def __init__(self, directory: str | os.PathLike, run: dict, *, start_epoch: int = 0, resume: bool = False,
-                 overwrite: bool = False, inputs=()):
-        self.dir = check_log_dir(directory, resume=resume, overwrite=overwrite, inputs=inputs)
+                 overwrite: bool = False, inputs=(), outputs=()):
+        self.dir = check_log_dir(directory, resume=resume, overwrite=overwrite, inputs=inputs, outputs=outputs)
         history = self.dir / HISTORY_FILE
         self.dir.mkdir(parents=True, exist_ok=True)
         if overwrite and not resume:  # a new run, a new log: the old run's events would be drawn with the new
