@@ -228,7 +228,8 @@ TRAIN_ERRORS = [
     ("existing output", ["resnet18", "{store}", "-o", "{tmp}/old.ckpt"], 1,
      "error: {tmp}/old.ckpt already exists; pass --overwrite to replace it"),
     ("interrupted run left behind", ["resnet18", "{store}", "-o", "{tmp}/cut.ckpt"], 1,
-     "error: {tmp}/cut.ckpt.resume holds an interrupted run; pass --resume to continue it or --overwrite to start again"),
+     "error: {tmp}/cut.ckpt.resume holds an unfinished run (interrupted, or stopped by an error after an epoch); pass --resume "
+     "to continue it, or delete {tmp}/cut.ckpt.resume (or pass --overwrite) to start again"),
 ]
 
 

@@ -153,3 +153,30 @@ def test_every_model_round_trips_through_train_and_eval(stores, tmp_path, name):
     report = run_eval(tmp_path / "m.ckpt", val, "cpu", ON_VAL).report
     assert report["macro"]["auroc"] == pytest.approx(ckpt.metrics["val_macro_auc"], abs=1e-6)
     assert Checkpoint.load(tmp_path / "m.ckpt").model.name == name
+
+
+@pytest.mark.parametrize("command", ["train", "distill"])
+def test_a_validation_store_without_any_defined_auc_is_refused_before_training(synthetic_raw, synthetic_splits, trained_checkpoint,
+                                                                               tmp_path, monkeypatch, command):
+    """Two records of one shard (the audit's `prep --limit 2 --shard 3/4`): no class has both positive and negative
+    records, so no epoch can be chosen by its validation macro AUC. The run used to train, fail at its end and leave
+    a .resume that blocked the rerun; it now stops before training, leaving nothing."""
+    from conftest import run_cli
+
+    from ecgtool.train.engine import Engine
+
+    val = tmp_path / "p3.zarr"
+    run_cli("prep", synthetic_raw, "-o", val, "--fs", 100, "--limit", 2, "--shard", "3/4", "--jobs", 1)
+
+    def trained(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(Engine, "start", trained)
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "m.ckpt"
+    head = ("train", "resnet18") if command == "train" else ("distill", trained_checkpoint, "--student", "resnet18")
+    head = (*head[:2], synthetic_splits / "train.zarr", *head[2:])
+    r = run_cli(*head, "--val", val, "-o", out, "--epochs", 1, "--model-arg", "base_width=8", expect=1)
+    assert r.stderr == (f"error: validation macro AUC would be undefined in every epoch: {val} needs positive and negative "
+                        "records of at least one class\n")
+    assert list((tmp_path / "out").iterdir()) == []

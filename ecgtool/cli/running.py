@@ -51,7 +51,11 @@ def run_loop(make_engine, *, output, epochs: int, resume: bool, overwrite: bool,
             if main:
                 console.print(f"resuming at epoch {engine.start_epoch + 1}, step {engine.position['batch'] + 1}")
         elif resume_path(engine.out).exists() and not overwrite:
-            raise EcgtoolError(f"{resume_path(engine.out)} holds an interrupted run; pass --resume to continue it or --overwrite to start again")
+            # Kept on purpose: written after every epoch, it is what a kill, a crash or a failed final write leaves to
+            # continue from. Only the user can tell whether a rerun should continue it or start again.
+            left = resume_path(engine.out)
+            raise EcgtoolError(f"{left} holds an unfinished run (interrupted, or stopped by an error after an epoch); pass --resume "
+                               f"to continue it, or delete {left} (or pass --overwrite) to start again")
         if log_dir is not None:
             log = _epoch_log(log_dir, engine, resume, overwrite)
         for line in [*engine.warnings, *engine.schedule_warnings()] if main else ():

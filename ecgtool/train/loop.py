@@ -144,6 +144,9 @@ class Trainer(Engine):
             check_labels(self.val_store, s.classes, s.multi_label, "validation store")
             self.input.check(self.val_store, "validation store", windows=True)
             self.windows = windows_for(self.input.samples, self.val_store.n_samples, aggregate=default_aggregate(s.multi_label))
+            if len(classes_without_both(self.val_store)) == len(self.val_store.classes):
+                # the best epoch is chosen by that AUC: without one, the run could only fail at its end
+                raise EcgtoolError(undefined_auc(self.val_store.path, "would be"))
         if not self.multi_label:
             for store in filter(None, (s, self.val_store)):
                 if (store.labels.sum(axis=1) != 1).any():
@@ -327,10 +330,7 @@ class Trainer(Engine):
 
     def finish(self) -> Checkpoint:
         if self.best["state"] is None:
-            raise EcgtoolError(
-                f"validation macro AUC was undefined in every epoch: {self.val_store.path} needs positive and "
-                "negative records of at least one class"
-            )
+            raise EcgtoolError(undefined_auc(self.val_store.path, "was"))
         thresholds = None
         if self.multi_label:
             if self.best["val_probs"] is not None:
@@ -349,6 +349,11 @@ class Trainer(Engine):
             resume_path(self.out).unlink(missing_ok=True)
         distributed.barrier()
         return ckpt
+
+
+def undefined_auc(val_path, was: str) -> str:
+    return (f"validation macro AUC {was} undefined in every epoch: {val_path} needs positive and negative records of at "
+            "least one class")
 
 
 def _args_for_checkpoint(args: TrainArgs) -> dict:
