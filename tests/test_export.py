@@ -98,6 +98,41 @@ def test_refusals(trained_checkpoint, synthetic_splits, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["enc.ckpt", "old.pt"]
 
 
+@pytest.mark.parametrize("opset", ["29", "99999"])
+def test_an_opset_the_installed_exporter_cannot_write_is_a_usage_error_before_work(trained_checkpoint, tmp_path, monkeypatch,
+                                                                                  opset):
+    import onnx.defs
+
+    import ecgtool.export.run as run
+
+    def never(*args):
+        raise AssertionError("exported despite an opset out of range")
+
+    monkeypatch.setattr(run, "write_onnx", never)
+    monkeypatch.setattr(onnx.defs, "onnx_opset_version", lambda: 28)  # the range is asked of onnx, not written down
+    err = run_cli("export", trained_checkpoint, "-o", tmp_path / "m.onnx", "--opset", opset, "--json", expect=2).stderr
+    assert "Invalid value for '--opset'" in err and f"opset {opset}" in err and "18 to 28" in err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == []
+
+
+def test_an_opset_given_to_a_torchscript_export_is_refused(trained_checkpoint, tmp_path):
+    err = run_cli("export", trained_checkpoint, "-o", tmp_path / "m.pt", "--opset", "20", expect=2).stderr
+    assert "Invalid value for '--opset'" in err and "TorchScript" in err and list(tmp_path.iterdir()) == []
+
+
+def test_a_file_at_another_opset_than_asked_is_not_published(trained_checkpoint, tmp_path, monkeypatch):
+    import ecgtool.export.run as run
+
+    def keeps_its_own(model, example, path, metadata, opset):  # as the exporter does when its conversion fails
+        path.write_bytes(b"an opset-18 model")
+        return 18
+
+    monkeypatch.setattr(run, "write_onnx", keeps_its_own)
+    err = run_cli("export", trained_checkpoint, "-o", tmp_path / "m.onnx", "--opset", "20", expect=1).stderr
+    assert "could not convert resnet18 to opset 20 (it wrote opset 18); nothing was written" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_parity_failure_leaves_no_output(tmp_path, monkeypatch):
     import ecgtool.export.run as run
 

@@ -14,7 +14,8 @@ from ecgtool.export.choices import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL, FO
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Output format (default: from the suffix: .onnx → ONNX; .pt, .ts → TorchScript).")
 @click.option("--opset", type=click.IntRange(DEFAULT_OPSET), default=DEFAULT_OPSET, show_default=True,
-              help="ONNX opset (18 is the lowest the torch.export-based exporter writes).")
+              help="ONNX opset: from 18, the torch.export-based exporter's own, up to the highest the installed onnx "
+                   "package defines (a usage error names the range); the file is written at this opset or not at all.")
 @click.option("--atol", type=click.FloatRange(0), default=DEFAULT_ATOL, show_default=True,
               help="Parity: absolute tolerance on each logit.")
 @click.option("--rtol", type=click.FloatRange(0), default=DEFAULT_RTOL, show_default=True,

@@ -71,15 +71,30 @@ def require_onnx() -> None:
 def _quiet():
     """The exporters' chatter (tracer and deprecation warnings, torch.onnx's notes on optional torchvision ops)
     says nothing the parity check does not decide: keep stderr for ecgtool's own lines."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    # onnxscript's version converter logs its fallbacks (with a traceback when one fails): the opset read back
+    # from the written file, checked in run.py, says what came of it
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def supported_opsets() -> range:
+    """The ai.onnx opsets :func:`write_onnx` writes with the installed packages: from ``DEFAULT_OPSET``, the
+    exporter's own (lower ones are down-converted, which fails for many models), up to the highest the installed
+    onnx package defines. The exporter converts its graph to the opset asked for (onnxscript's converter, then
+    onnx's); above onnx's highest that conversion fails, and the exporter keeps its own opset after logging a
+    traceback, so the bound is asked of onnx rather than written down here."""
+    import onnx.defs
+
+    return range(DEFAULT_OPSET, onnx.defs.onnx_opset_version() + 1)
 
 
 def write_onnx(model, example, path: Path, metadata: dict[str, str], opset: int = DEFAULT_OPSET) -> int:

@@ -11,8 +11,8 @@ import numpy as np
 from ecgtool.errors import ConfigError
 from ecgtool.export.choices import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL
 from ecgtool.export.formats import (ExportError, format_for, onnx_opset, read_onnx_metadata,
-                                    read_torchscript_metadata, require_onnx, run_onnx, run_torchscript, write_onnx,
-                                    write_torchscript)
+                                    read_torchscript_metadata, require_onnx, run_onnx, run_torchscript, supported_opsets,
+                                    write_onnx, write_torchscript)
 from ecgtool.export.parity import compare, random_batch, store_batch
 
 
@@ -32,6 +32,14 @@ def export_checkpoint(ckpt_path: str | os.PathLike, output: str | os.PathLike, *
     fmt = format_for(output, fmt)
     if fmt == "onnx":
         require_onnx()
+        opsets = supported_opsets()
+        if opset not in opsets:
+            import onnx
+
+            raise ConfigError(f"opset {opset} is not one the installed exporter writes: {opsets[0]} to {opsets[-1]} "
+                              f"(onnx {onnx.__version__})", "opset")
+    elif opset != DEFAULT_OPSET:  # an opset is ONNX's: a TorchScript file would silently ignore it
+        raise ConfigError(f"opset {opset} applies to ONNX; a TorchScript export has no opset", "opset")
     if batch < 2:  # torch.export fixes a dimension of size 1 to 1: a batch axis needs an example of 2 or more
         raise ConfigError(f"the example batch must hold 2 or more records, not {batch}", "batch")
     inputs = [ckpt_path, check_store]
@@ -52,7 +60,7 @@ def export_checkpoint(ckpt_path: str | os.PathLike, output: str | os.PathLike, *
     with atomic_output(output, overwrite, inputs=inputs) as tmp:
         try:
             if fmt == "onnx":
-                write_onnx(model, torch.from_numpy(example), tmp, metadata, opset)
+                written_opset = write_onnx(model, torch.from_numpy(example), tmp, metadata, opset)
             else:
                 write_torchscript(model, torch.from_numpy(example), tmp, metadata)
         except OSError:
@@ -60,6 +68,9 @@ def export_checkpoint(ckpt_path: str | os.PathLike, output: str | os.PathLike, *
         except Exception as e:
             raise ExportError(f"{ckpt.model.name} cannot be exported to {'ONNX' if fmt == 'onnx' else 'TorchScript'}: "
                               f"{_reason(e)} (rerun with --debug for the traceback)") from e
+        if fmt == "onnx" and written_opset != opset:  # the exporter keeps its own opset when a conversion fails
+            raise ExportError(f"{output}: the exporter could not convert {ckpt.model.name} to opset {opset} (it wrote "
+                              f"opset {written_opset}); nothing was written")
         _sync(tmp)
         written = read_onnx_metadata(tmp) if fmt == "onnx" else read_torchscript_metadata(tmp, metadata)
         if read_metadata(written) != read_metadata(metadata):
