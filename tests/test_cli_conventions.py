@@ -264,7 +264,7 @@ def test_the_renamed_options_keep_their_old_spellings():
     found = {(" ".join(path), o.opts[0], alias) for path, _, o in ALIASED for alias in o.aliases}
     assert found == {
         ("prep", "--jobs", "--workers"), ("prep", "--crop-mode", "--crop"),
-        ("profile", "--batch-size", "--batch"), ("profile", "--num-leads", "--leads"),
+        ("profile", "--batch-size", "--batch"), ("export", "--batch-size", "--batch"), ("profile", "--num-leads", "--leads"),
         ("profile", "--num-samples", "--samples"), ("profile", "--num-classes", "--classes"),
         ("split", "--num-folds", "--folds"), ("split", "--train-folds", "--train"), ("split", "--val-folds", "--val"),
         ("split", "--test-folds", "--test"), ("explain", "--limit", "--first"), ("fetch synthetic", "--num-records", "--records"),

@@ -109,7 +109,7 @@ def _argv(kind, out, seed, synthetic_raw, synthetic_store, synthetic_splits, par
         "distill": ["distill", teacher, synthetic_splits / "train.zarr", "-o", out, *DISTILL, "--epochs", 1, "--seed", seed],
         "fetch": ["fetch", "synthetic", "-o", out, "--records", 60, "--fs", 100, "--seed", seed],
         "predict": ["predict", teacher, synthetic_raw, "-o", out, "--device", "cpu", "--jobs", 1 + seed % 2],
-        "export": ["export", teacher, "-o", out, "--format", "torchscript", "--batch", 2 + seed % 3],
+        "export": ["export", teacher, "-o", out, "--format", "torchscript", "--batch-size", 2 + seed % 3],
     }[kind]
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ecgtool.cli.options import LibraryCommand, json_option, output_option, overwrite_option, seed_option
-from ecgtool.export.choices import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL, FORMATS
+from ecgtool.cli.options import LibraryCommand, json_option, option, output_option, overwrite_option, seed_option
+from ecgtool.export.choices import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL, FORMATS, MAX_BATCH
 
 
 @click.command(cls=LibraryCommand)
@@ -20,10 +20,10 @@ from ecgtool.export.choices import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL, FO
               help="Parity: absolute tolerance on each logit.")
 @click.option("--rtol", type=click.FloatRange(0), default=DEFAULT_RTOL, show_default=True,
               help="Parity: tolerance relative to the logit (a logit passes within atol + rtol·|logit|).")
-@click.option("--batch", type=click.IntRange(2), default=2, show_default=True,
-              help="Records in the example batch the model is exported from and in the parity batch.")
+@option("--batch-size", "batch", aliases=("--batch",), type=click.IntRange(2, MAX_BATCH), default=2, show_default=True,
+        help="Records in the example batch the model is exported from and in the parity batch (the file takes any batch size).")
 @click.option("--check-store", type=click.Path(exists=True, file_okay=False),
-              help="Also check parity on this store's first --batch records, read as eval reads them.")
+              help="Also check parity on this store's first --batch-size records, read as eval reads them.")
 @seed_option
 @overwrite_option
 @json_option

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgtool.errors import ConfigError
-from ecgtool.export.choices import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL
+from ecgtool.export.choices import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL, MAX_BATCH
 from ecgtool.export.formats import (ExportError, format_for, onnx_opset, read_onnx_metadata,
                                     read_torchscript_metadata, require_onnx, run_onnx, run_torchscript, supported_opsets,
                                     write_onnx, write_torchscript)
@@ -42,6 +42,9 @@ def export_checkpoint(ckpt_path: str | os.PathLike, output: str | os.PathLike, *
         raise ConfigError(f"opset {opset} applies to ONNX; a TorchScript export has no opset", "opset")
     if batch < 2:  # torch.export fixes a dimension of size 1 to 1: a batch axis needs an example of 2 or more
         raise ConfigError(f"the example batch must hold 2 or more records, not {batch}", "batch")
+    if batch > MAX_BATCH:  # why this bound: choices.py
+        raise ConfigError(f"the example batch holds at most {MAX_BATCH} records (the export takes any batch size), "
+                          f"not {batch}", "batch")
     inputs = [ckpt_path, check_store]
     check_new_output(output, overwrite, inputs)
     ckpt = Checkpoint.load(ckpt_path)

@@ -23,6 +23,7 @@ BASE = {
     "eval": ["eval", "{ckpt}", "{store}", "--bootstrap", "0", "--device", "cpu"],
     "explain": ["explain", "{ckpt}", "{store}", "-o", "{tmp}/cams", "--no-charts", "--device", "cpu"],
     "profile": ["profile", "resnet18", "--repeats", "1", "--batch-size", "1", "--num-samples", "100", "--device", "cpu"],
+    "export": ["export", "{ckpt}", "-o", "{tmp}/m.pt"],
     "info": ["info"],
 }
 SHARED = ("small_raw", "small_store", "ckpt", "store", "train_store", "val_store")
@@ -183,6 +184,10 @@ CASES = [
     opt("profile", ["--num-leads", "0"], "--num-leads"),
     opt("profile", ["--batch-size", "0"], "--batch-size"),
     opt("profile", ["--repeats", "0"], "--repeats"),
+    # export
+    opt("export", ["--batch-size", "1"], "--batch-size"),
+    opt("export", ["--batch-size", "100000"], "--batch-size"),  # OOM-killed before it had a bound
+    opt("export", ["--batch", "100000"], "--batch-size", id="batch-is-batch-size"),  # the old spelling, named by the new
     Case("cli-profile-unknown-model", _build([], {}), ["profile", "nosuchnet"], 2, "MODEL|CHECKPOINT"),
     Case("cli-profile-no-target", _build([], {}), ["profile"], 2, "MODEL"),
     opt("info", ["{tmp}/nosuch.zarr"], "PATH", id="missing-path"),
