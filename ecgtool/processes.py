@@ -21,6 +21,11 @@ R = TypeVar("R")
 
 BATCH = 16  # items per task sent to a worker
 IN_FLIGHT = 4  # batches in flight per worker
+# Threads or processes beyond a few per CPU only contend for it, and a count typed a few digits too long was a
+# failure far from its cause (100,000 torch threads: a MemoryError blamed on the training store; 100,000 --jobs:
+# a process per batch of recordings). Counts above PER_CPU x the machine's CPUs are refused: a run that wants
+# speed stays near 1x, and oversubscribing I/O-bound reads pays off well below 4x.
+PER_CPU = 4
 
 _task: list = []  # in a worker: the task it was started with
 
@@ -28,6 +33,21 @@ _task: list = []  # in a worker: the task it was started with
 def default_workers() -> int:
     """Worker processes when the user gives none: one per CPU, at most 8."""
     return max(1, min(8, os.cpu_count() or 1))
+
+
+def max_parallel() -> int:
+    """The most threads or processes a count option takes on this machine (``PER_CPU`` per CPU)."""
+    return PER_CPU * (os.cpu_count() or 1)
+
+
+def check_parallel(value: int, parameter: str, name: str, what: str) -> None:
+    """Refuse a count of ``what`` (threads, processes) above :func:`max_parallel`, as the ``ConfigError`` of
+    ``parameter`` (called ``name`` in the message)."""
+    from ecgtool.errors import ConfigError
+
+    if value > max_parallel():
+        raise ConfigError(f"{name} {value} asks for more {what} than {PER_CPU} per CPU ({max_parallel()} on this "
+                          f"machine's {os.cpu_count() or 1} CPUs)", parameter)
 
 
 def _start(task: Callable) -> None:

@@ -14,7 +14,9 @@ from ecgtool.errors import ConfigError, EcgtoolError
 
 
 @pytest.mark.parametrize("kwargs, parameter, words", [
-    ({"fs": 0}, "fs", "fs must be positive"),
+    ({"fs": 0}, "fs", "fs must be a sampling rate from 1 to 100,000 Hz"),
+    ({"fs": 1e308}, "fs", "fs must be a sampling rate from 1 to 100,000 Hz"),
+    ({"seconds": 1e308}, "seconds", "more than 100,000,000 samples per lead"),
     ({"seconds": -1.0}, "seconds", "seconds must be positive"),
     ({"crop": "middle"}, "crop", "crop must be one of start, center"),
     ({"normalisation": "minmax"}, "normalisation", "normalisation must be one of zscore, dataset, none"),

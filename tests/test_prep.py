@@ -118,3 +118,11 @@ def test_transforms():
     z = zscore(x)
     np.testing.assert_allclose(z.mean(-1), 0, atol=1e-9)
     np.testing.assert_allclose(z.std(-1), 1, atol=1e-9)
+
+
+def test_a_resampling_factor_beyond_1000_is_refused_before_it_allocates():
+    x = np.zeros((12, 500), np.float32)
+    assert resample(x, 10_000, 10).shape == (12, 1)  # 1000x down: the bound itself
+    for fs_in, fs_out in ((0.001, 100), (1e308, 100), (100, 1e6)):  # 0.001 Hz upsampled 100,000x, killed at 18 GB
+        with pytest.raises(EcgtoolError, match="a factor of more than 1000 either way"):
+            resample(x, fs_in, fs_out)

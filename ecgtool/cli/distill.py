@@ -25,7 +25,7 @@ def _leads(ctx, param, value):
 @click.option("--student-leads", callback=_leads, metavar="LEAD[,LEAD...]",
               help="The leads the student reads, by name (default: every lead of the store); the teacher reads its own.")
 @click.option("--alpha", type=float, default=None, help="Weight of the distillation term (kd, mvms: 0.5 with 1−alpha on the labels; mvkt: 1, MLKD's).")
-@click.option("--temperature", type=float, default=None, help="Softening temperature T (kd, mvms: 2; mvkt: 1).")
+@click.option("--temperature", type=float, default=None, help="Softening temperature T, 0.01 to 1000 (kd, mvms: 2; mvkt: 1).")
 @click.option("--beta", type=float, default=None, help="mvkt: weight of the contrastive lead transfer (0.8).")
 @click.option("--hard-weight", type=float, default=None, help="mvkt: weight of the classification loss, the paper's gamma (1).")
 @click.option("--noise", "noise_std", type=float, default=None, help="Std of Gaussian noise added to both inputs in training (mvms: 0.1; others: 0).")

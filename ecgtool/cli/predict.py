@@ -14,14 +14,14 @@ from ecgtool.data.choices import CSV_UNITS, ON_ERROR
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the predictions to this .csv or .json file (default: a table on stdout).")
 @click.option("--fs", type=click.FloatRange(0, min_open=True), default=None,
-              help="Sampling rate in Hz of CSV recordings (required for them; WFDB headers give their own).")
+              help="Sampling rate in Hz of CSV recordings, 1 to 100,000 (required for them; WFDB headers give their own).")
 @click.option("--csv-units", type=click.Choice(CSV_UNITS), default="mV", show_default=True,
               help="Units of the values in CSV recordings (WFDB headers give their own).")
 @click.option("--on-error", type=click.Choice(ON_ERROR), default="fail", show_default=True,
               help="What to do with a recording that cannot be read or lacks a lead the model reads.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--jobs", "workers", type=click.IntRange(1), default=None,
-        help="Recordings read and preprocessed in parallel, one process each [default: CPU count, at most 8].")
+        help="Recordings read and preprocessed in parallel, one process each (at most 4 per CPU) [default: CPU count, at most 8].")
 @device_option
 @json_option
 @overwrite_option

@@ -45,8 +45,8 @@ def _beat_window(ctx, param, value):
 @click.option("--keep-paced", is_flag=True, default=None, help="MIT-BIH: keep the paced records 102, 104, 107, 217 (left out by default, as AAMI recommends).")
 @click.option("--beat-window", callback=_beat_window, metavar="PRE,POST", help="Seconds before and after each annotated beat: one store row per beat (MIT-BIH), e.g. 0.25,0.4.")
 @click.option("--labels", "label_csv", type=click.Path(dir_okay=False), help="Label CSV (record_id, labels[, patient_id, age, sex, fold]) for a generic WFDB directory.")
-@click.option("--fs", type=click.FloatRange(0, min_open=True), default=100.0, show_default=True, help="Target sampling rate in Hz (polyphase resampling).")
-@click.option("--seconds", type=click.FloatRange(0), default=10.0, show_default=True, help="Fixed record length; 0 keeps the longest record's length and zero-pads the rest.")
+@click.option("--fs", type=click.FloatRange(0, min_open=True), default=100.0, show_default=True, help="Target sampling rate in Hz, 1 to 100,000 (polyphase resampling, by a factor of at most 1000 either way).")
+@click.option("--seconds", type=click.FloatRange(0), default=10.0, show_default=True, help="Fixed record length (at most 100 million samples per lead); 0 keeps the longest record's length and zero-pads the rest.")
 @option("--crop-mode", "crop", aliases=("--crop",), type=click.Choice(CROP_POLICIES), default="start", show_default=True,
         help="Which part of a longer record to keep.")
 @click.option("--lowcut", type=click.FloatRange(0), default=0.5, show_default=True, help="High-pass edge in Hz (0 disables).")
@@ -59,7 +59,7 @@ def _beat_window(ctx, param, value):
               help="How the store keeps its rows: int16 with a per-record, per-lead scale (the size of the raw data; "
                    "error ≤ 1/65534 of each lead's peak) or float32/float16.")
 @option("--jobs", "workers", aliases=("--workers",), type=click.IntRange(1), default=None,
-        help="Records preprocessed in parallel, one process each [default: CPU count, at most 8].")
+        help="Records preprocessed in parallel, one process each (at most 4 per CPU) [default: CPU count, at most 8].")
 @click.option("--on-error", type=click.Choice(ON_ERROR), default="fail", show_default=True, help="What to do with a record that cannot be read.")
 @click.option("--keep-unlabelled", is_flag=True, help="Keep records with none of the task's classes (dropped by default).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N records (for a quick look).")

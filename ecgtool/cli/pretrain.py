@@ -37,11 +37,11 @@ def _list_methods(ctx, param, value):
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="Peak learning rate (AdamW). Default: the method's.")
 @click.option("--weight-decay", type=click.FloatRange(0), default=None, help="Default: the method's.")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default=None, help="Learning-rate schedule, stepped per batch. Default: the method's.")
-@click.option("--warmup-epochs", type=click.FloatRange(0), default=None, help="Linear warm-up length. Default: the method's.")
+@click.option("--warmup-epochs", type=click.FloatRange(0), default=None, help="Linear warm-up length in epochs (at most 100,000). Default: the method's.")
 @click.option("--crop", type=click.IntRange(0), default=0,
               help="Samples per input, a random window of each record per step (0: the method's window at the stores' rate, or whole records when shorter).")
-@click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default).")
-@click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Loader threads decoding store chunks.")
+@click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default; at most 4 per CPU).")
+@click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Loader threads decoding store chunks (at most 4 per CPU).")
 @click.option("--loader", "loader_mode", type=click.Choice(LOADER_MODES), default="auto", show_default=True,
               help="Hold the stores in memory, or stream them chunk by chunk (auto: memory when they fit in half the available RAM).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,

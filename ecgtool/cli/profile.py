@@ -49,7 +49,7 @@ def _print_registry(leads: int, samples: int, classes: int) -> None:
 @option("--batch-size", "batches", aliases=("--batch",), type=click.IntRange(1), multiple=True, default=(1, 32), show_default=True,
         help="Batch sizes for latency; repeatable.")
 @click.option("--repeats", type=click.IntRange(1), default=20, show_default=True, help="Timed repeats per batch size (median reported).")
-@click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default).")
+@click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default; at most 4 per CPU).")
 @click.option("--list", "list_", is_flag=True,
               help="Print every registered model's parameters, MACs and source at --num-leads/--num-samples/--num-classes, and exit.")
 @device_option
@@ -76,6 +76,13 @@ def profile(target, leads, samples, classes, batches, repeats, threads, list_, d
     from ecgtool.profile.measure import count_macs, count_parameters, measure_latency
 
     if threads:
+        from ecgtool.errors import ConfigError
+        from ecgtool.processes import check_parallel
+
+        try:
+            check_parallel(threads, "threads", "threads", "torch threads")
+        except ConfigError as e:
+            raise click.BadParameter(str(e), param_hint="'--threads'") from None
         torch.set_num_threads(threads)
     if Path(target).is_file():
         from ecgtool.checkpoint import Checkpoint

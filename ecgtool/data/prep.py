@@ -24,7 +24,7 @@ from ecgtool.data.store import ZSCORE_SCALE, StoreWriter
 from ecgtool.data.transforms import PrepConfig, beat_windows, preprocess, select_leads
 from ecgtool.errors import ConfigError, EcgtoolError, record_failure
 from ecgtool.outputs import check_new_output
-from ecgtool.processes import ordered_map
+from ecgtool.processes import check_parallel, ordered_map
 from ecgtool.provenance import make_entry
 
 
@@ -151,6 +151,7 @@ def run_prep(
     """
     if on_error not in ON_ERROR:
         raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}", "on_error")
+    check_parallel(workers, "workers", "jobs", "processes")
     check_new_output(out, overwrite, (getattr(reader, "root", None),))  # before reading a single record
     all_ids = reader.record_ids()[:limit] if limit else reader.record_ids()
     ids = all_ids

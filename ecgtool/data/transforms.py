@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import signal as sps
 
-from ecgtool.data.choices import CROP_POLICIES, NORMALISATIONS
+from ecgtool.data.choices import CROP_POLICIES, FS_RANGE, MAX_RESAMPLE_FACTOR, MAX_SAMPLES, NORMALISATIONS
 from ecgtool.errors import ConfigError, EcgtoolError
 
 
@@ -21,10 +21,20 @@ def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     """Polyphase resampling (anti-aliasing FIR included) by the exact rational ratio."""
     if fs_in == fs_out:
         return x
+    if not 1 / MAX_RESAMPLE_FACTOR <= fs_out / fs_in <= MAX_RESAMPLE_FACTOR:  # why this bound: data/choices.py
+        raise EcgtoolError(f"cannot resample {fs_in:g} Hz to {fs_out:g} Hz: a factor of more than {MAX_RESAMPLE_FACTOR} "
+                           "either way (is the sampling rate right?)")
     ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
     if abs(float(ratio) - fs_out / fs_in) > 1e-6:
         raise EcgtoolError(f"cannot resample {fs_in} Hz to {fs_out} Hz by a rational factor")
     return sps.resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
+
+
+def check_fs(fs: float, parameter: str, what: str = "fs") -> None:
+    """Refuse a sampling rate outside ``FS_RANGE`` (why: data/choices.py) as the ``ConfigError`` of ``parameter``."""
+    low, high = FS_RANGE
+    if not low <= fs <= high:
+        raise ConfigError(f"{what} must be a sampling rate from {low:g} to {high:,.0f} Hz, not {fs:g} Hz", parameter)
 
 
 @lru_cache(maxsize=32)
@@ -101,10 +111,11 @@ class PrepConfig:
     def __post_init__(self) -> None:
         # Checked here, where the values live, for library callers and the CLI alike;
         # each error names its parameter, and the CLI names the flag that set it.
-        if not self.fs > 0:
-            raise ConfigError(f"fs must be positive, not {self.fs:g} Hz", "fs")
+        check_fs(self.fs, "fs")
         if self.seconds is not None and not self.seconds > 0:
             raise ConfigError(f"seconds must be positive (None keeps the longest record's length), not {self.seconds:g}", "seconds")
+        if self.seconds is not None and not self.seconds * self.fs <= MAX_SAMPLES:  # why this bound: data/choices.py
+            raise ConfigError(f"seconds {self.seconds:g} at {self.fs:g} Hz is more than {MAX_SAMPLES:,} samples per lead", "seconds")
         if self.crop not in CROP_POLICIES:
             raise ConfigError(f"crop must be one of {', '.join(CROP_POLICIES)}, not {self.crop!r}", "crop")
         if self.normalisation not in NORMALISATIONS:
@@ -123,6 +134,9 @@ class PrepConfig:
             if len(window) != 2 or min(window) < 0 or sum(window) <= 0:
                 raise ConfigError(f"beat window must be two non-negative seconds (before, after the beat) that are not both 0, "
                                   f"not {self.beat_window}", "beat_window")
+            if not sum(window) * self.fs <= MAX_SAMPLES:
+                raise ConfigError(f"beat window {self.beat_window} at {self.fs:g} Hz is more than {MAX_SAMPLES:,} samples",
+                                  "beat_window")
 
     @property
     def samples(self) -> int | None:

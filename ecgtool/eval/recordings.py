@@ -25,12 +25,13 @@ from ecgtool.checkpoint import Checkpoint, CheckpointError
 from ecgtool.data.choices import CSV_UNITS, ON_ERROR, SIGNAL_DTYPES
 from ecgtool.data.inputs import RecordingReader
 from ecgtool.data.recordings import Recording, recording_row
+from ecgtool.data.transforms import check_fs
 from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.eval.metrics import predict_labels
 from ecgtool.eval.predict import Windows, default_aggregate, predict, windows_for
 from ecgtool.eval.thresholds import checkpoint_thresholds
 from ecgtool.outputs import atomic_output
-from ecgtool.processes import ordered_map
+from ecgtool.processes import check_parallel, ordered_map
 from ecgtool.provenance import fingerprint, make_entry
 
 OUTPUT_SUFFIXES = (".csv", ".json")
@@ -50,12 +51,13 @@ class PredictOptions:
             raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, not {self.on_error!r}", "on_error")
         if self.csv_units not in CSV_UNITS:
             raise ConfigError(f"CSV units must be one of {', '.join(CSV_UNITS)}, not {self.csv_units!r}", "csv_units")
-        if self.fs is not None and not self.fs > 0:
-            raise ConfigError(f"fs must be positive, not {self.fs:g} Hz", "fs")
+        if self.fs is not None:
+            check_fs(self.fs, "fs", "the CSV recordings' fs")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, not {self.batch_size}", "batch_size")
         if self.workers < 1:
             raise ConfigError(f"jobs must be at least 1, not {self.workers}", "workers")
+        check_parallel(self.workers, "workers", "jobs", "processes")
 
 
 @dataclass

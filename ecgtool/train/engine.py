@@ -66,11 +66,21 @@ def check_number(name: str, value, *, low: float = 0.0, open_low: bool = False, 
         raise ConfigError(f"{name} must be a finite number {bound}, not {value}", name)
 
 
+# A warm-up longer than any run: int(warmup_epochs x steps per epoch) must be a number (1e308 overflowed), and no
+# schedule warms up for longer than this many epochs.
+MAX_WARMUP_EPOCHS = 100_000
+
+
 def check_optimisation_args(args) -> None:
-    """Refuse numeric arguments no run can use (NaN, infinities, negatives) before anything is opened."""
+    """Refuse numeric arguments no run can use (NaN, infinities, negatives, absurd sizes) before anything is opened."""
+    from ecgtool.processes import check_parallel
+
     check_number("lr", args.lr, open_low=True)
-    for name in ("weight_decay", "warmup_epochs", "gamma"):
+    for name in ("weight_decay", "gamma"):
         check_number(name, getattr(args, name))
+    check_number("warmup_epochs", args.warmup_epochs, high=MAX_WARMUP_EPOCHS)
+    check_parallel(args.threads, "threads", "threads", "torch threads")
+    check_parallel(args.workers, "workers", "workers", "loader threads")
 
 
 def lr_factor(args, steps_per_epoch: int) -> Callable[[int], float]:

@@ -23,6 +23,9 @@ BASE = {
     "eval": ["eval", "{ckpt}", "{store}", "--bootstrap", "0", "--device", "cpu"],
     "explain": ["explain", "{ckpt}", "{store}", "-o", "{tmp}/cams", "--no-charts", "--device", "cpu"],
     "profile": ["profile", "resnet18", "--repeats", "1", "--batch-size", "1", "--num-samples", "100", "--device", "cpu"],
+    "pretrain": ["pretrain", "cpc", "{small_store}", "-o", "{tmp}/e.ckpt", *TRAIN[:-4], "--workers", "1"],
+    "distill": ["distill", "{ckpt}", "{small_store}", "--student", "resnet18", "-o", "{tmp}/s.ckpt", *TRAIN],
+    "predict": ["predict", "{ckpt}", "{tmp}/r.csv"],
     "export": ["export", "{ckpt}", "-o", "{tmp}/m.pt"],
     "info": ["info"],
 }
@@ -73,6 +76,21 @@ def _npy(bad: str):
                 np.save(f, np.full((5, n), n + 10, np.int32))
             else:
                 f.write(b"not numpy at all")
+
+    return make
+
+
+def _csv(rows: int = 500, bad: str | None = None):
+    """A 12-lead CSV recording (``bad``: one sample of it)."""
+
+    def make(path: Path, fx):
+        import numpy as np
+
+        x = np.random.default_rng(0).normal(size=(rows, 12)).round(4).astype(object)
+        if bad is not None:
+            x[3, 2] = bad
+        header = "I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6"
+        path.write_text("\n".join([header, *(",".join(map(str, row)) for row in x)]) + "\n")
 
     return make
 
@@ -152,6 +170,23 @@ CASES = [
     opt("train", ["--init", "{ckpt}"], "--init", id="init-other-input"),  # another input: leads, samples, base_width
     opt("train", ["--init", "{tmp}/junk.ckpt"], "junk.ckpt", exit=1, files={"junk.ckpt": b"not a checkpoint"},
         id="init-not-a-checkpoint"),
+    # absurd sizes: refused by their bounds, not an OverflowError, a MemoryError or an OOM kill far from the cause
+    opt("train", ["--warmup-epochs", "1e308"], "--warmup-epochs"),
+    opt("train", ["--threads", "100000"], "--threads"),
+    opt("train", ["--workers", "100000"], "--workers"),
+    opt("pretrain", ["--warmup-epochs", "1e308"], "--warmup-epochs"),
+    opt("pretrain", ["--threads", "100000"], "--threads"),
+    opt("distill", ["--warmup-epochs", "1e308"], "--warmup-epochs"),
+    opt("distill", ["--temperature", "1e-320"], "--temperature"),
+    opt("distill", ["--temperature", "1e308"], "--temperature"),
+    opt("distill", ["--method", "mvkt", "--clt-arg", "nce_temperature=1e-320"], "--clt-arg"),
+    opt("predict", ["--fs", "0.001"], "--fs", files={"r.csv": _csv()}),
+    opt("predict", ["--fs", "1e308"], "--fs", files={"r.csv": _csv()}),
+    opt("predict", ["--fs", "100", "--jobs", "100000"], "--jobs", files={"r.csv": _csv()}),
+    opt("prep", ["--fs", "1e308"], "--fs"),
+    opt("prep", ["--seconds", "1e308"], "--seconds"),
+    opt("prep", ["--jobs", "100000"], "--jobs"),
+    opt("profile", ["--threads", "100000"], "--threads"),
     # eval
     opt("eval", ["--bootstrap", "-1"], "--bootstrap"),
     opt("eval", ["--ci", "1.5"], "--ci"),

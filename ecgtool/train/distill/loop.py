@@ -85,19 +85,29 @@ class DistillArgs(TrainArgs):
                        clt={**CLT_DEFAULTS, **self.clt} if self.method == "mvkt" else {})
 
 
+# Softening temperatures: logits / T must stay finite (T = 1e-320 made the kd loss NaN), and the soft-target term is
+# scaled by T^2. Distillation uses T from 1 to 20 (Hinton et al.), sharpening below 1 rarely under 0.1, and CRD's
+# contrastive temperature is 0.07: bounds no run comes near.
+TEMPERATURE_RANGE = (0.01, 1000.0)
+MIN_NCE_TEMPERATURE = 1e-3
+
+
 def _check_weights(args: DistillArgs) -> None:
-    for name in ("alpha", "temperature", "beta", "hard_weight", "noise_std"):
+    for name in ("alpha", "beta", "hard_weight", "noise_std"):
         value = getattr(args, name)
         if value is not None:  # alpha mixes soft and hard targets in kd and mvms, weighs MLKD alone in mvkt
-            check_number(name, value, open_low=name == "temperature",
-                         high=1.0 if name == "alpha" and args.method != "mvkt" else None)
+            check_number(name, value, high=1.0 if name == "alpha" and args.method != "mvkt" else None)
+    if args.temperature is not None:
+        check_number("temperature", args.temperature, low=TEMPERATURE_RANGE[0], high=TEMPERATURE_RANGE[1])
     clt = args.clt
     if clt:
         for name in ("embed_dim", "negatives"):
             if isinstance(clt[name], bool) or not isinstance(clt[name], int) or clt[name] < 1:
                 raise ConfigError(f"CLT {name} must be a whole number of at least 1, not {clt[name]!r}", "clt")
-        if not isinstance(clt["nce_temperature"], (int, float)) or not clt["nce_temperature"] > 0:
-            raise ConfigError(f"CLT nce_temperature must be greater than 0, not {clt['nce_temperature']!r}", "clt")
+        nce = clt["nce_temperature"]
+        if isinstance(nce, bool) or not isinstance(nce, (int, float)) or not MIN_NCE_TEMPERATURE <= nce <= TEMPERATURE_RANGE[1]:
+            raise ConfigError(f"CLT nce_temperature must be a number from {MIN_NCE_TEMPERATURE:g} to {TEMPERATURE_RANGE[1]:g}, "
+                              f"not {nce!r}", "clt")
         if not isinstance(clt["momentum"], (int, float)) or not 0 <= clt["momentum"] < 1:
             raise ConfigError(f"CLT momentum must be in [0, 1), not {clt['momentum']!r}", "clt")
         if clt["negatives_from"] not in ("other-labels", "uniform"):
