@@ -249,7 +249,7 @@ def test_invalid_wfdb_samples_become_nan_and_the_record_is_refused(raw, tmp_path
     from ecgtool.data.readers import open_reader
 
     assert np.isnan(open_reader(raw).read("R003").signal[1, 100:110]).all()  # NaN, not -32.768 mV
-    refused_then_listed(raw, tmp_path, "R003", "10 invalid (NaN) sample(s)", "lead(s) II")
+    refused_then_listed(raw, tmp_path, "R003", "10 non-finite (NaN or infinite) sample(s)", "lead(s) II")
 
 
 def test_a_header_claiming_1e12_samples_is_refused_not_allocated(raw, tmp_path):

@@ -199,11 +199,11 @@ def select_leads(signal: np.ndarray, have, want) -> np.ndarray:
         raise EcgtoolError(f"lacks lead(s) {', '.join(missing)}")
     x = signal[[have.index(lead) for lead in want]]
     if x.size == 0 or not np.isfinite(x).any():
-        raise EcgtoolError("signal is empty or entirely NaN")
+        raise EcgtoolError("signal is empty or entirely non-finite (NaN or infinite)")
     invalid = ~np.isfinite(x)
     if invalid.any():
         bad = [lead for lead, row in zip(want, invalid) if row.any()]
-        raise EcgtoolError(f"has {int(invalid.sum())} invalid (NaN) sample(s) in lead(s) {', '.join(bad)}")
+        raise EcgtoolError(f"has {int(invalid.sum())} non-finite (NaN or infinite) sample(s) in lead(s) {', '.join(bad)}")
     return x
 
 

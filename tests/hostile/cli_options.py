@@ -183,6 +183,8 @@ CASES = [
     opt("predict", ["--fs", "0.001"], "--fs", files={"r.csv": _csv()}),
     opt("predict", ["--fs", "1e308"], "--fs", files={"r.csv": _csv()}),
     opt("predict", ["--fs", "100", "--jobs", "100000"], "--jobs", files={"r.csv": _csv()}),
+    opt("predict", ["--fs", "100"], "1 non-finite (NaN or infinite) sample(s) in lead(s) III", exit=1,
+        files={"r.csv": _csv(bad="inf")}, id="csv-inf"),  # was "1 invalid (NaN) sample(s)"
     opt("prep", ["--fs", "1e308"], "--fs"),
     opt("prep", ["--seconds", "1e308"], "--seconds"),
     opt("prep", ["--jobs", "100000"], "--jobs"),
