@@ -66,6 +66,36 @@ def check_number(name: str, value, *, low: float = 0.0, open_low: bool = False, 
         raise ConfigError(f"{name} must be a finite number {bound}, not {value}", name)
 
 
+def _kind(default) -> tuple[tuple, str] | None:
+    """The types a value replacing ``default`` may have, and their name; None where any will do (a None default)."""
+    if isinstance(default, bool):
+        return (bool,), "true or false"
+    if isinstance(default, int):
+        return (int,), "a whole number"
+    if isinstance(default, float):
+        return (int, float), "a number"
+    if isinstance(default, str):
+        return (str,), "a string"
+    if isinstance(default, (list, tuple)):
+        return (list, tuple), "a list"
+    if isinstance(default, dict):
+        return (dict,), "a mapping"
+    return None
+
+
+def check_value_types(given: dict, defaults: dict, parameter: str, owner: str) -> None:
+    """Refuse a ``KEY=VALUE`` setting (``--model-arg``, ``--method-arg``) whose value is not of its default's kind
+    (``negatives=abc`` where the default is 64) as the ``ConfigError`` of ``parameter``, naming the expected kind:
+    otherwise the value reaches the code as a string and fails there with a message about Python types."""
+    for key, value in given.items():
+        kind = _kind(defaults.get(key))
+        if kind is None:
+            continue
+        types, name = kind
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            raise ConfigError(f"{owner} {key} takes {name} (default {defaults[key]!r}), not {value!r}", parameter)
+
+
 # A warm-up longer than any run: int(warmup_epochs x steps per epoch) must be a number (1e308 overflowed), and no
 # schedule warms up for longer than this many epochs.
 MAX_WARMUP_EPOCHS = 100_000

@@ -53,7 +53,7 @@ from ecgtool.models import create_model, model_info
 from ecgtool.provenance import make_entry
 from ecgtool.train import distributed, transfer
 from ecgtool.train.augment import Augmenter, resolve_augment
-from ecgtool.train.engine import Engine, check_number, check_optimisation_args, resume_path, without_speed
+from ecgtool.train.engine import Engine, check_number, check_optimisation_args, check_value_types, resume_path, without_speed
 
 @dataclass
 class TrainArgs:
@@ -157,6 +157,7 @@ class Trainer(Engine):
             [w + ": it is left out of the validation macro AUC" for w in classes_without_both(self.val_store, "validation store")]
             if self.val_store is not None else [])
         torch.manual_seed(args.seed)
+        check_value_types(args.model_kwargs, model_info(args.model)["default_kwargs"], "model_kwargs", args.model)
         kwargs = dict(args.model_kwargs)
         if "fs" in model_info(args.model)["default_kwargs"]:
             kwargs.setdefault("fs", s.fs)  # models whose filters or windows are in seconds get the store's rate

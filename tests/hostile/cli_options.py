@@ -189,6 +189,13 @@ CASES = [
     opt("prep", ["--seconds", "1e308"], "--seconds"),
     opt("prep", ["--jobs", "100000"], "--jobs"),
     opt("profile", ["--threads", "100000"], "--threads"),
+    # KEY=VALUE settings of the wrong kind: named with the kind expected, not a Python TypeError
+    opt("pretrain", ["--method-arg", "negatives=abc"], "'--method-arg': cpc negatives takes a whole number (default 128), not 'abc'"),
+    opt("pretrain", ["--backbone", "resnet18", "--model-arg", "zero_init_residual=3"],
+        "'--model-arg': resnet18 zero_init_residual takes true or false"),
+    opt("train", ["--model-arg", "zero_init_residual=\"no\""], "'--model-arg': resnet18 zero_init_residual takes true or false"),
+    opt("distill", ["--method", "mvkt", "--clt-arg", "negatives=abc"], "'--clt-arg': CLT negatives must be a whole number"),
+    opt("train", ["--augment", "noise:std=abc"], "'--augment': 'noise:std=abc': std must be a number"),
     # eval
     opt("eval", ["--bootstrap", "-1"], "--bootstrap"),
     opt("eval", ["--ci", "1.5"], "--ci"),

@@ -37,7 +37,7 @@ from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.models import create_model, model_info
 from ecgtool.provenance import make_entry
 from ecgtool.train import distributed
-from ecgtool.train.engine import Engine, check_optimisation_args, resume_path, without_speed
+from ecgtool.train.engine import Engine, check_optimisation_args, check_value_types, resume_path, without_speed
 from ecgtool.train.pretrain.methods import METHODS
 
 
@@ -161,6 +161,8 @@ class Pretrainer(Engine):
             known = [k for k, p in accepted.items() if p.kind == p.KEYWORD_ONLY and k not in ("fs", "leads", "samples")]
             raise ConfigError(f"{args.method} has no hyperparameter {', '.join(unknown)}; it takes {', '.join(known)}",
                               "method_kwargs")
+        check_value_types(args.method_kwargs, {k: p.default for k, p in accepted.items() if p.default is not p.empty},
+                          "method_kwargs", args.method)
         backbone = self._build_backbone(info, hyper)
         common = dict(fs=first.fs, leads=list(self.spec.leads), samples=samples)
         try:
@@ -189,6 +191,7 @@ class Pretrainer(Engine):
     def _build_backbone(self, info: dict, hyper: dict) -> torch.nn.Module:
         """The backbone for this input: CLOCS's is built for its views (half the input in the segment modes)."""
         args, first = self.args, self.stores[0]
+        check_value_types(args.model_kwargs, info["default_kwargs"], "model_kwargs", args.backbone)
         kwargs = dict(args.model_kwargs)
         if "fs" in info["default_kwargs"]:
             kwargs.setdefault("fs", first.fs)
