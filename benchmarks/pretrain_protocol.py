@@ -10,8 +10,8 @@ run as subprocesses, fixed seeds):
 2. for each label fraction F (``train --label-fraction F``: whole patients, stratified, nested):
    * linear probe: ``train MODEL train.zarr --init ENC.ckpt --freeze-encoder``,
    * fine-tune: ``train MODEL train.zarr --init ENC.ckpt``,
-   * and, once per backbone configuration and fraction, the random-encoder probe (``--freeze-encoder`` without
-     ``--init``) and supervised training from scratch (neither), with the same model arguments and input length;
+   * and, once per backbone configuration and fraction, the random-encoder probe (``--init random --freeze-encoder``: no
+     checkpoint) and supervised training from scratch (neither), with the same model arguments and input length;
    every run with ``--val val.zarr`` (best epoch by validation macro AUC);
 3. ``ecgtool eval PROBE test.zarr --compare RANDOM_PROBE`` and ``eval FINETUNE test.zarr --compare SCRATCH``
    (``eval RANDOM_PROBE --compare SCRATCH`` for the baselines' own intervals): test macro AUC with percentile
@@ -204,7 +204,7 @@ def main(argv=None) -> int:
     for key, m in baselines.items():
         for f in fractions:
             jobs.append((f"random-probe-{key}-{tag(f)}", train_args(m, f, work / f"random-probe-{key}-{tag(f)}.ckpt")
-                         + ["--freeze-encoder", "--lr", a.probe_lr]))
+                         + ["--init", "random", "--freeze-encoder", "--lr", a.probe_lr]))
             jobs.append((f"scratch-{key}-{tag(f)}", train_args(m, f, work / f"scratch-{key}-{tag(f)}.ckpt")
                          + ["--lr", a.lr]))
 

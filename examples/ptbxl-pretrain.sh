@@ -2,7 +2,7 @@
 # The pretraining protocol of benchmarks/pretrain_protocol.py on PTB-XL, for a GPU node: each method pretrained
 # with its reference defaults (`ecgtool pretrain --list`) on the training folds 1-8 (labels never read),
 # then, for each of the six PTB-XL tasks and 1 / 10 / 100 % of the training labels, a linear probe
-# (--init --freeze-encoder) and a fine-tune (--init) against the random-encoder probe (--freeze-encoder alone)
+# (--init --freeze-encoder) and a fine-tune (--init) against the random-encoder probe (--init random --freeze-encoder)
 # and supervised training from scratch; best epoch and thresholds on fold 9; tested once on fold 10 with
 # `eval --compare` (paired bootstrap on the same resamples). Ends with one markdown table.
 # Every step is skipped when its output exists, so a rerun continues where it stopped.
@@ -82,7 +82,7 @@ for m in $methods; do
     prep_split "$store" "$task" "$fs" "$l"
     for f in $fractions; do
       base="$store-$model-crop$c-$f"  # the baselines depend on the backbone and input, not the method
-      train_one "$work/random-probe-$base.ckpt" "$model" "$work/$store" "$f" "$c" --freeze-encoder --lr 1e-2
+      train_one "$work/random-probe-$base.ckpt" "$model" "$work/$store" "$f" "$c" --init random --freeze-encoder --lr 1e-2
       train_one "$work/scratch-$base.ckpt" "$model" "$work/$store" "$f" "$c" --lr 1e-3
       train_one "$work/probe-$m-$task-$f.ckpt" "$model" "$work/$store" "$f" "$c" --init "$work/$m.enc.ckpt" \
         --freeze-encoder --lr 1e-2

@@ -198,6 +198,19 @@ def test_freeze_encoder_trains_the_head_only(data, tmp_path):
         torch.testing.assert_close(out.state_dict[k], v, rtol=0, atol=0)
 
 
+def test_the_command_freezes_an_encoder_only_when_told_where_it_comes_from(data, tmp_path):
+    """--freeze-encoder alone was a linear probe of random weights without a word; the random-encoder baseline
+    is now asked for by name (--init random), in train and distill alike."""
+    for command in (["train", "resnet18"], ["distill", data["enc"], "--student", "resnet18"]):  # refused before the teacher is read
+        r = run_cli(*command, data["train"], "-o", tmp_path / "c.ckpt", "--freeze-encoder", "--epochs", "1", expect=2)
+        assert r.stderr.splitlines()[-1].startswith("Error: --freeze-encoder needs --init") and "--init random" in r.stderr
+    assert not (tmp_path / "c.ckpt").exists()
+    run_cli("train", "resnet18", data["train"], "-o", tmp_path / "c.ckpt", "--init", "random", "--freeze-encoder", "--epochs", "1",
+            "--batch-size", "8", "--device", "cpu", "--model-arg", "base_width=8")
+    ckpt = Checkpoint.load(tmp_path / "c.ckpt")
+    assert ckpt.init is None and ckpt.train_args["init"] is None and ckpt.train_args["freeze_encoder"] is True
+
+
 def test_encoder_lr_makes_two_scheduled_groups(data, tmp_path):
     trainer = Trainer(args(init=str(data["enc"]), encoder_lr=1e-4, epochs=1), data["train"], None, tmp_path / "m.ckpt")
     head, encoder = trainer.optimizer.param_groups
@@ -213,7 +226,7 @@ def test_encoder_lr_makes_two_scheduled_groups(data, tmp_path):
     with pytest.raises(ConfigError, match="frozen encoder") as e:
         Trainer(args(freeze_encoder=True, encoder_lr=1e-4), data["train"], None, tmp_path / "m.ckpt")
     assert e.value.parameter == "encoder_lr"
-    r = run_cli("train", "resnet18", data["train"], "-o", tmp_path / "c.ckpt", "--freeze-encoder", "--encoder-lr", "1e-4",
+    r = run_cli("train", "resnet18", data["train"], "-o", tmp_path / "c.ckpt", "--init", "random", "--freeze-encoder", "--encoder-lr", "1e-4",
                 expect=2)
     assert "Invalid value for '--encoder-lr'" in r.stderr and "frozen encoder" in r.stderr
 

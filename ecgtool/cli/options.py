@@ -242,6 +242,17 @@ def resolve_device(name: str):
     return device
 
 
+RANDOM_INIT = "random"
+
+
+class InitPath(click.Path):
+    """``--init``: a checkpoint file, or ``random`` for the model's own random initialisation, said explicitly
+    (the random-encoder baseline of a linear probe: ``--init random --freeze-encoder``)."""
+
+    def convert(self, value, param, ctx):
+        return value if value == RANDOM_INIT else super().convert(value, param, ctx)
+
+
 def supervised_options(f):
     """The options of a supervised training run that ``train`` and ``distill`` share (train/loop.TrainArgs);
     the command receives them as keyword arguments and turns them into arguments with :func:`train_fields`."""
@@ -267,9 +278,10 @@ def supervised_options(f):
                      help="Mixed precision: autocast to bf16, or fp16 with a grad scaler (for CUDA)."),
         click.option("--compile", "compile_", is_flag=True, help="torch.compile the model for training (for CUDA)."),
         click.option("--sync-bn", is_flag=True, help="Synchronise BatchNorm statistics across DDP ranks (CUDA)."),
-        click.option("--init", "init", type=click.Path(exists=True, dir_okay=False),
-                     help="Start from this checkpoint's weights (a pretrain encoder, or a classifier whose head is dropped): the same model and input; the head starts afresh."),
-        click.option("--freeze-encoder", is_flag=True, help="Train the head only (linear probe): every other weight, BatchNorm statistics included, stays as initialised."),
+        click.option("--init", "init", type=InitPath(exists=True, dir_okay=False), metavar="CKPT|random",
+                     help="Start from this checkpoint's weights (a pretrain encoder, or a classifier whose head is dropped): the same model and input; the head starts afresh. "
+                          "random: the model's own random initialisation (as without --init), for --freeze-encoder's random-encoder baseline."),
+        click.option("--freeze-encoder", is_flag=True, help="Train the head only (linear probe): every other weight, BatchNorm statistics included, stays as initialised; needs --init."),
         click.option("--encoder-lr", type=click.FloatRange(0, min_open=True), default=None,
                      help="Learning rate of every weight outside the head (default: --lr); scheduled like --lr."),
         click.option("--resume", is_flag=True, help="Continue the interrupted run that wrote OUTPUT.resume."),
@@ -281,6 +293,15 @@ def supervised_options(f):
 
 
 def train_fields(opts: dict) -> dict:
-    """The TrainArgs fields of :func:`supervised_options`' values (all but ``val_store``, ``resume`` and ``log_dir``)."""
+    """The TrainArgs fields of :func:`supervised_options`' values (all but ``val_store``, ``resume`` and ``log_dir``).
+
+    A frozen encoder that nothing initialised is random weights: a linear probe of noise, which a forgotten
+    ``--init`` would give without a word. It is the random-encoder baseline only when asked for by name."""
+    if opts.get("freeze_encoder") and opts.get("init") is None:
+        raise click.UsageError("--freeze-encoder needs --init: the checkpoint whose encoder to freeze (or --init random "
+                               "for the random-encoder baseline)")
     renamed = {"loader_mode": "loader", "compile_": "compile"}
-    return {renamed.get(k, k): v for k, v in opts.items() if k not in ("val_store", "resume", "log_dir")}
+    fields = {renamed.get(k, k): v for k, v in opts.items() if k not in ("val_store", "resume", "log_dir")}
+    if fields.get("init") == RANDOM_INIT:  # the library's own default: no checkpoint to load
+        fields["init"] = None
+    return fields

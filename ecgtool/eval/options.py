@@ -47,6 +47,9 @@ class EvalOptions:
             raise ConfigError(f"bootstrap must be 0 (no intervals) or a number of resamples, not {self.bootstrap}", "bootstrap")
         if not 0.5 <= self.level < 1:
             raise ConfigError(f"the interval level must be in [0.5, 1), not {self.level}", "level")
+        if self.level != 0.95 and not (self.bootstrap or self.resamples):  # as the threshold objective below
+            raise ConfigError(f"the interval level {self.level:g} applies to bootstrap intervals, and bootstrap is 0 "
+                              "(no intervals)", "level")
         if self.window_stride is not None and self.window_stride < 1:
             raise ConfigError(f"window_stride must be at least 1 sample, not {self.window_stride}", "window_stride")
         if self.leads is not None and (not self.leads or len(set(self.leads)) != len(self.leads)):

@@ -101,6 +101,9 @@ def check_value_types(given: dict, defaults: dict, parameter: str, owner: str) -
 MAX_WARMUP_EPOCHS = 100_000
 
 
+STEP_DEFAULTS = {"step_size": 10, "gamma": 0.1}  # the step schedule's, as TrainArgs and PretrainArgs give them
+
+
 def check_optimisation_args(args) -> None:
     """Refuse numeric arguments no run can use (NaN, infinities, negatives, absurd sizes) before anything is opened."""
     from ecgtool.processes import check_parallel
@@ -109,6 +112,11 @@ def check_optimisation_args(args) -> None:
     for name in ("weight_decay", "gamma"):
         check_number(name, getattr(args, name))
     check_number("warmup_epochs", args.warmup_epochs, high=MAX_WARMUP_EPOCHS)
+    # step_size and gamma shape the step schedule alone: another value beside another schedule would be ignored
+    # in silence (as eval refuses a threshold objective when nothing is tuned)
+    for name, default in STEP_DEFAULTS.items():
+        if args.schedule and args.schedule != "step" and getattr(args, name) != default:
+            raise ConfigError(f"{name} applies to the step schedule, not {args.schedule}", name)
     check_parallel(args.threads, "threads", "threads", "torch threads")
     check_parallel(args.workers, "workers", "workers", "loader threads")
 

@@ -165,7 +165,7 @@ CASES = [
     opt("train", ["--augment", "noise:std=-1"], "--augment"),
     opt("train", ["--augment", "noise:loudness=3"], "--augment"),
     opt("train", ["--encoder-lr", "0"], "--encoder-lr"),
-    opt("train", ["--encoder-lr", "1e-4", "--freeze-encoder"], "--encoder-lr"),
+    opt("train", ["--init", "random", "--encoder-lr", "1e-4", "--freeze-encoder"], "--encoder-lr"),
     opt("train", ["--init", "{tmp}/nosuch.ckpt"], "--init", id="init-missing"),
     opt("train", ["--init", "{ckpt}"], "--init", id="init-other-input"),  # another input: leads, samples, base_width
     opt("train", ["--init", "{tmp}/junk.ckpt"], "junk.ckpt", exit=1, files={"junk.ckpt": b"not a checkpoint"},
@@ -189,6 +189,14 @@ CASES = [
     opt("prep", ["--seconds", "1e308"], "--seconds"),
     opt("prep", ["--jobs", "100000"], "--jobs"),
     opt("profile", ["--threads", "100000"], "--threads"),
+    # an option that only means something with another, given without it: refused, never ignored in silence
+    opt("train", ["--freeze-encoder"], "Error: --freeze-encoder needs --init", id="freeze-encoder-without-init"),
+    opt("distill", ["--freeze-encoder"], "Error: --freeze-encoder needs --init", id="freeze-encoder-without-init"),
+    opt("train", ["--gamma", "0.5"], "'--gamma': gamma applies to the step schedule, not cosine"),
+    opt("train", ["--schedule", "constant", "--step-size", "3"], "'--step-size': step_size applies to the step schedule"),
+    opt("distill", ["--beta", "0.5"], "'--beta': beta applies to --method mvkt, not kd"),
+    opt("distill", ["--method", "mvms", "--hard-weight", "0.5"], "'--hard-weight': hard_weight applies to --method mvkt"),
+    opt("eval", ["--ci", "0.9"], "'--ci': the interval level 0.9 applies to bootstrap intervals"),
     # KEY=VALUE settings of the wrong kind: named with the kind expected, not a Python TypeError
     opt("pretrain", ["--method-arg", "negatives=abc"], "'--method-arg': cpc negatives takes a whole number (default 128), not 'abc'"),
     opt("pretrain", ["--backbone", "resnet18", "--model-arg", "zero_init_residual=3"],

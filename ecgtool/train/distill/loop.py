@@ -80,6 +80,9 @@ class DistillArgs(TrainArgs):
             raise ConfigError(f"CLT has no setting {', '.join(unknown)}; it takes {', '.join(CLT_DEFAULTS)}", "clt")
         if self.clt and self.method != "mvkt":
             raise ConfigError(f"CLT settings apply to --method mvkt, not {self.method}", "clt")
+        for name in ("beta", "hard_weight"):  # mvkt's terms: kd and mvms have neither, and would ignore the value
+            if getattr(self, name) is not None and name not in defaults:
+                raise ConfigError(f"{name} applies to --method mvkt, not {self.method}", name)
         return replace(self, **{k: defaults.get(k) if getattr(self, k) is None else getattr(self, k)
                                 for k in ("alpha", "temperature", "beta", "hard_weight", "noise_std")},
                        clt={**CLT_DEFAULTS, **self.clt} if self.method == "mvkt" else {})
