@@ -84,6 +84,14 @@ def test_saved_resamples_reproduce_the_intervals_and_compare_is_paired(trained_c
     np.save(tmp_path / "bad.npy", ids[:, :-1])
     r = run_cli("eval", trained_checkpoint, test, "--resamples", tmp_path / "bad.npy", expect=2)
     assert "expected integer ids" in r.stderr
+    # a count that differs from the file's is refused, not silently replaced by it (50 asked for, 20 used)
+    np.save(tmp_path / "twenty.npy", ids[:20])
+    for count in ("50", "0"):
+        r = run_cli("eval", trained_checkpoint, test, "--bootstrap", count, "--resamples", tmp_path / "twenty.npy", expect=2)
+        assert r.stderr.splitlines()[-1] == (f"Error: Invalid value for '--bootstrap': bootstrap {count} asks for {count} "
+                                             f"resamples, and {tmp_path / 'twenty.npy'} holds 20, which are reused as they "
+                                             "are: give 20 or leave the count out")
+    assert eval_json(trained_checkpoint, test, "--bootstrap", 20, "--resamples", tmp_path / "twenty.npy")["bootstrap"]["resamples"] == 20
 
 
 def test_window_starts_cover_the_record_and_aggregate():

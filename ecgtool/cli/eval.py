@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ecgtool.cli.options import LibraryCommand, device_option, json_option, overwrite_option, seed_option, window_options
-from ecgtool.eval.options import THRESHOLD_OBJECTIVES, THRESHOLD_SCOPES
+from ecgtool.eval.options import DEFAULT_BOOTSTRAP, THRESHOLD_OBJECTIVES, THRESHOLD_SCOPES
 
 
 @click.command("eval", cls=LibraryCommand)
@@ -19,8 +19,8 @@ from ecgtool.eval.options import THRESHOLD_OBJECTIVES, THRESHOLD_SCOPES
               help="One threshold per class, or one for all classes.")
 @click.option("--tune-on-eval-store", is_flag=True,
               help="Tune thresholds on STORE itself (optimistic; the report says so).")
-@click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True,
-              help="Bootstrap resamples for confidence intervals (0: none).")
+@click.option("--bootstrap", type=click.IntRange(0), default=DEFAULT_BOOTSTRAP, show_default=True,
+              help="Bootstrap resamples for confidence intervals (0: none); with --resamples, the file's count or none.")
 @click.option("--ci", "level", type=click.FloatRange(0.5, 1, max_open=True), default=0.95, show_default=True,
               help="Confidence level of the intervals.")
 @click.option("--resamples", type=click.Path(exists=True, dir_okay=False),

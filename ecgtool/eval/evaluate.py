@@ -22,7 +22,7 @@ from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.eval import bootstrap, challenge
 from ecgtool.eval.metrics import classification_report, predict_labels
 from ecgtool.eval.leads import ZeroedLeads, reduced_input
-from ecgtool.eval.options import EvalOptions
+from ecgtool.eval.options import DEFAULT_BOOTSTRAP, EvalOptions
 from ecgtool.eval.predict import predict, sliding_windows
 from ecgtool.eval.thresholds import checkpoint_thresholds, tune_thresholds
 from ecgtool.outputs import atomic_output
@@ -151,7 +151,12 @@ def check_eval_inputs(checkpoints: list[Checkpoint], store, opts: EvalOptions) -
         if other.classes != ckpt.classes:
             raise ConfigError(f"the compared checkpoint {other.path} predicts other classes than {ckpt.path}", "compare")
     if opts.resamples:
-        _load_resamples(opts.resamples, len(store))
+        saved = _load_resamples(opts.resamples, len(store))
+        # the file's resamples are reused as they are: a count that differs from theirs (the default apart, which
+        # no one asked for) would otherwise be dropped without a word (50 asked for, 20 used)
+        if opts.bootstrap != DEFAULT_BOOTSTRAP and opts.bootstrap != saved.n:
+            raise ConfigError(f"bootstrap {opts.bootstrap} asks for {opts.bootstrap} resamples, and {opts.resamples} holds "
+                              f"{saved.n}, which are reused as they are: give {saved.n} or leave the count out", "bootstrap")
     warnings = [w + ": its AUROC, AUPRC and sensitivity or specificity are undefined and left out of the macro means"
                 for w in classes_without_both(store, "evaluated store")]
     store_fingerprint = fingerprint(store.path)

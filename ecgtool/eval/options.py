@@ -15,6 +15,7 @@ from ecgtool.errors import ConfigError
 THRESHOLD_OBJECTIVES = ("f1", "youden")  # what tuned thresholds maximise
 THRESHOLD_SCOPES = ("class", "global")  # one threshold per class, or one for all
 AGGREGATES = ("max", "mean")  # how window probabilities combine into a record's
+DEFAULT_BOOTSTRAP = 1000  # resamples
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class EvalOptions:
     tune_on_eval_store: bool = False  # the user's explicit request to tune on the reported store
     threshold_objective: str = "f1"
     threshold_scope: str = "class"
-    bootstrap: int = 1000  # resamples; 0 = no intervals
+    bootstrap: int = DEFAULT_BOOTSTRAP  # resamples; 0 = no intervals
     seed: int = 0
     level: float = 0.95  # of the bootstrap intervals
     resamples: str | None = None  # .npy of resample ids to reuse
