@@ -243,10 +243,11 @@ class Checkpoint:
             if "GLOBAL" in str(e):  # "Unsupported global: GLOBAL …", "unsupported GLOBAL … whose module … is blocked"
                 raise CheckpointError(f"{p} is not an ecgtool checkpoint: it holds objects other than tensors and plain "
                                       "values (such files can carry code; nothing of it was run)") from None
-            detail = next((line.strip() for line in str(e).splitlines() if line.strip().startswith("Unsupported")), "corrupt")
-            raise CheckpointError(f"{p} is not a readable ecgtool checkpoint ({detail})") from None
+            raise CheckpointError(_UNREADABLE.format(p)) from e
         except Exception as e:  # the unpickler raises many types on foreign or corrupt bytes
-            raise CheckpointError(f"{p} is not a readable ecgtool checkpoint ({_first_line(e)})") from None
+            # their messages speak of opcodes and zip records ("Unsupported operand 83"): what the file is not says
+            # more; --debug shows the exception
+            raise CheckpointError(_UNREADABLE.format(p)) from e
         return cls.from_dict(doc, p)
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False, inputs=()) -> None:
@@ -507,9 +508,7 @@ def pretraining_overlap(ckpt: Checkpoint, store: EcgStore, what: str = "records"
     return out
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+_UNREADABLE = "{} is not a checkpoint file that torch can read (another kind of file, or a truncated or damaged checkpoint)"
 
 
 def _plain(value, where: str = "checkpoint"):

@@ -21,11 +21,22 @@ class ConfigError(EcgtoolError, ValueError):
     The message speaks of the parameter, and ``parameter`` names it, so that the
     CLI can report the error as a usage error (exit 2) of the flag that set it.
     A ``ValueError`` too, for callers that catch that.
+
+    The message may name one other parameter as ``{alternative}`` (e.g. the one that allows what was refused):
+    the library's text writes the parameter's name there, and the CLI the flag that sets it
+    (:meth:`worded`), so that neither speaks the other's words.
     """
 
-    def __init__(self, message: str, parameter: str):
-        super().__init__(message)
+    def __init__(self, message: str, parameter: str, *, alternative: str | None = None):
+        super().__init__(message.replace("{alternative}", alternative) if alternative else message)
         self.parameter = parameter
+        self.alternative = alternative
+        self._template = message
+
+    def worded(self, name_of) -> str:
+        """The message with ``{alternative}`` written as ``name_of(alternative)`` (the CLI: its flag)."""
+        # replace, not format: the message holds paths, which may hold braces
+        return self._template.replace("{alternative}", name_of(self.alternative)) if self.alternative else str(self)
 
 
 _REASONS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",

@@ -113,7 +113,7 @@ def test_foreign_and_missing_files(tmp_path):
     with pytest.raises(CheckpointError, match="not an ecgtool checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")
     (tmp_path / "text.ckpt").write_text("hello")
-    with pytest.raises(CheckpointError, match="not a readable"):
+    with pytest.raises(CheckpointError, match="is not a checkpoint file that torch can read"):
         load_checkpoint(tmp_path / "text.ckpt")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "absent.ckpt")
@@ -176,6 +176,8 @@ def test_a_checkpoint_written_before_the_typed_contract_loads():
 
 def test_garbage_bytes_are_not_called_code(tmp_path):
     (tmp_path / "text.ckpt").write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"is not a readable ecgtool checkpoint \(Unsupported operand") as e:
+    with pytest.raises(CheckpointError) as e:
         load_checkpoint(tmp_path / "text.ckpt")
+    assert str(e.value) == (f"{tmp_path / 'text.ckpt'} is not a checkpoint file that torch can read (another kind of file, "
+                            "or a truncated or damaged checkpoint)")  # not the unpickler's "Unsupported operand 116"
     assert "weights_only" not in str(e.value)

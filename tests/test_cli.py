@@ -252,7 +252,7 @@ def test_train_usage_errors(synthetic_splits, tmp_path, args, status, message):
 def test_eval_refuses_a_foreign_file(synthetic_splits, tmp_path):
     (tmp_path / "x.ckpt").write_text("not a checkpoint")
     r = run_cli("eval", tmp_path / "x.ckpt", synthetic_splits / "test.zarr", expect=1)
-    assert r.stderr.startswith(f"error: {tmp_path / 'x.ckpt'} is not a readable ecgtool checkpoint")
+    assert r.stderr.startswith(f"error: {tmp_path / 'x.ckpt'} is not a checkpoint file that torch can read")
     from click.testing import CliRunner
 
     from ecgtool.cli import cli

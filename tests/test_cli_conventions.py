@@ -249,6 +249,17 @@ def test_split_ratios_garbage_is_a_usage_error(tmp_path, args, env):
     assert r.stderr.splitlines()[-1].startswith("Error: Invalid value for '--ratios'") and "unexpected" not in r.stderr
 
 
+def test_shard_without_a_fixed_length_names_the_flag_as_click_does(tmp_path):
+    r = run_cli("prep", tmp_path, "-o", tmp_path / "s.zarr", "--shard", "0/3", "--seconds", "0", expect=2)
+    assert r.stderr.splitlines()[-1].startswith("Error: Invalid value for '--shard': needs a fixed --seconds > 0")
+
+
+def test_help_promises_only_what_the_command_does():
+    assert "validation metrics" not in " ".join(run_cli("pretrain", "--help").stdout.split())  # pretraining has no validation
+    listed = " ".join(run_cli("profile", "--help").stdout.split())
+    assert "parameters and MACs (both counts)" in listed and "source" not in listed  # --list prints no source column
+
+
 def test_shard_with_a_digit_int_refuses_is_a_usage_error(tmp_path):
     r = run_cli("prep", tmp_path, "-o", tmp_path / "s.zarr", "--shard", "²/4", expect=2)
     assert r.stderr.splitlines()[-1] == "Error: Invalid value for '--shard': '²/4' is not I/N, e.g. 0/16 (shard I of N, counted from 0)"
@@ -375,7 +386,7 @@ def test_a_variable_no_option_reads_is_named_with_the_likely_one():
     assert r.stderr.splitlines() == [
         "warning: ECGTOOL_FETCH_RECORDS names no option of `ecgtool fetch` and is ignored "
         "(did you mean ECGTOOL_FETCH_SYNTHETIC_NUM_RECORDS?)",
-        "warning: ECGTOOL_FETCH_SYNTHETIC_SEEDS names no option of `ecgtool fetch` and is ignored "
+        "warning: ECGTOOL_FETCH_SYNTHETIC_SEEDS names no option of `ecgtool fetch synthetic` and is ignored "
         "(did you mean ECGTOOL_FETCH_SYNTHETIC_SEED?)",
     ]
     assert run_cli("train", "--help", env={"ECGTOOL_TRAIN_EPOCHS": "3", "ECGTOOL_PREP_BOGUS": "1"}).stderr == ""

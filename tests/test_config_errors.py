@@ -126,3 +126,23 @@ def test_explain_options_name_the_parameter(kwargs, parameter, words):
         ExplainOptions(**kwargs)
     assert e.value.parameter == parameter and "--" not in str(e.value)
 
+
+
+def test_another_parameter_is_named_in_the_library_s_words_and_the_cli_s():
+    """The library names a parameter that would allow what it refuses by its name; the CLI by its flag
+    (LibraryCommand), so that neither speaks the other's words."""
+    import click
+
+    from ecgtool.cli.options import LibraryCommand
+
+    e = ConfigError("the store is the one evaluated ({alternative} does it anyway)", "val", alternative="tune_on_eval_store")
+    assert str(e) == "the store is the one evaluated (tune_on_eval_store does it anyway)" and e.parameter == "val"
+
+    def refuse(val, tune_on_eval_store):
+        raise e
+
+    command = LibraryCommand("eval", callback=refuse, params=[click.Option(["--val"]), click.Option(["--tune-on-eval-store"], is_flag=True)])
+    with pytest.raises(click.BadParameter) as bad:
+        command.main(["--val", "x"], standalone_mode=False)
+    assert bad.value.format_message() == ("Invalid value for '--val': the store is the one evaluated "
+                                          "(--tune-on-eval-store does it anyway)")

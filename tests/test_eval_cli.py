@@ -61,6 +61,7 @@ def test_thresholds_are_never_tuned_on_the_reported_store_by_accident(trained_ch
     test = synthetic_splits / "test.zarr"
     r = run_cli("eval", trained_checkpoint, test, "--val", test, expect=2)
     assert "Invalid value for '--val': the validation store" in r.stderr and "is the store being evaluated" in r.stderr
+    assert r.stderr.rstrip().endswith("(--tune-on-eval-store does it anyway)")  # the flag, in the CLI's words
     r = run_cli("eval", trained_checkpoint, test, "--threshold-scope", "global", expect=2)
     assert "Invalid value for '--threshold-objective'" in r.stderr and "give a validation store" in r.stderr
     rep = eval_json(trained_checkpoint, test, "--tune-on-eval-store", "--bootstrap", 0)

@@ -19,7 +19,8 @@ class LibraryCommand(click.Command):
 
     The library names its parameter; the flag is the option whose click name is the
     parameter's (e.g. ``lowcut`` → ``--lowcut``, ``normalisation`` → ``--normalise``),
-    and without one the error is a usage error of the command.
+    and without one the error is a usage error of the command. Another parameter the
+    message names (``ConfigError.alternative``) is written as its flag too.
     """
 
     def invoke(self, ctx):
@@ -27,9 +28,15 @@ class LibraryCommand(click.Command):
             return super().invoke(ctx)
         except ConfigError as e:
             param = next((p for p in self.params if p.name == e.parameter), None)
+            message = e.worded(self._flag)
             if param is None:
-                raise click.UsageError(str(e), ctx=ctx) from None
-            raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+                raise click.UsageError(message, ctx=ctx) from None
+            raise click.BadParameter(message, ctx=ctx, param=param) from None
+
+    def _flag(self, name: str) -> str:
+        """The long flag of the parameter ``name`` (``tune_on_eval_store`` → ``--tune-on-eval-store``)."""
+        param = next((p for p in self.params if p.name == name), None)
+        return next((o for o in param.opts if o.startswith("--")), name) if param is not None else name
 
 
 class AliasedOption(click.Option):
@@ -132,13 +139,26 @@ def unread_envvars(command: click.Command, path, environ) -> list[str]:
 
     prefix = command_prefix(path) + "_"
     known = _envvars(command)
+    paths = _command_paths(command, tuple(path))
     out = []
     for name in sorted(n for n in environ if n.startswith(prefix) and n not in known):
         # an option of a subcommand first (ECGTOOL_FETCH_RECORDS → …_FETCH_SYNTHETIC_NUM_RECORDS), else a misspelling
         tail = name[len(prefix):]
         close = sorted(k for k in known if k.endswith("_" + tail)) or difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
         hint = f" (did you mean {' or '.join(close[:2])}?)" if close else ""
-        out.append(f"{name} names no option of `ecgtool {' '.join(path)}` and is ignored{hint}")
+        # the command the variable's prefix names: ECGTOOL_FETCH_SYNTHETIC_RECORDS is `fetch synthetic`'s, not `fetch`'s
+        where = max((p for p in paths if name.startswith(command_prefix(p) + "_")), key=len)
+        out.append(f"{name} names no option of `ecgtool {' '.join(where)}` and is ignored{hint}")
+    return out
+
+
+def _command_paths(command: click.Command, path: tuple) -> list[tuple]:
+    """``path`` and the paths of every subcommand below it."""
+    out = [path]
+    if isinstance(command, click.Group):
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            out += _command_paths(command.get_command(ctx, name), (*path, name))
     return out
 
 
@@ -148,10 +168,15 @@ seed_option = click.option("--seed", type=click.IntRange(0), default=0, show_def
 device_option = click.option(
     "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.",
 )
-log_dir_option = click.option(
-    "--log-dir", type=click.Path(file_okay=False),
-    help="Also write each epoch's losses and validation metrics here as they come: history.csv, run.json, and "
-         "TensorBoard event files when tensorboard is installed.")
+def log_dir_option_for(what: str):
+    """``--log-dir``, whose help says what an epoch's record holds (``what``: pretraining has no validation)."""
+    return click.option(
+        "--log-dir", type=click.Path(file_okay=False),
+        help=f"Also write each epoch's {what} here as they come: history.csv, run.json, and "
+             "TensorBoard event files when tensorboard is installed.")
+
+
+log_dir_option = log_dir_option_for("losses and validation metrics")
 output_option = click.option("-o", "--output", required=True, type=click.Path(), help="Output path.")
 
 

@@ -94,7 +94,7 @@ def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_w
     )
     if shard and not seconds and not beat_window:  # before reading the dataset, in the flags' own words
         raise click.BadParameter("needs a fixed --seconds > 0: with --seconds 0 each part would pad to its own longest record",
-                                 param_hint="--shard")
+                                 param_hint="'--shard'")  # quoted, as click quotes the flags it names
     options = {k: v for k, v in {
         "labels": label_csv, "task": task, "rate": int(rate) if rate else None, "min_likelihood": min_likelihood,
         "keep_paced": keep_paced,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from ecgtool.cli.completion import complete_model
-from ecgtool.cli.options import (LibraryCommand, device_option, json_option, key_values, log_dir_option, option, overwrite_option,
-                                 seed_option)
+from ecgtool.cli.options import (LibraryCommand, device_option, json_option, key_values, log_dir_option_for, option,
+                                 overwrite_option, seed_option)
 from ecgtool.data.choices import LOADER_MODES
 from ecgtool.train.choices import PRECISIONS, PRETRAIN_METHODS, SCHEDULES
 
@@ -49,7 +49,7 @@ def _list_methods(ctx, param, value):
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the objective for training (for CUDA).")
 @click.option("--sync-bn", is_flag=True, help="Synchronise BatchNorm statistics across DDP ranks (CUDA).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run that wrote OUTPUT.resume.")
-@log_dir_option
+@log_dir_option_for("losses (pretraining has no validation)")
 @option("--list", "list_methods", aliases=("--list-methods",), is_flag=True, expose_value=False, is_eager=True, callback=_list_methods,
               help="List the methods with their default backbone, input and optimisation, and exit.")
 @seed_option

@@ -51,7 +51,7 @@ def _print_registry(leads: int, samples: int, classes: int) -> None:
 @click.option("--repeats", type=click.IntRange(1), default=20, show_default=True, help="Timed repeats per batch size (median reported).")
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default; at most 4 per CPU).")
 @click.option("--list", "list_", is_flag=True,
-              help="Print every registered model's parameters, MACs and source at --num-leads/--num-samples/--num-classes, and exit.")
+              help="Print every registered model's parameters and MACs (both counts) at --num-leads/--num-samples/--num-classes, and exit.")
 @device_option
 @json_option
 def profile(target, leads, samples, classes, batches, repeats, threads, list_, device, as_json):

@@ -137,7 +137,8 @@ def check_eval_inputs(checkpoints: list[Checkpoint], store, opts: EvalOptions) -
     if opts.val is not None:
         if _same_store(opts.val, store.path):
             raise ConfigError(f"the validation store {opts.val} is the store being evaluated; tuning thresholds on it would "
-                              "inflate every thresholded metric (ask to tune on the evaluated store to do it anyway)", "val")
+                              "inflate every thresholded metric ({alternative} does it anyway)", "val",
+                              alternative="tune_on_eval_store")
         val = open_store(opts.val)
         if len(val) == 0:
             raise ConfigError(f"the validation store {opts.val} has no records to tune thresholds on", "val")
