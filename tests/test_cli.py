@@ -349,3 +349,15 @@ def test_profile_list_covers_every_registered_model():
 def test_profile_needs_a_target():
     r = run_cli("profile", expect=2)
     assert r.stderr.splitlines()[-1] == "Error: give a MODEL name or a CHECKPOINT file (or --list)"
+
+
+def test_profile_list_in_json_and_options_a_run_would_ignore(monkeypatch, trained_checkpoint):
+    monkeypatch.setattr("ecgtool.models.list_models", lambda: ["resnet18"])
+    doc = json.loads(run_cli("profile", "--list", "--json").stdout)
+    assert doc["input_shape"] == [12, 1000] and doc["models"][0]["model"] == "resnet18"
+    assert doc["models"][0]["parameters"] == 3_853_449 and round(doc["models"][0]["macs"] / 1e6, 1) == 176.6
+    for args, flag in ((["--list", "--batch-size", 4], "--batch-size"), ([trained_checkpoint, "--num-leads", 3], "--num-leads")):
+        assert f"Error: {flag} would be ignored" in run_cli("profile", *args, expect=2).stderr
+    assert "give it no MODEL" in run_cli("profile", "resnet18", "--list", expect=2).stderr
+    # set in the environment (a default for many runs), an option this run does not use is left alone
+    run_cli("profile", "--list", "--json", env={"ECGTOOL_PROFILE_REPEATS": "3"})

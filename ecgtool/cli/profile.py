@@ -10,10 +10,10 @@ from ecgtool.cli.completion import complete_model_or_file
 from ecgtool.cli.options import device_option, json_option, option
 
 
-def _print_registry(leads: int, samples: int, classes: int) -> None:
+def _print_registry(leads: int, samples: int, classes: int, as_json: bool) -> None:
     from rich.table import Table
 
-    from ecgtool.cli.options import stdout_console
+    from ecgtool.cli.options import emit_json, stdout_console
     from ecgtool.data.views import data_view, extra_channels
     from ecgtool.models import create_model, list_models, model_info
     from ecgtool.profile.measure import count_macs, count_parameters
@@ -30,14 +30,20 @@ def _print_registry(leads: int, samples: int, classes: int) -> None:
                           "docs/models.md; per-model details: each file's docstring")
     from ecgtool.cli.progress import ProgressDisplay
 
+    rows = []
     with ProgressDisplay("profile", unit="models") as progress:  # counting every model takes a minute on a laptop
         for done, name in enumerate(names, 1):
             model = create_model(name, num_classes=classes, num_leads=leads, num_samples=samples)
             channels = leads + extra_channels(data_view(model_info(name)["input_view"]))
             macs = count_macs(model, (1, channels, samples))
-            table.add_row(name, f"{count_parameters(model)['total']:,}",
-                          f"{macs['macs'] / 1e6:,.1f}", f"{macs['macs_with_attention'] / 1e6:,.1f}")
+            rows.append({"model": name, "parameters": count_parameters(model)["total"], "macs": macs["macs"],
+                         "macs_with_attention": macs["macs_with_attention"]})
             progress(done, len(names), note=name)
+    if as_json:
+        emit_json({"input_shape": [leads, samples], "classes": classes, "models": rows})
+        return
+    for r in rows:
+        table.add_row(r["model"], f"{r['parameters']:,}", f"{r['macs'] / 1e6:,.1f}", f"{r['macs_with_attention'] / 1e6:,.1f}")
     stdout_console().print(table)
 
 
@@ -63,8 +69,14 @@ def profile(target, leads, samples, classes, batches, repeats, threads, list_, d
     convolutions only), and latency (median of repeats) at each --batch-size.
     A checkpoint's input shape comes from the checkpoint.
     """
+    ignored = ((("--batch-size", "batches"), ("--repeats", "repeats"), ("--device", "device"))
+               if list_ else (("--num-leads", "leads"), ("--num-samples", "samples"), ("--num-classes", "classes"))
+               if target is not None and Path(target).is_file() else ())
+    _refuse_typed(ignored, "--list counts parameters and MACs, and times nothing" if list_ else "a checkpoint's input shape and classes are its own")
     if list_:
-        _print_registry(leads, samples, classes)
+        if target is not None:
+            raise click.UsageError("--list profiles every registered model; give it no MODEL or CHECKPOINT")
+        _print_registry(leads, samples, classes, as_json)
         return
     if target is None:
         raise click.UsageError("give a MODEL name or a CHECKPOINT file (or --list)")
@@ -114,6 +126,17 @@ def profile(target, leads, samples, classes, batches, repeats, threads, list_, d
         emit_json(result)
         return
     _print(result, stdout_console())
+
+
+def _refuse_typed(options, why: str) -> None:
+    """A usage error for options typed on the command line that this run would ignore (a value set in the
+    environment is a default for many runs, and is left alone)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    typed = [flag for flag, name in options if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
+    if typed:
+        raise click.UsageError(f"{', '.join(typed)} would be ignored: {why}")
 
 
 def _print(r: dict, console) -> None:
