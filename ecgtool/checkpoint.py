@@ -358,7 +358,7 @@ class Checkpoint:
 
     def unfinished(self) -> list[str]:
         """A warning when this is a run's ``.resume`` file rather than its output: the latest weights, not the best
-        epoch's (eval and predict take it, to look at a run still going, but never silently)."""
+        epoch's (eval, predict and export take it, to look at a run still going, but never silently)."""
         if self.resume is None:
             return []
         return [f"{self.path or 'the checkpoint'} is the resume file of an unfinished run (it would resume at epoch "

@@ -55,6 +55,15 @@ def test_torchscript_export_runs_as_the_checkpoint(trained_checkpoint, tmp_path)
     x = np.random.default_rng(5).standard_normal((3, 12, 1000), dtype=np.float32)  # another batch size than exported
     with torch.no_grad():
         np.testing.assert_allclose(module(torch.from_numpy(x)).numpy(), _logits(trained_checkpoint, x), atol=1e-5)
+    assert report["warnings"] == []
+
+
+def test_a_resume_file_exports_with_a_warning(trained_checkpoint, tmp_path):
+    import dataclasses
+
+    dataclasses.replace(Checkpoint.load(trained_checkpoint), resume={"epoch": 0, "position": {}}).save(tmp_path / "m.ckpt.resume")
+    result = run_cli("export", tmp_path / "m.ckpt.resume", "-o", tmp_path / "m.pt", "--json")
+    assert json.loads(result.stdout)["warnings"] and "is the resume file of an unfinished run" in " ".join(result.stderr.split())
 
 
 @pytest.mark.slow

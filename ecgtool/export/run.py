@@ -102,7 +102,7 @@ def export_checkpoint(ckpt_path: str | os.PathLike, output: str | os.PathLike, *
         "input_shape": ["batch", spec.channels, spec.samples], "example_batch": batch,
         "output": "logits", "classes": list(ckpt.classes),
         "max_abs_diff": max(c.max_abs_diff for c in results), "atol": atol, "rtol": rtol,
-        "checks": [c.to_dict() for c in results], "size_bytes": size,
+        "checks": [c.to_dict() for c in results], "size_bytes": size, "warnings": ckpt.unfinished(),
     }
 
 
