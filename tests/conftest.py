@@ -7,6 +7,7 @@ directory; nothing touches the network.
 from __future__ import annotations
 
 import csv
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,21 @@ import pytest
 from click.testing import CliRunner
 
 from ecgtool.cli import cli
+
+
+@contextmanager
+def mounted_tmpfs(path: Path, options: str):
+    """A tmpfs mounted at the existing directory ``path`` with mount ``options`` (``size=1m``, ``ro``) for the block,
+    or the test skipped where the sandbox lets none be mounted (not root)."""
+    import subprocess
+
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here ({(r.stderr or r.stdout).strip() or r.returncode})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], capture_output=True)
 
 
 def run_cli(*args, expect: int = 0, env: dict | None = None):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import mounted_tmpfs, run_cli
 
 
 def tree(path: Path) -> dict[str, bytes]:
@@ -340,17 +340,10 @@ def test_records_whose_labels_are_all_unknown_are_listed_and_the_codes_named(tmp
 @pytest.fixture
 def small_disk(tmp_path):
     """A 1 MiB tmpfs, where the sandbox lets a test mount one."""
-    import subprocess
-
     mnt = tmp_path / "small"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({(r.stderr or r.stdout).strip() or r.returncode})")
-    try:
+    with mounted_tmpfs(mnt, "size=1m"):
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
 
 
 def test_fetch_synthetic_on_a_full_disk_is_one_line_and_leaves_nothing(small_disk):

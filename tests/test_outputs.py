@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import mounted_tmpfs, run_cli
 
 from ecgtool import outputs
 from ecgtool.errors import EcgtoolError
@@ -216,13 +216,8 @@ def unwritable(tmp_path):
         yield ro
         ro.chmod(0o755)
         return
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"running as root, and cannot mount a read-only tmpfs here ({(r.stderr or r.stdout).strip() or r.returncode})")
-    try:
+    with mounted_tmpfs(ro, "ro,size=64k"):
         yield ro
-    finally:
-        subprocess.run(["umount", str(ro)], capture_output=True)
 
 
 def _one_line_naming(r, out) -> str:
