@@ -68,3 +68,34 @@ def test_fetch_the_physionet_copy_from_a_mirror(tmp_path):
     assert s.attrs["dataset"] == "cpsc2018" and s.labels[4].tolist() == [0, 0, 0, 1, 0, 1, 0, 0, 1]
     fetched = s.attrs["provenance"][0]
     assert fetched["step"] == "fetch" and fetched["dataset"] == "cinc2020" and fetched["variant"] == "cpsc_2018"
+
+
+def test_a_record_listed_twice_in_reference_is_refused(releases, tmp_path):
+    # the last row used to win: A0001 became NORM instead of RBBB
+    import shutil
+
+    root = tmp_path / "cpsc"
+    shutil.copytree(releases[0], root)
+    with open(root / "REFERENCE.csv", "a") as f:
+        f.write("A0001,1,,\n")
+    r = run_cli("prep", root, "-o", tmp_path / "s.zarr", expect=1)
+    assert r.stderr.strip() == (f"error: {root / 'REFERENCE.csv'}: record A0001 is listed twice (Recording in rows 2 and 7); "
+                                "keep one row per record")
+
+
+def test_a_record_without_a_reference_row_is_listed_as_skipped(releases, tmp_path):
+    # it vanished: "wrote 4 records", skipped_records [] though A0002.mat is there
+    import shutil
+
+    root = tmp_path / "cpsc"
+    shutil.copytree(releases[0], root)
+    lines = (root / "REFERENCE.csv").read_text().splitlines(keepends=True)
+    (root / "REFERENCE.csv").write_text("".join(ln for ln in lines if not ln.startswith("A0002")))
+    r = run_cli("prep", root, "-o", tmp_path / "s.zarr", "--seconds", 6, "--workers", 1)
+    assert "skipped A0002: no label of the task cpsc2018 (not in REFERENCE.csv)" in r.stderr
+    assert "wrote 4 records" in r.stderr and "1 records left out" in r.stderr
+    s = open_store(tmp_path / "s.zarr")
+    assert s.attrs["skipped_records"] == [{"record": "A0002", "reason": "no label of the task cpsc2018 (not in REFERENCE.csv)"}]
+    run_cli("prep", root, "-o", tmp_path / "k.zarr", "--seconds", 6, "--workers", 1, "--keep-unlabelled")
+    k = open_store(tmp_path / "k.zarr")
+    assert list(k.record_id) == list(EXPECTED) and k.labels[1].sum() == 0

@@ -126,3 +126,31 @@ def test_a_resampling_factor_beyond_1000_is_refused_before_it_allocates():
     for fs_in, fs_out in ((0.001, 100), (1e308, 100), (100, 1e6)):  # 0.001 Hz upsampled 100,000x, killed at 18 GB
         with pytest.raises(EcgtoolError, match="a factor of more than 1000 either way"):
             resample(x, fs_in, fs_out)
+
+
+def _rewrite_labels(raw, edit):
+    import csv
+
+    with open(raw / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows = edit(rows)
+    with open(raw / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_a_record_listed_twice_in_labels_csv_is_refused(raw):
+    # the last row used to win
+    _rewrite_labels(raw, lambda rows: rows + [dict(rows[0], labels="B")])
+    with pytest.raises(EcgtoolError, match=r"labels\.csv: record R000 is listed twice \(record_id in rows 2 and 14\); "
+                                           "keep one row per record$"):
+        open_reader(raw)
+
+
+@pytest.mark.parametrize("fold, why", [("200", "'200' is not a whole number from 0 to 127"),  # was an int8 OverflowError
+                                       ("x", "'x' is not a whole number from 0 to 127")])
+def test_a_bad_fold_in_labels_csv_names_file_row_and_column(raw, fold, why):
+    _rewrite_labels(raw, lambda rows: [dict(r, fold=fold if i == 2 else "1") for i, r in enumerate(rows)])
+    with pytest.raises(EcgtoolError, match=rf"labels\.csv: row 4, column fold: {why}$"):
+        open_reader(raw)

@@ -95,3 +95,77 @@ def test_options_that_do_not_apply(tmp_path):
     raw = write_wfdb_dir(tmp_path / "raw", n=2)
     r = run_cli("prep", raw, "-o", tmp_path / "s.zarr", "--task", "rhythm", expect=1)
     assert "--task does not apply to the wfdb reader" in r.stderr
+
+
+def _edited_ptbxl(source, dest, row: int, **values):
+    """A copy of the fixture with data row ``row`` (0-based) of ptbxl_database.csv changed."""
+    import csv
+    import shutil
+
+    shutil.copytree(source, dest)
+    path = dest / "ptbxl_database.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[row].update(values)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return dest
+
+
+def test_a_record_listed_twice_is_refused(ptbxl_raw, tmp_path):
+    # the last row used to win: record 1 held record 2's file and labels, "wrote 5 records"
+    root = _edited_ptbxl(ptbxl_raw, tmp_path / "ptbxl", 1, ecg_id="1")
+    r = run_cli("prep", root, "-o", tmp_path / "s.zarr", expect=1)
+    assert r.stderr.strip() == (f"error: {root / 'ptbxl_database.csv'}: record 1 is listed twice (ecg_id in rows 2 and 3); "
+                                "keep one row per record")
+
+
+@pytest.mark.parametrize("column, value, args, why", [
+    ("strat_fold", "200", (), "'200' is not a whole number from 0 to 127"),  # was an int8 OverflowError
+    ("strat_fold", "", (), "'' is not a whole number from 0 to 127"),
+    ("ecg_id", "", (), "'' is not a whole number of at least 0"),
+    ("patient_id", "nan", (), "'nan' is not a whole number of at least 0"),
+    ("scp_codes", "{'NORM': 'abc'}", ("--min-likelihood", 50), "the likelihood 'abc' of NORM is not a number from 0 to 100"),
+    ("scp_codes", "['NORM']", (), "\"['NORM']\" is not a dictionary of SCP codes and likelihoods, e.g. {'NORM': 100.0}"),
+])
+def test_a_bad_table_value_names_file_row_and_column(ptbxl_raw, tmp_path, column, value, args, why):
+    root = _edited_ptbxl(ptbxl_raw, tmp_path / "ptbxl", 1, **{column: value})
+    r = run_cli("prep", root, "-o", tmp_path / "s.zarr", *args, expect=1)
+    row = "row 3" if column == "ecg_id" else "row 3 (ecg_id 2)"  # the record, once its id is read
+    assert r.stderr.strip() == f"error: {root / 'ptbxl_database.csv'}: {row}, column {column}: {why}"
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_codes_outside_the_statement_table_are_counted_and_named(ptbxl_raw, tmp_path):
+    root = _edited_ptbxl(ptbxl_raw, tmp_path / "ptbxl", 0, scp_codes="{'NORM': 100.0, 'FOO': 50.0}")
+    r = run_cli("prep", root, "-o", tmp_path / "s.zarr", "--task", "all", "--workers", 1)
+    assert "labels outside the classes of ptbxl-all, ignored: FOO (1 record)" in r.stderr
+    s = open_store(tmp_path / "s.zarr")
+    assert s.attrs["unknown_labels"] == {"FOO": 1} and "NORM" in s.classes and "FOO" not in s.classes
+
+
+def test_full_length_is_read_from_the_headers(ptbxl_raw, tmp_path):
+    # duration() said 10 s whatever the file: --seconds 0 cropped a longer record
+    import shutil
+
+    import wfdb
+    from datasets_fixture import LEADS
+
+    root = tmp_path / "ptbxl"
+    shutil.copytree(ptbxl_raw, root)
+    folder = root / "records100" / "00000"
+    wfdb.wrsamp("00002_lr", fs=100, units=["mV"] * 12, sig_name=LEADS,
+                p_signal=np.full((1500, 12), 0.5), fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12,
+                write_dir=str(folder))
+    reader = open_reader(root)
+    assert reader.duration("2") == 15.0 and reader.duration("1") == 10.0
+    run_cli("prep", root, "-o", tmp_path / "s.zarr", "--seconds", 0, "--workers", 1)
+    assert open_store(tmp_path / "s.zarr").n_samples == 1500
+
+
+@pytest.mark.parametrize("task", ["foo", "Rhythm"])
+def test_an_unknown_task_is_a_usage_error_of_task(ptbxl_raw, tmp_path, task):
+    r = run_cli("prep", ptbxl_raw, "-o", tmp_path / "s.zarr", "--task", task, expect=2)
+    assert f"Invalid value for '--task': unknown PTB-XL task '{task}'" in r.stderr

@@ -93,6 +93,7 @@ class _Rows:
     beat_sample: np.ndarray | None = None  # [n] beat positions at the store's fs
     scale: np.ndarray | None = None  # [n, leads, 2] the (mean, std) a z-score removed (zscore_scale)
     unknown: tuple[str, ...] = ()  # the record's labels (codes) outside the task's classes
+    unlabelled_reason: str = ""  # the reader's reason for a record without labels
 
 
 def _multi_hot(names, index: dict[str, int]) -> np.ndarray:
@@ -110,7 +111,8 @@ def _prep_one(reader: DatasetReader, job: _Job, record_id: str) -> tuple:
         x = select_leads(rec.signal, rec.leads, job.leads)
         index = {c: i for i, c in enumerate(job.classes)}
         unknown = tuple(dict.fromkeys([*rec.unknown_labels, *(name for name in rec.labels if name not in index)]))
-        meta = dict(patient=rec.patient_id, fold=rec.fold, age=rec.age, sex=rec.sex, source=rec.source, unknown=unknown)
+        meta = dict(patient=rec.patient_id, fold=rec.fold, age=rec.age, sex=rec.sex, source=rec.source, unknown=unknown,
+                    unlabelled_reason=rec.unlabelled_reason)
         if job.cfg.beat_window is None:
             signals, scale = preprocess(x, rec.fs, job.cfg, job.n_samples)
             n_valid = min(job.n_samples, int(round(rec.signal.shape[-1] * job.cfg.fs / rec.fs)))
@@ -218,7 +220,8 @@ def run_prep(
                 keep = result.labels.any(axis=1) | keep_unlabelled
                 report.unlabelled += int((~keep).sum())
                 if not beats and not keep.any():  # left out, and listed with the reason (a beat store counts beats)
-                    why = (f"{', '.join(result.unknown)} not among its classes" if result.unknown else "the record has none")
+                    why = (f"{', '.join(result.unknown)} not among its classes" if result.unknown
+                           else result.unlabelled_reason or "the record has none")
                     report.skipped.append((rid, f"no label of the task {reader.task} ({why})"))
                 if keep.any():
                     n = int(keep.sum())

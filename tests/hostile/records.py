@@ -300,6 +300,7 @@ CASES = [
          1, "101"),
     Case("mitdb-garbage-annotations-readable", _mitdb(_atr_garbage(1)), ["prep", "{raw}", "-o", "{tmp}/out.zarr", "--workers", "1"],
          1, "101"),
-    Case("ptbxl-malformed-scp-codes", _ptbxl(_scp_codes), ["prep", "{raw}", "-o", "{tmp}/out.zarr", "--workers", "1"], 1, "record 2"),
+    Case("ptbxl-malformed-scp-codes", _ptbxl(_scp_codes), ["prep", "{raw}", "-o", "{tmp}/out.zarr", "--workers", "1"], 1,
+         "ptbxl_database.csv: row 3 (ecg_id 2), column scp_codes"),
     Case("ptbxl-missing-signal-file", _ptbxl(_ptbxl_missing_file), ["prep", "{raw}", "-o", "{tmp}/out.zarr", "--workers", "1"], 1, "00003_lr"),
 ]

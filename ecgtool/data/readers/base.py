@@ -62,6 +62,43 @@ def open_text(path: str | Path) -> io.StringIO:
     return io.StringIO(text)  # as open(newline=""): csv handles the line endings
 
 
+#: the store keeps folds as int8; 0 means "no official fold"
+MAX_FOLD = 127
+
+
+def unique_rows(path: str | Path, rows, key, column: str, first_row: int = 2) -> dict:
+    """``rows`` of the label table ``path`` keyed by ``key(row)`` (the record id in ``column``).
+
+    A record listed twice is refused, naming both rows (counted as a spreadsheet counts them,
+    the header being row 1): a dict would keep the last row without a word, and the record
+    would carry another row's labels, fold or file.
+    """
+    out: dict = {}
+    row_of: dict = {}
+    for number, row in enumerate(rows, first_row):
+        k = key(row)
+        if k in out:
+            raise EcgtoolError(f"{path}: record {k} is listed twice ({column} in rows {row_of[k]} and {number}); "
+                               "keep one row per record")
+        out[k], row_of[k] = row, number
+    return out
+
+
+def table_number(path: str | Path, row: int | str, column: str, value, *, lo: float | None = None, hi: float | None = None,
+                 whole: bool = False) -> float:
+    """A number from row ``row`` (header = row 1), column ``column`` of ``path``, or one ``EcgtoolError`` naming all three."""
+    text = str(value if value is not None else "").strip()
+    try:
+        x = float(text)
+    except ValueError:
+        x = math.nan
+    bounds = (f" from {lo:g} to {hi:g}" if lo is not None and hi is not None else f" of at least {lo:g}" if lo is not None else "")
+    kind = "a whole number" if whole else "a number"
+    if not math.isfinite(x) or (whole and x != int(x)) or (lo is not None and x < lo) or (hi is not None and x > hi):
+        raise EcgtoolError(f"{path}: row {row}, column {column}: {text!r} is not {kind}{bounds}")
+    return x
+
+
 @dataclass
 class RawRecord:
     record_id: str
@@ -76,6 +113,7 @@ class RawRecord:
     source: str = ""  # sub-dataset of a pooled collection (e.g. CinC 2021's "georgia")
     beats: tuple | None = None  # (sample positions at fs, class names) for beat-annotated datasets
     unknown_labels: list[str] = field(default_factory=list)  # source codes the reader could not map to a class
+    unlabelled_reason: str = ""  # why the record has no labels, where the reader knows (e.g. "not in REFERENCE.csv")
 
 
 class DatasetReader(ABC):

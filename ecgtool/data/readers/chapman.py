@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgtool.data.readers.base import DatasetReader, RawRecord
+from ecgtool.data.readers.base import DatasetReader, RawRecord, unique_rows
 from ecgtool.data.readers.wfdb_dir import STANDARD_LEADS, WfdbDirectoryReader, parse_age, parse_sex
-from ecgtool.errors import EcgtoolError
+from ecgtool.errors import ConfigError, EcgtoolError
 
 RHYTHMS = ["SB", "SR", "AFIB", "ST", "AF", "SA", "SVT", "AT", "AVNRT", "AVRT", "SAAWR"]
 RHYTHM_NAMES = {
@@ -57,7 +57,7 @@ class ChapmanReader(DatasetReader):
 
     def __init__(self, root, task: str = "merged"):
         if task not in TASKS:
-            raise EcgtoolError(f"unknown Chapman task {task!r}; choose from {', '.join(TASKS)}")
+            raise ConfigError(f"unknown Chapman task {task!r}; choose from {', '.join(TASKS)}", "task")
         self.root = Path(root)
         self._task = task
         diagnostics = self.root / "Diagnostics.xlsx"
@@ -68,7 +68,9 @@ class ChapmanReader(DatasetReader):
             if csv_dir is None:
                 raise EcgtoolError(f"{self.root}: no ECGData/*.csv (unpack ECGData.zip here)")
             self._csv_dir = csv_dir
-            self._ids = sorted(r for r in self._rows if (csv_dir / f"{r}.csv").is_file())
+            # A CSV without a Diagnostics.xlsx row is read and left out by prep as unlabelled, with the reason
+            # in the store's skipped_records, never dropped unseen.
+            self._ids = sorted(p.stem for p in csv_dir.glob("*.csv"))
         else:
             self.layout = "wfdb"
             self._wfdb = WfdbDirectoryReader(self.root, discover_classes=False)
@@ -85,7 +87,7 @@ class ChapmanReader(DatasetReader):
         missing = {"FileName", "Rhythm"} - set(table.columns)
         if missing:
             raise EcgtoolError(f"{path}: lacks the column(s) {', '.join(sorted(missing))}")
-        return {str(r["FileName"]).strip(): r for r in table.fillna("").to_dict("records")}
+        return unique_rows(path, table.fillna("").to_dict("records"), lambda r: str(r["FileName"]).strip(), "FileName")
 
     @classmethod
     def recognises(cls, root) -> bool:
@@ -116,7 +118,10 @@ class ChapmanReader(DatasetReader):
         return list(self._ids)
 
     def duration(self, record_id: str) -> float:
-        return 10.0 if self.layout == "figshare" else self._wfdb.duration(record_id)
+        if self.layout == "wfdb":
+            return self._wfdb.duration(record_id)
+        # Counted, not the 10 s the release promises: --seconds 0 must not crop a longer record.
+        return _csv_rows(self._csv_dir / f"{record_id}.csv") / 500.0
 
     def read(self, record_id: str) -> RawRecord:
         if self.layout == "wfdb":
@@ -124,9 +129,12 @@ class ChapmanReader(DatasetReader):
             rhythm = next((SNOMED_RHYTHM[c] for c in rec.labels if c in SNOMED_RHYTHM), None)
             rec.labels, rec.patient_id = self._label(rhythm), rec.record_id
             return rec
-        row = self._rows[record_id]
         path = self._csv_dir / f"{record_id}.csv"
         data = _read_csv_signal(path)
+        row = self._rows.get(record_id)
+        if row is None:
+            return RawRecord(record_id=record_id, patient_id=record_id, signal=data.T * 1e-3, fs=500.0,
+                             leads=list(STANDARD_LEADS), labels=[], unlabelled_reason="not in Diagnostics.xlsx")
         rhythm = str(row["Rhythm"]).strip()
         if rhythm not in MERGED:
             raise EcgtoolError(f"{record_id}: unknown rhythm {rhythm!r} in Diagnostics.xlsx")
@@ -136,15 +144,29 @@ class ChapmanReader(DatasetReader):
         )
 
 
+def _has_header(first_line: str) -> bool:
+    try:
+        [float(v) for v in first_line.strip().split(",") if v.strip()]
+        return False
+    except ValueError:
+        return True
+
+
+def _csv_rows(path: Path) -> int:
+    """Samples in a record CSV without parsing them: its non-empty lines, less a header row of lead names."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline().decode("utf-8", "replace")
+            rows = (1 if first.strip() else 0) + sum(1 for line in f if line.strip())
+    except OSError as e:
+        raise EcgtoolError(f"{path.name}: cannot be read ({e.strerror or e})") from e
+    return rows - _has_header(first)
+
+
 def _read_csv_signal(path: Path) -> np.ndarray:
     """A record CSV as [samples, 12] floats, skipping a header row of lead names if there is one."""
     with open(path) as f:
-        first = f.readline()
-    try:
-        [float(v) for v in first.strip().split(",") if v.strip()]
-        skip = 0
-    except ValueError:
-        skip = 1
+        skip = int(_has_header(f.readline()))
     try:
         data = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
     except ValueError as e:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ecgtool.data.readers.base import DatasetReader, RawRecord
 from ecgtool.data.readers.wfdb_dir import WfdbDirectoryReader, parse_comments
-from ecgtool.errors import EcgtoolError
+from ecgtool.errors import ConfigError, EcgtoolError
 
 TABLES = Path(__file__).resolve().parents[1] / "tables"
 TASKS = ("scored", "scored2020", "all")
@@ -50,7 +50,7 @@ def mapping(kind: str) -> tuple[dict[str, tuple[str, str]], list[tuple[str, str]
 def task_classes(task: str, present: set[str] | None = None) -> dict[str, list[str]]:
     """Class name → its SNOMED codes, in the order of the mapping tables."""
     if task not in TASKS:
-        raise EcgtoolError(f"unknown CinC task {task!r}; choose from {', '.join(TASKS)}")
+        raise ConfigError(f"unknown CinC task {task!r}; choose from {', '.join(TASKS)}", "task")
     scored, pairs = mapping("scored")
     codes = list(scored)
     if task == "scored2020":

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ecgtool.data.readers.base import DatasetReader, RawRecord, open_text
+from ecgtool.data.readers.base import DatasetReader, RawRecord, open_text, unique_rows
 from ecgtool.data.readers.wfdb_dir import WfdbDirectoryReader
 from ecgtool.errors import EcgtoolError
 
@@ -42,10 +42,12 @@ class Cinc2017Reader(DatasetReader):
         unknown = sorted({r[1] for r in rows if r[1] not in CODES})
         if unknown:
             raise EcgtoolError(f"{ref}: unknown label(s) {', '.join(unknown)} (expected N, A, O, ~)")
-        self._labels = {r[0].strip(): CODES[r[1].strip()] for r in rows}
+        self._labels = {k: CODES[r[1].strip()] for k, r in unique_rows(ref, rows, lambda r: r[0].strip(), "column 1", first_row=1).items()}
         self._wfdb = WfdbDirectoryReader(self.root, discover_classes=False)
-        self._ids = [name for name in self._wfdb.names() if name in self._labels]
-        if not self._ids:
+        # A record without a reference row is read and left out by prep as unlabelled, with the reason in the
+        # store's skipped_records, never dropped unseen.
+        self._ids = self._wfdb.names()
+        if not set(self._ids) & set(self._labels):
             raise EcgtoolError(f"{self.root}: none of the records in {ref.name} were found (unpack training2017.zip here)")
 
     @staticmethod
@@ -76,6 +78,7 @@ class Cinc2017Reader(DatasetReader):
 
     def read(self, record_id: str) -> RawRecord:
         rec = self._wfdb.read(record_id)
-        rec.labels = [self._labels[record_id]]
+        rec.labels = [self._labels[record_id]] if record_id in self._labels else []
+        rec.unlabelled_reason = "" if record_id in self._labels else f"not in {self.reference.name}"
         rec.patient_id = record_id
         return rec

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgtool.data.readers.base import DatasetReader, RawRecord, open_text
+from ecgtool.data.readers.base import DatasetReader, RawRecord, open_text, unique_rows
 from ecgtool.data.readers.wfdb_dir import STANDARD_LEADS, WfdbDirectoryReader, parse_age, parse_sex
 from ecgtool.errors import EcgtoolError
 
@@ -63,7 +63,9 @@ class Cpsc2018Reader(DatasetReader):
             missing = sorted(set(self._labels) - set(self._paths))
             if len(missing) == len(self._labels):
                 raise EcgtoolError(f"{self.root}: REFERENCE.csv lists records but no A*.mat files were found (unpack TrainingSet1-3.zip here)")
-            self._ids = sorted(set(self._labels) & set(self._paths))
+            # A record file without a REFERENCE.csv row is read and left out by prep as unlabelled, with the
+            # reason in the store's skipped_records (kept with --keep-unlabelled), never dropped unseen.
+            self._ids = sorted(self._paths)
         else:
             self.release = "physionet"
             self._wfdb = WfdbDirectoryReader(self.root, discover_classes=False)
@@ -85,7 +87,7 @@ class Cpsc2018Reader(DatasetReader):
         if not rows or rows[0].keys() < {"Recording", "First_label"}:
             raise EcgtoolError(f"{path}: expected the columns {', '.join(REFERENCE_COLUMNS)}")
         out = {}
-        for row in rows:
+        for row in unique_rows(path, rows, lambda r: (r["Recording"] or "").strip(), "Recording").values():
             labels = []
             for col in REFERENCE_COLUMNS[1:]:
                 value = (row.get(col) or "").strip()
@@ -136,7 +138,8 @@ class Cpsc2018Reader(DatasetReader):
             raise EcgtoolError(f"{path.name}: expected 12 leads × samples, found {data.shape}")
         return RawRecord(
             record_id=record_id, patient_id=record_id, signal=data, fs=500.0, leads=list(STANDARD_LEADS),
-            labels=self._labels[record_id],
+            labels=self._labels.get(record_id, []),
+            unlabelled_reason="" if record_id in self._labels else "not in REFERENCE.csv",
             age=parse_age(np.ravel(age)[0] if np.size(age) else None),
             sex=parse_sex(str(np.ravel(sex)[0]) if np.size(sex) else ""),
         )

@@ -26,9 +26,10 @@ import csv
 from pathlib import Path
 
 from ecgtool.data.choices import PTBXL_RATES
-from ecgtool.data.readers.base import DatasetReader, RawRecord, open_text
-from ecgtool.data.readers.wfdb_dir import STANDARD_LEADS, canonical_lead, parse_age, parse_sex, physical_mv, read_wfdb
-from ecgtool.errors import EcgtoolError
+from ecgtool.data.readers.base import MAX_FOLD, DatasetReader, RawRecord, open_text, table_number, unique_rows
+from ecgtool.data.readers.wfdb_dir import (STANDARD_LEADS, canonical_lead, header_seconds, parse_age, parse_sex, physical_mv,
+                                           read_wfdb)
+from ecgtool.errors import ConfigError, EcgtoolError
 
 TASKS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
 SUPERCLASS_DESCRIPTIONS = {
@@ -55,7 +56,7 @@ def _flag(row: dict, name: str) -> bool:
 def task_map(statements: dict[str, dict], task: str) -> dict[str, str]:
     """Statement code → the class it contributes to in ``task``."""
     if task not in TASKS:
-        raise EcgtoolError(f"unknown PTB-XL task {task!r}; choose from {', '.join(TASKS)}")
+        raise ConfigError(f"unknown PTB-XL task {task!r}; choose from {', '.join(TASKS)}", "task")
     if task == "all":
         return {code: code for code in statements}
     if task in ("form", "rhythm"):
@@ -83,13 +84,20 @@ class PtbxlReader(DatasetReader):
         self._task, self.rate, self.min_likelihood = task, rate, min_likelihood
         self.statements = read_statements(self.root / "scp_statements.csv")
         self._map = task_map(self.statements, task)
-        with open_text(self.root / "ptbxl_database.csv") as f:
+        self.database = self.root / "ptbxl_database.csv"
+        with open_text(self.database) as f:
             rows = list(csv.DictReader(f))
         need = {"ecg_id", "patient_id", "scp_codes", "strat_fold", "filename_lr", "filename_hr"}
         if rows and not need <= set(rows[0]):
-            raise EcgtoolError(f"{self.root / 'ptbxl_database.csv'} lacks the column(s) {', '.join(sorted(need - set(rows[0])))}")
-        self._rows = {str(int(float(r["ecg_id"]))): r for r in rows}
-        self._labels = {rid: self._task_labels(r) for rid, r in self._rows.items()}
+            raise EcgtoolError(f"{self.database} lacks the column(s) {', '.join(sorted(need - set(rows[0])))}")
+        # Every number of the table is checked here, naming the row and column: a bad value
+        # found later would be a bare ValueError (or an int8 overflow in the store) naming nothing.
+        for number, r in enumerate(rows, 2):  # the header is row 1, as a spreadsheet counts
+            r["_row"] = number
+            r["_ecg_id"] = str(int(table_number(self.database, number, "ecg_id", r["ecg_id"], lo=0, whole=True)))
+        self._rows = unique_rows(self.database, rows, lambda r: r["_ecg_id"], "ecg_id")
+        self._codes = {rid: self._parse_row(r) for rid, r in self._rows.items()}
+        self._labels = {rid: self._task_labels(codes) for rid, codes in self._codes.items()}
         self._classes = sorted({c for labels in self._labels.values() for c in labels})
 
     @classmethod
@@ -97,12 +105,31 @@ class PtbxlReader(DatasetReader):
         root = Path(root)
         return (root / "ptbxl_database.csv").is_file() and (root / "scp_statements.csv").is_file()
 
-    def _task_labels(self, row: dict) -> list[str]:
+    def _parse_row(self, row: dict) -> dict[str, float]:
+        """A row's ``scp_codes`` (code → likelihood); its patient id and fold, checked (``_patient``, ``_fold``)."""
+        number = f"{row['_row']} (ecg_id {row['_ecg_id']})"  # row and record, for the messages below
+        fold = row["strat_fold"]
+        row["_fold"] = int(table_number(self.database, number, "strat_fold", fold, lo=0, hi=MAX_FOLD, whole=True))
+        patient = (row["patient_id"] or "").strip()
+        row["_patient"] = (str(int(table_number(self.database, number, "patient_id", patient, lo=0, whole=True)))
+                           if patient else row["_ecg_id"])  # none given: the record is its own patient
         try:
             codes = ast.literal_eval(row["scp_codes"] or "{}")
-        except (ValueError, SyntaxError) as e:
-            raise EcgtoolError(f"PTB-XL record {row['ecg_id']}: unreadable scp_codes {row['scp_codes']!r}") from e
-        keep = [c for c, likelihood in codes.items() if self.min_likelihood is None or float(likelihood) >= self.min_likelihood]
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            codes = None
+        if not isinstance(codes, dict):
+            raise EcgtoolError(f"{self.database}: row {number}, column scp_codes: {row['scp_codes']!r} is not a "
+                               "dictionary of SCP codes and likelihoods, e.g. {'NORM': 100.0}")
+        out = {}
+        for code, likelihood in codes.items():
+            if not isinstance(likelihood, (int, float)) or isinstance(likelihood, bool) or not 0 <= likelihood <= 100:
+                raise EcgtoolError(f"{self.database}: row {number}, column scp_codes: the likelihood {likelihood!r} of "
+                                   f"{code} is not a number from 0 to 100")
+            out[str(code)] = float(likelihood)
+        return out
+
+    def _task_labels(self, codes: dict[str, float]) -> list[str]:
+        keep = [c for c, likelihood in codes.items() if self.min_likelihood is None or likelihood >= self.min_likelihood]
         return sorted({self._map[c] for c in keep if c in self._map})
 
     @property
@@ -130,25 +157,28 @@ class PtbxlReader(DatasetReader):
     def record_ids(self) -> list[str]:
         return sorted(self._rows, key=int)
 
+    def _path(self, record_id: str) -> Path:
+        row = self._rows[record_id]
+        return self.root / (row["filename_lr"] if self.rate == 100 else row["filename_hr"])
+
     def duration(self, record_id: str) -> float:
-        return 10.0
+        # From the header, not the 10 s PTB-XL promises: --seconds 0 must not crop a longer record.
+        return header_seconds(self._path(record_id), record_id)
 
     def read(self, record_id: str) -> RawRecord:
         row = self._rows[record_id]
-        path = self.root / (row["filename_lr"] if self.rate == 100 else row["filename_hr"])
-        rec = read_wfdb(path)
+        rec = read_wfdb(self._path(record_id), record_id)
         sex = parse_sex(str(row.get("sex", "")).split(".")[0])  # 0 = male, 1 = female
         return RawRecord(
             record_id=record_id,
-            patient_id=str(int(float(row["patient_id"]))) if row["patient_id"] else record_id,
+            patient_id=row["_patient"],
             signal=physical_mv(rec),
             fs=float(rec.fs),
             leads=[canonical_lead(n) for n in rec.sig_name],
             labels=self._labels[record_id],
-            fold=int(float(row["strat_fold"])),
+            fold=row["_fold"],
             age=parse_age(row.get("age")),
             sex=sex,
+            # codes the statement table does not define: counted and named by prep, as other readers' unknown codes
+            unknown_labels=[c for c in self._codes[record_id] if c not in self.statements],
         )
-
-
-

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgtool.data.readers.base import DatasetReader, RawRecord, open_text
+from ecgtool.data.readers.base import MAX_FOLD, DatasetReader, RawRecord, open_text, table_number, unique_rows
 from ecgtool.errors import EcgtoolError
 
 # wfdb 4.3 uses pandas APIs that pandas 3 deprecates; the warning is noise to a user.
@@ -173,6 +173,25 @@ def read_wfdb(path: str | Path, name: str | None = None):
         raise EcgtoolError(f"{name or path}: unreadable WFDB record ({type(e).__name__}: {e})") from e
 
 
+def read_header(path: str | Path, name: str | None = None):
+    """``wfdb.rdheader`` of a header that passed ``check_header`` (its length without reading the samples)."""
+    import wfdb
+
+    check_header(path, name)
+    try:
+        return wfdb.rdheader(str(path))
+    except Exception as e:  # wfdb raises many types for a bad header
+        raise EcgtoolError(f"{name or path}: unreadable WFDB header ({e})") from e
+
+
+def header_seconds(path: str | Path, name: str | None = None) -> float:
+    """A record's length in seconds from its header alone (``prep --seconds 0`` asks it of every record)."""
+    h = read_header(path, name)
+    if not h.sig_len or not h.fs:
+        raise EcgtoolError(f"{name or path}: the WFDB header gives no length in samples")
+    return h.sig_len / h.fs
+
+
 def physical_mv(rec) -> np.ndarray:
     """A wfdb Record's physical signal as ``[leads, samples]`` in millivolts, whatever units its header gives."""
     scale = np.array([UNIT_TO_MV.get((u or "").strip().lower(), 1.0) for u in rec.units])
@@ -280,7 +299,12 @@ class WfdbDirectoryReader(DatasetReader):
             reader = csv.DictReader(f)
             if not reader.fieldnames or "record_id" not in reader.fieldnames or "labels" not in reader.fieldnames:
                 raise EcgtoolError(f"{path}: a label CSV needs the columns record_id and labels")
-            return {row["record_id"]: row for row in reader}
+            table = unique_rows(path, reader, lambda r: r["record_id"], "record_id")
+        # A fold is checked here, naming its row: later it would be an int8 overflow in the store naming nothing.
+        for number, row in enumerate(table.values(), 2):
+            if (row.get("fold") or "").strip():
+                row["fold"] = int(table_number(path, number, "fold", row["fold"], lo=0, hi=MAX_FOLD, whole=True))
+        return table
 
     @staticmethod
     def _read_class_map(path: Path) -> dict[str, str]:
@@ -309,14 +333,7 @@ class WfdbDirectoryReader(DatasetReader):
         return sorted(self._by_name)
 
     def _header(self, record_id: str):
-        import wfdb
-
-        path = self.root / self.path_of(record_id)
-        check_header(path, record_id)
-        try:
-            return wfdb.rdheader(str(path))
-        except Exception as e:  # wfdb raises many types for a bad header
-            raise EcgtoolError(f"{record_id}: unreadable WFDB header ({e})") from e
+        return read_header(self.root / self.path_of(record_id), record_id)
 
     def _first_header(self):
         """The first readable header (a bad record is prep's to fail or skip, not the dataset's), else the first error."""
@@ -367,8 +384,7 @@ class WfdbDirectoryReader(DatasetReader):
         return list(self._ids)
 
     def duration(self, record_id: str) -> float:
-        h = self._header(record_id)
-        return h.sig_len / h.fs
+        return header_seconds(self.root / self.path_of(record_id), record_id)
 
     def read(self, record_id: str) -> RawRecord:
         record_id = self.path_of(record_id)
@@ -387,7 +403,7 @@ class WfdbDirectoryReader(DatasetReader):
             fs=float(rec.fs),
             leads=[canonical_lead(n) for n in rec.sig_name],
             labels=self._labels_of(record_id, comments),
-            fold=int(fold) if fold not in (None, "") else 0,
+            fold=fold if isinstance(fold, int) else 0,  # checked by _read_label_csv; empty: no fold
             age=parse_age(row.get("age") or comments.get("age")),
             sex=parse_sex(row.get("sex") or comments.get("sex", "")),
         )
