@@ -109,3 +109,43 @@ def test_overwrite_removes_a_split_that_is_now_empty(tmp_path):
     assert (tmp_path / "out" / "val.zarr").exists()
     run_cli("split", store.path, "-o", tmp_path / "out", "--ratios", "0.8,0,0.2", "--overwrite")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["test.zarr", "train.zarr"]
+
+
+@pytest.mark.parametrize("text, why", [("8-1", "fold range 8-1 runs backwards; write 1-8"),  # was an empty list
+                                       ("", "fold list '' names no fold"), (",", "fold list ',' names no fold")])
+def test_an_empty_or_backwards_fold_list_is_a_usage_error(tmp_path, text, why):
+    from conftest import run_cli
+
+    store = make_store(tmp_path / "s.zarr", np.arange(40), np.eye(2, dtype=np.uint8)[np.arange(40) % 2], np.arange(40) % 10 + 1)
+    r = run_cli("split", store.path, "-o", tmp_path / "out", "--train-folds", text, "--val-folds", 9, "--test-folds", 10,
+                expect=2)
+    assert "Invalid value for '--train-folds'" in r.stderr and why in r.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_fold_the_store_lacks_is_a_usage_error(tmp_path):
+    # --test-folds 11 on folds 1-10 wrote no test.zarr, and fold 10 went nowhere, without a word
+    from conftest import run_cli
+
+    store = make_store(tmp_path / "s.zarr", np.arange(40), np.eye(2, dtype=np.uint8)[np.arange(40) % 2], np.arange(40) % 10 + 1)
+    r = run_cli("split", store.path, "-o", tmp_path / "out", "--train-folds", "1-8", "--val-folds", 9, "--test-folds", 11,
+                expect=2)
+    assert "Invalid value for '--test-folds': test folds: 11 not among the folds of" in r.stderr and "(1-10)" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_records_in_no_split_are_counted_and_named(tmp_path):
+    # fold 0 (no official fold) and an unlisted fold: records in no split, said on stderr and in the JSON
+    import json
+
+    from conftest import run_cli
+
+    folds = np.arange(44) % 10 + 1
+    folds[40:] = 0
+    store = make_store(tmp_path / "s.zarr", np.arange(44), np.eye(2, dtype=np.uint8)[np.arange(44) % 2], folds)
+    r = run_cli("split", store.path, "-o", tmp_path / "out", "--json")
+    assert "warning: 4 records are in no split: 4 of fold 0 (no official fold)" in " ".join(r.stderr.split())
+    assert json.loads(r.stdout)["unassigned_records"] == {"0": 4}
+    r = run_cli("split", store.path, "-o", tmp_path / "out2", "--train-folds", "1-7", "--val-folds", 9, "--test-folds", 10)
+    assert "warning: 8 records are in no split: 4 of fold 0 (no official fold), 4 of fold 8" in " ".join(r.stderr.split())
+    r = run_cli("split", store.path, "-o", tmp_path / "out3", "--ignore-official")
+    assert "no split" not in r.stderr

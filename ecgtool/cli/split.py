@@ -46,20 +46,21 @@ def split(store_path, output, k, train_folds, val_folds, test_folds, ratios, ign
 
     store = open_store(store_path)
     fold_lists = None
+    given = [t for t in (train_folds, val_folds, test_folds) if t is not None]  # "" too: refused by parse_folds
     if ratios:
-        if train_folds or val_folds or test_folds:
+        if given:
             raise click.UsageError("give either --ratios or fold lists, not both")
         k, fold_lists = folds_for_ratios(ratios)
         ignore_official = True
-    elif train_folds or val_folds or test_folds:
-        if not (train_folds and val_folds and test_folds):
+    elif given:
+        if len(given) < 3:
             raise click.UsageError("give all three of --train-folds, --val-folds and --test-folds")
         fold_lists = {}
         for name, text in (("train", train_folds), ("val", val_folds), ("test", test_folds)):
             try:
                 fold_lists[name] = parse_folds(text)
             except EcgtoolError as e:  # a value the flag cannot take: a usage error of that flag
-                raise click.BadParameter(str(e), param_hint=f"--{name}-folds") from None
+                raise click.BadParameter(str(e), param_hint=f"'--{name}-folds'") from None  # quoted, as click quotes it
     check_split_dir(output, overwrite, (store_path,))  # before the (possibly long) fold assignment
     plan = plan_split(store, fold_lists, k, seed, use_official=not ignore_official)
     paths = run_split(store, output, plan, overwrite)
@@ -72,10 +73,17 @@ def split(store_path, output, k, train_folds, val_folds, test_folds, ratios, ign
         table.add_row(c, *(str(int(store.labels[plan.members[s], j].sum())) for s in SPLITS))
     table.add_row("patients", *(str(len(set(store.patient_id[plan.members[s]]))) for s in SPLITS))
     stderr_console().print(table)
+    left = sum(plan.unassigned.values())
+    if left:
+        why = ", ".join(f"{n} of fold {f}" + (" (no official fold)" if f == 0 else "") for f, n in sorted(plan.unassigned.items()))
+        stderr_console().print(f"[yellow]warning:[/] {left} records are in no split: {why}; "
+                               "name their folds in --train-folds/--val-folds/--test-folds, or --ignore-official to "
+                               "stratify all records anew", highlight=False)
     if as_json:
         emit_json({
             "splits": {s: {"path": str(paths[s]), "records": int(len(plan.members[s])), "folds": plan.fold_lists[s]} for s in paths},
             "fold_source": plan.fold_source,
+            "unassigned_records": {str(f): n for f, n in sorted(plan.unassigned.items())},
         })
     else:
         for s in SPLITS:

@@ -34,9 +34,14 @@ def parse_folds(text: str) -> list[int]:
             continue
         lo, sep, hi = part.partition("-")
         try:
-            folds.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+            first, last = int(lo), int(hi if sep else lo)
         except ValueError:
             raise EcgtoolError(f"cannot read fold list {text!r}; write e.g. 1-8 or 9,10") from None
+        if last < first:  # range() of it is empty: the split would silently get no records
+            raise EcgtoolError(f"fold range {part} runs backwards; write {last}-{first}")
+        folds.update(range(first, last + 1))
+    if not folds:
+        raise EcgtoolError(f"fold list {text!r} names no fold; write e.g. 1-8 or 9,10")
     return sorted(folds)
 
 
@@ -94,6 +99,7 @@ class SplitPlan:
     fold_source: str  # "official" or "stratified K=…"
     members: dict[str, np.ndarray]  # split -> record indices (sorted)
     fold_lists: dict[str, list[int]]
+    unassigned: dict[int, int] | None = None  # fold -> records of it in no split (0: no official fold)
 
 
 def plan_split(store: EcgStore, fold_lists: dict[str, list[int]] | None, k: int, seed: int, use_official: bool = True) -> SplitPlan:
@@ -112,12 +118,37 @@ def plan_split(store: EcgStore, fold_lists: dict[str, list[int]] | None, k: int,
         source = f"stratified by patient, K={k}, seed={seed}"
     if fold_lists is None:
         fold_lists = {"train": list(range(1, k - 1)), "val": [k - 1], "test": [k]}
+    else:  # a fold the store does not have would be a split without records (or none at all)
+        present = sorted(int(f) for f in np.unique(folds[folds > 0]))
+        for split in SPLITS:
+            unknown = [f for f in fold_lists[split] if f not in present]
+            if unknown:
+                raise ConfigError(f"{split} folds: {', '.join(map(str, unknown))} not among the folds of {store.path} "
+                                  f"({_ranges(present)})", f"{split}_folds")
     used = [f for s in SPLITS for f in fold_lists[s]]
     if len(used) != len(set(used)):
         raise EcgtoolError("a fold is listed in more than one split")
     members = {s: np.flatnonzero(np.isin(folds, fold_lists[s])) for s in SPLITS}
     _assert_patient_disjoint(store, members)
-    return SplitPlan(folds, source, members, fold_lists)
+    # Records of fold 0 (no official fold) or of a fold no list names: in no split. Reported, not refused,
+    # since leaving folds out (a learning curve on fewer folds) is a choice the user may make.
+    left = np.ones(len(folds), dtype=bool)
+    for idx in members.values():
+        left[idx] = False
+    values, counts = np.unique(folds[left], return_counts=True)
+    unassigned = {int(f): int(n) for f, n in zip(values, counts)}
+    return SplitPlan(folds, source, members, fold_lists, unassigned)
+
+
+def _ranges(folds: list[int]) -> str:
+    """``[1, 2, 3, 5]`` → ``"1-3, 5"``."""
+    out, start = [], None
+    for i, f in enumerate(folds):
+        start = f if start is None else start
+        if i + 1 == len(folds) or folds[i + 1] != f + 1:
+            out.append(f"{start}-{f}" if f > start else str(f))
+            start = None
+    return ", ".join(out) or "none"
 
 
 def _assert_patient_disjoint(store: EcgStore, members: dict[str, np.ndarray]) -> None:
