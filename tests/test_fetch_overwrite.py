@@ -76,3 +76,25 @@ def test_every_fetch_subcommand_has_overwrite():
 
     for name, cmd in fetch.commands.items():
         assert any(p.name == "overwrite" for p in cmd.params), name
+
+
+@pytest.mark.parametrize("where", ["mirror", "mirror/sub", "."])
+def test_a_local_mirror_is_an_input(upstream, tmp_path, where):
+    """A file:// mirror is fetch's input: an output equal to it, inside it or containing it would write the ledger
+    and PROVENANCE.json into it (audit: `fetch --mirror file://$PWD/mir -o mir` exited 0 doing so)."""
+    mirror = tmp_path / "mirror"
+    (tmp_path / "mirror").mkdir()
+    for p in upstream.rglob("*"):
+        if p.is_file():
+            (mirror / p.relative_to(upstream)).parent.mkdir(parents=True, exist_ok=True)
+            (mirror / p.relative_to(upstream)).write_bytes(p.read_bytes())
+    before = _tree(tmp_path)
+    r = run_cli("fetch", "cinc2017", "-o", tmp_path / where, "--mirror", mirror.as_uri(), expect=1)
+    assert len(r.stderr.strip().splitlines()) == 1 and str(mirror) in r.stderr and "input" in r.stderr
+    assert _tree(tmp_path) == before and r.stdout == ""
+
+
+def test_a_local_mirror_elsewhere_is_fetched(upstream, tmp_path):
+    out = tmp_path / "cinc2017"
+    run_cli("fetch", "cinc2017", "-o", out, "--mirror", upstream.as_uri())
+    assert (out / "REFERENCE-v3.csv").read_bytes() == (upstream / "REFERENCE-v3.csv").read_bytes()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Callable
 
@@ -10,6 +12,7 @@ from ecgtool.data.download import Ledger, check_replaceable, download_all, extra
 from ecgtool.data.readers.base import write_fetch_provenance
 from ecgtool.data.sources import Source
 from ecgtool.errors import EcgtoolError
+from ecgtool.outputs import check_apart
 from ecgtool.provenance import make_entry
 
 EXTRACTED = ".ecgtool-extracted.json"
@@ -29,6 +32,16 @@ def _extract_once(archive: Path, dest: Path, sha256: str, overwrite: bool = Fals
     marker.write_text(json.dumps(done, indent=1))
 
 
+def local_mirror(mirror: str | None) -> Path | None:
+    """The directory a ``file://`` mirror URL names (None for a remote or no mirror)."""
+    if not mirror:
+        return None
+    parts = urllib.parse.urlsplit(mirror)
+    if parts.scheme.lower() != "file":
+        return None
+    return Path(urllib.request.url2pathname(parts.path))
+
+
 def fetch_source(src: Source, out: Path, *, variant: str | None = None, mirror: str | None = None,
                  connections: int = 4, retries: int = 5, dry_run: bool = False, overwrite: bool = False,
                  progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None) -> list:
@@ -43,6 +56,9 @@ def fetch_source(src: Source, out: Path, *, variant: str | None = None, mirror: 
     log = log or (lambda line: None)
     if out.exists() and not out.is_dir():
         raise EcgtoolError(f"{out} exists and is not a directory")
+    local = local_mirror(mirror)
+    if local is not None:  # a local mirror is an input: fetching into it would write the ledger and provenance there
+        check_apart(out, (local,))
     files = src.remote_files(variant, base_url=mirror)
     if dry_run:
         return files
