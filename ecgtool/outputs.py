@@ -53,17 +53,22 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def check_apart(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
-    """Refuse an output that is an input, lies inside one, or contains one (links resolved)."""
+    """Refuse an output that is an input, lies inside one, or contains one: with links resolved, and also as the paths
+    are written (absolute, links not resolved). The second catches an output reached through a link inside an input
+    (``raw/sub/x.zarr`` where ``raw/sub`` links to a directory of inputs elsewhere), which resolving alone takes out
+    of the input."""
     out = Path(os.path.realpath(output))
+    out_lexical = Path(os.path.abspath(output))
     for given in inputs:
         if given is None:
             continue
         inp = Path(os.path.realpath(given))
-        if same_file(out, inp):
+        inp_lexical = Path(os.path.abspath(given))
+        if same_file(out, inp) or out_lexical == inp_lexical:
             raise EcgtoolError(f"the output {output} is the input {given}; writing it would destroy the input")
-        if inp in out.parents:
+        if inp in out.parents or inp_lexical in out_lexical.parents:
             raise EcgtoolError(f"the output {output} lies inside the input {given}; write it elsewhere")
-        if out in inp.parents:
+        if out in inp.parents or out_lexical in inp_lexical.parents:
             raise EcgtoolError(f"the output {output} contains the input {given}; replacing it would destroy the input")
 
 

@@ -4,6 +4,7 @@ the old or the new output under the real name at every instant, and killed runs'
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,30 @@ def test_an_output_may_not_be_an_input_inside_one_or_contain_one(tmp_path):
         with pytest.raises(EcgtoolError, match=words):
             check_apart(out, [given])
     check_apart(tmp_path / "s.zarr", [raw, None])  # a sibling is fine
+
+
+def test_an_output_reached_through_a_link_inside_an_input_lies_inside_it(tmp_path):
+    """raw/sub links to ext: raw/sub/x.zarr resolves into ext, out of raw, yet it is written as inside raw (audit)."""
+    raw, ext = tmp_path / "raw", tmp_path / "ext"
+    raw.mkdir()
+    ext.mkdir()
+    (raw / "sub").symlink_to(ext)
+    with pytest.raises(EcgtoolError, match="lies inside the input"):
+        check_apart(raw / "sub" / "x.zarr", [raw])
+    with pytest.raises(EcgtoolError, match="contains the input"):
+        check_apart(raw / "sub", [raw / "sub" / "a.hea"])
+    check_apart(ext / "x.zarr", [raw])  # the link's target itself is not the input
+
+
+def test_prep_through_a_linked_subdirectory_of_its_input_is_refused(synthetic_raw, tmp_path):
+    raw, ext = tmp_path / "raw", tmp_path / "ext"
+    shutil.copytree(synthetic_raw, raw)
+    ext.mkdir()
+    (raw / "sub").symlink_to(ext)
+    before = _tree(tmp_path)
+    r = run_cli("prep", raw, "-o", raw / "sub" / "x.zarr", "--jobs", 1, expect=1)
+    assert r.stderr.strip() == f"error: the output {raw / 'sub' / 'x.zarr'} lies inside the input {raw}; write it elsewhere"
+    assert _tree(tmp_path) == before and not any(ext.iterdir())
 
 
 def test_overwrite_never_destroys_an_input(synthetic_raw, synthetic_store, tmp_path):
