@@ -215,3 +215,75 @@ def test_shard_from_the_environment(raw, tmp_path):
     out = tmp_path / "p.zarr"
     run_cli("prep", raw, "-o", out, *COMMON, env={"ECGTOOL_PREP_SHARD": "2/3"})
     assert open_store(out).attrs["shard"]["index"] == 2
+
+
+def test_parts_read_differently_are_refused_naming_the_option(raw, parts, tmp_path):
+    """Reader options change rows and labels yet were recorded nowhere: parts that differ in them merged without a word
+    (audit). They are the store's ``reading`` attribute now, and merge names the key that differs with both values."""
+    (tmp_path / "odd").mkdir()
+    odd = tmp_path / "odd" / "part-1.zarr"
+    run_cli("prep", raw, "-o", odd, "--shard", "1/3", *COMMON, "--keep-unlabelled")
+    assert open_store(odd).attrs["reading"]["keep_unlabelled"] is True
+    assert_refused([parts[0], odd, parts[2]], tmp_path,
+                   f"{odd} does not match {parts[0]}: reading.keep_unlabelled is True there, False here;")
+    labels = tmp_path / "labels.csv"
+    with open(raw / "labels.csv") as f:
+        rows = list(csv.DictReader(f))
+    rows[6]["labels"] = "B" if rows[6]["labels"] == "A" else "A"  # R006, in shard 1/3: another label
+    with open(labels, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    shutil.rmtree(odd)
+    run_cli("prep", raw, "-o", odd, "--shard", "1/3", *COMMON, "--labels", labels)
+    assert_refused([parts[0], odd, parts[2]], tmp_path, f"{odd} does not match {parts[0]}: reading.labels_sha256 is '")
+
+
+@pytest.fixture(scope="module")
+def ptbxl(tmp_path_factory):
+    from datasets_fixture import make_ptbxl
+
+    return make_ptbxl(tmp_path_factory.mktemp("ptbxl") / "ptbxl")
+
+
+@pytest.mark.parametrize("extra, message", [(("--min-likelihood", 20), "reading.min_likelihood is 20.0 there, None here;"),
+                                            (("--rate", 500), "reading.rate is 500 there, 100 here;")])
+def test_ptbxl_parts_read_differently_are_refused(ptbxl, tmp_path, extra, message):
+    part0, part1 = tmp_path / "p0.zarr", tmp_path / "p1.zarr"
+    run_cli("prep", ptbxl, "-o", part0, "--shard", "0/2", "--jobs", 1)
+    run_cli("prep", ptbxl, "-o", part1, "--shard", "1/2", "--jobs", 1, *extra)
+    assert_refused([part0, part1], tmp_path, f"{part1} does not match {part0}: {message}")
+    r = run_cli("info", part1)
+    assert "read with reader ptbxl" in r.stdout and f"{extra[0][2:].replace('-', '_')} {float(extra[1]) if extra[0] == '--min-likelihood' else extra[1]}" in r.stdout
+
+
+def test_a_lead_list_equal_to_all_leads_merges_with_the_default(raw, parts, tmp_path):
+    """--leads naming every lead in the dataset's order gives the store the default gives: decided by the leads stored."""
+    leads = ",".join(open_store(parts[0]).leads)
+    (tmp_path / "explicit").mkdir()
+    explicit = tmp_path / "explicit" / "part-1.zarr"
+    run_cli("prep", raw, "-o", explicit, "--shard", "1/3", *COMMON, "--leads", leads)
+    merged, single = tmp_path / "merged.zarr", tmp_path / "single.zarr"
+    run_cli("merge", parts[0], explicit, parts[2], "-o", merged)
+    run_cli("prep", raw, "-o", single, *COMMON)
+    assert_same_store(merged, single)
+
+
+def test_parts_written_before_reading_was_recorded_still_merge(parts, tmp_path):
+    """Stores from before the ``reading`` attribute (an optional key, format version 2 as before) merge as they did."""
+    import json
+
+    old = []
+    for p in parts:
+        copy = tmp_path / "old" / p.name
+        shutil.copytree(p, copy)
+        meta = copy / "zarr.json"
+        doc = json.loads(meta.read_text())
+        del doc["attributes"]["reading"]
+        meta.write_text(json.dumps(doc))
+        old.append(copy)
+    merged = tmp_path / "merged.zarr"
+    run_cli("merge", *old, "-o", merged)
+    assert "reading" not in open_store(merged).attrs
+    assert "read with" not in run_cli("info", merged).stdout
+    assert_refused([old[0], parts[1], old[2]], tmp_path, "reading.reader is 'wfdb' there, absent here")

@@ -39,6 +39,10 @@ def _print_summary(s: dict, console) -> None:
         console.print(f"fs {s['fs']} Hz  units {s['units']}  normalisation {s['normalisation']['method']}")
         console.print(f"leads {', '.join(s['leads'])}")
         console.print(f"task {s['task']} ({'multi-label' if s['multi_label'] else 'multi-class'})")
+        if s.get("preprocessing"):
+            console.print("preprocessing " + describe_preprocessing(s["preprocessing"]), markup=False)
+        if s.get("reading"):
+            console.print("read with " + ", ".join(f"{k} {v}" for k, v in s["reading"].items()), markup=False)
         console.print("folds " + ", ".join(f"{f}: {n}" for f, n in s["folds"].items()))
         table = Table("class", "records", "description")
         for c in s["classes"]:

@@ -39,9 +39,31 @@ class MergeReport:
     beats: bool = False
 
 
+_ABSENT = object()
+
+
 def _describe(value) -> str:
+    if value is _ABSENT:
+        return "absent"
     text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def differences(want: dict, got: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """``(key, want's value, got's value)`` for every value that differs, looking into nested mappings so that the
+    key named is the one that differs (``preprocessing.fs``), not the whole mapping around it."""
+    out = []
+    for k in list(want) + [k for k in got if k not in want]:
+        a, b = want.get(k, _ABSENT), got.get(k, _ABSENT)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{k}.")
+        elif a is _ABSENT and isinstance(b, dict):  # a mapping on one side only (an older store): its keys, one by one
+            out += [(key, _ABSENT, x) for key, x, _ in differences(b, {}, f"{prefix}{k}.")]
+        elif b is _ABSENT and isinstance(a, dict):
+            out += differences(a, {}, f"{prefix}{k}.")
+        elif a != b:
+            out.append((f"{prefix}{k}", a, b))
+    return out
 
 
 @dataclass
@@ -57,6 +79,8 @@ class _Part:
 def _part(path: str | os.PathLike) -> _Part:
     store = open_store(path)  # validates; its per-record arrays are dropped again on return
     sig = {k: v for k, v in store.attrs.items() if k not in PER_PART_ATTRS}
+    if isinstance(sig.get("preprocessing"), dict):  # --leads as typed (None: all) is compared by the leads it gave
+        sig["preprocessing"] = {**sig["preprocessing"], "leads": list(store.leads)}
     sig["normalisation method"] = store.attrs["normalisation"].get("method")
     sig["signal dtype"] = str(store.signals.dtype)
     sig["signal shape"] = list(store.signals.shape[1:])
@@ -97,13 +121,12 @@ def _check_parts(stores: list[_Part]) -> list[_Part]:
     want = ordered[0].signature
     for s in ordered[1:]:
         got = s.signature
-        keys = list(want) + [k for k in got if k not in want]  # attrs in the store's order, then the layout
-        diff = [k for k in keys if want.get(k) != got.get(k)]
+        diff = differences(want, got)  # attrs in the store's order, then the layout
         if diff:
-            k = diff[0]
-            more = f" (and {', '.join(diff[1:])})" if len(diff) > 1 else ""
-            raise EcgtoolError(f"{s.path} does not match {ordered[0].path}: {k} is {_describe(got.get(k))} there, "
-                               f"{_describe(want.get(k))} here{more}; merge only parts of one prep run with the same options")
+            shown = "; ".join(f"{k} is {_describe(b)} there, {_describe(a)} here" for k, a, b in diff[:5])
+            more = f"; and {len(diff) - 5} more" if len(diff) > 5 else ""
+            raise EcgtoolError(f"{s.path} does not match {ordered[0].path}: {shown}{more}; "
+                               "merge only parts of one prep run with the same options")
     return ordered
 
 

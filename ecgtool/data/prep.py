@@ -199,6 +199,9 @@ def run_prep(
         "patient_ids": reader.patient_ids,
         "dataset": reader.dataset,
         "preprocessing": cfg.describe() | {"samples": n_samples},
+        # How the source was read and which records kept: not in ``preprocessing`` (what is done to each record's
+        # samples), yet it changes the rows and labels, so merge compares it like the rest (absent in older stores).
+        "reading": {"reader": reader.name, "task": reader.task, **reader.options, "keep_unlabelled": bool(keep_unlabelled)},
         **reader.extra_attrs,
     }
     scaled = cfg.normalisation == "zscore"  # keep what the z-score removed, so the mV come back (charts)

@@ -271,6 +271,8 @@ class EcgStore:
             "folds": {int(f): int(n) for f, n in zip(folds, fold_counts)},
             "patient_ids": self.attrs.get("patient_ids", "dataset"),
             "normalisation": self.attrs["normalisation"],
+            "preprocessing": self.attrs.get("preprocessing"),
+            "reading": self.attrs.get("reading"),  # absent (None) in stores written before it was recorded
             "optional_arrays": sorted(self.extras),
             "content_hash": self.attrs.get("content_hash"),
             "provenance": self.attrs["provenance"],

@@ -159,6 +159,12 @@ class DatasetReader(ABC):
         return self.MULTI_LABEL
 
     @property
+    def options(self) -> dict:
+        """The reader's settings that change what it reads (rate, label threshold, records kept), recorded in the store's
+        ``reading`` attribute so that merge can refuse parts read differently: nothing else in the store shows them."""
+        return {}
+
+    @property
     def extra_attrs(self) -> dict:
         """Reader-specific store attributes (e.g. the SNOMED codes of each class)."""
         return {}

@@ -63,6 +63,10 @@ class MitdbReader(DatasetReader):
             raise EcgtoolError(f"{self.root}: no MIT-BIH records found")
         self.keep_paced = keep_paced
 
+    @property
+    def options(self) -> dict:
+        return {"keep_paced": self.keep_paced}
+
     @classmethod
     def recognises(cls, root) -> bool:
         root = Path(root)

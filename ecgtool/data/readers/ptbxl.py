@@ -151,6 +151,10 @@ class PtbxlReader(DatasetReader):
         return list(STANDARD_LEADS)
 
     @property
+    def options(self) -> dict:
+        return {"rate": self.rate, "min_likelihood": self.min_likelihood}
+
+    @property
     def fs(self) -> float:
         return float(self.rate)
 

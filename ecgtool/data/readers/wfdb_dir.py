@@ -18,6 +18,7 @@ its own patient, and the store says so.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import re
@@ -247,6 +248,8 @@ class WfdbDirectoryReader(DatasetReader):
         if labels and not label_csv.is_file():
             raise EcgtoolError(f"{label_csv}: no such label file")
         self._table = self._read_label_csv(label_csv) if label_csv.is_file() else None
+        # By content, not path: the parts of a sharded run may name one file by different paths.
+        self._labels_sha256 = hashlib.sha256(label_csv.read_bytes()).hexdigest() if self._table is not None else None
         self._code_to_class = self._read_class_map(self.root / "classes.csv")
         # Readers built on this one map #Dx codes themselves and skip the scan of every header.
         self._classes = list(classes) if classes else self._discover_classes() if discover_classes else []
@@ -292,6 +295,10 @@ class WfdbDirectoryReader(DatasetReader):
     @staticmethod
     def _read_records_file(path: Path) -> list[str]:
         return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+
+    @property
+    def options(self) -> dict:
+        return {"labels_sha256": self._labels_sha256}
 
     @staticmethod
     def _read_label_csv(path: Path) -> dict[str, dict]:
