@@ -154,3 +154,15 @@ def test_a_bad_fold_in_labels_csv_names_file_row_and_column(raw, fold, why):
     _rewrite_labels(raw, lambda rows: [dict(r, fold=fold if i == 2 else "1") for i, r in enumerate(rows)])
     with pytest.raises(EcgtoolError, match=rf"labels\.csv: row 4, column fold: {why}$"):
         open_reader(raw)
+
+
+@pytest.mark.parametrize("leads, message", [("I,I", "leads names I more than once"), ("I,II,I", "leads names I more than once"),
+                                            (",", "leads names no lead"), (" , ", "leads names no lead")])
+def test_a_lead_list_with_a_repeat_or_no_lead_is_a_usage_error(synthetic_raw, tmp_path, leads, message):
+    """--leads I,I made a store with one lead twice (train took it) and --leads , meant every lead (audit)."""
+    from conftest import run_cli
+
+    out = tmp_path / "s.zarr"
+    r = run_cli("prep", synthetic_raw, "-o", out, "--leads", leads, "--jobs", 1, expect=2)
+    assert f"Error: Invalid value for '--leads': {message}" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists() and not list(tmp_path.iterdir())

@@ -116,6 +116,12 @@ class PrepConfig:
             raise ConfigError(f"seconds must be positive (None keeps the longest record's length), not {self.seconds:g}", "seconds")
         if self.seconds is not None and not self.seconds * self.fs <= MAX_SAMPLES:  # why this bound: data/choices.py
             raise ConfigError(f"seconds {self.seconds:g} at {self.fs:g} Hz is more than {MAX_SAMPLES:,} samples per lead", "seconds")
+        if self.leads is not None:  # None is every lead; an empty list (`--leads ,`) must not mean that too
+            if not self.leads:
+                raise ConfigError("leads names no lead; give lead names, e.g. I,II (or leave it out for all leads)", "leads")
+            repeated = sorted({lead for lead in self.leads if list(self.leads).count(lead) > 1})
+            if repeated:  # a store with one lead twice: a model would count it twice, and the lead names would be ambiguous
+                raise ConfigError(f"leads names {', '.join(repeated)} more than once", "leads")
         if self.crop not in CROP_POLICIES:
             raise ConfigError(f"crop must be one of {', '.join(CROP_POLICIES)}, not {self.crop!r}", "crop")
         if self.normalisation not in NORMALISATIONS:
