@@ -73,6 +73,26 @@ def test_prep_through_a_linked_subdirectory_of_its_input_is_refused(synthetic_ra
     assert _tree(tmp_path) == before and not any(ext.iterdir())
 
 
+@pytest.mark.parametrize("where", ["labels.csv", "containing-dir"])
+def test_prep_never_writes_over_or_around_its_label_file(synthetic_raw, tmp_path, where):
+    """prep -o labels.csv --overwrite, labels.csv being --labels, was refused only as a file of another kind (audit);
+    the label file is an input like the raw directory."""
+    labels = tmp_path / "labels.csv"
+    shutil.copy(synthetic_raw / "labels.csv", labels)
+    if where == "containing-dir":  # an output directory that would contain the label file
+        (tmp_path / "dir").mkdir()
+        labels = shutil.move(labels, tmp_path / "dir" / "labels.csv")
+        out = tmp_path / "dir"
+    else:
+        out = labels
+    before = _tree(tmp_path)
+    r = run_cli("prep", synthetic_raw, "--labels", labels, "-o", out, "--overwrite", "--jobs", 1, expect=1)
+    words = "is the input" if out == labels else "contains the input"
+    assert r.stderr.strip() == f"error: the output {out} {words} {labels}; " + (
+        "writing it would destroy the input" if out == labels else "replacing it would destroy the input")
+    assert _tree(tmp_path) == before
+
+
 def test_overwrite_never_destroys_an_input(synthetic_raw, synthetic_store, tmp_path):
     """The campaign's two cases: prep onto its raw directory, split onto its store, both with --overwrite."""
     before_raw, before_store = _tree(synthetic_raw), _tree(synthetic_store)

@@ -154,7 +154,7 @@ def run_prep(
     if on_error not in ON_ERROR:
         raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}", "on_error")
     check_parallel(workers, "workers", "jobs", "processes")
-    check_new_output(out, overwrite, (getattr(reader, "root", None),))  # before reading a single record
+    check_new_output(out, overwrite, reader.inputs)  # before reading a single record
     all_ids = reader.record_ids()[:limit] if limit else reader.record_ids()
     ids = all_ids
     leads = tuple(cfg.leads) if cfg.leads else tuple(reader.leads)
@@ -209,7 +209,7 @@ def run_prep(
         out, n_leads=len(leads), n_samples=n_samples, attrs=attrs, dtype=dtype,
         optional=("age", "sex", "source") + (("beat_sample",) if beats else ()) + ((ZSCORE_SCALE,) if scaled else ()),
         overwrite=overwrite,
-        inputs=(getattr(reader, "root", None),),
+        inputs=reader.inputs,
     )
     with writer:
         for i, (rid, error, result) in enumerate(ordered_map(partial(_prep_one, reader, job), ids, workers), 1):

@@ -159,6 +159,12 @@ class DatasetReader(ABC):
         return self.MULTI_LABEL
 
     @property
+    def inputs(self) -> tuple:
+        """Every file or directory the reader reads (its root, and a label file given apart from it): prep's output must
+        be none of them, nor inside one, nor contain one."""
+        return (getattr(self, "root", None),)
+
+    @property
     def options(self) -> dict:
         """The reader's settings that change what it reads (rate, label threshold, records kept), recorded in the store's
         ``reading`` attribute so that merge can refuse parts read differently: nothing else in the store shows them."""

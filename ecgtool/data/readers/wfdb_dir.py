@@ -247,6 +247,7 @@ class WfdbDirectoryReader(DatasetReader):
         label_csv = Path(labels) if labels else self.root / "labels.csv"
         if labels and not label_csv.is_file():
             raise EcgtoolError(f"{label_csv}: no such label file")
+        self._label_file = label_csv if labels else None  # a --labels file, read from outside the directory perhaps
         self._table = self._read_label_csv(label_csv) if label_csv.is_file() else None
         # By content, not path: the parts of a sharded run may name one file by different paths.
         self._labels_sha256 = hashlib.sha256(label_csv.read_bytes()).hexdigest() if self._table is not None else None
@@ -295,6 +296,10 @@ class WfdbDirectoryReader(DatasetReader):
     @staticmethod
     def _read_records_file(path: Path) -> list[str]:
         return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+
+    @property
+    def inputs(self) -> tuple:
+        return (self.root,) + ((self._label_file,) if self._label_file is not None else ())
 
     @property
     def options(self) -> dict:
