@@ -57,6 +57,17 @@ def test_a_resume_file_is_evaluated_with_a_warning(trained_checkpoint, synthetic
     assert "resume file" not in run_cli("eval", trained_checkpoint, synthetic_splits / "test.zarr", "--bootstrap", 0).stderr
 
 
+def test_a_store_filtered_otherwise_than_the_training_data_is_named(trained_checkpoint, synthetic_raw, synthetic_splits,
+                                                                   tmp_path):
+    """The input spec (rate, length, leads, normalisation) fits; only the band-pass differs, which no check saw."""
+    run_cli("prep", synthetic_raw, "-o", tmp_path / "raw.zarr", "--fs", 100, "--lowcut", 0, "--highcut", 0, "--limit", 30, "--jobs", 1)
+    err = " ".join(run_cli("eval", trained_checkpoint, tmp_path / "raw.zarr", "--bootstrap", 0).stderr.split())
+    assert "raw.zarr was prepared otherwise than the training data of" in err
+    assert "lowcut None (training data 0.5), highcut None (training data 50.0)" in err
+    err = run_cli("eval", trained_checkpoint, synthetic_splits / "test.zarr", "--bootstrap", 0).stderr
+    assert "prepared otherwise" not in err
+
+
 def test_thresholds_are_never_tuned_on_the_reported_store_by_accident(trained_checkpoint, synthetic_splits):
     test = synthetic_splits / "test.zarr"
     r = run_cli("eval", trained_checkpoint, test, "--val", test, expect=2)

@@ -219,3 +219,22 @@ def check_labels(store: EcgStore, classes, multi_label: bool, what: str = "store
     if store.multi_label != multi_label:
         kind = "multi-label" if store.multi_label else "multi-class"
         raise EcgtoolError(f"{what} {store.path} is {kind}, the task of {model} is not")
+
+
+# What prep did to a signal beyond what the input spec checks (rate, length, leads, normalisation): settings under
+# which the same recording gives other rows.
+SIGNAL_SETTINGS = ("lowcut", "highcut", "notch", "crop", "beat_window", "filter", "resampler", "pad")
+
+
+def preprocessing_differences(trained: dict | None, store: EcgStore, model: str) -> list[str]:
+    """Warnings for the ``store`` whose prep settings differ from those of the data ``model`` was trained on
+    (``trained``: the training store's ``preprocessing`` attribute, as a checkpoint records it): e.g. a model
+    trained on 0.5-50 Hz band-passed rows run on unfiltered ones sees other signals than it learnt from, and its
+    metrics say so only by being worse. Nothing when either side does not record its settings (older files)."""
+    given = store.attrs.get("preprocessing")
+    if not isinstance(trained, dict) or not isinstance(given, dict):
+        return []
+    differ = [f"{k} {given.get(k)!r} (training data {trained.get(k)!r})" for k in SIGNAL_SETTINGS if given.get(k) != trained.get(k)]
+    if not differ:
+        return []
+    return [f"{store.path} was prepared otherwise than the training data of {model}: {', '.join(differ)}"]

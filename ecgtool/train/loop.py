@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ecgtool.checkpoint import Checkpoint, ModelSpec, pretraining_overlap
-from ecgtool.data.inputs import InputSpec, check_labels, classes_without_both
+from ecgtool.data.inputs import InputSpec, check_labels, classes_without_both, preprocessing_differences
 from ecgtool.data.loader import ChunkLoader, auto_memory_budget
 from ecgtool.data.store import open_store
 from ecgtool.data.subsets import check_fraction, label_subset
@@ -156,6 +156,8 @@ class Trainer(Engine):
             f"class {c} has no record in the {args.label_fraction:g} label fraction of {s.path}" for c in self.subset.missing_classes] + (
             [w + ": it is left out of the validation macro AUC" for w in classes_without_both(self.val_store, "validation store")]
             if self.val_store is not None else [])
+        if self.val_store is not None:
+            self.warnings += preprocessing_differences(s.attrs.get("preprocessing"), self.val_store, f"this {args.model}")
         torch.manual_seed(args.seed)
         check_value_types(args.model_kwargs, model_info(args.model)["default_kwargs"], "model_kwargs", args.model)
         kwargs = dict(args.model_kwargs)
