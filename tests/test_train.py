@@ -180,3 +180,18 @@ def test_a_validation_store_without_any_defined_auc_is_refused_before_training(s
     assert r.stderr == (f"error: validation macro AUC would be undefined in every epoch: {val} needs positive and negative "
                         "records of at least one class\n")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_validation_store_filtered_otherwise_is_named(stores, tmp_path):
+    from conftest import write_wfdb_dir
+
+    from ecgtool.data.prep import run_prep
+    from ecgtool.data.readers import open_reader
+    from ecgtool.data.transforms import PrepConfig
+
+    train, _ = stores
+    source = write_wfdb_dir(tmp_path / "raw", seconds=4.0, n=16, seed=2)
+    run_prep(open_reader(source), tmp_path / "v.zarr", PrepConfig(fs=100, seconds=4.0, highcut=30.0))
+    warnings = Trainer(args(), train, tmp_path / "v.zarr", tmp_path / "m.ckpt").warnings
+    assert any("v.zarr was prepared otherwise than the training data of this resnet18: highcut 30.0 (training data" in w
+               for w in warnings), warnings
