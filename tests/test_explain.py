@@ -104,6 +104,14 @@ def test_existing_output_is_refused_unless_overwrite(trained_checkpoint, test_st
     assert [rec["class"] for rec in doc["records"]] == ["AF", "AF"] and doc["records"][0]["chart"] is None
     assert sorted(p.name for p in out.iterdir()) == ["saliency.zarr"]
     assert open_saliency(out / "saliency.zarr")["explained_class"][:].tolist() == [1, 1]
+    assert doc["warnings"] == []
+
+
+def test_a_store_filtered_otherwise_is_named_as_eval_names_it(trained_checkpoint, synthetic_raw, tmp_path):
+    run_cli("prep", synthetic_raw, "-o", tmp_path / "raw.zarr", "--fs", 100, "--highcut", 30, "--limit", 4, "--jobs", 1)
+    r = run_cli("explain", trained_checkpoint, tmp_path / "raw.zarr", "--first", 1, "-o", tmp_path / "o", "--no-charts",
+                "--method", "saliency", "--json")
+    assert json.loads(r.stdout)["warnings"] and "raw.zarr was prepared otherwise" in " ".join(r.stderr.split())
 
 
 @pytest.mark.parametrize("args, code, message", [

@@ -54,6 +54,8 @@ def explain(checkpoint, store_path, output, records, first, method, per_lead, la
     with ProgressDisplay("explain", console=console) as progress:
         result = run_explain(checkpoint, store_path, output, records=list(records), first=first, options=options,
                              device=resolve_device(device), overwrite=overwrite, progress=progress)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning: {warning}", highlight=False)
     if result.sanity:
         console.print(sanity_table(result.sanity, method))
     if as_json:

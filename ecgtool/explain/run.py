@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from ecgtool.data.inputs import preprocessing_differences
 from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.explain.options import ExplainOptions
 
@@ -82,11 +83,12 @@ class ExplainResult:
     sanity: list[dict] | None = None
     output: str | None = None
     windows: dict | None = None  # crop-trained model: eval's windows (length, stride, aggregate, starts)
+    warnings: list[str] = field(default_factory=list)  # what eval would warn of the same checkpoint and store
 
     def to_dict(self) -> dict:
         return {"method": self.method, "layer": self.layer, "records": [r.to_dict() for r in self.records],
                 "method_info": self.method_info, "classes": self.classes, "leads": self.leads,
-                "windows": self.windows, "sanity": self.sanity, "output": self.output}
+                "windows": self.windows, "sanity": self.sanity, "output": self.output, "warnings": self.warnings}
 
 
 def select_rows(store, records: list[str] | None, first: int | None) -> np.ndarray:
@@ -175,6 +177,9 @@ def run_explain(ckpt_path, store_path, output, *, records: list[str] | None = No
             result.sanity = _sanity(model, store, spec, windows, rows, options, layer, device, ckpt.threshold_values)
         _finish_store(Path(tmp) / "saliency.zarr", ckpt, store, store_path, result, options)
     result.output = str(output)
+    # a resume file's weights, or rows filtered otherwise than the training data: the maps explain another model's
+    # view than the one trained, which eval names too
+    result.warnings = ckpt.unfinished() + preprocessing_differences(ckpt.preprocessing, store, str(ckpt_path))
     return result
 
 
