@@ -52,7 +52,7 @@ def eval_(checkpoint, store_path, val, threshold_objective, threshold_scope, tun
     import os
     from pathlib import Path
 
-    from ecgtool.cli.options import emit_json, resolve_device, stderr_console, stdout_console
+    from ecgtool.cli.options import emit_json, print_warnings, resolve_device, stderr_console, stdout_console
     from ecgtool.eval.evaluate import run_eval, write_predictions
     from ecgtool.eval.options import EvalOptions
     from ecgtool.outputs import atomic_output, check_new_output
@@ -86,8 +86,7 @@ def eval_(checkpoint, store_path, val, threshold_objective, threshold_scope, tun
     with ProgressDisplay("eval") as progress:
         result = run_eval(checkpoint, store_path, resolve_device(device), opts, compare, progress)
     report = result.report
-    for warning in result.warnings:
-        stderr_console().print(f"[yellow]warning: {warning}")
+    print_warnings(stderr_console(), result.warnings)
     if predictions:
         write_predictions(predictions, result, overwrite, inputs)
     if save_resamples:

@@ -40,7 +40,7 @@ def explain(checkpoint, store_path, output, records, first, method, per_lead, la
     crops is explained on eval's sliding windows, stitched over the record. Prints
     OUTPUT (a summary as JSON with --json); --sanity prints the randomisation check on stderr.
     """
-    from ecgtool.cli.options import emit_json, resolve_device, stderr_console
+    from ecgtool.cli.options import emit_json, print_warnings, resolve_device, stderr_console
     from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.explain.options import ExplainOptions
     from ecgtool.explain.run import run_explain
@@ -54,8 +54,7 @@ def explain(checkpoint, store_path, output, records, first, method, per_lead, la
     with ProgressDisplay("explain", console=console) as progress:
         result = run_explain(checkpoint, store_path, output, records=list(records), first=first, options=options,
                              device=resolve_device(device), overwrite=overwrite, progress=progress)
-    for warning in result.warnings:
-        console.print(f"[yellow]warning: {warning}", highlight=False)
+    print_warnings(console, result.warnings)
     if result.sanity:
         console.print(sanity_table(result.sanity, method))
     if as_json:

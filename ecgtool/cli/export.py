@@ -41,14 +41,13 @@ def export(checkpoint, output, fmt, opset, atol, rtol, batch, check_store, seed,
     the PyTorch model on seeded random inputs at two batch sizes; a logit differing
     by more than --atol + --rtol·|logit| fails the export and leaves no output.
     """
-    from ecgtool.cli.options import emit_json, stderr_console
+    from ecgtool.cli.options import emit_json, print_warnings, stderr_console
     from ecgtool.export.run import export_checkpoint
 
     result = export_checkpoint(checkpoint, output, fmt=fmt, opset=opset, atol=atol, rtol=rtol, batch=batch,
                                seed=seed, check_store=check_store, overwrite=overwrite)
     where = f"{result['format']}" + (f", opset {result['opset']}" if result["opset"] else "")
-    for warning in result["warnings"]:
-        stderr_console().print(f"[yellow]warning: {warning}", highlight=False)
+    print_warnings(stderr_console(), result["warnings"])
     stderr_console().print(
         f"exported {result['model']} to {result['path']} ({where}, {result['size_bytes'] / 1e6:,.1f} MB); parity: max |logit "
         f"difference| {result['max_abs_diff']:.2g} over {len(result['checks'])} checks (tolerance {atol:g} + {rtol:g}·|logit|)",

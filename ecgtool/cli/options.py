@@ -27,15 +27,18 @@ class LibraryCommand(click.Command):
         try:
             return super().invoke(ctx)
         except ConfigError as e:
-            param = next((p for p in self.params if p.name == e.parameter), None)
+            param = self._param(e.parameter)
             message = e.worded(self._flag)
             if param is None:
                 raise click.UsageError(message, ctx=ctx) from None
             raise click.BadParameter(message, ctx=ctx, param=param) from None
 
+    def _param(self, name: str) -> click.Parameter | None:
+        return next((p for p in self.params if p.name == name), None)
+
     def _flag(self, name: str) -> str:
         """The long flag of the parameter ``name`` (``tune_on_eval_store`` → ``--tune-on-eval-store``)."""
-        param = next((p for p in self.params if p.name == name), None)
+        param = self._param(name)
         return next((o for o in param.opts if o.startswith("--")), name) if param is not None else name
 
 
@@ -227,6 +230,15 @@ def stderr_console():
     from rich.console import Console
 
     return Console(stderr=True, soft_wrap=True)
+
+
+def print_warnings(console, warnings) -> None:
+    """Each of ``warnings`` as one ``warning: …`` line on ``console`` (stderr), the text escaped: a path or a value
+    holding square brackets is printed as it is, not read as rich markup."""
+    from rich.markup import escape
+
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 def stdout_console():

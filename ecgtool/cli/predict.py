@@ -39,7 +39,7 @@ def predict(checkpoint, inputs, output, fs, csv_units, on_error, batch_size, wor
     """
     from rich.markup import escape
 
-    from ecgtool.cli.options import resolve_device, stderr_console, stdout_console
+    from ecgtool.cli.options import print_warnings, resolve_device, stderr_console, stdout_console
     from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.data.recordings import find_recordings, named_files
     from ecgtool.eval.recordings import PredictOptions, check_recordings, output_format, run_predict, write_predictions
@@ -60,8 +60,7 @@ def predict(checkpoint, inputs, output, fs, csv_units, on_error, batch_size, wor
         console.print(f"[yellow]skipped[/] {escape(rec.name)}: {escape(why)}", highlight=False)
     if len(result.skipped) > 20:
         console.print(f"[yellow]… and {len(result.skipped) - 20} more skipped recordings (a JSON output lists them all)")
-    for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    print_warnings(console, result.warnings)
     if output:
         write_predictions(output, result, overwrite, protected)
         console.print(f"predicted {len(result.recordings)} recording(s) into {escape(str(output))}"

@@ -80,7 +80,7 @@ def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_w
     """
     from rich.markup import escape
 
-    from ecgtool.cli.options import stderr_console
+    from ecgtool.cli.options import print_warnings, stderr_console
     from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.data.prep import run_prep
     from ecgtool.data.readers import open_reader
@@ -115,8 +115,8 @@ def prep(raw_dir, output, reader, task, rate, min_likelihood, keep_paced, beat_w
         ranked = sorted(report.unknown_labels.items(), key=lambda kv: (-kv[1], kv[0]))
         shown = ", ".join(f"{code} ({n} record{'s' * (n != 1)})" for code, n in ranked[:10])
         more = f" and {len(ranked) - 10} more" if len(ranked) > 10 else ""
-        console.print(f"[yellow]warning:[/] labels outside the classes of {escape(source.task)}, ignored: {escape(shown)}{more} "
-                      "(counted in the store's attrs, unknown_labels)", highlight=False)
+        print_warnings(console, [f"labels outside the classes of {source.task}, ignored: {shown}{more} "
+                                 "(counted in the store's attrs, unknown_labels)"])
     unlabelled_beats = report.unlabelled if beat_window is not None else 0
     console.print(
         f"wrote {report.written} records to {output}"

@@ -12,7 +12,7 @@ def run_loop(make_engine, *, output, epochs: int, resume: bool, overwrite: bool,
     ``log_dir`` rank 0 also writes the epoch history there (train/history.py). A pre-emption signal exits with
     status 75 after the resume checkpoint is written; the process group is left in every case. ``output`` is the
     checkpoint the engine writes (and ``OUTPUT.resume``), which the log directory is checked against before any work."""
-    from ecgtool.cli.options import stderr_console
+    from ecgtool.cli.options import print_warnings, stderr_console
     from ecgtool.cli.progress import ProgressDisplay
     from ecgtool.errors import EcgtoolError
     from ecgtool.train import distributed
@@ -58,8 +58,8 @@ def run_loop(make_engine, *, output, epochs: int, resume: bool, overwrite: bool,
                                f"to continue it, or delete {left} (or pass --overwrite) to start again")
         if log_dir is not None:
             log = _epoch_log(log_dir, engine, resume, overwrite)
-        for line in [*engine.warnings, *engine.schedule_warnings()] if main else ():
-            console.print(f"[yellow]warning: {line}")
+        if main:
+            print_warnings(console, [*engine.warnings, *engine.schedule_warnings()])
         if env.active and main:
             console.print(f"data-parallel on {env.world_size} processes, {engine.args.batch_size // env.world_size} records each per step")
         with progress:

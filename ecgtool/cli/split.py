@@ -39,7 +39,7 @@ def split(store_path, output, k, train_folds, val_folds, test_folds, ratios, ign
     """
     from rich.table import Table
 
-    from ecgtool.cli.options import emit_json, stderr_console
+    from ecgtool.cli.options import emit_json, print_warnings, stderr_console
     from ecgtool.data.split import SPLITS, check_split_dir, folds_for_ratios, parse_folds, plan_split, run_split
     from ecgtool.data.store import open_store
     from ecgtool.errors import EcgtoolError
@@ -76,9 +76,9 @@ def split(store_path, output, k, train_folds, val_folds, test_folds, ratios, ign
     left = sum(plan.unassigned.values())
     if left:
         why = ", ".join(f"{n} of fold {f}" + (" (no official fold)" if f == 0 else "") for f, n in sorted(plan.unassigned.items()))
-        stderr_console().print(f"[yellow]warning:[/] {left} records are in no split: {why}; "
-                               "name their folds in --train-folds/--val-folds/--test-folds, or --ignore-official to "
-                               "stratify all records anew", highlight=False)
+        print_warnings(stderr_console(), [f"{left} records are in no split: {why}; name their folds in "
+                                          "--train-folds/--val-folds/--test-folds, or --ignore-official to stratify "
+                                          "all records anew"])
     if as_json:
         emit_json({
             "splits": {s: {"path": str(paths[s]), "records": int(len(plan.members[s])), "folds": plan.fold_lists[s]} for s in paths},
