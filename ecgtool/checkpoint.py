@@ -64,7 +64,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ecgtool.data.inputs import InputSpec, check_labels
+from ecgtool.data.inputs import InputSpec, check_labels, preprocessing_differences
 from ecgtool.data.store import MAX_CLASSES, qualified_ids
 from ecgtool.errors import EcgtoolError
 from ecgtool.outputs import atomic_output, output_file, sibling_of
@@ -358,11 +358,16 @@ class Checkpoint:
 
     def unfinished(self) -> list[str]:
         """A warning when this is a run's ``.resume`` file rather than its output: the latest weights, not the best
-        epoch's (eval, predict and export take it, to look at a run still going, but never silently)."""
+        epoch's (eval, predict, export and explain take it, to look at a run still going, but never silently)."""
         if self.resume is None:
             return []
         return [f"{self.path or 'the checkpoint'} is the resume file of an unfinished run (it would resume at epoch "
                 f"{self.resume['epoch'] + 1}): its weights are the latest, not the best epoch's"]
+
+    def warnings_on(self, store: EcgStore) -> list[str]:
+        """What applying this model to ``store`` warns of (eval, explain): a resume file's weights, and rows prepared
+        with other signal settings than its training data's."""
+        return self.unfinished() + preprocessing_differences(self.preprocessing, store, self.name)
 
     def summary(self) -> dict:
         n_params = sum(int(t.numel()) for t in self.state_dict.values() if hasattr(t, "numel"))

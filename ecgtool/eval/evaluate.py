@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ecgtool.checkpoint import Checkpoint, pretraining_overlap
-from ecgtool.data.inputs import classes_without_both, preprocessing_differences
+from ecgtool.data.inputs import classes_without_both
 from ecgtool.data.loader import ChunkLoader
 from ecgtool.data.store import EcgStore, open_store
 from ecgtool.errors import ConfigError, EcgtoolError
@@ -162,7 +162,7 @@ def check_eval_inputs(checkpoints: list[Checkpoint], store, opts: EvalOptions) -
                 for w in classes_without_both(store, "evaluated store")]
     store_fingerprint = fingerprint(store.path)
     for c in checkpoints:
-        warnings += c.unfinished() + preprocessing_differences(c.preprocessing, store, str(c.path))
+        warnings += c.warnings_on(store)
         if c.trained_on()[:1] == [store_fingerprint]:
             warnings.append(f"{store.path} is the store {c.path} was trained on: these are training-set metrics")
         if c.init is not None and store_fingerprint in c.init.get("trained_on", ())[:1]:

@@ -41,7 +41,6 @@ from typing import Callable
 
 import numpy as np
 
-from ecgtool.data.inputs import preprocessing_differences
 from ecgtool.errors import ConfigError, EcgtoolError
 from ecgtool.explain.options import ExplainOptions
 
@@ -179,7 +178,7 @@ def run_explain(ckpt_path, store_path, output, *, records: list[str] | None = No
     result.output = str(output)
     # a resume file's weights, or rows filtered otherwise than the training data: the maps explain another model's
     # view than the one trained, which eval names too
-    result.warnings = ckpt.unfinished() + preprocessing_differences(ckpt.preprocessing, store, str(ckpt_path))
+    result.warnings = ckpt.warnings_on(store)
     return result
 
 
