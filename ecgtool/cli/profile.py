@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ecgtool.cli.completion import complete_model_or_file
-from ecgtool.cli.options import device_option, json_option, option
+from ecgtool.cli.options import LibraryCommand, device_option, json_option, option
 
 
 def _print_registry(leads: int, samples: int, classes: int, as_json: bool) -> None:
@@ -47,7 +47,7 @@ def _print_registry(leads: int, samples: int, classes: int, as_json: bool) -> No
     stdout_console().print(table)
 
 
-@click.command()
+@click.command(cls=LibraryCommand)
 @click.argument("target", metavar="MODEL|CHECKPOINT", required=False, shell_complete=complete_model_or_file)
 @option("--num-leads", "leads", aliases=("--leads",), type=click.IntRange(1), default=12, show_default=True, help="Input leads (for a model name).")
 @option("--num-samples", "samples", aliases=("--samples",), type=click.IntRange(16), default=1000, show_default=True, help="Input samples (for a model name).")
@@ -88,13 +88,9 @@ def profile(target, leads, samples, classes, batches, repeats, threads, list_, d
     from ecgtool.profile.measure import count_macs, count_parameters, measure_latency
 
     if threads:
-        from ecgtool.errors import ConfigError
         from ecgtool.processes import check_parallel
 
-        try:
-            check_parallel(threads, "threads", "threads", "torch threads")
-        except ConfigError as e:
-            raise click.BadParameter(str(e), param_hint="'--threads'") from None
+        check_parallel(threads, "threads", "threads", "torch threads")  # LibraryCommand names --threads
         torch.set_num_threads(threads)
     if Path(target).is_file():
         from ecgtool.checkpoint import Checkpoint
