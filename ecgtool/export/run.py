@@ -74,7 +74,8 @@ def export_checkpoint(ckpt_path: str | os.PathLike, output: str | os.PathLike, *
         if fmt == "onnx" and written_opset != opset:  # the exporter keeps its own opset when a conversion fails
             raise ExportError(f"{output}: the exporter could not convert {ckpt.model.name} to opset {opset} (it wrote "
                               f"opset {written_opset}); nothing was written")
-        _sync(tmp)
+        if fmt == "onnx":
+            _sync(tmp)  # onnx wrote the file; write_torchscript's output_file has synced its own
         written = read_onnx_metadata(tmp) if fmt == "onnx" else read_torchscript_metadata(tmp, metadata)
         if read_metadata(written) != read_metadata(metadata):
             raise ExportError(f"{output}: the metadata read back from the exported file differs from what was written")
